@@ -1,0 +1,32 @@
+# cryodet-dask: two commands on a fresh machine -- `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# The CPU build of PyTorch that lies on disk here; installed first so that no
+# multi-GB CUDA wheel is pulled in by the permissive `torch>=` requirement.
+TORCH_CPU ?= torch==2.13.0
+DEMO_DIR ?= demo_out
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_CPU)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/cryodet-dask demo $(DEMO_DIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -1,0 +1,77 @@
+"""The ``cryodet-dask`` command line.
+
+Each subcommand lives in its own module of this package (``cli/convert.py``,
+``cli/simulate.py``, ...) exposing ``register(subparsers)``; this module finds
+them, builds the parser, and turns :class:`~cryodet_dask.errors.CryodetError`
+into one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import CryodetError
+
+__all__ = ["main", "build_parser"]
+
+# The order subcommands appear in --help; modules not listed come after.
+_ORDER = ["detect", "demo", "simulate", "convert", "train", "labels", "predict", "postprocess",
+          "export", "evaluate", "show"]
+
+
+def _command_modules() -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryodet-dask",
+        description=(
+            "Find and instance-label particles in cryo-electron tomograms larger than memory, "
+            "on a Dask cluster. Array axes are (z, y, x); voxel coordinates are in voxels, "
+            "physical ones in Å."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"cryodet-dask {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _command_modules():
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="[cryodet-dask] %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("cryodet_dask").setLevel(level if verbose or quiet else logging.INFO)
+    logging.captureWarnings(True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cryodet-dask``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        result = args.func(args)
+    except CryodetError as exc:
+        print(f"cryodet-dask: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cryodet-dask: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

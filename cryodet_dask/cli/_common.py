@@ -1,0 +1,73 @@
+"""Argument types and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_int", "add_bool_flag", "show_progress"]
+
+
+def str2bool(text: str) -> bool:
+    """Parse ``true/false``, ``yes/no``, ``1/0``, ``on/off`` (the seed's flags took any string as True)."""
+    t = str(text).strip().lower()
+    if t in ("true", "t", "yes", "y", "1", "on"):
+        return True
+    if t in ("false", "f", "no", "n", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def int_triplet(text: str) -> tuple[int, ...]:
+    """``128`` or ``64,256,256`` (z,y,x) -> tuple of positive ints."""
+    try:
+        values = tuple(int(v) for v in str(text).replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or z,y,x integers, got {text!r}") from None
+    if len(values) not in (1, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected one or three positive integers (z,y,x), got {text!r}")
+    return values
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str,
+                  aliases: tuple[str, ...] = ()) -> None:
+    """Add ``--name/--no-name`` plus value-taking aliases such as ``-check_center true``."""
+    dest = name.replace("-", "_")
+    parser.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction, default=default,
+                        help=f"{help} (default: {'on' if default else 'off'})")
+    for alias in aliases:
+        parser.add_argument(alias, dest=dest, type=str2bool, metavar="true|false",
+                            help=f"same as --{name}/--no-{name}")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False)

@@ -1,0 +1,31 @@
+"""Tomogram input and output: MRC and (OME-)Zarr, lazily and chunk by chunk."""
+
+from __future__ import annotations
+
+from ._atomic import atomic_output, partial_path
+from ._convert import convert
+from ._load import Tomogram, load, open_zarr_image
+from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
+from ._mrc_write import write_mrc
+from ._zarr import CODECS, DEFAULT_CODEC, create_image_group, normalize_chunks, ome_multiscales, write_blocks
+
+__all__ = [
+    "CODECS",
+    "DEFAULT_CODEC",
+    "MRC_SUFFIXES",
+    "SUPPORTED_MODES",
+    "MrcHeaderInfo",
+    "MrcVolume",
+    "Tomogram",
+    "atomic_output",
+    "convert",
+    "create_image_group",
+    "load",
+    "normalize_chunks",
+    "ome_multiscales",
+    "open_zarr_image",
+    "partial_path",
+    "read_mrc_header",
+    "write_blocks",
+    "write_mrc",
+]

@@ -1,0 +1,127 @@
+"""MRC (or Zarr) -> chunked, compressed OME-Zarr v3, streamed chunk by chunk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import dask.array as da
+
+from .._progress import compute
+from ..errors import ParameterError, TomogramFormatError
+from ._atomic import atomic_output
+from ._load import load
+from ._zarr import DEFAULT_CODEC, create_image_group, downsample2, normalize_chunks, write_blocks
+
+__all__ = ["convert"]
+
+
+def convert(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    chunks: int | Sequence[int] | str = 128,
+    shards: int | Sequence[int] | str | None = None,
+    levels: int = 1,
+    codec: str = DEFAULT_CODEC,
+    nan_policy: Literal["error", "zero"] = "error",
+    voxel_size: float | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Stream a tomogram into a chunked, compressed OME-Zarr v3 image.
+
+    The volume is read and written block by block by Dask tasks (on the
+    active ``distributed.Client`` if there is one), so memory stays bounded by
+    a few chunks whatever the tomogram's size.  The output is written to a
+    temporary name and renamed when complete.
+
+    Parameters
+    ----------
+    source : path-like
+        MRC file (modes 0, 1, 2, 6, 12) or Zarr store.
+    destination : path-like
+        Output ``.zarr`` directory.
+    chunks : int, tuple or str
+        Chunk shape in voxels (z, y, x); one integer for a cube.  Default 128.
+    shards : int, tuple or str, optional
+        Shard shape in voxels (a multiple of ``chunks``); many chunks are then
+        stored in one file, which helps file systems with many small files.
+    levels : int
+        Number of resolution levels (1 = full resolution only); each further
+        level halves every axis by 2x2x2 averaging.
+    codec : str
+        Compressor, one of :data:`cryodet_dask.io.CODECS`.
+    nan_policy : {"error", "zero"}
+        What to do with NaN/Inf voxels: refuse the file, or write 0 in their place.
+    voxel_size : float, optional
+        Voxel size in Å, overriding the source header.
+    overwrite : bool
+        Replace an existing destination.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        The destination.
+    """
+    destination = Path(destination)
+    if nan_policy not in ("error", "zero"):
+        raise ParameterError(f"nan_policy must be 'error' or 'zero', got {nan_policy!r}")
+    if levels < 1:
+        raise ParameterError(f"levels must be at least 1, got {levels}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise ParameterError(f"voxel size must be positive (Å), got {voxel_size}")
+    tomo = load(source)
+    shape = tomo.shape
+    if min(shape) < 2 ** (levels - 1):
+        raise ParameterError(f"{levels} levels need every axis >= {2 ** (levels - 1)} voxels, shape is {shape}")
+    try:
+        chunk_shape = normalize_chunks(chunks, shape)
+        shard_shape = None if shards is None else normalize_chunks(shards, shape)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    if shard_shape is not None:
+        shard_shape = tuple(max(c, (s // c) * c) for c, s in zip(chunk_shape, shard_shape))
+    unit = shard_shape or chunk_shape
+
+    vs_zyx = tomo.voxel_size_zyx if voxel_size is None else (voxel_size,) * 3
+    attrs = {
+        "voxel_size": (voxel_size or tomo.voxel_size),
+        "voxel_size_zyx": list(vs_zyx),
+        "origin_angst_zyx": list(tomo.origin_zyx),
+        "source": str(Path(source).resolve()),
+        "source_header": tomo.metadata,
+    }
+    volume = tomo.data.rechunk(unit)
+
+    with atomic_output(destination, overwrite=overwrite) as tmp:
+        create_image_group(
+            tmp,
+            shape=shape,
+            dtype=volume.dtype,
+            chunks=chunk_shape,
+            shards=shard_shape,
+            codec=codec,
+            n_levels=levels,
+            name=Path(source).stem,
+            voxel_size_zyx=vs_zyx,
+            origin_zyx=tomo.origin_zyx,
+            attributes=attrs,
+        )
+        nonfinite = write_blocks(volume, tmp / "0", nan_to_zero=nan_policy == "zero").sum()
+        (n_bad,) = compute(nonfinite, progress=progress, desc=f"converting {Path(source).name} -> {destination.name}")
+        n_bad = int(n_bad)
+        if n_bad and nan_policy == "error":
+            raise TomogramFormatError(
+                f"{source}: {n_bad} voxels are NaN or Inf; use --nan-policy zero to write 0 in their place"
+            )
+        previous = da.from_zarr(str(tmp / "0"))
+        for level in range(1, levels):
+            down = downsample2(previous).rechunk(chunk_shape)
+            compute(write_blocks(down, tmp / str(level)).sum(), progress=progress, desc=f"level {level}")
+            previous = da.from_zarr(str(tmp / str(level)))
+    return destination

@@ -1,0 +1,183 @@
+"""Opening a tomogram, MRC or Zarr, as a lazy dask array with its voxel size."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+
+from ..errors import InputError, TomogramFormatError
+from ._mrc import MRC_SUFFIXES, MrcVolume, read_mrc_header
+from ._zarr import normalize_chunks
+
+__all__ = ["Tomogram", "load", "open_zarr_image"]
+
+DEFAULT_CHUNKS = 128
+
+
+@dataclass(frozen=True)
+class Tomogram:
+    """A lazily loaded tomogram.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        Voxels in (z, y, x) order; nothing is read until computed.
+    voxel_size : float or None
+        Voxel size in Å (x spacing); ``None`` when the file does not say.
+    voxel_size_zyx : tuple of float
+        Voxel size in Å per axis (0.0 where unknown).
+    origin_zyx : tuple of float
+        Origin in Å.
+    path : Path or None
+        The file or store it came from.
+    metadata : dict
+        Header fields of the source (MRC) or the store's ``cryodet`` attributes.
+    """
+
+    data: da.Array
+    voxel_size: float | None
+    voxel_size_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    origin_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    path: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    def __iter__(self):  # allows ``data, voxel_size = load(path)``
+        return iter((self.data, self.voxel_size))
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists())
+
+
+def load(
+    path: str | os.PathLike[str],
+    chunks: int | tuple[int, int, int] | str | None = None,
+    *,
+    array: str | None = None,
+) -> Tomogram:
+    """Open a tomogram lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        An MRC file (``.mrc``, ``.rec``, ``.map``, ...), a Zarr v3 array, an
+        OME-Zarr image group (level ``0`` is used), or a Zarr group holding
+        several arrays (name one with ``array``).
+    chunks : int, tuple or str, optional
+        Dask chunk shape (z, y, x).  MRC files default to 128³; Zarr stores
+        default to their stored chunks.
+    array : str, optional
+        Member of a Zarr group to open (e.g. ``"mask"`` of a prediction store).
+
+    Returns
+    -------
+    Tomogram
+        ``.data`` is the lazy array, ``.voxel_size`` the voxel size in Å.
+
+    Examples
+    --------
+    >>> tomo = load("tomo.mrc")                      # doctest: +SKIP
+    >>> tomo.data.shape, tomo.voxel_size             # doctest: +SKIP
+    ((200, 512, 512), 10.0)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if _is_zarr(path):
+        return open_zarr_image(path, chunks=chunks, array=array)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory but not a Zarr store")
+    if path.suffix.lower() not in MRC_SUFFIXES:
+        warnings.warn(f"{path.name}: unknown suffix, trying to read it as MRC", stacklevel=2)
+    info = read_mrc_header(path)
+    proxy = MrcVolume(info)
+    chunk_shape = normalize_chunks(chunks if chunks is not None else DEFAULT_CHUNKS, info.shape)
+    disk_chunks = tuple(chunk_shape[info.axis_order.index(i)] for i in range(3))
+    st = path.stat()
+    name = "mrc-" + tokenize(str(path.resolve()), st.st_size, st.st_mtime_ns, disk_chunks)
+    data = da.from_array(proxy, chunks=disk_chunks, name=name, asarray=True, fancy=False,
+                         meta=np.empty((0, 0, 0), proxy.dtype))
+    if info.axis_order != (0, 1, 2):
+        data = data.transpose(info.axis_order)
+    return Tomogram(
+        data=data,
+        voxel_size=info.voxel_size,
+        voxel_size_zyx=info.voxel_size_zyx,
+        origin_zyx=info.origin_zyx,
+        path=path,
+        metadata=dict(info.fields),
+    )
+
+
+def open_zarr_image(
+    path: str | os.PathLike[str],
+    chunks: int | tuple[int, int, int] | str | None = None,
+    array: str | None = None,
+) -> Tomogram:
+    """Open a Zarr array or (OME-)Zarr group written by cryodet-dask or another tool."""
+    path = Path(path)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for unreadable stores
+        raise TomogramFormatError(f"{path}: not a readable Zarr store ({exc})") from exc
+    attrs: dict[str, Any] = {}
+    scale: list[float] | None = None
+    translation: list[float] | None = None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"; 0.4 does not
+        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+        if array is None and multiscales:
+            ds = multiscales[0]["datasets"][0]
+            array = ds["path"]
+            for t in ds.get("coordinateTransformations", []):
+                if t.get("type") == "scale":
+                    scale = [float(v) for v in t["scale"]][-3:]
+                elif t.get("type") == "translation":
+                    translation = [float(v) for v in t["translation"]][-3:]
+        if array is None:
+            members = sorted(k for k, _ in node.arrays())
+            raise TomogramFormatError(
+                f"{path}: a Zarr group with arrays {members}; say which one to use"
+            )
+        if array not in node:
+            raise TomogramFormatError(f"{path}: has no array {array!r}")
+        zarr_array = node[array]
+        if isinstance(zarr_array, zarr.Group):
+            return open_zarr_image(path / array, chunks=chunks)
+    else:
+        zarr_array = node
+        attrs = dict(node.attrs)
+    if zarr_array.ndim != 3:
+        raise TomogramFormatError(f"{path}: a tomogram needs 3 dimensions, this array has {zarr_array.ndim}")
+    if 0 in zarr_array.shape:
+        raise TomogramFormatError(f"{path}: zero-size axis (shape {zarr_array.shape})")
+    meta = dict(attrs.get("cryodet", {})) if isinstance(attrs.get("cryodet"), dict) else {}
+    if "voxel_size_zyx" in meta:
+        vs_zyx = tuple(float(v) for v in meta["voxel_size_zyx"])
+    elif "voxel_size" in attrs or "voxel_size" in meta:
+        v = float(meta.get("voxel_size", attrs.get("voxel_size")))
+        vs_zyx = (v, v, v)
+    elif scale is not None:
+        vs_zyx = tuple(scale)
+    else:
+        vs_zyx = (0.0, 0.0, 0.0)
+    origin = tuple(float(v) for v in meta.get("origin_angst_zyx", translation or (0.0, 0.0, 0.0)))
+    data = da.from_zarr(zarr_array)
+    if chunks is not None:
+        data = data.rechunk(normalize_chunks(chunks, data.shape))
+    voxel_size = float(vs_zyx[2]) if vs_zyx[2] > 0 else None
+    return Tomogram(data=data, voxel_size=voxel_size, voxel_size_zyx=vs_zyx,  # type: ignore[arg-type]
+                    origin_zyx=origin, path=path, metadata=meta)  # type: ignore[arg-type]

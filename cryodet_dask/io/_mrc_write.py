@@ -1,0 +1,115 @@
+"""Writing a (lazy) volume to an MRC file, block by block.
+
+The header is written first with the final dimensions, the data region is
+allocated sparse, and each Dask task memory-maps only its own block of the
+file to write it.  Statistics for the header (min, max, mean, rms) are
+reduced from per-block summaries.  The file is written under a temporary
+name and renamed when complete (:mod:`._atomic`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import mrcfile
+import numpy as np
+
+from .._progress import compute
+from ._atomic import atomic_output
+from ._mrc import HEADER_BYTES, mrc_mode_for_dtype
+
+__all__ = ["write_mrc"]
+
+
+def _write_block(block: np.ndarray, path: str, shape: tuple[int, ...], file_dtype: str,
+                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Write one block into its place in the MRC file; return its statistics."""
+    assert block_info is not None
+    loc = block_info[0]["array-location"]
+    region = tuple(slice(a, b) for a, b in loc)
+    mm = np.memmap(path, dtype=np.dtype(file_dtype), mode="r+", offset=HEADER_BYTES, shape=shape)
+    try:
+        mm[region] = block
+        mm.flush()
+    finally:
+        del mm
+    b = block.astype(np.float64, copy=False)
+    stats = np.array([b.min(), b.max(), b.sum(), np.square(b).sum(), b.size], dtype=np.float64)
+    return stats.reshape(1, 1, 1, 5)
+
+
+def write_mrc(
+    volume: da.Array | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    voxel_size: float | None = None,
+    origin_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    overwrite: bool = False,
+    progress: bool = False,
+    label: str | None = None,
+) -> Path:
+    """Write a 3D volume (z, y, x) to an MRC2014 file without a whole-volume array.
+
+    Parameters
+    ----------
+    volume : dask.array.Array or numpy.ndarray
+        The volume; int8, int16, uint16, float16 or float32.
+    path : path-like
+        Output file.
+    voxel_size : float, optional
+        Voxel size in Å written to the header (cell dimensions).
+    origin_zyx : tuple of float
+        Origin in Å.
+    overwrite : bool
+        Replace an existing file.
+    progress : bool
+        Show a progress bar.
+    label : str, optional
+        A text label stored in the header.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    if not isinstance(volume, da.Array):
+        volume = da.from_array(np.asarray(volume), chunks=128)
+    if volume.ndim != 3:
+        raise ValueError(f"write_mrc needs a 3D volume, got {volume.ndim}D")
+    dtype = np.dtype(volume.dtype)
+    mrc_mode_for_dtype(dtype)  # raises for unsupported types
+    shape = tuple(int(s) for s in volume.shape)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mrc_mode_for_dtype(dtype), overwrite=True) as mrc:
+            if voxel_size:
+                mrc.voxel_size = float(voxel_size)
+            mrc.header.origin.z, mrc.header.origin.y, mrc.header.origin.x = origin_zyx
+            if label:
+                mrc.add_label(label[:80])
+            file_dtype = mrc.data.dtype.str  # little-endian as written by mrcfile
+        stats = da.map_blocks(
+            _write_block,
+            volume,
+            path=str(tmp),
+            shape=shape,
+            file_dtype=file_dtype,
+            dtype=np.float64,
+            chunks=tuple((1,) * len(c) for c in volume.chunks) + ((5,),),
+            new_axis=3,
+            meta=np.empty((0, 0, 0, 0), np.float64),
+        )
+        (s,) = compute(stats, progress=progress, desc=f"writing {path.name}")
+        s = s.reshape(-1, 5)
+        n = s[:, 4].sum()
+        mean = s[:, 2].sum() / n
+        rms = float(np.sqrt(max(s[:, 3].sum() / n - mean * mean, 0.0)))
+        with mrcfile.mmap(tmp, mode="r+") as mrc:  # memory-mapped: the data are not read
+            mrc.header.dmin = float(s[:, 0].min())
+            mrc.header.dmax = float(s[:, 1].max())
+            mrc.header.dmean = float(mean)
+            mrc.header.rms = rms
+    return path
