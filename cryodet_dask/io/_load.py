@@ -17,7 +17,7 @@ from ..errors import InputError, TomogramFormatError
 from ._mrc import MRC_SUFFIXES, MrcVolume, read_mrc_header
 from ._zarr import normalize_chunks
 
-__all__ = ["Tomogram", "load", "open_zarr_image"]
+__all__ = ["Tomogram", "TransposedReader", "load", "open_zarr_image"]
 
 DEFAULT_CHUNKS = 128
 
@@ -40,6 +40,10 @@ class Tomogram:
         The file or store it came from.
     metadata : dict
         Header fields of the source (MRC) or the store's ``cryodet`` attributes.
+    reader : object or None
+        Picklable array-like over the stored voxels in (z, y, x) order
+        (``reader[z0:z1, y0:y1, x0:x1]`` reads just that block).  Lets a Dask
+        task read a chunk plus its halo straight from the file.
     """
 
     data: da.Array
@@ -48,6 +52,7 @@ class Tomogram:
     origin_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0)
     path: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    reader: Any = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -118,6 +123,7 @@ def load(
         origin_zyx=info.origin_zyx,
         path=path,
         metadata=dict(info.fields),
+        reader=proxy if info.axis_order == (0, 1, 2) else TransposedReader(proxy, info.axis_order),
     )
 
 
@@ -180,4 +186,21 @@ def open_zarr_image(
         data = data.rechunk(normalize_chunks(chunks, data.shape))
     voxel_size = float(vs_zyx[2]) if vs_zyx[2] > 0 else None
     return Tomogram(data=data, voxel_size=voxel_size, voxel_size_zyx=vs_zyx,  # type: ignore[arg-type]
-                    origin_zyx=origin, path=path, metadata=meta)  # type: ignore[arg-type]
+                    origin_zyx=origin, path=path, metadata=meta, reader=zarr_array)  # type: ignore[arg-type]
+
+
+class TransposedReader:
+    """Array-like view of ``base`` with its axes permuted by ``axes`` (like ``numpy.transpose``)."""
+
+    def __init__(self, base: Any, axes: tuple[int, ...]):
+        self.base = base
+        self.axes = tuple(axes)
+        self.shape = tuple(base.shape[a] for a in self.axes)
+        self.dtype = base.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        inverse = [0] * self.ndim
+        for out_axis, in_axis in enumerate(self.axes):
+            inverse[in_axis] = key[out_axis]
+        return np.transpose(self.base[tuple(inverse)], self.axes)

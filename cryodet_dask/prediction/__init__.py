@@ -1,0 +1,22 @@
+"""Distributed inference: the networks applied per chunk with halos on Dask workers."""
+
+from __future__ import annotations
+
+from ._engine import ModelSpec, forward_block, get_model, normalize_block, resolve_device
+from ._predict import Prediction, global_stats, predict, resolve_models
+from ._tiling import ChunkPlan, default_halo, plan_chunks
+
+__all__ = [
+    "ChunkPlan",
+    "ModelSpec",
+    "Prediction",
+    "default_halo",
+    "forward_block",
+    "get_model",
+    "global_stats",
+    "normalize_block",
+    "plan_chunks",
+    "predict",
+    "resolve_device",
+    "resolve_models",
+]

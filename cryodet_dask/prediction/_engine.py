@@ -1,0 +1,103 @@
+"""Per-chunk inference on a worker: the model cache and the forward pass of one block.
+
+A task receives checkpoint *paths*, never model objects; each worker process
+loads a checkpoint once and keeps it in :data:`_MODELS` (keyed by path, file
+identity and device), so the weights travel neither with every task nor more
+than once to a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ModelSpec", "get_model", "forward_block", "normalize_block", "resolve_device"]
+
+_MODELS: dict[tuple[str, int, int, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A checkpoint as a task sees it: path plus the heads it predicts."""
+
+    path: str
+    heads: tuple[str, ...]
+    pool_factor: int
+    receptive_field: int
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import ParameterError
+
+        raise ParameterError("--device cuda was asked for but no CUDA GPU is visible to torch")
+    return device
+
+
+def get_model(path: str, device: str) -> Any:
+    """The model of checkpoint ``path`` on ``device``, loaded once per process."""
+    from .. import models
+
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, device)
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = models.load(path).to(device)
+            model.eval()
+            _MODELS[key] = model
+    return model
+
+
+def normalize_block(block: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Global z-score normalization, in float32 exactly as the whole-volume reference does it."""
+    return ((block.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32, copy=False)
+
+
+def forward_block(
+    specs: Sequence[ModelSpec],
+    blocks: Sequence[np.ndarray],
+    *,
+    device: str = "cpu",
+    amp: bool = True,
+    torch_threads: int | None = None,
+) -> list[np.ndarray]:
+    """Run every model on every (normalized) block; blocks of equal shape share one forward call.
+
+    Each block is zero-padded at the end of each axis to a multiple of the
+    pooling factor and cropped back afterwards.  Returns, per block, a float32
+    array (n_heads, *block.shape) with the heads of all models stacked in
+    ``specs`` order.
+    """
+    import torch
+
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    p = max(s.pool_factor for s in specs)
+    nets = [get_model(s.path, device) for s in specs]
+    out: list[np.ndarray | None] = [None] * len(blocks)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, b in enumerate(blocks):
+        groups.setdefault(tuple(b.shape), []).append(i)
+    use_amp = amp and device.startswith("cuda")
+    for shape, members in groups.items():
+        pad = [(0, (-n) % p) for n in shape]
+        batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+        with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            y = torch.cat([net(x) for net in nets], dim=1).float().cpu().numpy()
+        for j, i in enumerate(members):
+            out[i] = np.ascontiguousarray(y[j, :, : shape[0], : shape[1], : shape[2]])
+    return out  # type: ignore[return-value]

@@ -1,0 +1,460 @@
+"""``predict``: the networks applied chunk by chunk, with halos, on the active Dask scheduler."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+from .._progress import compute, current_client
+from ..errors import CheckpointError, OutputExistsError, ParameterError
+from ..io import Tomogram, load, partial_path
+from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
+from ._tiling import ChunkPlan, default_halo, plan_chunks
+
+__all__ = ["Prediction", "predict", "global_stats", "resolve_models"]
+
+log = logging.getLogger("cryodet_dask")
+
+HEADS = ("mask", "center")
+
+
+@dataclass
+class Prediction:
+    """Predicted maps of a tomogram.
+
+    Attributes
+    ----------
+    mask : dask.array.Array
+        Particle mask probability in [0, 1], float32, (z, y, x).
+    center : dask.array.Array
+        CenterNet map: normalized distance to the particle boundary (1 at a
+        particle's centre), float32.
+    path : Path or None
+        The Zarr store holding both (``None`` for a lazy, unstored prediction).
+    plan : ChunkPlan
+        Chunk shape, halo and pooling alignment used.
+    mean, std : float
+        Global normalization statistics of the tomogram.
+    voxel_size : float or None
+        Voxel size in Å.
+    chunks_computed, chunks_skipped : int
+        For a stored prediction: chunks run now, and chunks found done by an
+        earlier interrupted run and skipped.
+    """
+
+    mask: da.Array
+    center: da.Array
+    path: Path | None
+    plan: ChunkPlan
+    mean: float
+    std: float
+    voxel_size: float | None
+    chunks_computed: int = 0
+    chunks_skipped: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_models(model: Any = None) -> list[ModelSpec]:
+    """Checkpoints to run, as :class:`ModelSpec` s whose heads together give ``mask`` and ``center``.
+
+    ``model`` may be ``None`` (the shipped demo weights), one checkpoint path
+    (a two-head network), or a sequence of paths (SegNet, CenterNet).
+    """
+    from .. import models
+
+    if model is None:
+        weights = models.default_weights()
+        paths = [weights.twohead] if weights.twohead else [weights.segnet, weights.centernet]
+        if any(p is None for p in paths):
+            raise CheckpointError("no shipped weights found in the package; give -m/-c checkpoints")
+    elif isinstance(model, str | os.PathLike):
+        paths = [model]
+    else:
+        paths = list(model)
+    specs = []
+    for p in paths:
+        if p is None:
+            continue
+        net = models.load(p)
+        cfg = net.config
+        specs.append(ModelSpec(path=str(Path(p).resolve()), heads=tuple(cfg.heads),
+                               pool_factor=int(cfg.pool_factor), receptive_field=int(cfg.receptive_field)))
+    heads = [h for s in specs for h in s.heads]
+    missing = [h for h in HEADS if h not in heads]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoints predict {heads}; also needed: {missing} (give a SegNet and a CenterNet, or a two-head model)"
+        )
+    return specs
+
+
+def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
+    """Mean and standard deviation of the whole tomogram: one Dask reduction pass, float64.
+
+    A constant volume gets ``std = 1`` so that normalization never divides by zero.
+    """
+    v = volume.astype(np.float64)
+    mean, std = compute(v.mean(), v.std(), progress=progress, desc="normalization statistics (one pass)")
+    mean, std = float(mean), float(std)
+    return mean, (std if std > 0 else 1.0)
+
+
+# ------------------------------------------------------------------ tasks
+
+
+def _predict_chunks(reader: Any, plan: ChunkPlan, indices: Sequence[tuple[int, int, int]], mean: float,
+                    std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
+                    torch_threads: int | None) -> list[np.ndarray]:
+    """Read, normalize and predict the chunks ``indices``; return their cores (n_heads, *core)."""
+    regions = [plan.region(i) for i in indices]
+    blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
+    outs = forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads)
+    cores = []
+    for idx, region, out in zip(indices, regions, outs):
+        core = plan.core(idx)
+        local = (slice(None),) + tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
+        cores.append(out[local])
+    return cores
+
+
+def _head_order(specs: Sequence[ModelSpec]) -> list[int]:
+    heads = [h for s in specs for h in s.heads]
+    return [heads.index(h) for h in HEADS]
+
+
+class _RegionBlock:
+    """A block already read (core plus halo), indexed in global coordinates."""
+
+    def __init__(self, block: np.ndarray, origin: Sequence[int]):
+        self.block = block
+        self.origin = tuple(origin)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return self.block[tuple(slice(k.start - o, k.stop - o) for k, o in zip(key, self.origin))]
+
+
+def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[int] | None, plan: ChunkPlan,
+                mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
+                torch_threads: int | None) -> np.ndarray:
+    reader = source if origin is None else _RegionBlock(source, origin)
+    (core,) = _predict_chunks(reader, plan, [index], mean, std, specs, device, amp, torch_threads)
+    return core[_head_order(specs)]
+
+
+def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan: ChunkPlan, mean: float,
+                  std: float, specs: Sequence[ModelSpec], device: str, amp: bool, torch_threads: int | None,
+                  store: str) -> np.ndarray:
+    """Predict chunks, write them to the Zarr store, then mark each done; return how many."""
+    cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads)
+    order = _head_order(specs)
+    arrays = {h: zarr.open_array(os.path.join(store, h), mode="r+") for h in HEADS}
+    done = Path(store) / ".done"
+    for idx, core in zip(indices, cores):
+        sl = plan.core(idx)
+        for k, h in enumerate(HEADS):
+            arrays[h][sl] = core[order[k]]
+        (done / ".".join(map(str, idx))).touch()  # only after both maps are written
+    return np.array([len(indices)], dtype=np.int64)
+
+
+# ------------------------------------------------------------------ graph
+
+
+class _InMemoryReader:
+    """Wraps a numpy array so that it is one key of the graph, shipped once."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.array[key]
+
+
+def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]:
+    """(reader, lazy array, voxel size, identity) for any accepted input."""
+    if isinstance(volume, str | os.PathLike):
+        volume = load(volume, chunks=chunks)
+    if isinstance(volume, Tomogram):
+        if volume.path is not None:
+            st = Path(volume.path).stat()
+            ident = f"{Path(volume.path).resolve()}:{st.st_mtime_ns}:{st.st_size}"
+        else:
+            ident = tokenize(volume.data)
+        if volume.reader is not None:
+            return volume.reader, volume.data, volume.voxel_size, ident
+        volume = volume.data
+    if isinstance(volume, np.ndarray):
+        return _InMemoryReader(volume), da.from_array(volume, chunks=chunks or 128), None, tokenize(volume)
+    if isinstance(volume, da.Array):
+        return None, volume, None, volume.name
+    raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
+
+
+def _gpu_workers_present() -> bool:
+    client = current_client()
+    if client is None:
+        return False
+    info = client.scheduler_info()
+    return any(w.get("resources", {}).get("GPU") for w in info.get("workers", {}).values())
+
+
+def _build_layer(name: str, tasks: dict[Any, Any], deps: list[Any], gpu: bool) -> HighLevelGraph:
+    annotations = {"resources": {"GPU": 1}} if gpu else None
+    layers = {name: MaterializedLayer(tasks, annotations=annotations)}
+    dependencies: dict[str, set[str]] = {name: set()}
+    for d in deps:
+        hlg = d.__dask_graph__()
+        layers.update(hlg.layers)
+        dependencies.update(hlg.dependencies)
+        dependencies[name] |= {d.name}
+    return HighLevelGraph(layers, dependencies)
+
+
+def predict(
+    volume: Any,
+    model: Any = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    chunks: int | Sequence[int] = 128,
+    halo: int | Sequence[int] | None = None,
+    device: str = "auto",
+    batch_size: int = 1,
+    dtype: str = "float32",
+    amp: bool = True,
+    torch_threads: int | None = None,
+    stats: tuple[float, float] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Prediction:
+    """Apply SegNet and CenterNet to a tomogram chunk by chunk, with halos.
+
+    Parameters
+    ----------
+    volume : path, Tomogram, numpy.ndarray or dask.array.Array
+        The tomogram (z, y, x).  A path (MRC or Zarr) or a :class:`Tomogram`
+        lets each task read its block plus halo straight from the file.
+    model : path, sequence of paths, or None
+        Checkpoints: a two-head network, or (SegNet, CenterNet).  Default: the
+        shipped demo weights.
+    out : path, optional
+        Zarr store to write (group with arrays ``mask`` and ``center``).  With
+        ``out`` the prediction runs now, resumably: an interrupted run leaves
+        ``.<name>.partial`` with finished chunks marked, and the same call
+        continues from there.  Without ``out`` the maps are lazy dask arrays.
+    chunks : int or (z, y, x)
+        Core chunk shape in voxels, rounded up to a multiple of the network's
+        pooling factor.
+    halo : int or (z, y, x), optional
+        Halo in voxels on each side; default: half the receptive field,
+        rounded up to the pooling factor.
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int
+        Chunks per task, run in one forward call where their shapes agree.
+    dtype : {"float32", "float16"}
+        Storage type of the maps (``out`` only).
+    amp : bool
+        bfloat16 autocast on GPU.
+    torch_threads : int, optional
+        Threads torch uses per task (default: torch's, which Dask workers set to 1).
+    stats : (mean, std), optional
+        Normalization statistics; default: computed over the whole tomogram.
+    overwrite : bool
+        Replace an existing ``out``.
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    Prediction
+    """
+    if dtype not in ("float32", "float16"):
+        raise ParameterError(f"dtype must be float32 or float16, got {dtype!r}")
+    if batch_size < 1:
+        raise ParameterError(f"batch size must be at least 1, got {batch_size}")
+    specs = resolve_models(model)
+    pool = max(s.pool_factor for s in specs)
+    rf = max(s.receptive_field for s in specs)
+    reader, data, voxel_size, ident = _source(volume, chunks)
+    if data.ndim != 3:
+        raise ParameterError(f"a tomogram has 3 dimensions, got shape {data.shape}")
+    halo_v = default_halo(rf, pool) if halo is None else halo
+    if min(np.atleast_1d(halo_v)) < 0:
+        raise ParameterError(f"halo must be >= 0 voxels, got {halo_v}")
+    plan = plan_chunks(data.shape, chunks, halo_v, pool)
+    if any(h and h > c for h, c in zip(plan.halo, plan.chunk_shape)) and max(plan.grid) > 1:
+        log.info("halo %s is larger than the chunk %s: consider larger chunks", plan.halo, plan.chunk_shape)
+    device = resolve_device(device)
+    gpu = _gpu_workers_present()
+
+    fingerprint = {
+        "input": ident,
+        "shape": list(plan.shape),
+        "chunks": list(plan.chunk_shape),
+        "halo": list(plan.halo),
+        "models": [_sha256(s.path) for s in specs],
+        "dtype": dtype,
+    }
+    if out is not None:
+        out = Path(out)
+        done_attrs = _existing_complete(out, fingerprint)
+        if done_attrs is not None and not overwrite:
+            log.info("%s is complete for these inputs and parameters: nothing to do", out)
+            return _open_prediction(out, plan, done_attrs, skipped=int(np.prod(plan.grid)))
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"output {out} already exists for other inputs or parameters (use --overwrite)")
+
+    if reader is None:  # a dask array not backed by a file: materialize halo regions from its graph
+        reader_key = None
+    else:
+        reader_key = "reader-" + tokenize(ident, type(reader).__name__)
+    if stats is None and out is not None:
+        stats = _resume_stats(partial_path(out), fingerprint)
+    mean, std = stats if stats is not None else global_stats(data, progress=progress)
+    common = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
+                  torch_threads=torch_threads)
+
+    if out is None:
+        name = "predict-" + tokenize(fingerprint, mean, std)
+        tasks: dict[Any, Any] = {}
+        deps = []
+        if reader_key is not None:
+            tasks[reader_key] = reader
+        for idx in plan.indices():
+            if reader_key is not None:
+                source, origin = reader_key, None
+            else:  # the halo region as one block of the input's own graph
+                region = plan.region(idx)
+                block = data[region]
+                block = block.rechunk(block.shape)
+                deps.append(block)
+                source, origin = (block.name, 0, 0, 0), tuple(r.start for r in region)
+            tasks[(name, 0, *idx)] = (functools.partial(_lazy_chunk, index=idx, origin=origin, **common), source)
+        graph = _build_layer(name, tasks, deps, gpu)
+        arr = da.Array(graph, name, chunks=((len(HEADS),),) + plan.chunks, dtype=np.float32,
+                       meta=np.empty((0, 0, 0, 0), np.float32))
+        return Prediction(mask=arr[0], center=arr[1], path=None, plan=plan, mean=mean, std=std,
+                          voxel_size=voxel_size)
+
+    if reader_key is None:  # store the input once so that every task can read its halo region
+        raise ParameterError("predict(out=...) needs a tomogram file or store; write the array first "
+                             "(cryodet_dask.convert or dask.array.to_zarr) and pass its path")
+    return _predict_to_store(out, reader, plan, common, fingerprint, voxel_size, dtype, batch_size, gpu,
+                             overwrite, progress)
+
+
+# ------------------------------------------------------------------ stored, resumable prediction
+
+
+def _read_attrs(store: Path) -> dict[str, Any] | None:
+    try:
+        return dict(zarr.open_group(str(store), mode="r").attrs.get("cryodet", {}))
+    except Exception:
+        return None
+
+
+def _existing_complete(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """Attributes of ``out`` if it is a complete prediction for this fingerprint."""
+    if not out.exists():
+        return None
+    attrs = _read_attrs(out)
+    if attrs and attrs.get("fingerprint") == fingerprint and attrs.get("complete"):
+        return attrs
+    return None
+
+
+def _resume_stats(partial: Path, fingerprint: dict[str, Any]) -> tuple[float, float] | None:
+    attrs = _read_attrs(partial) if partial.exists() else None
+    if attrs and attrs.get("fingerprint") == fingerprint:
+        return float(attrs["mean"]), float(attrs["std"])
+    return None
+
+
+def _open_prediction(path: Path, plan: ChunkPlan, attrs: dict[str, Any], computed: int = 0,
+                     skipped: int = 0) -> Prediction:
+    group = zarr.open_group(str(path), mode="r")
+    mask = da.from_zarr(group["mask"])
+    center = da.from_zarr(group["center"])
+    vs = attrs.get("voxel_size")
+    return Prediction(mask=mask, center=center, path=path, plan=plan, mean=float(attrs["mean"]),
+                      std=float(attrs["std"]), voxel_size=float(vs) if vs else None, chunks_computed=computed,
+                      chunks_skipped=skipped, attrs=attrs)
+
+
+def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str, Any],
+                      fingerprint: dict[str, Any], voxel_size: float | None, dtype: str, batch_size: int,
+                      gpu: bool, overwrite: bool, progress: bool) -> Prediction:
+    tmp = partial_path(out)
+    attrs = _read_attrs(tmp) if tmp.exists() else None
+    if attrs is None or attrs.get("fingerprint") != fingerprint:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # stale, or from other inputs/parameters
+        group = zarr.open_group(str(tmp), mode="w")
+        for h in HEADS:
+            group.create_array(h, shape=plan.shape, chunks=plan.chunk_shape, dtype=dtype, fill_value=0,
+                               dimension_names=("z", "y", "x"))
+        attrs = {
+            "fingerprint": fingerprint,
+            "mean": common["mean"],
+            "std": common["std"],
+            "voxel_size": voxel_size,
+            "halo": list(plan.halo),
+            "chunks": list(plan.chunk_shape),
+            "pool_factor": plan.pool_factor,
+            "models": [{"path": s.path, "heads": list(s.heads), "receptive_field": s.receptive_field}
+                       for s in common["specs"]],
+            "complete": False,
+        }
+        group.attrs["cryodet"] = attrs
+        (tmp / ".done").mkdir()
+    done = {tuple(int(v) for v in p.name.split(".")) for p in (tmp / ".done").iterdir()}
+    pending = [idx for idx in plan.indices() if idx not in done]
+    skipped = len(done)
+    if skipped:
+        log.info("resuming %s: %d of %d chunks already done, skipped", out, skipped, skipped + len(pending))
+    name = "predict-store-" + tokenize(fingerprint, str(out), len(pending))
+    reader_key = "reader-" + tokenize(fingerprint["input"])
+    tasks: dict[Any, Any] = {reader_key: reader}
+    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    for b, batch in enumerate(batches):
+        tasks[(name, b)] = (functools.partial(_store_chunks, indices=tuple(batch), store=str(tmp), **common),
+                            reader_key)
+    if batches:
+        graph = _build_layer(name, tasks, [], gpu)
+        counts = da.Array(graph, name, chunks=((1,) * len(batches),), dtype=np.int64,
+                          meta=np.empty((0,), np.int64))
+        (n,) = compute(counts.sum(), progress=progress, desc=f"predicting {len(pending)} chunks "
+                       f"{plan.chunk_shape} with halo {plan.halo}")
+    group = zarr.open_group(str(tmp), mode="r+")
+    attrs = dict(group.attrs["cryodet"])
+    attrs["complete"] = True
+    group.attrs["cryodet"] = attrs
+    shutil.rmtree(tmp / ".done")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return _open_prediction(out, plan, attrs, computed=len(pending), skipped=skipped)

@@ -1,0 +1,118 @@
+"""The chunk grid of prediction: cores, halos, and the alignment to the U-Net's pooling grid.
+
+Each output chunk (its *core*) is computed from the input region
+``core ± halo`` clipped to the volume.  For the result to be independent of
+the chunking, three things must hold (see ``docs``/README, "Chunk invariance"):
+
+1. the halo covers the network's receptive field, so voxels of the core never
+   see the block's artificial border;
+2. every block starts at a multiple of the pooling factor ``P`` in global
+   coordinates (chunk edges and halos are multiples of ``P``), so the
+   max-pooling windows fall on the same global grid in every block;
+3. a block that reaches the end of the volume is zero-padded up to the next
+   multiple of ``P``, exactly as the whole-volume reference pads the volume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+__all__ = ["ChunkPlan", "default_halo", "plan_chunks"]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def default_halo(receptive_field: int, pool_factor: int) -> int:
+    """Smallest halo, a multiple of ``pool_factor``, covering half the receptive field."""
+    return _round_up(max((receptive_field - 1) // 2, 0), pool_factor)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """The prediction chunk grid of a volume.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Volume shape (z, y, x).
+    chunk_shape : tuple of int
+        Core chunk shape, a multiple of ``pool_factor`` (except where clipped
+        to the volume).
+    halo : tuple of int
+        Halo on each side, per axis, a multiple of ``pool_factor``.
+    pool_factor : int
+    """
+
+    shape: tuple[int, int, int]
+    chunk_shape: tuple[int, int, int]
+    halo: tuple[int, int, int]
+    pool_factor: int
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Number of chunks along each axis."""
+        return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape))  # type: ignore[return-value]
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Dask-style chunks of the output."""
+        out = []
+        for s, c in zip(self.shape, self.chunk_shape):
+            n = math.ceil(s / c)
+            out.append(tuple(min(c, s - i * c) for i in range(n)))
+        return tuple(out)
+
+    def indices(self) -> Iterator[tuple[int, int, int]]:
+        """Chunk indices (i, j, k) in raster order."""
+        return itertools.product(*(range(n) for n in self.grid))  # type: ignore[return-value]
+
+    def core(self, index: Sequence[int]) -> tuple[slice, slice, slice]:
+        """Global slices of the output chunk ``index``."""
+        return tuple(  # type: ignore[return-value]
+            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, self.chunk_shape, self.shape)
+        )
+
+    def region(self, index: Sequence[int]) -> tuple[slice, slice, slice]:
+        """Global slices of the input block (core plus halo, clipped to the volume)."""
+        return tuple(  # type: ignore[return-value]
+            slice(max(c.start - h, 0), min(c.stop + h, s))
+            for c, h, s in zip(self.core(index), self.halo, self.shape)
+        )
+
+    def computed_voxels(self) -> int:
+        """Voxels the network processes (regions padded to the pooling grid), over all chunks."""
+        total = 0
+        for index in self.indices():
+            n = 1
+            for r in self.region(index):
+                n *= _round_up(r.stop - r.start, self.pool_factor)
+            total += n
+        return total
+
+    def halo_overhead(self) -> float:
+        """Computed voxels per output voxel (1.0 means no halo cost)."""
+        return self.computed_voxels() / math.prod(self.shape)
+
+
+def plan_chunks(
+    shape: Sequence[int],
+    chunk_shape: int | Sequence[int],
+    halo: int | Sequence[int],
+    pool_factor: int,
+) -> ChunkPlan:
+    """Chunk grid with chunks and halos rounded up to multiples of ``pool_factor``."""
+    shape_t = tuple(int(s) for s in shape)
+    cs = (chunk_shape,) * 3 if isinstance(chunk_shape, int) else tuple(chunk_shape)
+    hs = (halo,) * 3 if isinstance(halo, int) else tuple(halo)
+    if len(cs) == 1:
+        cs = cs * 3
+    if len(hs) == 1:
+        hs = hs * 3
+    cs = tuple(min(_round_up(int(c), pool_factor), _round_up(s, pool_factor)) for c, s in zip(cs, shape_t))
+    hs = tuple(_round_up(int(h), pool_factor) for h in hs)
+    return ChunkPlan(shape=shape_t, chunk_shape=cs, halo=hs, pool_factor=pool_factor)  # type: ignore[arg-type]

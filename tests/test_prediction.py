@@ -1,0 +1,165 @@
+"""Distributed inference: chunk invariance against a whole-volume forward pass, resume, GPU annotations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cryodet_dask import models
+from cryodet_dask.cli import main
+from cryodet_dask.errors import CheckpointError, OutputExistsError
+from cryodet_dask.prediction import default_halo, plan_chunks, predict
+from cryodet_dask.prediction import _predict as predict_module
+from cryodet_dask.testing import make_mrc
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_head(tmp_path_factory):
+    torch.manual_seed(0)
+    net = models.UNet3D(models.UNetConfig(channels=(6, 8, 10), heads=("mask", "center")))
+    return models.save(net, tmp_path_factory.mktemp("ck") / "two.pt")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair")
+    torch.manual_seed(1)
+    seg = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask",))), d / "seg.pt")
+    cen = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("center",))), d / "cen.pt")
+    return seg, cen
+
+
+@pytest.fixture(scope="module")
+def volume():
+    rng = np.random.default_rng(7)
+    return (rng.normal(size=(30, 50, 44)) * 3 + 10).astype(np.float32)
+
+
+def _reference(ckpts, vol):
+    outs = [models.predict_array(models.load(c), vol) for c in ckpts]
+    stacked = np.concatenate(outs)
+    heads = [h for c in ckpts for h in models.load(c).config.heads]
+    return stacked[heads.index("mask")], stacked[heads.index("center")]
+
+
+def test_plan_alignment_and_overhead():
+    plan = plan_chunks((100, 130, 70), (30, 50, 64), 9, pool_factor=4)
+    assert plan.chunk_shape == (32, 52, 64)
+    assert plan.halo == (12, 12, 12)
+    for idx in plan.indices():
+        for r in plan.region(idx):
+            assert r.start % 4 == 0  # every block starts on the global pooling grid
+    covered = np.zeros((100, 130, 70), int)
+    for idx in plan.indices():
+        covered[plan.core(idx)] += 1
+    assert (covered == 1).all()
+    assert plan.halo_overhead() > 1.0
+    assert default_halo(66, 4) == 32 and default_halo(1, 4) == 0
+
+
+@pytest.mark.parametrize("chunks", [8, 16, (12, 20, 28), 64])
+def test_chunk_invariance_two_head(tmp_path, two_head, volume, chunks):
+    ref_mask, ref_center = _reference([two_head], volume)
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    pred = predict(path, two_head, chunks=chunks, device="cpu")
+    np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5, rtol=0)
+
+
+def test_chunk_invariance_pair_numpy_and_dask_inputs(pair, volume):
+    import dask.array as da
+
+    ref_mask, ref_center = _reference(list(pair), volume)
+    for vol in (volume, da.from_array(volume, chunks=(7, 11, 13))):
+        pred = predict(vol, list(pair), chunks=16, device="cpu")
+        np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+        np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5)
+
+
+def test_too_small_halo_breaks_invariance(two_head, volume):
+    ref_mask, _ = _reference([two_head], volume)
+    pred = predict(volume, two_head, chunks=8, halo=0, device="cpu")
+    assert np.abs(pred.mask.compute() - ref_mask).max() > 1e-4  # the default halo is needed
+
+
+def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    out = tmp_path / "pred.zarr"
+    calls = {"n": 0}
+    real = predict_module._store_chunks
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_store_chunks", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            predict(path, two_head, out=out, chunks=16, device="cpu")
+    assert not out.exists()  # nothing complete-looking
+    monkeypatch.setattr(predict_module, "_store_chunks", real)
+    pred = predict(path, two_head, out=out, chunks=16, device="cpu")
+    total = int(np.prod(pred.plan.grid))
+    assert pred.chunks_skipped == 4 and pred.chunks_computed == total - 4
+    ref_mask, ref_center = _reference([two_head], volume)
+    np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+    np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5)
+    # complete: a third run computes nothing; other parameters refuse to clobber it
+    again = predict(path, two_head, out=out, chunks=16, device="cpu")
+    assert again.chunks_computed == 0 and again.chunks_skipped == total
+    with pytest.raises(OutputExistsError):
+        predict(path, two_head, out=out, chunks=32, device="cpu")
+
+
+def test_gpu_resource_annotation_and_distributed(tmp_path, two_head, volume):
+    from distributed import Client, LocalCluster
+
+    ref_mask, _ = _reference([two_head], volume)
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"GPU": 1},
+                      dashboard_address=None) as cluster, Client(cluster):
+        pred = predict(path, two_head, chunks=16, device="cpu")
+        annotated = [lay for lay in pred.mask.dask.layers.values() if (lay.annotations or {}).get("resources")]
+        assert annotated and annotated[0].annotations["resources"] == {"GPU": 1}
+        np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+        stored = predict(path, two_head, chunks=16, device="cpu", out=tmp_path / "d.zarr")
+        np.testing.assert_allclose(stored.mask.compute(), ref_mask, atol=1e-5)
+    # without GPU workers no resource is required
+    pred = predict(path, two_head, chunks=16, device="cpu")
+    assert not any((lay.annotations or {}).get("resources") for lay in pred.mask.dask.layers.values())
+
+
+def test_one_task_per_chunk(two_head, tmp_path, volume):
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    pred = predict(path, two_head, chunks=16, device="cpu")
+    layer = [k for k in pred.mask.dask.layers if k.startswith("predict-")][0]
+    n_chunks = int(np.prod(pred.plan.grid))
+    assert len(pred.mask.dask.layers[layer]) == n_chunks + 1  # one task per chunk + the file reader
+
+
+def test_models_must_cover_both_heads(pair, volume):
+    with pytest.raises(CheckpointError, match="center"):
+        predict(volume, pair[0], device="cpu")
+
+
+def test_cli_predict(tmp_path, two_head, volume, capsys):
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    code = main(["-q", "predict", str(path), "-m", str(two_head), "-o", str(tmp_path / "p.zarr"),
+                 "--chunks", "16", "--cluster", "threads", "--device", "cpu"])
+    assert code == 0
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    assert set(k for k, _ in g.arrays()) == {"mask", "center"}
+    assert g.attrs["cryodet"]["voxel_size"] == pytest.approx(10.0)
+    code = main(["predict", str(path), "-m", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "q.zarr"),
+                 "--cluster", "threads"])
+    err = capsys.readouterr().err
+    assert code != 0 and "missing.pt" in err and not (tmp_path / "q.zarr").exists()
