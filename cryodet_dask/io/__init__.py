@@ -7,7 +7,7 @@ from ._convert import convert
 from ._load import Tomogram, load, open_zarr_image
 from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
 from ._mrc_write import write_mrc
-from ._zarr import CODECS, DEFAULT_CODEC, create_image_group, normalize_chunks, ome_multiscales, write_blocks
+from ._zarr import CODECS, DEFAULT_CODEC, create_image_group, make_compressor, normalize_chunks, ome_multiscales, write_blocks
 
 __all__ = [
     "CODECS",
@@ -20,6 +20,7 @@ __all__ = [
     "atomic_output",
     "convert",
     "create_image_group",
+    "make_compressor",
     "load",
     "normalize_chunks",
     "ome_multiscales",

@@ -8,18 +8,25 @@ from pathlib import Path
 from typing import Literal
 
 import dask.array as da
+import numpy as np
 
 from .._progress import compute
 from ..errors import ParameterError, TomogramFormatError
 from ._atomic import atomic_output
-from ._load import load
+from ._load import Tomogram, load
 from ._zarr import DEFAULT_CODEC, create_image_group, downsample2, normalize_chunks, write_blocks
 
 __all__ = ["convert"]
 
 
+def _identity(path: str | os.PathLike[str]) -> str:
+    """The file's resolved path, size and modification time: changes when the file does."""
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def convert(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Tomogram | np.ndarray | da.Array,
     destination: str | os.PathLike[str],
     *,
     chunks: int | Sequence[int] | str = 128,
@@ -40,8 +47,8 @@ def convert(
 
     Parameters
     ----------
-    source : path-like
-        MRC file (modes 0, 1, 2, 6, 12) or Zarr store.
+    source : path-like, Tomogram, numpy or dask array
+        MRC file (modes 0, 1, 2, 6, 12), Zarr store, or a volume (z, y, x).
     destination : path-like
         Output ``.zarr`` directory.
     chunks : int, tuple or str
@@ -75,7 +82,17 @@ def convert(
         raise ParameterError(f"levels must be at least 1, got {levels}")
     if voxel_size is not None and not voxel_size > 0:
         raise ParameterError(f"voxel size must be positive (Å), got {voxel_size}")
-    tomo = load(source)
+    if isinstance(source, Tomogram):
+        tomo = source
+    elif isinstance(source, np.ndarray | da.Array):
+        tomo = Tomogram(data=da.asarray(source), voxel_size=voxel_size)
+    else:
+        tomo = load(source)
+    if tomo.data.ndim != 3:
+        raise TomogramFormatError(f"a tomogram needs 3 dimensions, got shape {tomo.data.shape}")
+    if not (np.issubdtype(tomo.data.dtype, np.floating) or np.issubdtype(tomo.data.dtype, np.integer)):
+        raise TomogramFormatError(f"unsupported data type {tomo.data.dtype}")
+    source_name = Path(str(tomo.path)).stem if tomo.path is not None else destination.stem
     shape = tomo.shape
     if min(shape) < 2 ** (levels - 1):
         raise ParameterError(f"{levels} levels need every axis >= {2 ** (levels - 1)} voxels, shape is {shape}")
@@ -93,7 +110,8 @@ def convert(
         "voxel_size": (voxel_size or tomo.voxel_size),
         "voxel_size_zyx": list(vs_zyx),
         "origin_angst_zyx": list(tomo.origin_zyx),
-        "source": str(Path(source).resolve()),
+        "source": str(Path(tomo.path).resolve()) if tomo.path is not None else None,
+        "source_identity": _identity(tomo.path) if tomo.path is not None else None,
         "source_header": tomo.metadata,
     }
     volume = tomo.data.rechunk(unit)
@@ -107,17 +125,17 @@ def convert(
             shards=shard_shape,
             codec=codec,
             n_levels=levels,
-            name=Path(source).stem,
+            name=source_name,
             voxel_size_zyx=vs_zyx,
             origin_zyx=tomo.origin_zyx,
             attributes=attrs,
         )
         nonfinite = write_blocks(volume, tmp / "0", nan_to_zero=nan_policy == "zero").sum()
-        (n_bad,) = compute(nonfinite, progress=progress, desc=f"converting {Path(source).name} -> {destination.name}")
+        (n_bad,) = compute(nonfinite, progress=progress, desc=f"converting {source_name} -> {destination.name}")
         n_bad = int(n_bad)
         if n_bad and nan_policy == "error":
             raise TomogramFormatError(
-                f"{source}: {n_bad} voxels are NaN or Inf; use --nan-policy zero to write 0 in their place"
+                f"{tomo.path or 'the tomogram'}: {n_bad} voxels are NaN or Inf; use --nan-policy zero to write 0 in their place"
             )
         previous = da.from_zarr(str(tmp / "0"))
         for level in range(1, levels):

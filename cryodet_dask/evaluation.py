@@ -1,0 +1,353 @@
+"""Evaluation of detections against ground truth.
+
+Two families of scores:
+
+* **Overlap-based instance matching** (the seed's evaluation), from label
+  images: for every ground-truth particle *g* and predicted particle *p*, the
+  number of voxels they share.  The pair counts are one reduction over the
+  volume, chunk by chunk (never a loop over particles):
+
+  - *recall*: fraction of ground-truth particles of which at least
+    ``min_overlap`` (default 50 %) of the voxels lie in **one** predicted
+    particle;
+  - *precision*: fraction of predicted particles of which at least
+    ``min_overlap`` of the voxels lie in **one** ground-truth particle;
+  - *merged rate*: fraction of predicted particles that hold at least
+    ``min_overlap`` of two or more ground-truth particles (touching particles
+    detected as one).
+
+* **Distance-based matching of centres** (as in the CZ cryo-ET object
+  identification benchmark): predicted and true centres are paired one to one
+  by the Hungarian algorithm on their distances, pairs farther than
+  ``radius`` are not matches; precision, recall, F1 and F-beta (beta = 4
+  weighs recall 16 times as much as precision).  Per class when the
+  ground-truth table has a ``class`` column (recall per class; a predicted
+  particle has no class).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+from ._progress import compute
+
+__all__ = [
+    "CentreScores",
+    "OverlapScores",
+    "match_centres",
+    "overlap_counts",
+    "overlap_scores",
+    "evaluate",
+    "pr_curve",
+    "read_particles",
+]
+
+
+@dataclass(frozen=True)
+class CentreScores:
+    """Distance-based detection scores."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    fbeta: float
+    beta: float
+    radius: float
+    per_class_recall: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OverlapScores:
+    """Overlap-based (seed) instance scores."""
+
+    n_true: int
+    n_pred: int
+    recall: float
+    precision: float
+    merged_rate: float
+    min_overlap: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _safe(a: float, b: float) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def match_centres(
+    pred_zyx: np.ndarray,
+    true_zyx: np.ndarray,
+    radius: float,
+    *,
+    true_classes: Sequence[str] | None = None,
+    beta: float = 4.0,
+) -> tuple[CentreScores, np.ndarray]:
+    """One-to-one matching of predicted to true centres within ``radius`` (same units as the coordinates).
+
+    Returns the scores and an integer array ``match`` with, for every
+    predicted centre, the index of its true centre or -1.
+    """
+    pred = np.asarray(pred_zyx, dtype=np.float64).reshape(-1, 3)
+    true = np.asarray(true_zyx, dtype=np.float64).reshape(-1, 3)
+    match = np.full(len(pred), -1, dtype=np.int64)
+    if len(pred) and len(true):
+        tree = cKDTree(true)
+        pairs = tree.query_ball_point(pred, r=radius)
+        rows = np.repeat(np.arange(len(pred)), [len(p) for p in pairs])
+        cols = np.fromiter((c for p in pairs for c in p), dtype=np.int64, count=len(rows))
+        if len(rows):
+            # Hungarian assignment on the candidate pairs only (a sparse problem, solved per connected group)
+            d = np.linalg.norm(pred[rows] - true[cols], axis=1)
+            big = radius * 10 + 1.0
+            ur, ri = np.unique(rows, return_inverse=True)
+            uc, ci = np.unique(cols, return_inverse=True)
+            if len(ur) * len(uc) <= 25_000_000:
+                cost = np.full((len(ur), len(uc)), big)
+                cost[ri, ci] = d
+                r, c = linear_sum_assignment(cost)
+                ok = cost[r, c] <= radius
+                match[ur[r[ok]]] = uc[c[ok]]
+            else:  # very large problems: greedy by distance
+                order = np.argsort(d, kind="stable")
+                used_p, used_t = set(), set()
+                for k in order:
+                    if rows[k] not in used_p and cols[k] not in used_t:
+                        used_p.add(rows[k])
+                        used_t.add(cols[k])
+                        match[rows[k]] = cols[k]
+    tp = int((match >= 0).sum())
+    fp = len(pred) - tp
+    fn = len(true) - tp
+    precision = _safe(tp, tp + fp)
+    recall = _safe(tp, tp + fn)
+    f1 = _safe(2 * precision * recall, precision + recall)
+    b2 = beta * beta
+    fbeta = _safe((1 + b2) * precision * recall, b2 * precision + recall)
+    per_class: dict[str, float] = {}
+    if true_classes is not None and len(true):
+        classes = np.asarray(true_classes)
+        found = np.zeros(len(true), bool)
+        found[match[match >= 0]] = True
+        for c in np.unique(classes):
+            sel = classes == c
+            per_class[str(c)] = float(found[sel].mean())
+    return CentreScores(tp, fp, fn, precision, recall, f1, fbeta, beta, float(radius), per_class), match
+
+
+def _pair_counts_block(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(true id, predicted id, shared voxels) for one block, over voxels where either is non-zero."""
+    t = true.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    keep = (t > 0) | (p > 0)
+    if not keep.any():
+        return np.zeros((0, 3), np.int64)
+    pairs, counts = np.unique(np.stack([t[keep], p[keep]], axis=1), axis=0, return_counts=True)
+    return np.concatenate([pairs, counts[:, None]], axis=1)
+
+
+def overlap_counts(true_labels: Any, pred_labels: Any) -> pd.DataFrame:
+    """Voxel counts of every (true id, predicted id) pair, id 0 meaning background.
+
+    Works block by block on dask arrays (same shape; rechunked to match), so
+    neither label image is ever held whole.
+    """
+    t = true_labels if isinstance(true_labels, da.Array) else da.from_array(np.asarray(true_labels), chunks=128)
+    p = pred_labels if isinstance(pred_labels, da.Array) else da.from_array(np.asarray(pred_labels), chunks=t.chunks)
+    if t.shape != p.shape:
+        raise ValueError(f"label images differ in shape: {t.shape} vs {p.shape}")
+    p = p.rechunk(t.chunks)
+    blocks = [
+        da.map_blocks(_pair_counts_block, bt, bp, dtype=np.int64, drop_axis=[0, 1, 2], new_axis=[0, 1],
+                      chunks=((np.nan,), (3,)), meta=np.empty((0, 3), np.int64))
+        for bt, bp in [(t, p)]
+    ]
+    (parts,) = compute(blocks[0].to_delayed().ravel().tolist())
+    allp = np.concatenate([np.asarray(x).reshape(-1, 3) for x in parts]) if parts else np.zeros((0, 3), np.int64)
+    df = pd.DataFrame(allp, columns=["true", "pred", "voxels"])
+    return df.groupby(["true", "pred"], as_index=False)["voxels"].sum()
+
+
+def overlap_scores(counts: pd.DataFrame, min_overlap: float = 0.5) -> OverlapScores:
+    """Seed-style recall, precision and merged rate from :func:`overlap_counts`."""
+    size_t = counts.groupby("true")["voxels"].sum()
+    size_p = counts.groupby("pred")["voxels"].sum()
+    inner = counts[(counts["true"] > 0) & (counts["pred"] > 0)]
+    true_ids = size_t.index[size_t.index > 0]
+    pred_ids = size_p.index[size_p.index > 0]
+    frac_t = inner["voxels"].to_numpy() / size_t.loc[inner["true"]].to_numpy() if len(inner) else np.zeros(0)
+    frac_p = inner["voxels"].to_numpy() / size_p.loc[inner["pred"]].to_numpy() if len(inner) else np.zeros(0)
+    found_t = set(inner["true"].to_numpy()[frac_t >= min_overlap])
+    good_p = set(inner["pred"].to_numpy()[frac_p >= min_overlap])
+    holders = inner["pred"].to_numpy()[frac_t >= min_overlap]
+    ids, n_held = np.unique(holders, return_counts=True) if len(holders) else (np.zeros(0), np.zeros(0))
+    merged = int((n_held >= 2).sum())
+    return OverlapScores(
+        n_true=len(true_ids),
+        n_pred=len(pred_ids),
+        recall=_safe(len(found_t), len(true_ids)),
+        precision=_safe(len(good_p), len(pred_ids)),
+        merged_rate=_safe(merged, len(pred_ids)),
+        min_overlap=min_overlap,
+    )
+
+
+def pr_curve(pred_zyx: np.ndarray, scores: np.ndarray, true_zyx: np.ndarray, radius: float,
+             n: int = 21) -> pd.DataFrame:
+    """Precision and recall of the particles whose score is at least each of ``n`` thresholds."""
+    rows = []
+    scores = np.asarray(scores, dtype=np.float64)
+    lo, hi = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
+    for thr in np.linspace(lo, hi, n):
+        keep = scores >= thr
+        s, _ = match_centres(pred_zyx[keep], true_zyx, radius)
+        rows.append({"threshold": thr, "precision": s.precision, "recall": s.recall, "f1": s.f1,
+                     "n_pred": int(keep.sum())})
+    return pd.DataFrame(rows)
+
+
+def read_particles(path: str | os.PathLike[str], voxel_size: float | None = None) -> pd.DataFrame:
+    """A particle table as columns ``z, y, x`` in voxels (plus ``class`` and ``score`` if present).
+
+    Reads cryodet-dask's and the simulator's CSV (``x, y, z`` in voxels), the
+    seed's TXT (``PositionX ... VolumeX VolumeY VolumeZ ...``: the voxel
+    columns are used) and RELION STAR or other coordinate tables through
+    :func:`cryodet_dask.annotations.read_coordinates`.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        with open(path) as f:
+            first = f.readline()
+        if "VolumeX" in first:
+            df = pd.read_csv(path, sep="\t")
+            return pd.DataFrame({"z": df["VolumeZ"].astype(float), "y": df["VolumeY"].astype(float),
+                                 "x": df["VolumeX"].astype(float)})
+    if path.suffix.lower() == ".csv":
+        df = pd.read_csv(path)
+        if {"x", "y", "z"} <= set(df.columns):
+            keep = [c for c in ("z", "y", "x", "class", "score") if c in df.columns]
+            return df[keep].reset_index(drop=True)
+    from .annotations import read_coordinates
+
+    table = read_coordinates(path, voxel_size=voxel_size)
+    df = pd.DataFrame(table.zyx, columns=["z", "y", "x"])
+    if table.classes is not None:
+        df["class"] = table.classes
+    return df
+
+
+def evaluate(
+    pred: Any,
+    truth: Any,
+    *,
+    radius: float | None = None,
+    radius_angst: float | None = None,
+    voxel_size: float | None = None,
+    beta: float = 4.0,
+    min_overlap: float = 0.5,
+    pred_labels: Any = None,
+    true_labels: Any = None,
+) -> dict[str, Any]:
+    """Score predicted particles against the ground truth.
+
+    Parameters
+    ----------
+    pred, truth : DataFrame or path
+        Particle tables with columns ``z, y, x`` in voxels (CSV/TXT/STAR paths
+        are read with :func:`read_particles`); ``truth`` may carry ``class``,
+        ``pred`` a ``score``.
+    radius : float, optional
+        Matching radius in voxels.  Default: ``radius_angst / voxel_size``,
+        else 10 voxels.
+    pred_labels, true_labels : array-like, optional
+        Label images for the overlap-based scores.
+
+    Returns
+    -------
+    dict
+        ``centres`` (:class:`CentreScores` as dict), ``overlap`` (if labels
+        were given), ``match`` (per predicted particle, the matched true
+        index or -1).
+    """
+    p = pred if isinstance(pred, pd.DataFrame) else read_particles(pred)
+    t = truth if isinstance(truth, pd.DataFrame) else read_particles(truth)
+    if radius is None:
+        radius = radius_angst / voxel_size if radius_angst and voxel_size else 10.0
+    classes = t["class"].astype(str).tolist() if "class" in t.columns else None
+    scores, match = match_centres(p[["z", "y", "x"]].to_numpy(), t[["z", "y", "x"]].to_numpy(), radius,
+                                  true_classes=classes, beta=beta)
+    out: dict[str, Any] = {"centres": scores.as_dict(), "match": match}
+    if pred_labels is not None and true_labels is not None:
+        out["overlap"] = overlap_scores(overlap_counts(true_labels, pred_labels), min_overlap).as_dict()
+    if "score" in p.columns and len(p):
+        out["pr_curve"] = pr_curve(p[["z", "y", "x"]].to_numpy(), p["score"].to_numpy(),
+                                   t[["z", "y", "x"]].to_numpy(), radius)
+    return out
+
+
+def report_png(path: str | os.PathLike[str], tomogram: Any, pred: pd.DataFrame, truth: pd.DataFrame,
+               match: np.ndarray, curve: pd.DataFrame | None = None, slab: int = 4) -> Path:
+    """PNG: precision-recall curve and central XY/XZ slices with hits, misses and false positives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vol = tomogram
+    zc, yc = vol.shape[0] // 2, vol.shape[1] // 2
+    xy = np.asarray(vol[zc])
+    xz = np.asarray(vol[:, yc, :])
+    hit_t = np.zeros(len(truth), bool)
+    hit_t[match[match >= 0]] = True
+    fp = match < 0
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6), gridspec_kw={"width_ratios": [1, 1.6, 1.6]})
+    ax = axes[0]
+    if curve is not None and len(curve):
+        ax.plot(curve["recall"], curve["precision"], "o-", color="k")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall over score thresholds")
+    tz, ty, tx = (truth[c].to_numpy() for c in "zyx")
+    pz, py, px = (pred[c].to_numpy() for c in "zyx")
+    for ax, img, title, (a_t, b_t, a_p, b_p, sel_t, sel_p) in (
+        (axes[1], xy, f"XY slice z={zc} (±{slab} voxels)",
+         (tx, ty, px, py, np.abs(tz - zc) <= slab, np.abs(pz - zc) <= slab)),
+        (axes[2], xz, f"XZ slice y={yc} (±{slab} voxels)",
+         (tx, tz, px, pz, np.abs(ty - yc) <= slab, np.abs(py - yc) <= slab)),
+    ):
+        lo, hi = np.percentile(img, [1, 99])
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        s = sel_t & hit_t
+        ax.scatter(a_t[s], b_t[s], s=40, facecolors="none", edgecolors="lime", label="hit")
+        s = sel_t & ~hit_t
+        ax.scatter(a_t[s], b_t[s], s=40, facecolors="none", edgecolors="red", label="miss")
+        s = sel_p & fp
+        ax.scatter(a_p[s], b_p[s], s=30, marker="x", color="orange", label="false positive")
+        ax.set_title(title)
+        ax.set_xlabel("x (voxels)")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[1].set_ylabel("y (voxels)")
+    axes[2].set_ylabel("z (voxels)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
