@@ -1,0 +1,101 @@
+"""The detect command line: the seed's flags, long options, config files, and argument errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import yaml
+
+from cryodet_dask.cli import build_parser, main
+from cryodet_dask.cli.detect import params_from_args
+from cryodet_dask.detection import DetectParams
+
+
+def parse(*argv: str):
+    args = build_parser().parse_args(["detect", *argv])
+    return args, params_from_args(args)
+
+
+def test_defaults_are_the_seeds():
+    _, p = parse("t.mrc")
+    assert (p.mask_threshold, p.center_threshold, p.remove_min_size) == (0.1, 0.1, 64)
+    assert (p.check_center, p.filter_outlier, p.neighbor_number, p.distance_threshold) == (True, True, 3, 30.0)
+    assert p == DetectParams()
+
+
+def test_seed_spellings():
+    args, p = parse("-tomo", "t.mrc", "-m", "seg.pt", "-c", "cen.pt", "-o", "out", "-ps", "64", "-vs", "13.5",
+                    "-mt", "0.25", "-ct", "0.3", "-rs", "100", "-check_center", "false", "-filter_outlier",
+                    "False", "-nn", "2", "-dt", "12.5")
+    assert args.tomo_flag == ["t.mrc"] and args.out == "out"
+    assert p.segnet == "seg.pt" and p.centernet == "cen.pt"
+    assert p.chunks == (64,) and p.voxel_size == 13.5
+    assert (p.mask_threshold, p.center_threshold, p.remove_min_size) == (0.25, 0.3, 100)
+    assert p.check_center is False and p.filter_outlier is False  # the seed took any string as True
+    assert p.neighbor_number == 2 and p.distance_threshold == 12.5  # floats where floats are meant
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--no-check-center"], False), (["--check-center"], True), (["-check_center", "true"], True),
+    (["-check_center", "0"], False), (["-check_center"], True),
+])
+def test_boolean_switches(argv, expected):
+    _, p = parse("t.mrc", *argv)
+    assert p.check_center is expected
+
+
+def test_long_options():
+    _, p = parse("t.mrc", "--mask-threshold", "0.5", "--distance-threshold", "7", "--connectivity", "3",
+                 "--chunks", "32,64,64", "--no-filter-outlier")
+    assert p.mask_threshold == 0.5 and p.distance_threshold == 7.0 and p.connectivity == 3
+    assert p.chunks == (32, 64, 64) and p.filter_outlier is False
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["-mt", "1.5"], "-mt/--mask-threshold"), (["-ct", "-0.1"], "-ct/--center-threshold"),
+    (["-rs", "-3"], "-rs/--remove-min-size"), (["-dt", "-1"], "-dt/--distance-threshold"),
+    (["-nn", "2.5"], "-nn/--neighbor-number"), (["-check_center", "maybe"], "-check_center"),
+    (["-ps", "0"], "-ps/--chunks"), (["-vs", "0"], "-vs/--voxel-size"), (["--connectivity", "4"], "--connectivity"),
+])
+def test_bad_arguments_name_the_flag(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", "t.mrc", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err
+
+
+def test_config_round_trip(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    code = main(["detect", "-mt", "0.3", "--no-check-center", "-ps", "96", "--save-config", str(cfg)])
+    assert code == 0
+    saved = yaml.safe_load(cfg.read_text())
+    assert saved["mask_threshold"] == 0.3 and saved["check_center"] is False
+    _, p = parse("t.mrc", "--config", str(cfg))
+    assert p.mask_threshold == 0.3 and p.check_center is False and p.chunks == (96,)
+    _, p = parse("t.mrc", "--config", str(cfg), "-mt", "0.4")  # flags override the file
+    assert p.mask_threshold == 0.4 and p.check_center is False
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mask_treshold: 0.2\n")
+    assert main(["detect", "t.mrc", "--config", str(bad)]) == 2
+    assert "unknown parameter(s) mask_treshold" in capsys.readouterr().err
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("mask_threshold: !!python/object/apply:os.system ['echo pwned > %s']\n" % (tmp_path / "p"))
+    assert main(["detect", "t.mrc", "--config", str(evil)]) == 2
+    assert not (tmp_path / "p").exists()  # safe YAML: nothing executed
+    assert "not valid YAML" in capsys.readouterr().err
+    out_of_range = tmp_path / "r.yaml"
+    out_of_range.write_text("mask_threshold: 3\n")
+    assert main(["detect", "t.mrc", "--config", str(out_of_range)]) == 2
+    assert "mask_threshold must be a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_missing_tomogram_is_a_clean_error(tmp_path, capsys):
+    assert main(["detect", str(tmp_path / "nope.mrc"), "-o", str(tmp_path / "o"), "--cluster", "threads"]) == 2
+    err = capsys.readouterr().err
+    assert "nope.mrc" in err and "no such file" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
