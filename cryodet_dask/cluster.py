@@ -7,6 +7,10 @@
 ``--cluster local-cuda``       dask-cuda's ``LocalCUDACluster`` (one worker per GPU)
 ``--cluster threads``          no distributed scheduler: Dask's threads in this process
 
+Set ``CRYODET_SLURM_NO_GRES=1`` to leave out the ``--gres=gpu:N`` directive
+(a SLURM without GPU gres, as in the CI test that still gives the workers the
+``GPU`` resource).
+
 GPU workers are started with the Dask resource ``GPU=1``; inference tasks
 require it when any worker has it, so a mixed cluster sends the networks to
 the GPUs and everything else to every worker.
@@ -76,14 +80,14 @@ def _jobqueue_cluster(cfg: ClusterConfig) -> Any:
     except ImportError as exc:  # pragma: no cover - dependency
         raise ParameterError("--cluster slurm/pbs/lsf/sge needs dask-jobqueue (pip install dask-jobqueue)") from exc
     cls = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}[cfg.kind]
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"scheduler_options": {"dashboard_address": ":0"}}
     if cfg.queue:
         kwargs["queue"] = cfg.queue
     if cfg.walltime:
         kwargs["walltime"] = cfg.walltime
     if cfg.gpus_per_job:
         kwargs["worker_extra_args"] = [f"--resources GPU={cfg.gpus_per_job}"]
-        if cfg.kind == "slurm":
+        if cfg.kind == "slurm" and not os.environ.get("CRYODET_SLURM_NO_GRES"):
             kwargs["job_extra_directives"] = [f"--gres=gpu:{cfg.gpus_per_job}"]
     cluster = getattr(dask_jobqueue, cls)(**kwargs)
     if cfg.adapt:

@@ -1,0 +1,96 @@
+"""Clusters: an existing scheduler on loopback, and a real one-node SLURM through dask-jobqueue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cryodet_dask.cluster import ClusterConfig, local_cluster_size, open_client
+
+
+def _slurm_up() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "SLURM is not installed (run .ci/start_slurm.sh)"
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    if r.returncode != 0 or not any(s in r.stdout for s in ("idle", "mix", "alloc")):
+        return f"slurmctld is not running or has no usable node: {(r.stderr or r.stdout).strip()[:200]}"
+    return None
+
+
+def test_local_cluster_sized_to_machine():
+    size = local_cluster_size()
+    cores = len(os.sched_getaffinity(0))
+    assert size["n_workers"] == cores and size["threads_per_worker"] == 1
+    assert size["memory_limit"].endswith("MiB")
+
+
+def test_threads_kind_gives_no_client():
+    with open_client(ClusterConfig(kind="threads")) as client:
+        assert client is None
+
+
+@pytest.mark.scheduler
+def test_existing_scheduler_on_loopback(tmp_path):
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    bindir = os.path.dirname(sys.executable)
+    sched = subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                              "--scheduler-file", str(sched_file), "--no-dashboard"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    workers = []
+    try:
+        for _ in range(100):
+            if sched_file.exists():
+                break
+            time.sleep(0.1)
+        for _ in range(2):
+            workers.append(subprocess.Popen(
+                [os.path.join(bindir, "dask"), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                 "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env))
+        with open_client(ClusterConfig(scheduler_file=str(sched_file))) as client:
+            client.wait_for_workers(2, timeout=60)
+            import dask.array as da
+
+            x = da.arange(1000, chunks=100)
+            assert int(client.compute(x.sum()).result()) == 499500
+            pids = client.run(os.getpid)
+            assert len(pids) == 2 and os.getpid() not in pids.values()  # the work ran in the workers
+    finally:
+        for p in workers + [sched]:
+            p.terminate()
+        for p in workers + [sched]:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slurm
+def test_slurm_cluster_runs_worker_jobs_with_gpu_resource(tmp_path):
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    import dask
+
+    with dask.config.set({"jobqueue.slurm.cores": 1, "jobqueue.slurm.memory": "2GiB",
+                          "jobqueue.slurm.walltime": "00:10:00", "jobqueue.slurm.local-directory": str(tmp_path),
+                          "jobqueue.slurm.log-directory": str(tmp_path)}):
+        cfg = ClusterConfig(kind="slurm", jobs=2, gpus_per_job=1)
+        os.environ["CRYODET_SLURM_NO_GRES"] = "1"  # the CI node has no GPU to give out
+        try:
+            with open_client(cfg) as client:
+                client.wait_for_workers(2, timeout=120)
+                info = client.scheduler_info()["workers"]
+                assert len(info) == 2
+                assert all(w["resources"].get("GPU") == 1 for w in info.values())
+                import dask.array as da
+
+                with dask.annotate(resources={"GPU": 1}):
+                    x = da.ones((64, 64), chunks=16) * 2
+                assert float(client.compute(x.sum()).result()) == 2 * 64 * 64
+        finally:
+            os.environ.pop("CRYODET_SLURM_NO_GRES", None)
