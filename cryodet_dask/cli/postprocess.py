@@ -1,0 +1,124 @@
+"""``cryodet-dask postprocess``: predicted maps -> instance labels and particle centres."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from ..exports import FORMATS
+
+    values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in FORMATS]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"formats are a comma list of {', '.join(FORMATS)}; got {text!r}")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..postprocessing import PostprocessParams
+
+    d = PostprocessParams()
+    p = sub.add_parser(
+        "postprocess",
+        help="turn predicted mask and centre maps into instance labels and particle centres",
+        description="Read a prediction store (a Zarr group with arrays 'mask' and 'center'), find the "
+        "particles block by block (exact: the result does not depend on the chunking) and write the "
+        "instance label image (MRC, OME-Zarr) and the particle centres (TXT, CSV, RELION 5 STAR). "
+        "Sizes and distances are in voxels.",
+    )
+    p.add_argument("predictions", metavar="PRED.zarr", help="Zarr group with arrays 'mask' and 'center'")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output directory")
+    p.add_argument("--name", default=None, help="base name of the outputs (default: the store's name)")
+    g = p.add_argument_group("detection parameters (the seed's short flags are aliases)")
+    g.add_argument("--mask-threshold", "-mt", type=fraction, default=d.mask_threshold, metavar="P",
+                   help=f"foreground is mask > P, P in [0, 1] (default: {d.mask_threshold})")
+    g.add_argument("--center-threshold", "-ct", type=fraction, default=d.center_threshold, metavar="P",
+                   help=f"centre-map values below P count as 0, P in [0, 1] (default: {d.center_threshold})")
+    g.add_argument("--remove-min-size", "-rs", type=nonneg_int, default=d.remove_min_size, metavar="VOXELS",
+                   help=f"remove foreground components smaller than this many voxels (default: {d.remove_min_size})")
+    add_bool_flag(g, "check-center", d.check_center,
+                  "split a component only by the centres inside it, and only when it holds 2 or more",
+                  aliases=("-check_center",))
+    add_bool_flag(g, "filter-outlier", d.filter_outlier,
+                  "remove particles with fewer than --neighbor-number neighbours within --distance-threshold",
+                  aliases=("-filter_outlier",))
+    g.add_argument("--neighbor-number", "-nn", type=nonneg_int, default=d.neighbor_number, metavar="N",
+                   help=f"outlier filter: minimum number of other particles nearby (default: {d.neighbor_number})")
+    g.add_argument("--distance-threshold", "-dt", type=_nonneg_float, default=d.distance_threshold,
+                   metavar="VOXELS", help=f"outlier filter: neighbour radius in voxels (default: {d.distance_threshold:g})")
+    g.add_argument("--connectivity", type=int, choices=(1, 2, 3), default=d.connectivity,
+                   help="voxels touching by a face (1), face or edge (2), or any of 26 neighbours (3); "
+                   f"used by every connected-component step (default: {d.connectivity})")
+    o = p.add_argument_group("output")
+    o.add_argument("--formats", type=_formats, default=("mrc", "txt", "csv", "star", "zarr"), metavar="LIST",
+                   help="comma list of mrc, txt, csv, star, zarr (default: all)")
+    o.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="voxel size in Å (default: from the prediction store)")
+    o.add_argument("--tomo-name", default=None, help="rlnTomoName in the STAR file (default: --name)")
+    o.add_argument("--label-dtype", choices=("auto", "uint16", "int16", "float32"), default="auto",
+                   help="MRC label type: auto = uint16 when the particles fit (default), float32 like the seed")
+    o.add_argument("--chunks", type=int_triplet, default=None, metavar="N|Z,Y,X",
+                   help="block shape in voxels (default: the store's chunks)")
+    o.add_argument("--workers", type=nonneg_int, default=0, metavar="N",
+                   help="start a local Dask cluster of N single-threaded worker processes "
+                   "(default: 0 = use the active Dask client, or threads)")
+    o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..exports import export
+    from ..io import load
+    from ..postprocessing import PostprocessParams, postprocess
+
+    params = PostprocessParams(
+        mask_threshold=args.mask_threshold, center_threshold=args.center_threshold,
+        remove_min_size=args.remove_min_size, check_center=args.check_center,
+        filter_outlier=args.filter_outlier, neighbor_number=args.neighbor_number,
+        distance_threshold=args.distance_threshold, connectivity=args.connectivity,
+    )
+    src = Path(args.predictions)
+    chunks = args.chunks if args.chunks is None or len(args.chunks) == 3 else args.chunks * 3
+    mask_t = load(src, chunks=chunks, array="mask")
+    center_t = load(src, chunks=chunks, array="center")
+    name = args.name or src.name.removesuffix(".zarr")
+    voxel_size = args.voxel_size or mask_t.voxel_size
+    out = Path(args.output)
+    progress = show_progress(args)
+    with contextlib.ExitStack() as stack:
+        if args.workers:
+            import dask
+            from distributed import Client, LocalCluster
+
+            from ..postprocessing import WORKER_ENV
+
+            env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
+            with dask.config.set(env):
+                cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                                           dashboard_address=None))
+            stack.enter_context(Client(cluster))
+        out.mkdir(parents=True, exist_ok=True)
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out))
+        det = postprocess(mask_t.data, center_t.data, params, scratch=scratch, progress=progress)
+        written = export(det, out, name, voxel_size if voxel_size else None,
+                         origin_zyx=mask_t.origin_zyx, formats=args.formats, tomo_name=args.tomo_name,
+                         label_dtype=args.label_dtype, overwrite=args.overwrite, progress=progress)
+    if not args.quiet:
+        print(f"{len(det.centers)} particles; wrote " + ", ".join(str(p) for p in written.values()))
+    return 0

@@ -1,0 +1,156 @@
+"""Particle-centre tables: the seed's TXT, CSV and a RELION 5 STAR particles file.
+
+Array axes are (z, y, x); these formats use x, y, z order in named columns, x
+being the last array axis.  Voxel coordinates are 0-based voxel indices (a
+voxel's centre), physical ones are in Å.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..io import atomic_output
+
+__all__ = ["write_centers_txt", "write_centers_csv", "write_centers_star", "TXT_HEADER"]
+
+#: Header of the seed's TXT coordinate file (tab separated).
+TXT_HEADER = ("PositionX", "PositionY", "PositionZ", "VolumeX", "VolumeY", "VolumeZ", "OffsetFromFace")
+
+
+def _centers(obj: Any) -> np.ndarray:
+    c = getattr(obj, "centers", obj)
+    c = np.asarray(c, dtype=np.float64)
+    if c.size == 0:
+        return np.zeros((0, 3))
+    if c.ndim != 2 or c.shape[1] != 3:
+        raise ParameterError(f"centres must be an (N, 3) array of z, y, x, got shape {c.shape}")
+    return c
+
+
+def _vs3(voxel_size: float | Sequence[float] | None, required: bool, what: str) -> np.ndarray:
+    if voxel_size is None:
+        if required:
+            raise ParameterError(f"{what} needs the voxel size in Å (give --voxel-size)")
+        return np.full(3, np.nan)
+    v = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
+    if v.size == 1:
+        v = np.repeat(v, 3)
+    if v.size != 3 or np.any(~np.isfinite(v)) or np.any(v <= 0):
+        if required:
+            raise ParameterError(f"{what} needs a positive voxel size in Å, got {voxel_size!r}")
+        return np.full(3, np.nan)
+    return v
+
+
+def write_centers_txt(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float], *,
+                      overwrite: bool = False) -> Path:
+    """Write centres in the seed's TXT format.
+
+    Parameters
+    ----------
+    centers : ndarray (N, 3) or Detections
+        Centres (z, y, x) in voxels.
+    path : path-like
+        Output file.
+    voxel_size : float or (z, y, x) floats
+        Voxel size in Å.
+    overwrite : bool
+        Replace an existing file.
+
+    Notes
+    -----
+    Tab separated, header ``PositionX PositionY PositionZ VolumeX VolumeY VolumeZ
+    OffsetFromFace``.  ``Volume*`` is the voxel index of the centre (centroid
+    rounded to the nearest voxel), ``Position*`` that index times the voxel size
+    (Å), ``OffsetFromFace`` is 0 (not used by cryodet-dask).
+    """
+    c = _centers(centers)
+    vs = _vs3(voxel_size, True, "the TXT coordinate file")
+    idx = np.rint(c).astype(np.int64)
+    lines = ["\t".join(TXT_HEADER)]
+    for z, y, x in idx:
+        lines.append("\t".join([f"{x * vs[2]:.2f}", f"{y * vs[1]:.2f}", f"{z * vs[0]:.2f}",
+                                str(x), str(y), str(z), "0"]))
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_centers_csv(detections: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None = None,
+                      *, overwrite: bool = False) -> Path:
+    """Write the particle table as CSV.
+
+    Columns ``id, x, y, z`` (voxels, float), ``x_angst, y_angst, z_angst`` (Å; empty when
+    the voxel size is unknown), ``n_voxels, score``.  ``detections`` is a
+    :class:`~cryodet_dask.postprocessing.Detections` or an (N, 3) array of z, y, x
+    centres (then ``n_voxels`` and ``score`` are empty).
+    """
+    import pandas as pd
+
+    if hasattr(detections, "to_dataframe"):
+        vs = _vs3(voxel_size, False, "CSV")
+        df = detections.to_dataframe(None if np.isnan(vs).any() else vs)
+    else:
+        c = _centers(detections)
+        vs = _vs3(voxel_size, False, "CSV")
+        df = pd.DataFrame({"id": np.arange(1, len(c) + 1), "x": c[:, 2], "y": c[:, 1], "z": c[:, 0],
+                           "x_angst": c[:, 2] * vs[2], "y_angst": c[:, 1] * vs[1], "z_angst": c[:, 0] * vs[0],
+                           "n_voxels": pd.array([pd.NA] * len(c), dtype="Int64"),
+                           "score": np.full(len(c), np.nan)})
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    return path
+
+
+def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float],
+                       volume_shape: Sequence[int], tomo_name: str, *, overwrite: bool = False) -> Path:
+    """Write a RELION 5 particles STAR file.
+
+    Parameters
+    ----------
+    centers : ndarray (N, 3) or Detections
+        Centres (z, y, x) in voxels.
+    path : path-like
+        Output ``.star`` file.
+    voxel_size : float or (z, y, x) floats
+        Voxel size in Å of the tomogram the coordinates refer to.
+    volume_shape : (Z, Y, X)
+        Shape of that tomogram in voxels.
+    tomo_name : str
+        ``rlnTomoName`` (the tomogram's name in the RELION project).
+    overwrite : bool
+        Replace an existing file.
+
+    Notes
+    -----
+    One ``data_particles`` loop with ``rlnTomoName``, ``rlnCoordinateX/Y/Z``
+    (voxel index, pixels of this tomogram) and ``rlnCenteredCoordinateX/Y/ZAngst``
+    = ``(coordinate - size / 2) * voxel_size``: Å from the tomogram centre, the
+    RELION 5 convention.
+    """
+    c = _centers(centers)
+    vs = _vs3(voxel_size, True, "the STAR file")
+    shape = np.asarray(volume_shape, dtype=np.float64)
+    if shape.size != 3:
+        raise ParameterError(f"volume shape must be (Z, Y, X), got {volume_shape!r}")
+    if not tomo_name or any(ch.isspace() for ch in str(tomo_name)):
+        raise ParameterError(f"tomogram name for the STAR file must be one word, got {tomo_name!r}")
+    centred = (c - shape / 2.0) * vs
+    cols = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
+            "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
+    lines = ["", "# version 50001", "", "data_particles", "", "loop_"]
+    lines += [f"_{name} #{i + 1}" for i, name in enumerate(cols)]
+    for (z, y, x), (cz, cy, cx) in zip(c, centred):
+        lines.append(f"{tomo_name}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.3f}\t{cy:.3f}\t{cz:.3f}")
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("\n".join(lines) + "\n\n")
+    return path

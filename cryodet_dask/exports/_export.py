@@ -1,0 +1,93 @@
+"""All outputs of a detection run in one call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+
+from ..errors import ParameterError
+from ._centres import write_centers_csv, write_centers_star, write_centers_txt
+from ._labels import write_labels_mrc, write_labels_zarr
+
+__all__ = ["FORMATS", "export"]
+
+FORMATS = ("mrc", "txt", "csv", "star", "zarr")
+
+
+def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_size: float | Sequence[float] | None,
+           *, origin_zyx: Sequence[float] | None = None, origin: Sequence[float] | None = None,
+           formats: Sequence[str] = FORMATS,
+           tomo_name: str | None = None, label_dtype: str = "auto", overwrite: bool = False,
+           progress: bool = False) -> dict[str, Path]:
+    """Write labels and centres of ``detections`` in the chosen formats.
+
+    Parameters
+    ----------
+    detections : Detections
+        Result of :func:`~cryodet_dask.postprocessing.postprocess`.
+    out_dir : path-like
+        Output directory (created).
+    name : str
+        Base name: ``NAME_labels.mrc``, ``NAME_labels.zarr``, ``NAME_centers.txt``,
+        ``NAME_centers.csv``, ``NAME_particles.star``.
+    voxel_size : float or (z, y, x) or None
+        Voxel size in Å (of the input tomogram).  Required for TXT and STAR.
+    origin_zyx, origin : tuple of float
+        Origin (z, y, x) in Å written to the label images (``origin`` is an alias).
+    formats : sequence of str
+        Any of ``mrc, txt, csv, star, zarr``.
+    tomo_name : str, optional
+        ``rlnTomoName`` for STAR (default: ``name``).
+    label_dtype : str
+        ``auto`` (uint16 when the particles fit), ``uint16``, ``int16``, ``float32`` (like the seed).
+    overwrite, progress : bool
+        Replace existing outputs; show progress bars.
+
+    Returns
+    -------
+    dict
+        Format -> written path.
+
+    Notes
+    -----
+    When both label formats are asked for, the Zarr label image is written
+    first and the MRC is copied from it block by block, so the relabel pass
+    runs once.
+    """
+    if origin_zyx is not None and origin is not None:
+        raise ParameterError("give the origin once (origin_zyx or origin)")
+    origin_zyx = tuple(float(v) for v in (origin_zyx if origin_zyx is not None else origin or (0.0, 0.0, 0.0)))
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ParameterError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vs_zyx = None
+    if voxel_size is not None:
+        v = [float(x) for x in (voxel_size if isinstance(voxel_size, Sequence) else [voxel_size] * 3)]
+        vs_zyx = tuple(v) if all(x > 0 for x in v) else None
+    written: dict[str, Path] = {}
+    n = len(detections.centers)
+    labels: Any = detections
+    if "zarr" in formats:
+        written["zarr"] = write_labels_zarr(detections, out / f"{name}_labels.zarr", voxel_size_zyx=vs_zyx,
+                                            origin_zyx=origin_zyx, n_labels=n, overwrite=overwrite,
+                                            progress=progress)
+        labels = da.from_zarr(str(written["zarr"] / "0"))
+    if "mrc" in formats:
+        written["mrc"] = write_labels_mrc(labels, out / f"{name}_labels.mrc",
+                                          voxel_size=vs_zyx[2] if vs_zyx else None, origin_zyx=origin_zyx,
+                                          dtype=label_dtype, n_labels=n, overwrite=overwrite, progress=progress)
+    if "txt" in formats:
+        written["txt"] = write_centers_txt(detections, out / f"{name}_centers.txt", vs_zyx or voxel_size,
+                                           overwrite=overwrite)
+    if "csv" in formats:
+        written["csv"] = write_centers_csv(detections, out / f"{name}_centers.csv", vs_zyx, overwrite=overwrite)
+    if "star" in formats:
+        written["star"] = write_centers_star(detections, out / f"{name}_particles.star", vs_zyx or voxel_size,
+                                             detections.labels.shape, tomo_name or name, overwrite=overwrite)
+    return written

@@ -1,0 +1,125 @@
+"""Instance label images: MRC (block by block) and OME-Zarr label image."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .._progress import compute
+from ..errors import ParameterError
+from ..io import atomic_output, create_image_group, write_blocks, write_mrc
+
+__all__ = ["label_dtype", "write_labels_mrc", "write_labels_zarr"]
+
+LABEL_DTYPES = ("auto", "uint16", "int16", "float32", "uint32")
+
+
+def label_dtype(n_labels: int, choice: str = "auto", *, fmt: str = "mrc") -> np.dtype[Any]:
+    """Storage type of a label image with labels 0..``n_labels``.
+
+    ``auto`` picks, for MRC, uint16 (mode 6) when ``n_labels <= 65535`` and float32
+    (mode 2, exact integers up to 2^24) beyond; for Zarr the smallest unsigned
+    type.  ``int16`` (mode 1, up to 32767 labels) suits older viewers,
+    ``float32`` is what the seed wrote.
+    """
+    if choice not in LABEL_DTYPES:
+        raise ParameterError(f"label dtype must be one of {', '.join(LABEL_DTYPES)}, got {choice!r}")
+    limits = {"uint16": 65535, "int16": 32767, "float32": 1 << 24, "uint32": (1 << 32) - 1}
+    if choice == "auto":
+        if fmt == "zarr":
+            choice = "uint16" if n_labels <= 65535 else "uint32"
+        else:
+            choice = "uint16" if n_labels <= 65535 else "float32"
+    if fmt == "mrc" and choice == "uint32":
+        raise ParameterError("MRC has no 32-bit integer mode; use float32 or uint16")
+    if n_labels > limits[choice]:
+        raise ParameterError(f"{n_labels} particles do not fit a {choice} label image (at most {limits[choice]})")
+    return np.dtype(choice)
+
+
+def _as_labels(labels: Any) -> da.Array:
+    labels = getattr(labels, "labels", labels)
+    if not isinstance(labels, da.Array):
+        labels = da.from_array(np.asarray(labels), chunks=128)
+    if labels.ndim != 3:
+        raise ParameterError(f"a label image must be 3D, got {labels.ndim}D")
+    return labels
+
+
+def _n_labels(detections: Any, n_labels: int | None, labels: da.Array) -> int:
+    if n_labels is not None:
+        return int(n_labels)
+    if hasattr(detections, "centers"):
+        return len(detections.centers)
+    return int(labels.max().compute())
+
+
+def write_labels_mrc(detections: Any, path: str | os.PathLike[str], *, voxel_size: float | None = None,
+                     origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
+                     n_labels: int | None = None, overwrite: bool = False, progress: bool = False) -> Path:
+    """Write the instance label image as MRC, block by block (no whole-volume array).
+
+    Parameters
+    ----------
+    detections : Detections or array
+        :class:`~cryodet_dask.postprocessing.Detections` (its ``labels``), or a label image.
+    path : path-like
+        Output ``.mrc``.
+    voxel_size : float, optional
+        Voxel size in Å for the header (that of the input tomogram).
+    origin_zyx : tuple of float
+        Origin in Å for the header.
+    dtype : {"auto", "uint16", "int16", "float32"}
+        See :func:`label_dtype`.
+    n_labels : int, optional
+        Highest label (default: number of detections, or computed).
+    overwrite, progress : bool
+        Replace an existing file; show a progress bar.
+    """
+    labels = _as_labels(detections)
+    dt = label_dtype(_n_labels(detections, n_labels, labels), dtype, fmt="mrc")
+    return write_mrc(labels.astype(dt), path, voxel_size=voxel_size, origin_zyx=tuple(origin_zyx),  # type: ignore[arg-type]
+                     overwrite=overwrite, progress=progress, label="cryodet-dask instance labels")
+
+
+def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
+                      voxel_size_zyx: float | Sequence[float] | None = None,
+                      origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
+                      n_labels: int | None = None, overwrite: bool = False, progress: bool = False,
+                      name: str = "labels") -> Path:
+    """Write the instance label image as an OME-Zarr (NGFF 0.5) label image.
+
+    The group holds one full-resolution array ``0`` chunked like the labels,
+    OME ``multiscales`` metadata in Å and an ``image-label`` entry; the
+    ``cryodet`` attributes record the voxel size, origin and number of labels.
+    Written block by block under a temporary name, renamed when complete.
+    """
+    labels = _as_labels(detections)
+    n = _n_labels(detections, n_labels, labels)
+    dt = label_dtype(n, dtype, fmt="zarr") if dtype != "float32" else np.dtype(np.float32)
+    if voxel_size_zyx is None:
+        vs = (1.0, 1.0, 1.0)
+    else:
+        v = np.atleast_1d(np.asarray(voxel_size_zyx, dtype=np.float64))
+        vs = tuple(float(x) for x in (np.repeat(v, 3) if v.size == 1 else v))
+    chunks = tuple(int(c[0]) for c in labels.chunks)
+    regular = all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in labels.chunks)
+    if not regular:
+        labels = labels.rechunk(chunks)
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        group = create_image_group(tmp, shape=labels.shape, dtype=dt, chunks=chunks, name=name,
+                                   voxel_size_zyx=vs, origin_zyx=tuple(origin_zyx),
+                                   attributes={"voxel_size_zyx": list(vs), "origin_angst_zyx": list(origin_zyx),
+                                               "n_labels": n, "kind": "instance-labels"})
+        ome = dict(group.attrs["ome"])
+        ome["image-label"] = {"version": "0.5", "colors": [], "source": {"image": "../../"}}
+        group.attrs["ome"] = ome
+        (bad,) = compute(write_blocks(labels.astype(dt), tmp / "0"), progress=progress,
+                         desc=f"writing {path.name}")
+    return path

@@ -1,0 +1,112 @@
+"""Exact nearest-centre assignment (Euclidean, ties to the centre first in raster order).
+
+All distances are squared distances between integer voxel coordinates in
+int64, so comparisons are exact.  Centre tables are ordered by global raster
+index, so "lowest index among the tied" is the raster-order tie-break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["nearest_in_segments", "nearest_among", "candidate_centres"]
+
+_BRUTE_MAX = 16
+
+
+def nearest_in_segments(points: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray,
+                        centres: np.ndarray) -> np.ndarray:
+    """Nearest centre of each point among its own contiguous segment of ``centres``.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3), int
+        Voxel coordinates.
+    seg_start, seg_len : ndarray, shape (n,), int
+        Point ``i`` may only take centres ``seg_start[i] .. seg_start[i] + seg_len[i] - 1``
+        (``seg_len >= 1``).
+    centres : ndarray, shape (m, 3), int
+        Centre coordinates.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Index into ``centres``; on ties the lowest index wins.
+
+    Notes
+    -----
+    Brute force over the segment, iterating over the segment position and
+    shrinking the set of points still active, so the cost is the sum of the
+    segment lengths (small: the centres inside one component).
+    """
+    points = np.asarray(points, dtype=np.int64)
+    centres = np.asarray(centres, dtype=np.int64)
+    seg_start = np.asarray(seg_start, dtype=np.int64)
+    seg_len = np.asarray(seg_len, dtype=np.int64)
+    n = len(points)
+    best_i = seg_start.copy()
+    if n == 0:
+        return best_i
+    c0 = centres[seg_start]
+    best_d = ((points - c0) ** 2).sum(axis=1)
+    active = np.flatnonzero(seg_len > 1)
+    j = 1
+    while len(active):
+        ci = seg_start[active] + j
+        d = ((points[active] - centres[ci]) ** 2).sum(axis=1)
+        better = d < best_d[active]
+        upd = active[better]
+        best_d[upd] = d[better]
+        best_i[upd] = ci[better]
+        j += 1
+        active = active[seg_len[active] > j]
+    return best_i
+
+
+def nearest_among(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Nearest of all ``centres`` for each point (ties: lowest index).
+
+    Brute force for a few centres, otherwise a KD-tree query of the two
+    nearest, with exact integer distances deciding and a brute-force pass for
+    the points where the two tie (there may be more tied centres).
+    """
+    points = np.asarray(points, dtype=np.int64)
+    centres = np.asarray(centres, dtype=np.int64)
+    n, m = len(points), len(centres)
+    if m <= _BRUTE_MAX or n == 0:
+        return nearest_in_segments(points, np.zeros(n, np.int64), np.full(n, m, np.int64), centres)
+    tree = cKDTree(centres.astype(np.float64))
+    _, idx = tree.query(points.astype(np.float64), k=2)
+    d = ((points[:, None, :] - centres[idx]) ** 2).sum(axis=-1)
+    out = np.where(d[:, 1] < d[:, 0], idx[:, 1], idx[:, 0])
+    tie = d[:, 0] == d[:, 1]
+    if tie.any():
+        tp = np.flatnonzero(tie)
+        out[tp] = nearest_in_segments(points[tp], np.zeros(len(tp), np.int64),
+                                      np.full(len(tp), m, np.int64), centres)
+    return out
+
+
+def candidate_centres(box: Sequence[tuple[int, int]], centres: np.ndarray) -> np.ndarray:
+    """Indices of the centres that can be nearest to some voxel of ``box`` (ascending).
+
+    A centre is kept iff its smallest squared distance to the box is at most
+    ``R = min over centres of the largest squared distance to the box``: every
+    voxel has a centre within ``R`` (the one achieving it), so its nearest
+    centre -- and every centre tied with it -- lies within ``R`` of the voxel,
+    hence within ``R`` of the box.  Exact, in integers.
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
+    if len(centres) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = np.array([b[0] for b in box], dtype=np.int64)
+    hi = np.array([b[1] - 1 for b in box], dtype=np.int64)
+    below = np.clip(lo - centres, 0, None)
+    above = np.clip(centres - hi, 0, None)
+    dmin = ((below + above) ** 2).sum(axis=1)
+    dmax = (np.maximum(np.abs(centres - lo), np.abs(centres - hi)) ** 2).sum(axis=1)
+    return np.flatnonzero(dmin <= dmax.min())
+

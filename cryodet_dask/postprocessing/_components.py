@@ -1,0 +1,150 @@
+"""Block-wise connected components: per-block labels, face label pairs, union-find.
+
+Every block is labelled on its own (:func:`scipy.ndimage.label`); a label of
+block ``b`` gets the provisional id ``b << 32 | local`` (:func:`encode`).  Two
+provisional labels belong to the same global component iff a chain of
+foreground voxel adjacencies joins them; adjacencies inside a block are already
+resolved by the block labelling, and every adjacency that crosses a block
+border crosses at least one face plane between a block and its upper neighbour
+along some axis.  For each block and axis, :func:`face_pairs` compares the
+block's last plane with the first planes of the (up to 9) blocks beyond it,
+shifted by every in-plane offset the connectivity allows, so diagonal
+adjacencies across block edges and corners are found too.  The pairs are
+joined globally by :func:`union_find`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = [
+    "structure",
+    "label_block",
+    "encode",
+    "block_faces",
+    "in_plane_offsets",
+    "face_pairs",
+    "union_find",
+]
+
+SHIFT = 32
+LOCAL_MASK = (1 << SHIFT) - 1
+
+
+def structure(connectivity: int) -> np.ndarray:
+    """3x3x3 structuring element of ``connectivity`` 1, 2 or 3."""
+    return ndi.generate_binary_structure(3, connectivity)
+
+
+def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
+    """Connected components of ``mask > threshold`` in one block.
+
+    Returns
+    -------
+    labels : ndarray of int32
+        0 for background, 1..n numbered by first voxel in raster order.
+    n : int
+        Number of components.
+    """
+    lab, n = ndi.label(np.asarray(mask) > threshold, structure=structure(connectivity), output=np.int32)
+    return lab, int(n)
+
+
+def encode(labels: np.ndarray, block_index: int) -> np.ndarray:
+    """Provisional ids ``block_index << 32 | local`` (int64), 0 stays 0."""
+    lab = labels.astype(np.int64)
+    return np.where(lab > 0, lab + (np.int64(block_index) << SHIFT), 0)
+
+
+def block_faces(labels: np.ndarray, block_index: int) -> tuple[np.ndarray, ...]:
+    """The six boundary planes of a block as provisional ids: (lo_z, hi_z, lo_y, hi_y, lo_x, hi_x)."""
+    out = []
+    for axis in range(3):
+        for end in (0, -1):
+            sl = [slice(None)] * 3
+            sl[axis] = end
+            out.append(encode(np.ascontiguousarray(labels[tuple(sl)]), block_index))
+    return tuple(out)
+
+
+def in_plane_offsets(connectivity: int) -> list[tuple[int, int]]:
+    """In-plane offsets (d1, d2) of neighbours one step across a face plane."""
+    offs = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    # a step across the plane (1) plus |a| + |b| in-plane steps must be <= connectivity
+    return [(a, b) for a, b in offs if 1 + abs(a) + abs(b) <= connectivity]
+
+
+def face_pairs(
+    plane: np.ndarray,
+    box: Sequence[tuple[int, int]],
+    axis: int,
+    beyond: Sequence[tuple[np.ndarray, Sequence[tuple[int, int]]]],
+    connectivity: int,
+) -> np.ndarray:
+    """Pairs of provisional labels touching across the upper face of a block.
+
+    Parameters
+    ----------
+    plane : ndarray, 2D
+        The block's last plane along ``axis`` (provisional ids, 0 = background).
+    box : sequence of (start, stop)
+        The block's extent (z, y, x) in voxels.
+    axis : int
+        The face's axis.
+    beyond : sequence of (plane, box)
+        First planes along ``axis`` of the blocks just beyond the face (the one
+        straight across and its in-plane neighbours), with their boxes.
+    connectivity : int
+        1, 2 or 3.
+
+    Returns
+    -------
+    ndarray of int64, shape (P, 2)
+        Unique pairs (this block's id, other block's id).
+    """
+    other = [a for a in range(3) if a != axis]
+    lo = [box[a][0] - 1 for a in other]
+    shape = [box[a][1] - box[a][0] + 2 for a in other]
+    padded = np.zeros(shape, dtype=np.int64)
+    for face, fbox in beyond:
+        src, dst = [], []
+        for k, a in enumerate(other):
+            s = max(fbox[a][0], lo[k])
+            e = min(fbox[a][1], lo[k] + shape[k])
+            if e <= s:
+                break
+            src.append(slice(s - fbox[a][0], e - fbox[a][0]))
+            dst.append(slice(s - lo[k], e - lo[k]))
+        else:
+            padded[tuple(dst)] = face[tuple(src)]
+    n1, n2 = plane.shape
+    found = []
+    has = plane > 0
+    if not has.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    for d1, d2 in in_plane_offsets(connectivity):
+        view = padded[1 + d1 : 1 + d1 + n1, 1 + d2 : 1 + d2 + n2]
+        m = has & (view > 0)
+        if m.any():
+            found.append(np.stack([plane[m], view[m]], axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def union_find(n_nodes: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of a graph on ``n_nodes`` nodes with edges ``pairs`` (compact ids).
+
+    Returns the component index of every node (0..n_components-1).
+    """
+    if n_nodes == 0:
+        return np.zeros(0, dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    g = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n_nodes, n_nodes))
+    _, comp = connected_components(g, directed=False)
+    return comp.astype(np.int64)

@@ -1,0 +1,143 @@
+"""Per-block instance pieces, their statistics, and the final relabel.
+
+An *instance piece* is a connected region, inside one block, of foreground
+voxels sharing component and assigned centre.  Voxels of components that stay
+whole keep their block component label (a connected region of the component
+inside the block); voxels that were assigned a centre are split into the
+connected regions of equal centre (one :func:`scipy.ndimage.label` per centre,
+on the bounding box of that centre's voxels).  Pieces are joined across blocks
+by face pairs whose two pieces have the same centre (two adjacent foreground
+voxels always share the component), then renumbered once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ._assign import nearest_among, nearest_in_segments
+from ._components import label_block, structure
+
+__all__ = ["BlockTables", "instance_block", "block_stats"]
+
+
+@dataclass(frozen=True)
+class BlockTables:
+    """What one block needs from the first global reduction.
+
+    Attributes
+    ----------
+    lab2comp : ndarray of int64, shape (n1 + 1,)
+        Global component of each block component label; -1 for background and
+        removed (too small) components.
+    seg_start, seg_len : ndarray of int64, shape (n1 + 1,)
+        Centres each block label may take: ``centres[seg_start : seg_start + seg_len]``;
+        ``seg_len == 0`` keeps the component whole.
+    centres : ndarray of int64, shape (m, 3)
+        Global voxel coordinates of the centres this block may need.
+    centre_ids : ndarray of int64, shape (m,)
+        Their global ids (raster order), ascending within each segment.
+    """
+
+    lab2comp: np.ndarray
+    seg_start: np.ndarray
+    seg_len: np.ndarray
+    centres: np.ndarray
+    centre_ids: np.ndarray
+
+
+def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: float, connectivity: int,
+                   tables: BlockTables) -> tuple[np.ndarray, np.ndarray]:
+    """Instance pieces of one block.
+
+    Parameters
+    ----------
+    mask : ndarray (z, y, x)
+        The block of the mask-probability map.
+    offset : tuple of int
+        Global coordinates of the block's first voxel.
+    threshold : float
+        ``mask_threshold``.
+    connectivity : int
+        1, 2 or 3.
+    tables : BlockTables
+        From the first reduction.
+
+    Returns
+    -------
+    pieces : ndarray of int32
+        0 = background or removed, 1..n2 piece labels (some numbers unused).
+    piece_centre : ndarray of int64, shape (n2 + 1,)
+        Global centre id of each piece; -1 for whole-component pieces.
+    """
+    L1, n1 = label_block(mask, threshold, connectivity)
+    if len(tables.lab2comp) != n1 + 1:  # pragma: no cover - would mean a non-deterministic read
+        raise RuntimeError("block labelling differs between passes (the input changed?)")
+    kept = tables.lab2comp >= 0
+    assign = kept & (tables.seg_len > 0)
+    # one lookup: whole-component voxels keep their block label, assigned ones get -1 for now
+    lut = np.where(assign, -1, np.where(kept, np.arange(n1 + 1), 0)).astype(np.int32)
+    pieces = lut[L1]
+    piece_centre = [np.full(n1 + 1, -1, dtype=np.int64)]
+    if assign.any():
+        idx = np.flatnonzero(pieces < 0)
+        lab = L1.ravel()[idx]
+        loc = np.stack(np.unravel_index(idx, L1.shape), axis=1)
+        pts = loc + np.asarray(offset, dtype=np.int64)
+        m = len(tables.centres)
+        if m > 16 and np.all(tables.seg_start[assign] == 0) and np.all(tables.seg_len[assign] == m):
+            ci = nearest_among(pts, tables.centres)  # one shared list (check_center=False): KD-tree
+        else:
+            ci = nearest_in_segments(pts, tables.seg_start[lab], tables.seg_len[lab], tables.centres)
+        key = np.zeros(L1.shape, dtype=np.int32)
+        key.ravel()[idx] = (ci + 1).astype(np.int32)
+        # bounding box of each centre's voxels, from the point list (no scan of the block)
+        lo = np.full((m, 3), np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full((m, 3), -1, dtype=np.int64)
+        for a in range(3):
+            np.minimum.at(lo[:, a], ci, loc[:, a])
+            np.maximum.at(hi[:, a], ci, loc[:, a])
+        struct = structure(connectivity)
+        base = n1
+        for k in np.flatnonzero(hi[:, 0] >= 0):
+            bb = tuple(slice(int(lo[k, a]), int(hi[k, a]) + 1) for a in range(3))
+            sub = key[bb] == k + 1
+            lab_k, nk = ndi.label(sub, structure=struct, output=np.int32)
+            view = pieces[bb]
+            view[sub] = lab_k[sub] + base
+            base += nk
+            piece_centre.append(np.full(nk, tables.centre_ids[k], dtype=np.int64))
+    return pieces, np.concatenate(piece_centre)
+
+
+def block_stats(pieces: np.ndarray, n2: int, mask: np.ndarray, offset: tuple[int, int, int],
+                shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Per-piece voxel count, coordinate sums, first raster index and mask sum.
+
+    Returns
+    -------
+    dict of ndarray, each of length ``n2 + 1`` (index = piece label)
+        ``count`` (int64), ``sum`` (float64, (n2 + 1, 3), global z, y, x; exact
+        integers), ``first`` (int64 global linear index ``z*Y*X + y*X + x`` of the
+        first voxel in raster order; int64 max where empty), ``mask_sum`` (float64).
+    """
+    flat = pieces.ravel()
+    idx = np.flatnonzero(flat)
+    labs = flat[idx]
+    count = np.bincount(labs, minlength=n2 + 1).astype(np.int64)
+    loc = np.unravel_index(idx, pieces.shape)
+    sums = np.stack([np.bincount(labs, weights=loc[a], minlength=n2 + 1) for a in range(3)], axis=1).astype(np.float64)
+    sums += count[:, None] * np.asarray(offset, dtype=np.float64)[None, :]
+    first_local = np.full(n2 + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_local, labs, idx)
+    first = np.full(n2 + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    has = count > 0
+    if has.any():
+        fz, fy, fx = np.unravel_index(first_local[has], pieces.shape)
+        first[has] = np.ravel_multi_index(
+            (fz + offset[0], fy + offset[1], fx + offset[2]), shape
+        )
+    mask_sum = np.bincount(labs, weights=np.asarray(mask).ravel()[idx].astype(np.float64), minlength=n2 + 1)
+    return {"count": count, "sum": sums, "first": first, "mask_sum": mask_sum}

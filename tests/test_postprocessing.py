@@ -1,0 +1,428 @@
+"""Post-processing: the chunked implementation against the whole-volume definition."""
+
+from __future__ import annotations
+
+import itertools
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from cryodet_dask.errors import ParameterError
+from cryodet_dask.postprocessing import (
+    Detections,
+    PostprocessParams,
+    label,
+    outlier_keep,
+    postprocess,
+    postprocess_reference,
+)
+from cryodet_dask.postprocessing._assign import candidate_centres, nearest_among, nearest_in_segments
+from cryodet_dask.postprocessing._centres import assemble_halo, block_shell, strict_maxima
+from cryodet_dask.postprocessing._components import face_pairs, in_plane_offsets
+from cryodet_dask.postprocessing._synthetic import blob_maps
+
+FP26 = np.ones((3, 3, 3), bool)
+FP26[1, 1, 1] = False
+
+
+@pytest.fixture(autouse=True)
+def _sync_scheduler():
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+def run_chunked(mask, center, chunks, **kw) -> tuple[Detections, np.ndarray]:
+    det = postprocess(da.from_array(mask, chunks=chunks), da.from_array(center, chunks=chunks), **kw)
+    lab = det.labels.compute()
+    return det, lab
+
+
+def assert_same(mask, center, chunks, **kw):
+    ref = postprocess_reference(mask, center, **kw)
+    det, lab = run_chunked(mask, center, chunks, **kw)
+    assert lab.dtype == np.uint32 and lab.shape == mask.shape
+    assert det.labels.chunks == da.from_array(mask, chunks=chunks).chunks
+    np.testing.assert_array_equal(lab, ref.labels)
+    np.testing.assert_array_equal(det.centers, ref.centers)
+    np.testing.assert_array_equal(det.n_voxels, ref.n_voxels)
+    np.testing.assert_allclose(det.scores, ref.scores, rtol=1e-12)
+    np.testing.assert_array_equal(det.peaks, ref.peaks)
+    assert det.centers.shape == (len(det.n_voxels), 3) and det.centers.dtype == np.float64
+    return ref, det
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize("kw", [
+    {"mask_threshold": 1.5}, {"center_threshold": -0.1}, {"remove_min_size": -1}, {"neighbor_number": -2},
+    {"distance_threshold": -1.0}, {"distance_threshold": float("nan")}, {"connectivity": 0},
+    {"connectivity": 4}, {"check_center": "yes"}, {"nonsense": 1},
+])
+def test_invalid_parameters_raise_parameter_error(kw):
+    with pytest.raises(ParameterError):
+        PostprocessParams.from_kwargs(None, **kw)
+
+
+def test_default_parameters_are_the_seeds():
+    p = PostprocessParams()
+    assert (p.mask_threshold, p.center_threshold, p.remove_min_size, p.check_center, p.filter_outlier,
+            p.neighbor_number, p.distance_threshold, p.connectivity) == (0.1, 0.1, 64, True, True, 3, 30.0, 1)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def test_strict_maxima_matches_maximum_filter_mirror_including_plateaus():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 9, 3))
+        if trial % 3 == 0:
+            x = (rng.integers(0, 4, shape) / 4).astype(np.float32)  # plateaus
+        elif trial % 3 == 1:
+            x = rng.random(shape).astype(np.float32)
+        else:
+            x = np.zeros(shape, np.float32)
+            x[tuple(rng.integers(0, s) for s in shape)] = 1.0
+        th = float(rng.choice([0.0, 0.1, 0.5]))
+        if trial % 7 == 0:
+            x[tuple(rng.integers(0, s) for s in shape)] = np.nan  # NaN counts as below threshold
+            x[tuple(rng.integers(0, s) for s in shape)] = -0.5
+        c = np.where(x >= th, x, 0).astype(np.float32)
+        expected = np.argwhere(c > ndi.maximum_filter(c, footprint=FP26, mode="mirror"))
+        np.testing.assert_array_equal(strict_maxima(np.pad(x, 1, mode="reflect"), th), expected)
+
+
+def test_assembled_halo_equals_mirror_padding():
+    rng = np.random.default_rng(1)
+    for shape, ch in [((7, 9, 11), (3, 4, 5)), ((1, 5, 6), (1, 2, 3)), ((5, 1, 4), (2, 1, 4)), ((6, 6, 6), (2, 2, 2))]:
+        vol = rng.random(shape)
+        ref = np.pad(vol, 1, mode="reflect")
+        b = [list(range(0, s, c)) + [s] for s, c in zip(shape, ch)]
+        grid = [len(x) - 1 for x in b]
+        for idx in itertools.product(*[range(g) for g in grid]):
+            box = [(b[a][idx[a]], b[a][idx[a] + 1]) for a in range(3)]
+            shells = {}
+            for off in itertools.product((-1, 0, 1), repeat=3):
+                j = [i + o for i, o in zip(idx, off)]
+                if off != (0, 0, 0) and all(0 <= j[a] < grid[a] for a in range(3)):
+                    shells[off] = block_shell(vol[tuple(slice(b[a][j[a]], b[a][j[a] + 1]) for a in range(3))])
+            core = vol[tuple(slice(*x) for x in box)]
+            got = assemble_halo(core, shells, [(idx[a] == 0, idx[a] == grid[a] - 1) for a in range(3)], shape)
+            np.testing.assert_array_equal(got, ref[tuple(slice(x[0], x[1] + 2) for x in box)])
+
+
+def _brute(points, centres):
+    d = ((points[:, None, :] - centres[None]) ** 2).sum(-1)
+    return np.argmin(d, axis=1)
+
+
+def test_nearest_centre_is_exact_with_raster_order_ties():
+    rng = np.random.default_rng(2)
+    for m in (1, 2, 5, 17, 60):
+        centres = rng.integers(0, 12, (m, 3))  # small box: many exact ties
+        centres = centres[np.lexsort(centres.T[::-1])]
+        pts = rng.integers(-5, 17, (2000, 3))
+        expected = _brute(pts, centres)
+        np.testing.assert_array_equal(nearest_among(pts, centres), expected)
+        np.testing.assert_array_equal(
+            nearest_in_segments(pts, np.zeros(len(pts), int), np.full(len(pts), m), centres), expected)
+
+
+def test_nearest_in_segments_uses_only_the_segment():
+    rng = np.random.default_rng(3)
+    centres = rng.integers(0, 20, (30, 3))
+    start = rng.integers(0, 25, 500)
+    length = rng.integers(1, 6, 500)
+    length = np.minimum(length, 30 - start)
+    pts = rng.integers(0, 20, (500, 3))
+    got = nearest_in_segments(pts, start, length, centres)
+    for i in range(500):
+        seg = centres[start[i] : start[i] + length[i]]
+        assert got[i] == start[i] + _brute(pts[i : i + 1], seg)[0]
+
+
+def test_candidate_centres_are_sufficient():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        centres = rng.integers(-20, 60, (int(rng.integers(1, 40)), 3))
+        lo = rng.integers(0, 30, 3)
+        box = [(int(a), int(a + rng.integers(1, 10))) for a in lo]
+        pts = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in box], indexing="ij"), -1).reshape(-1, 3)
+        cand = candidate_centres(box, centres)
+        assert np.array_equal(cand[_brute(pts, centres[cand])], _brute(pts, centres))
+
+
+def test_face_pairs_find_diagonal_neighbours_across_an_edge():
+    plane = np.zeros((2, 2), np.int64)
+    plane[1, 1] = 7  # block A's upper z face, corner voxel (y=1, x=1)
+    other = np.zeros((2, 2), np.int64)
+    other[0, 0] = 9  # block beyond diagonally in y and x: voxel (y=2, x=2)
+    box = [(0, 2), (0, 2), (0, 2)]
+    beyond = [(other, [(2, 4), (2, 4), (2, 4)])]
+    assert len(face_pairs(plane, box, 0, beyond, 1)) == 0
+    assert len(face_pairs(plane, box, 0, beyond, 2)) == 0
+    np.testing.assert_array_equal(face_pairs(plane, box, 0, beyond, 3), [[7, 9]])
+    assert len(in_plane_offsets(1)) == 1 and len(in_plane_offsets(2)) == 5 and len(in_plane_offsets(3)) == 9
+
+
+def test_outlier_keep_matches_brute_force_and_handles_few_particles():
+    rng = np.random.default_rng(5)
+    c = rng.uniform(0, 50, (200, 3))
+    d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1))
+    for nn, dt in [(0, 5.0), (1, 5.0), (3, 10.0), (6, 12.5)]:
+        expected = ((d <= dt).sum(1) - 1) >= nn
+        np.testing.assert_array_equal(outlier_keep(c, nn, dt), expected)
+    assert outlier_keep(np.zeros((2, 3)), 3, 30.0).tolist() == [False, False]
+    assert outlier_keep(np.zeros((0, 3)), 3, 30.0).shape == (0,)
+
+
+def test_label_alone_equals_scipy_label():
+    rng = np.random.default_rng(6)
+    for _ in range(15):
+        shape = tuple(int(v) for v in rng.integers(5, 30, 3))
+        x = ndi.gaussian_filter(rng.random(shape), 1.2)
+        th = float(np.quantile(x, rng.uniform(0.3, 0.8)))
+        conn = int(rng.integers(1, 4))
+        expected, n = ndi.label(x > th, ndi.generate_binary_structure(3, conn))
+        lab, m = label(da.from_array(x, chunks=tuple(int(v) for v in rng.integers(2, 12, 3))), th, conn)
+        assert m == n
+        np.testing.assert_array_equal(lab.compute(), expected)
+
+
+# --------------------------------------------------------------------------- semantics (reference)
+
+
+def _cube_pair():
+    """Two 6x6x6 cubes touching along x: one component, two centre-map peaks."""
+    mask = np.zeros((10, 10, 20), np.float32)
+    mask[2:8, 2:8, 2:14] = 1.0
+    center = np.zeros_like(mask)
+    center[4, 4, 4] = 1.0
+    center[5, 5, 11] = 0.9
+    return mask, center
+
+
+def test_two_centres_split_one_component():
+    mask, center = _cube_pair()
+    ref = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False)
+    assert len(ref.centers) == 2
+    assert ref.labels[4, 4, 4] == 1 and ref.labels[5, 5, 11] == 2
+    # voxel x=7 is 3 from x=4 and 4 from x=11 -> first particle; x=8 is equidistant in x only when y,z agree
+    assert ref.n_voxels.sum() == (mask > 0.1).sum()
+    det, lab = run_chunked(mask, center, (3, 4, 5), remove_min_size=1, filter_outlier=False)
+    np.testing.assert_array_equal(lab, ref.labels)
+
+
+def test_ties_go_to_the_raster_first_centre():
+    mask = np.zeros((3, 3, 9), np.float32)
+    mask[1, 1, :] = 1
+    center = np.zeros_like(mask)
+    center[1, 1, 2] = 1.0
+    center[1, 1, 6] = 1.0  # voxel x=4 is equidistant: goes to the centre at x=2 (first in raster order)
+    ref = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False)
+    assert ref.labels[1, 1].tolist() == [1, 1, 1, 1, 1, 2, 2, 2, 2]
+    for chunks in ((1, 1, 1), (3, 3, 4), (2, 2, 5)):
+        _, lab = run_chunked(mask, center, chunks, remove_min_size=1, filter_outlier=False)
+        np.testing.assert_array_equal(lab, ref.labels)
+
+
+def test_check_center_ignores_centres_outside_the_component():
+    mask = np.zeros((5, 5, 20), np.float32)
+    mask[1:4, 1:4, 1:9] = 1  # a component without a centre of its own
+    center = np.zeros_like(mask)
+    center[2, 2, 3] = 1.0  # inside
+    center[2, 2, 15] = 1.0  # outside any component
+    on = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False, check_center=True)
+    off = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False, check_center=False)
+    assert len(on.centers) == 1 and len(off.centers) == 1  # all voxels nearer to x=3 than x=15 ... except x>=9
+    mask[1:4, 1:4, 9:13] = 1
+    on = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False, check_center=True)
+    off = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False, check_center=False)
+    assert len(on.centers) == 1  # one centre inside: stays whole
+    assert len(off.centers) == 2  # voxels x >= 9 are nearer the outside centre
+    for cc in (True, False):
+        assert_same(mask, center, (2, 3, 7), remove_min_size=1, filter_outlier=False, check_center=cc)
+
+
+def test_disconnected_part_of_a_cell_becomes_its_own_instance():
+    # a U-shaped component whose two arms are nearest to the same centre but connected only through
+    # voxels nearest to the other centre
+    mask = np.zeros((3, 12, 12), np.float32)
+    mask[1, 1:11, 1] = 1
+    mask[1, 1:11, 10] = 1
+    mask[1, 10, 1:11] = 1
+    center = np.zeros_like(mask)
+    center[1, 2, 5] = 1.0  # outside the component, between the arm tops (check_center=False)
+    center[1, 10, 5] = 0.9  # on the bottom bar
+    ref = postprocess_reference(mask, center, remove_min_size=1, filter_outlier=False, check_center=False)
+    assert len(ref.centers) == 3
+    assert_same(mask, center, (3, 5, 4), remove_min_size=1, filter_outlier=False, check_center=False)
+
+
+def test_outlier_removal_is_by_label():
+    # R: a ring (shell) whose centroid (10, 10, 10) lies inside sphere S centred at (10, 10, 12);
+    # T: a sphere outside the ring.  With nn=2, dt=10.5 only S has two neighbours (R at 2, T at 10).
+    # Looking up the label at R's rounded centroid (the seed's bug) would erase S instead of R.
+    z, y, x = np.ogrid[:21, :21, :26]
+    d0 = np.sqrt((z - 10) ** 2 + (y - 10) ** 2 + (x - 10) ** 2)
+    s_ball = np.sqrt((z - 10) ** 2 + (y - 10) ** 2 + (x - 12) ** 2) < 3
+    t_ball = np.sqrt((z - 10) ** 2 + (y - 10) ** 2 + (x - 22) ** 2) < 3
+    ring = (d0 > 6) & (d0 < 8) & ~t_ball
+    mask = (ring | s_ball | t_ball).astype(np.float32)
+    assert ndi.label(mask)[1] == 3
+    center = np.zeros_like(mask)
+    center[10, 10, 10] = 1
+    kw = dict(remove_min_size=1, check_center=False, neighbor_number=2, distance_threshold=10.5)
+    all3 = postprocess_reference(mask, center, **{**kw, "filter_outlier": False})
+    assert len(all3.centers) == 3
+    ref, det = assert_same(mask, center, (7, 8, 9), **kw)
+    assert len(det.centers) == 1
+    lab = det.labels.compute()
+    np.testing.assert_array_equal(lab > 0, s_ball)
+    np.testing.assert_allclose(det.centers[0], [10, 10, 12])
+
+
+def test_fewer_particles_than_neighbor_number_does_not_crash():
+    m, c, _ = blob_maps((20, 20, 20), 2, radius=(3, 4), seed=1)
+    ref, det = assert_same(m, c, (7, 8, 9), remove_min_size=1, neighbor_number=3)
+    assert len(det.centers) == 0 and det.labels.compute().max() == 0
+
+
+def test_empty_volume():
+    z = np.zeros((9, 10, 11), np.float32)
+    ref, det = assert_same(z, z, (4, 4, 4))
+    assert len(det.centers) == 0 and det.centers.shape == (0, 3)
+
+
+def test_single_particle_straddling_a_chunk_corner():
+    z, y, x = np.ogrid[:24, :24, :24]
+    mask = (((z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2) < 25).astype(np.float32)
+    center = np.exp(-(((z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2) / 8.0)).astype(np.float32)
+    for cc in (True, False):
+        ref, det = assert_same(mask, center, (12, 12, 12), check_center=cc, filter_outlier=False)
+        assert len(det.centers) == 1
+        np.testing.assert_allclose(det.centers[0], [12, 12, 12])
+        assert det.n_voxels[0] == int(mask.sum())
+
+
+def test_size_filter_counts_particles_cut_by_chunks_whole():
+    mask = np.zeros((8, 8, 8), np.float32)
+    mask[2:6, 2:6, 2:6] = 1  # 64 voxels, cut into 8 pieces of 8
+    ref, det = assert_same(mask, mask, (4, 4, 4), remove_min_size=64, filter_outlier=False)
+    assert len(det.centers) == 1
+    ref, det = assert_same(mask, mask, (4, 4, 4), remove_min_size=65, filter_outlier=False)
+    assert len(det.centers) == 0
+
+
+def test_with_a_distributed_client_and_scratch(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    m, c, _ = blob_maps((24, 40, 36), 25, radius=(2, 5), elongation=2.0, seed=11)
+    ref = postprocess_reference(m, c)
+    with dask.config.set(scheduler=None), distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                                                                  dashboard_address=None):
+        det = postprocess(da.from_array(m, chunks=(10, 13, 16)), da.from_array(c, chunks=(10, 13, 16)),
+                          scratch=tmp_path)
+        lab = det.labels.compute()
+    np.testing.assert_array_equal(lab, ref.labels)
+    assert (tmp_path / "pieces.zarr").exists()
+
+
+def test_to_dataframe():
+    m, c, _ = blob_maps((20, 30, 40), 12, seed=3)
+    det, _ = run_chunked(m, c, 16, remove_min_size=1, filter_outlier=False)
+    df = det.to_dataframe(2.0)
+    assert list(df.columns) == ["id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score"]
+    assert df["id"].tolist() == list(range(1, len(det.centers) + 1))
+    np.testing.assert_array_equal(df["x"], det.centers[:, 2])
+    np.testing.assert_allclose(df["z_angst"], det.centers[:, 0] * 2.0)
+    assert ((df["score"] > 0.1) & (df["score"] <= 1)).all()
+    assert df["x_angst"].isna().all() if len(det.to_dataframe(None)) == 0 else det.to_dataframe(None)["x_angst"].isna().all()
+
+
+def test_mismatched_shapes_raise():
+    with pytest.raises(ParameterError):
+        postprocess(da.zeros((4, 4, 4), chunks=2), da.zeros((4, 4, 5), chunks=2))
+
+
+# --------------------------------------------------------------------------- randomized equality
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_maps_equal_reference_for_any_chunking(seed):
+    rng = np.random.default_rng(100 + seed)
+    shape = tuple(int(v) for v in rng.integers(12, 36, 3))
+    m, c, _ = blob_maps(shape, int(rng.integers(1, 40)), radius=(1.5, 5.0), elongation=float(rng.uniform(1, 3)),
+                        seed=seed, noise=float(rng.choice([0.0, 0.12])))
+    if seed % 3 == 0:
+        c = np.round(c * 4) / 4  # plateaus in the centre map
+    conn = int(rng.integers(1, 4))
+    kw = dict(connectivity=conn, check_center=bool(seed % 2), remove_min_size=int(rng.integers(0, 30)),
+              neighbor_number=int(rng.integers(0, 4)), distance_threshold=float(rng.uniform(3, 20)),
+              filter_outlier=bool(rng.integers(0, 2)))
+    for chunks in [(7, 9, 11), tuple(int(v) for v in rng.integers(3, 20, 3)), shape]:
+        assert_same(m, c, chunks, **kw)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.tuples(st.integers(4, 18), st.integers(4, 18), st.integers(4, 18)),
+    chunks=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)),
+    n=st.integers(0, 12),
+    seed=st.integers(0, 2**16),
+    conn=st.sampled_from([1, 2, 3]),
+    check_center=st.booleans(),
+    filter_outlier=st.booleans(),
+)
+def test_hypothesis_equal_reference(shape, chunks, n, seed, conn, check_center, filter_outlier):
+    m, c, _ = blob_maps(shape, n, radius=(1.0, 4.0), elongation=2.5, seed=seed)
+    assert_same(m, c, chunks, connectivity=conn, check_center=check_center, filter_outlier=filter_outlier,
+                remove_min_size=3, neighbor_number=1, distance_threshold=6.0)
+
+
+def test_elongated_particles_with_two_centres_are_split_consistently():
+    m, c, _ = blob_maps((30, 40, 40), 15, radius=(2.5, 4.0), elongation=3.5, seed=21)
+    ref = postprocess_reference(m, c, filter_outlier=False, remove_min_size=1)
+    comps, n = ndi.label(m > 0.1)
+    assert len(ref.centers) > n  # some components hold two or more centres and were split
+    for chunks in ((8, 8, 8), (13, 7, 19)):
+        assert_same(m, c, chunks, filter_outlier=False, remove_min_size=1)
+
+
+def _smooth_field(rng, shape, sigma):
+    f = ndi.gaussian_filter(rng.random(shape), sigma)
+    f -= f.min()
+    return (f / max(f.max(), 1e-12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_independent_random_fields_equal_reference(seed):
+    # mask and centre map unrelated: peaks in the background, in removed components, many per component
+    rng = np.random.default_rng(300 + seed)
+    shape = tuple(int(v) for v in rng.integers(6, 26, 3))
+    mask = _smooth_field(rng, shape, float(rng.uniform(0.7, 2.0)))
+    center = _smooth_field(rng, shape, float(rng.uniform(0.5, 1.5)))
+    if seed % 2:
+        center = np.round(center * 5) / 5  # plateaus
+    kw = dict(mask_threshold=float(rng.uniform(0.2, 0.8)), center_threshold=float(rng.uniform(0.0, 0.6)),
+              remove_min_size=int(rng.integers(0, 40)), connectivity=int(rng.integers(1, 4)),
+              check_center=bool(seed % 3 != 0), filter_outlier=bool(seed % 4 == 0), neighbor_number=1,
+              distance_threshold=5.0)
+    for chunks in [tuple(int(v) for v in rng.integers(2, 10, 3)), (5, 6, 7)]:
+        assert_same(mask, center, chunks, **kw)
+
+
+def test_centres_without_foreground():
+    mask = np.zeros((10, 10, 10), np.float32)
+    mask[:2, :2, :2] = 1  # one small component, removed by the size filter
+    center = np.zeros_like(mask)
+    center[5, 5, 5] = 1
+    center[0, 0, 0] = 1
+    for cc in (True, False):
+        ref, det = assert_same(mask, center, (4, 4, 4), check_center=cc, remove_min_size=64)
+        assert len(det.centers) == 0 and len(det.peaks) == 2
