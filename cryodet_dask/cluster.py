@@ -124,10 +124,15 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         yield None
         return
     if cfg.kind == "local":
+        import dask
         from distributed import LocalCluster
 
+        from .postprocessing import WORKER_ENV
+
         size = local_cluster_size(cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)
-        cluster = LocalCluster(processes=True, dashboard_address=":0" if cfg.dashboard else None, **size)
+        env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
+        with dask.config.set(env):
+            cluster = LocalCluster(processes=True, dashboard_address=":0" if cfg.dashboard else None, **size)
     elif cfg.kind == "local-cuda":
         try:
             from dask_cuda import LocalCUDACluster

@@ -274,20 +274,30 @@ def detect(
         timings["predict"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        dets = postprocess(pred.mask, pred.center, progress=progress, **p.postprocess_kwargs())
-        timings["postprocess"] = time.perf_counter() - t
+        # per-chunk instance pieces are kept on disk so that writing the labels does not recompute them
+        writes_labels = out_dir is not None and bool({"zarr", "mrc"} & set(p.formats))
+        scratch = tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out) if writes_labels else None
+        try:
+            dets = postprocess(pred.mask, pred.center, progress=progress,
+                               scratch=scratch.name if scratch else None, **p.postprocess_kwargs())
+            timings["postprocess"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        files: dict[str, Path] = {}
-        if out_dir is not None:
-            files = export(dets, out, stem, voxel_size=voxel_size, origin=tomo.origin_zyx,
-                           formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
-        timings["export"] = time.perf_counter() - t
+            t = time.perf_counter()
+            files: dict[str, Path] = {}
+            if out_dir is not None:
+                files = export(dets, out, stem, voxel_size=voxel_size, origin_zyx=tomo.origin_zyx,
+                               formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
+            timings["export"] = time.perf_counter() - t
+        finally:
+            if scratch is not None:
+                scratch.cleanup()
 
     particles = dets.to_dataframe(voxel_size)
-    labels = dets.labels
+    labels = dets.labels  # lazy; recomputes the pieces when no label image was written
     if "zarr" in files:
         labels = load(files["zarr"]).data
+    elif "mrc" in files:
+        labels = load(files["mrc"]).data
     if out_dir is not None:
         if not p.keep_intermediate:
             import shutil

@@ -25,13 +25,20 @@ _ORDER = ["detect", "demo", "simulate", "convert", "train", "labels", "predict",
           "export", "evaluate", "show"]
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors as one line (plus where to look), not the whole usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _command_modules() -> list[str]:
     names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="cryodet-dask",
         description=(
             "Find and instance-label particles in cryo-electron tomograms larger than memory, "
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryodet-dask {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
     sub.required = True
     for name in _command_modules():
         module = importlib.import_module(f"{__name__}.{name}")

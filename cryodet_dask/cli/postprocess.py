@@ -75,10 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MRC label type: auto = uint16 when the particles fit (default), float32 like the seed")
     o.add_argument("--chunks", type=int_triplet, default=None, metavar="N|Z,Y,X",
                    help="block shape in voxels (default: the store's chunks)")
-    o.add_argument("--workers", type=nonneg_int, default=0, metavar="N",
-                   help="start a local Dask cluster of N single-threaded worker processes "
-                   "(default: 0 = use the active Dask client, or threads)")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    from ..cluster import add_cluster_arguments
+
+    add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -101,18 +101,10 @@ def run(args: argparse.Namespace) -> int:
     voxel_size = args.voxel_size or mask_t.voxel_size
     out = Path(args.output)
     progress = show_progress(args)
+    from ..cluster import cluster_from_args
+
     with contextlib.ExitStack() as stack:
-        if args.workers:
-            import dask
-            from distributed import Client, LocalCluster
-
-            from ..postprocessing import WORKER_ENV
-
-            env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
-            with dask.config.set(env):
-                cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                                           dashboard_address=None))
-            stack.enter_context(Client(cluster))
+        stack.enter_context(cluster_from_args(args))
         out.mkdir(parents=True, exist_ok=True)
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out))
         det = postprocess(mask_t.data, center_t.data, params, scratch=scratch, progress=progress)

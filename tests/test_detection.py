@@ -1,0 +1,95 @@
+"""End to end: detect on a small simulated tomogram, chunk invariance of the whole pipeline, outputs, API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cryodet_dask import models
+from cryodet_dask.cli import main
+from cryodet_dask.detection import detect
+from cryodet_dask.io import load, partial_path
+from cryodet_dask.simulation import simulate
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    simulate(d, shape=(32, 96, 96), seed=5, overwrite=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    torch.manual_seed(3)
+    m = models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center")))
+    return models.save(m, tmp_path_factory.mktemp("net") / "two.pt")
+
+
+def _run(sim, net, out, chunks):
+    return detect(sim / "tomogram.mrc", out, segnet=str(net), chunks=(chunks,), device="cpu",
+                  mask_threshold=0.5, center_threshold=0.1, remove_min_size=8, filter_outlier=False)
+
+
+def test_outputs_and_chunk_invariance(sim, net, tmp_path):
+    a = _run(sim, net, tmp_path / "a", 16)
+    b = _run(sim, net, tmp_path / "b", 32)
+    assert len(a.particles) > 0
+    pd.testing.assert_frame_equal(a.particles, b.particles)  # the particle list does not depend on chunking
+    assert np.array_equal(a.labels.compute(), b.labels.compute())
+    names = {p.name for p in (tmp_path / "a").iterdir()}
+    for f in ("tomogram_labels.mrc", "tomogram_centers.txt", "tomogram_centers.csv", "tomogram_labels.zarr",
+              "run.json", "tomogram_prediction.zarr", "tomogram.zarr"):
+        assert f in names, f
+    assert any(n.endswith(".star") for n in names)
+    assert not any(n.endswith(".partial") or n.startswith(".cryodet-pieces") for n in names)
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["particles"] == len(a.particles)
+    assert set(run["timings_s"]) == {"convert", "predict", "postprocess", "export"}
+    assert run["voxel_size_angst"] == pytest.approx(10.0)
+    csv = pd.read_csv(tmp_path / "a" / "tomogram_centers.csv")
+    for col in ("id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score"):
+        assert col in csv.columns
+    np.testing.assert_allclose(csv.x_angst, csv.x * 10.0)
+    mrc_labels = load(tmp_path / "a" / "tomogram_labels.mrc").data.compute()
+    assert np.array_equal(mrc_labels, a.labels.compute())
+    assert int(mrc_labels.max()) == len(a.particles)
+
+
+def test_rerun_reuses_completed_stages(sim, net, tmp_path):
+    first = _run(sim, net, tmp_path, 32)
+    again = _run(sim, net, tmp_path, 32)
+    assert again.prediction.chunks_computed == 0 and again.prediction.chunks_skipped > 0
+    pd.testing.assert_frame_equal(first.particles, again.particles)
+
+
+def test_array_input_and_temporary_output(sim, net):
+    vol = load(sim / "tomogram.mrc").data.compute()
+    res = detect(vol, segnet=str(net), chunks=(32,), device="cpu", voxel_size=10.0, mask_threshold=0.5,
+                 remove_min_size=8, filter_outlier=False)
+    assert res.files == {} and res.labels.shape == vol.shape
+    assert len(res.particles) == int(res.labels.max().compute())
+
+
+def test_cli_detect_seed_flags(sim, net, tmp_path, capsys):
+    code = main(["-q", "detect", "-tomo", str(sim / "tomogram.mrc"), "-m", str(net), "-o", str(tmp_path),
+                 "-ps", "32", "-mt", "0.5", "-rs", "8", "-filter_outlier", "false", "--cluster", "threads",
+                 "--device", "cpu"])
+    assert code == 0
+    assert (tmp_path / "tomogram_centers.txt").read_text().startswith(
+        "PositionX\tPositionY\tPositionZ\tVolumeX\tVolumeY\tVolumeZ\tOffsetFromFace")
+    assert json.loads((tmp_path / "run.json").read_text())["parameters"]["filter_outlier"] is False
+
+
+def test_bad_threshold_writes_nothing(sim, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", str(sim / "tomogram.mrc"), "-o", str(tmp_path / "o"), "-mt", "2"])
+    assert exc.value.code == 2 and not (tmp_path / "o").exists()
+    err = capsys.readouterr().err
+    assert "-mt/--mask-threshold" in err and err.count("\n") == 1
