@@ -15,12 +15,16 @@ from cryodet_dask.cluster import ClusterConfig, local_cluster_size, open_client
 
 
 def _slurm_up() -> str | None:
+    import dask_jobqueue  # noqa: F401  (its config defaults must load before dask.config.set below)
+
     if shutil.which("sinfo") is None:
         return "SLURM is not installed (run .ci/start_slurm.sh)"
-    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-    if r.returncode != 0 or not any(s in r.stdout for s in ("idle", "mix", "alloc")):
-        return f"slurmctld is not running or has no usable node: {(r.stderr or r.stdout).strip()[:200]}"
-    return None
+    for _ in range(30):  # a node may be 'comp'leting the jobs of the previous test
+        r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+        if r.returncode == 0 and any(s in r.stdout for s in ("idle", "mix", "alloc")):
+            return None
+        time.sleep(1)
+    return f"slurmctld is not running or has no usable node: {(r.stderr or r.stdout).strip()[:200]}"
 
 
 def test_local_cluster_sized_to_machine():
@@ -94,3 +98,34 @@ def test_slurm_cluster_runs_worker_jobs_with_gpu_resource(tmp_path):
                 assert float(client.compute(x.sum()).result()) == 2 * 64 * 64
         finally:
             os.environ.pop("CRYODET_SLURM_NO_GRES", None)
+
+
+@pytest.mark.slurm
+def test_detect_end_to_end_through_slurm(tmp_path):
+    """The whole detection on a small simulated tomogram, run by two SLURM worker jobs."""
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    import dask
+    import torch
+
+    from cryodet_dask import models
+    from cryodet_dask.detection import detect
+    from cryodet_dask.simulation import simulate
+
+    simulate(tmp_path / "sim", shape=(32, 64, 64), seed=11)
+    torch.manual_seed(0)
+    ckpt = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"))),
+                       tmp_path / "net.pt")
+    kwargs = dict(segnet=str(ckpt), chunks=(32,), device="cpu", mask_threshold=0.5, remove_min_size=8,
+                  filter_outlier=False)
+    local = detect(tmp_path / "sim" / "tomogram.mrc", tmp_path / "local", **kwargs)
+    with dask.config.set({"jobqueue.slurm.cores": 1, "jobqueue.slurm.memory": "3GiB",
+                          "jobqueue.slurm.walltime": "00:20:00", "jobqueue.slurm.local-directory": str(tmp_path),
+                          "jobqueue.slurm.log-directory": str(tmp_path)}):
+        with open_client(ClusterConfig(kind="slurm", jobs=2)) as client:
+            client.wait_for_workers(2, timeout=120)
+            res = detect(tmp_path / "sim" / "tomogram.mrc", tmp_path / "slurm", client=client, **kwargs)
+            assert len(client.scheduler_info()["workers"]) == 2
+    assert len(res.particles) == len(local.particles) > 0
+    np.testing.assert_array_equal(res.labels.compute(), local.labels.compute())

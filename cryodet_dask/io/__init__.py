@@ -7,9 +7,12 @@ from ._convert import convert
 from ._load import Tomogram, load, open_zarr_image
 from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
 from ._mrc_write import write_mrc
+from ._readers import ArrayReader, lazy_array
 from ._zarr import CODECS, DEFAULT_CODEC, create_image_group, make_compressor, normalize_chunks, ome_multiscales, write_blocks
 
 __all__ = [
+    "ArrayReader",
+    "lazy_array",
     "CODECS",
     "DEFAULT_CODEC",
     "MRC_SUFFIXES",

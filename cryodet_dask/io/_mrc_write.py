@@ -20,6 +20,7 @@ import numpy as np
 from .._progress import compute
 from ._atomic import atomic_output
 from ._mrc import HEADER_BYTES, mrc_mode_for_dtype
+from ._readers import lazy_array
 
 __all__ = ["write_mrc"]
 
@@ -77,7 +78,7 @@ def write_mrc(
     """
     path = Path(path)
     if not isinstance(volume, da.Array):
-        volume = da.from_array(np.asarray(volume), chunks=128)
+        volume = lazy_array(volume, chunks=128)
     if volume.ndim != 3:
         raise ValueError(f"write_mrc needs a 3D volume, got {volume.ndim}D")
     dtype = np.dtype(volume.dtype)

@@ -22,7 +22,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._progress import compute, current_client
 from ..errors import CheckpointError, OutputExistsError, ParameterError
-from ..io import Tomogram, load, partial_path
+from ..io import ArrayReader, Tomogram, lazy_array, load, normalize_chunks, partial_path
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
 from ._tiling import ChunkPlan, default_halo, plan_chunks
 
@@ -183,18 +183,6 @@ def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan:
 # ------------------------------------------------------------------ graph
 
 
-class _InMemoryReader:
-    """Wraps a numpy array so that it is one key of the graph, shipped once."""
-
-    def __init__(self, array: np.ndarray):
-        self.array = array
-        self.shape = array.shape
-        self.dtype = array.dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self.array[key]
-
-
 def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]:
     """(reader, lazy array, voxel size, identity) for any accepted input."""
     if isinstance(volume, str | os.PathLike):
@@ -209,7 +197,7 @@ def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]
             return volume.reader, volume.data, volume.voxel_size, ident
         volume = volume.data
     if isinstance(volume, np.ndarray):
-        return _InMemoryReader(volume), da.from_array(volume, chunks=chunks or 128), None, tokenize(volume)
+        return ArrayReader(volume), lazy_array(volume, normalize_chunks(chunks or 128, volume.shape)), None, tokenize(volume)
     if isinstance(volume, da.Array):
         return None, volume, None, volume.name
     raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
