@@ -39,6 +39,7 @@ per-label integer summaries or on the complete centre table.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -53,6 +54,7 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
+from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .._progress import compute
@@ -185,6 +187,18 @@ def _relabel_cached(box: Box, scratch: str, final: np.ndarray) -> np.ndarray:
     return final[pieces]
 
 
+def _pass1_task(mask: np.ndarray, center: np.ndarray, shell_list: list[tuple[np.ndarray, ...]], *,
+                offsets: tuple[tuple[int, int, int], ...], **kw: Any) -> dict[str, Any]:
+    """:func:`_pass1_block` with the neighbours' shells as a list (task arguments carry keys in lists)."""
+    return _pass1_block(mask, center, dict(zip(offsets, shell_list)), **kw)
+
+
+def _pairs_task(own: dict[str, Any], others: list[dict[str, Any]], *, box: Box,
+                axes_boxes: tuple[tuple[int, Box], ...], connectivity: int) -> np.ndarray:
+    """:func:`_block_pairs` with the neighbours' results as a list."""
+    return _block_pairs(own, box, [(a, r, b) for (a, b), r in zip(axes_boxes, others)], connectivity)
+
+
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
     """Everything but the face planes (those stay on the workers)."""
     return {k: v for k, v in res.items() if k != "faces"}
@@ -238,19 +252,31 @@ def _neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
     return out  # type: ignore[return-value]
 
 
-def _pair_tasks(results: dict[tuple[int, ...], Any], bounds: list[np.ndarray], grid: tuple[int, ...],
-                connectivity: int) -> list[Any]:
-    tasks = []
+def _pair_tasks(dsk: dict[Any, Any], name: str, results: dict[tuple[int, ...], Any], bounds: list[np.ndarray],
+                grid: tuple[int, ...], connectivity: int) -> list[Any]:
+    """Add one face-pair task per block to ``dsk``; return their keys."""
+    keys = []
     offsets = _neighbour_offsets(connectivity)
     for idx, res in results.items():
-        nbs = []
+        nbs, axes_boxes = [], []
         for axis, off in offsets:
             j = tuple(i + o for i, o in zip(idx, off))
             if all(0 <= j[a] < grid[a] for a in range(3)):
-                nbs.append((axis, results[j], _box(bounds, j)))
+                nbs.append(results[j])
+                axes_boxes.append((axis, _box(bounds, j)))
         if nbs:
-            tasks.append(dask.delayed(_block_pairs, pure=True)(res, _box(bounds, idx), nbs, connectivity))
-    return tasks
+            key = (name, *idx)
+            dsk[key] = (functools.partial(_pairs_task, box=_box(bounds, idx), axes_boxes=tuple(axes_boxes),
+                                          connectivity=connectivity), res, nbs)
+            keys.append(key)
+    return keys
+
+
+def _gather(name: str, dsk: dict[Any, Any], keys_a: list[Any], keys_b: list[Any], dependencies: list[Any]) -> Any:
+    """One Delayed computing ``(results of keys_a, results of keys_b)`` from the task dict ``dsk``."""
+    dsk[name] = (tuple, [(list, list(keys_a)), (list, list(keys_b))])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
+    return Delayed(name, graph)
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
@@ -443,24 +469,30 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     blocks = list(itertools.product(*(range(g) for g in grid)))
     boxes = [_box(bounds, idx) for idx in blocks]
     bindex = {idx: k for k, idx in enumerate(blocks)}
-    mask_d = mask.to_delayed()
-    center_d = center.to_delayed()
+    token = tokenize(mask, center, p)
 
     # pass 1: the centre map's halo comes from the neighbours' boundary planes
-    shell = {idx: dask.delayed(block_shell, pure=True)(center_d[idx]) for idx in blocks}
+    shell_n, p1_n, s1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1", "summary1"))
+    dsk: dict[Any, Any] = {}
+    for idx in blocks:
+        dsk[(shell_n, *idx)] = (block_shell, (center.name, *idx))
     p1 = {}
     for idx in blocks:
-        nbs = {}
+        offsets, shell_keys = [], []
         for off in itertools.product((-1, 0, 1), repeat=3):
             j = tuple(i + o for i, o in zip(idx, off))
             if off != (0, 0, 0) and all(0 <= j[a] < grid[a] for a in range(3)):
-                nbs[off] = shell[j]
+                offsets.append(off)
+                shell_keys.append((shell_n, *j))
         border = tuple((i == 0, i == g - 1) for i, g in zip(idx, grid))
-        p1[idx] = dask.delayed(_pass1_block, pure=True)(mask_d[idx], center_d[idx], nbs, border,
-                                                        boxes[bindex[idx]], shape, bindex[idx], p)
-    s1_d = [dask.delayed(_summary, pure=True)(p1[idx]) for idx in blocks]
-    pair_d = _pair_tasks(p1, bounds, grid, p.connectivity)
-    out = compute(s1_d, pair_d, progress=progress, desc="post-processing: components and centres")
+        p1[idx] = (p1_n, *idx)
+        dsk[p1[idx]] = (functools.partial(_pass1_task, offsets=tuple(offsets), border=border,
+                                          box=boxes[bindex[idx]], shape=shape, index=bindex[idx], p=p),
+                        (mask.name, *idx), (center.name, *idx), shell_keys)
+        dsk[(s1_n, *idx)] = (_summary, p1[idx])
+    pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
+    job = _gather(f"cryodet-gather1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center])
+    (out,) = compute(job, progress=progress, desc="post-processing: components and centres")
     s1, pairs1 = out[0], out[1]
     clock.append(time.perf_counter())
     pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *pairs1])
@@ -469,11 +501,19 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
 
     # pass 2
     scratch_path = _scratch_array(scratch, mask) if scratch is not None else None
-    p2 = {idx: dask.delayed(_pass2_block, pure=True)(mask_d[idx], boxes[bindex[idx]], bindex[idx], shape, p,
-                                                     tables[bindex[idx]], scratch_path) for idx in blocks}
-    s2_d = [dask.delayed(_summary, pure=True)(p2[idx]) for idx in blocks]
-    pair_d = _pair_tasks(p2, bounds, grid, p.connectivity)
-    out = compute(s2_d, pair_d, progress=progress, desc="post-processing: instances")
+    token2 = tokenize(token, [t.lab2comp for t in tables], scratch_path)
+    p2_n, s2_n = f"cryodet-pass2-{token2}", f"cryodet-summary2-{token2}"
+    dsk = {}
+    p2 = {}
+    for idx in blocks:
+        b = bindex[idx]
+        p2[idx] = (p2_n, *idx)
+        dsk[p2[idx]] = (functools.partial(_pass2_block, box=boxes[b], index=b, shape=shape, p=p, tables=tables[b],
+                                          scratch=scratch_path), (mask.name, *idx))
+        dsk[(s2_n, *idx)] = (_summary, p2[idx])
+    pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
+    job = _gather(f"cryodet-gather2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask])
+    (out,) = compute(job, progress=progress, desc="post-processing: instances")
     s2, pairs2 = out[0], out[1]
     clock.append(time.perf_counter())
     pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *pairs2])
