@@ -1,0 +1,73 @@
+"""``cryodet-dask labels``: an instance label map from a particle coordinate table."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import int_triplet, positive_float, show_progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "labels",
+        help="make a label map for training from a particle list (CSV, TXT or RELION STAR)",
+        description="Paint one sphere (or a template's shape at the particle's orientation) per particle of a "
+        "coordinate table into an instance label map (particle i = label i), block by block, for "
+        "`cryodet-dask train`. TXT files hold x y z in voxels; CSV files name their columns (x, y, z in voxels, "
+        "or x_angstrom ...; phi, theta, psi for templates); STAR files use rlnCoordinateX/Y/Z (voxels) or "
+        "rlnCenteredCoordinateX/Y/ZAngst and rlnAngleRot/Tilt/Psi.",
+    )
+    p.add_argument("coordinates", help="particle table (.csv, .txt, .star)")
+    p.add_argument("output", help="label map to write (.mrc, or .zarr)")
+    p.add_argument("--tomogram", metavar="FILE",
+                   help="the tomogram the particles belong to: gives the shape and voxel size")
+    p.add_argument("--shape", type=int_triplet, default=None, metavar="Z,Y,X",
+                   help="shape of the label map in voxels (default: that of --tomogram)")
+    p.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="voxel size in Å (default: from --tomogram)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--radius", type=positive_float, metavar="VOXELS", help="paint a sphere of this radius (voxels)")
+    g.add_argument("--radius-angstrom", type=positive_float, metavar="ANGSTROM", help="sphere radius in Å")
+    g.add_argument("--template", metavar="NAME|FILE",
+                   help="paint this template's mask (a shipped name such as 4v4r, or an MRC file) rotated to each "
+                        "particle's orientation")
+    p.add_argument("--template-threshold", type=float, default=0.1, metavar="F",
+                   help="template mask threshold as a fraction of its maximum density (default: 0.1)")
+    p.add_argument("--tomogram-name", default=None, metavar="NAME",
+                   help="use only rows whose rlnTomoName / tomogram column equals NAME")
+    p.add_argument("--chunks", type=int_triplet, default=(128,), metavar="N|Z,Y,X",
+                   help="block shape for painting and writing (default: 128)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..annotations import read_coordinates, write_label_map
+    from ..errors import ParameterError
+
+    shape = args.shape
+    voxel_size = args.voxel_size
+    if args.tomogram:
+        from ..io import load
+
+        tomo = load(args.tomogram)
+        shape = shape or tomo.shape
+        voxel_size = voxel_size or tomo.voxel_size
+    if shape is None:
+        raise ParameterError("give --tomogram or --shape for the size of the label map")
+    if len(shape) == 1:
+        shape = shape * 3
+    table = read_coordinates(args.coordinates, voxel_size=voxel_size, shape=shape,
+                             tomogram_name=args.tomogram_name)
+    radius = args.radius
+    if args.radius_angstrom is not None:
+        if not voxel_size:
+            raise ParameterError("--radius-angstrom needs the voxel size (--voxel-size or --tomogram)")
+        radius = args.radius_angstrom / voxel_size
+    chunks = args.chunks * 3 if len(args.chunks) == 1 else args.chunks
+    out = write_label_map(args.output, shape, table, radius=radius, template=args.template, voxel_size=voxel_size,
+                          template_threshold=args.template_threshold, chunks=chunks, overwrite=args.overwrite,
+                          progress=show_progress(args))
+    if not args.quiet:
+        print(f"wrote {out}: {len(table)} particles, shape (z,y,x) {tuple(shape)}")
+    return 0

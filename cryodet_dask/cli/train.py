@@ -1,0 +1,120 @@
+"""``cryodet-dask train``: train SegNet, CenterNet or the two-head network."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
+
+
+def _heads(text: str) -> tuple[str, ...]:
+    t = text.strip().lower()
+    table = {"segnet": ("mask",), "mask": ("mask",), "centernet": ("center",), "center": ("center",),
+             "twohead": ("mask", "center"), "two-head": ("mask", "center"), "both": ("mask", "center")}
+    if t not in table:
+        raise argparse.ArgumentTypeError(f"expected segnet, centernet or twohead, got {text!r}")
+    return table[t]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return v
+
+
+def _pair(text: str) -> tuple[str, str]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected TOMOGRAM,LABELS, got {text!r}")
+    return parts[0], parts[1]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a SegNet (mask), CenterNet (centre map) or two-head network on labelled tomograms",
+        description="Train a 3D U-Net on (tomogram, instance label map) pairs in MRC or Zarr — the simulator's "
+        "output or your own labels (see `cryodet-dask labels`). Patches are read from the chunked files around "
+        "the particles; training is resumable: run the same command again to continue.",
+    )
+    p.add_argument("output", help="checkpoint file to write (.pt); the resumable state goes next to it")
+    p.add_argument("--tomogram", "-t", action="append", required=True, metavar="FILE",
+                   help="training tomogram (repeat for several)")
+    p.add_argument("--labels", "-l", action="append", required=True, metavar="FILE",
+                   help="instance label map of the tomogram given at the same position (repeat)")
+    p.add_argument("--center", action="append", default=None, metavar="FILE",
+                   help="precomputed centre target per tomogram (e.g. the simulator's center.mrc); "
+                        "default: computed from the labels")
+    p.add_argument("--validation", action="append", type=_pair, default=None, metavar="TOMOGRAM,LABELS",
+                   help="validation pair (repeat); default: hold out part of each training tomogram")
+    p.add_argument("--network", type=_heads, default=("mask",), metavar="segnet|centernet|twohead",
+                   help="which network: segnet (mask), centernet (centre map) or twohead (both, shared; "
+                        "half the inference cost); default: segnet")
+    p.add_argument("--channels", type=_ints, default=(32, 48, 64), metavar="C0,C1,...",
+                   help="channels per level, finest first, last = bottleneck (default: 32,48,64, the seed)")
+    p.add_argument("--convs-per-level", type=_ints, default=None, metavar="N0,N1,...",
+                   help="3^3 convolutions per level (default: 2,2,4, the seed)")
+    p.add_argument("--patch-size", type=int_triplet, default=(56,), metavar="N|Z,Y,X",
+                   help="training patch size in voxels (default: 56)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="patches per step (default: 4)")
+    p.add_argument("--epochs", type=int, default=50, metavar="N", help="maximum epochs (default: 50)")
+    p.add_argument("--steps-per-epoch", type=int, default=100, metavar="N", help="steps per epoch (default: 100)")
+    p.add_argument("--validation-fraction", type=fraction, default=0.2, metavar="F",
+                   help="part of each training tomogram held out for validation without --validation "
+                        "(default: 0.2)")
+    p.add_argument("--validation-batches", type=int, default=8, metavar="N", help="validation batches (default: 8)")
+    p.add_argument("--learning-rate", "--lr", type=positive_float, default=1e-3, metavar="LR",
+                   help="initial Adam learning rate (default: 0.001), halved when validation stalls")
+    p.add_argument("--patience", type=int, default=6, metavar="N",
+                   help="stop after N epochs without validation improvement (default: 6)")
+    p.add_argument("--jitter", type=nonneg_int, default=5, metavar="VOXELS",
+                   help="random shift of patch centres around particles (default: 5)")
+    p.add_argument("--background-fraction", type=fraction, default=0.1, metavar="F",
+                   help="fraction of patches at random positions (default: 0.1)")
+    p.add_argument("--intensity", type=float, default=0.1, metavar="A",
+                   help="intensity jitter amplitude in normalized units (default: 0.1; 0 = off)")
+    add_bool_flag(p, "rotate", True, "random 90° rotations about the tilt axis (y)")
+    add_bool_flag(p, "flip", True, "random flips of each axis")
+    p.add_argument("--center-weight", type=positive_float, default=1.0, metavar="W",
+                   help="weight of the centre MSE loss against the mask Dice loss (two-head; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add_bool_flag(p, "amp", True, "mixed precision on CUDA devices")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    p.add_argument("--max-minutes", type=positive_float, default=None, metavar="MIN",
+                   help="stop after the epoch that passes this wall-clock time")
+    add_bool_flag(p, "resume", True, "continue from the state left by an earlier run of the same command")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ParameterError
+    from ..training import TrainingConfig, train
+
+    if len(args.tomogram) != len(args.labels):
+        raise ParameterError(f"give one --labels per --tomogram ({len(args.tomogram)} vs {len(args.labels)})")
+    ps = args.patch_size * 3 if len(args.patch_size) == 1 else args.patch_size
+    cfg = TrainingConfig(
+        patch_size=ps, batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        validation_fraction=args.validation_fraction, validation_batches=args.validation_batches,
+        learning_rate=args.learning_rate, patience=args.patience, jitter=args.jitter,
+        background_fraction=args.background_fraction, rotate=args.rotate, flip=args.flip,
+        intensity=args.intensity, center_weight=args.center_weight, seed=args.seed, amp=args.amp,
+        max_minutes=args.max_minutes,
+    )
+    result = train(
+        args.tomogram, args.labels, args.output, centers=args.center, validation=args.validation,
+        config=cfg, heads=args.network, channels=args.channels, convs_per_level=args.convs_per_level,
+        device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
+        command="cryodet-dask " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    if not args.quiet:
+        print(f"wrote {result.checkpoint}: best validation loss {result.best_validation_loss:.4f} after "
+              f"{result.epochs} epoch(s){' (stopped early)' if result.stopped_early else ''}")
+    return 0

@@ -1,0 +1,70 @@
+"""SegNet, CenterNet and the shared two-head network: 3D U-Nets, checkpoints, shipped weights.
+
+SegNet predicts the particle mask (sigmoid), CenterNet the per-particle
+normalized distance to the particle boundary (ReLU, 1 at the centre).  Both
+are :class:`UNet3D` with the seed's architecture by default
+(:class:`UNetConfig`); ``heads=("mask", "center")`` gives one network with a
+shared encoder/decoder and two 1³ output heads, half the inference cost of
+the pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from ._checkpoint import FORMAT, FORMAT_VERSION, load, read_checkpoint, save
+from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
+from ._inference import predict_array, zscore_stats
+from ._unet import UNet3D
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "HEAD_ACTIVATIONS",
+    "DefaultWeights",
+    "UNet3D",
+    "UNetConfig",
+    "default_weights",
+    "load",
+    "predict_array",
+    "read_checkpoint",
+    "receptive_extent",
+    "receptive_field",
+    "save",
+    "zscore_stats",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
+
+
+class DefaultWeights(NamedTuple):
+    """Paths of the demo checkpoints shipped inside the package (``None`` where not shipped)."""
+
+    segnet: Path | None
+    centernet: Path | None
+    twohead: Path | None
+
+
+def default_weights() -> DefaultWeights:
+    """Paths of the shipped demo checkpoints.
+
+    Returns
+    -------
+    DefaultWeights
+        ``segnet`` (mask), ``centernet`` (centre map) and ``twohead`` (both,
+        shared network) checkpoint paths; a field is ``None`` when that file is
+        not shipped.  Trained on simulated tomograms at 10 Å by
+        ``cryodet-dask train`` (see ``docs/models.md`` for the command).
+
+    Examples
+    --------
+    >>> w = default_weights()
+    >>> net = load(w.segnet, expect_heads=("mask",))  # doctest: +SKIP
+    """
+
+    def _p(name: str) -> Path | None:
+        p = WEIGHTS_DIR / name
+        return p if p.is_file() else None
+
+    return DefaultWeights(_p("segnet.pt"), _p("centernet.pt"), _p("twohead.pt"))

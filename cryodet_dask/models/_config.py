@@ -1,0 +1,195 @@
+"""Configuration of the 3D U-Nets: a frozen, JSON-serialisable dataclass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ParameterError
+
+__all__ = ["UNetConfig", "HEAD_ACTIVATIONS", "receptive_field", "receptive_extent"]
+
+#: Output heads a network can have, and the activation applied to each.
+HEAD_ACTIVATIONS = {"mask": "sigmoid", "center": "relu"}
+
+_NORMALIZATIONS = ("zscore",)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture and provenance of a 3D U-Net (SegNet, CenterNet or two-head).
+
+    The defaults are the seed's architecture: encoder 2×conv(32) → pool →
+    2×conv(48) → pool → bottleneck 4×conv(64); decoder upsample → conv(64, 2³)
+    → concat skip → 2×conv(48) → upsample → conv(48, 2³) → concat skip →
+    2×conv(32) → conv(heads, 1³), 3³ convolutions with ReLU, no normalization
+    layers (902,961 parameters with one head).
+
+    Parameters
+    ----------
+    architecture : str
+        Always ``"unet3d"``; stored so a checkpoint of another design is refused.
+    in_channels : int
+        Input channels (1: the tomogram).
+    channels : tuple of int
+        Feature channels per resolution level, finest first; the last entry is
+        the bottleneck.  ``len(channels) - 1`` is the number of 2× poolings.
+    convs_per_level : tuple of int
+        3³ convolutions at each level (encoder and decoder share the count;
+        the bottleneck uses the last entry).
+    heads : tuple of str
+        Output channels in order: ``("mask",)`` for SegNet (sigmoid),
+        ``("center",)`` for CenterNet (ReLU), ``("mask", "center")`` for the
+        shared two-head network.
+    normalization : str
+        Input normalization the network expects: ``"zscore"`` means
+        ``(x - mean) / std`` with the mean and standard deviation of the
+        **whole tomogram**, computed once (never per patch or per chunk).
+    voxel_size : float or None
+        Voxel size in Å of the tomograms it was trained on.
+    training : dict
+        Free description of the training (data, command, epochs, losses).
+    """
+
+    architecture: str = "unet3d"
+    in_channels: int = 1
+    channels: tuple[int, ...] = (32, 48, 64)
+    convs_per_level: tuple[int, ...] = (2, 2, 4)
+    heads: tuple[str, ...] = ("mask",)
+    normalization: str = "zscore"
+    voxel_size: float | None = None
+    training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "convs_per_level", tuple(int(c) for c in self.convs_per_level))
+        object.__setattr__(self, "heads", tuple(str(h) for h in self.heads))
+        if self.architecture != "unet3d":
+            raise ParameterError(f"unknown network architecture {self.architecture!r} (expected 'unet3d')")
+        if len(self.channels) < 1 or min(self.channels) < 1:
+            raise ParameterError(f"channels must be positive integers, got {self.channels}")
+        if len(self.convs_per_level) != len(self.channels) or min(self.convs_per_level) < 1:
+            raise ParameterError(
+                f"convs_per_level needs one count >= 1 per level ({len(self.channels)}), got {self.convs_per_level}")
+        if not self.heads or len(set(self.heads)) != len(self.heads):
+            raise ParameterError(f"heads must be distinct names, got {self.heads}")
+        bad = [h for h in self.heads if h not in HEAD_ACTIVATIONS]
+        if bad:
+            raise ParameterError(f"unknown head(s) {bad}; known: {sorted(HEAD_ACTIVATIONS)}")
+        if self.in_channels < 1:
+            raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
+        if self.normalization not in _NORMALIZATIONS:
+            raise ParameterError(f"unknown input normalization {self.normalization!r}; known: {_NORMALIZATIONS}")
+        if self.voxel_size is not None and not float(self.voxel_size) > 0:
+            raise ParameterError(f"voxel_size must be positive, got {self.voxel_size}")
+
+    # -- derived -------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Number of 2× poolings."""
+        return len(self.channels) - 1
+
+    @property
+    def pool_factor(self) -> int:
+        """Input sizes must be multiples of this (``2 ** depth``; 4 for the seed)."""
+        return 2 ** self.depth
+
+    @property
+    def receptive_field(self) -> int:
+        """Full width (voxels) of the receptive field of one output voxel; see :func:`receptive_field`."""
+        return receptive_field(self)
+
+    @property
+    def halo(self) -> int:
+        """Largest one-sided extent (voxels) of the receptive field: the halo chunked prediction needs."""
+        lo, hi = receptive_extent(self)
+        return max(lo, hi)
+
+    # -- serialisation -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["convs_per_level"] = list(self.convs_per_level)
+        d["heads"] = list(self.heads)
+        d["training"] = json.loads(json.dumps(self.training, default=str))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ParameterError`."""
+        known = {f for f in cls.__dataclass_fields__}
+        extra = set(d) - known
+        if extra:
+            raise ParameterError(f"unknown network configuration field(s): {sorted(extra)}")
+        d = dict(d)
+        for k in ("channels", "convs_per_level", "heads"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> UNetConfig:
+        """A copy with some fields changed."""
+        d = self.to_dict()
+        d.update(changes)
+        return UNetConfig.from_dict(d)
+
+
+def receptive_extent(config: UNetConfig) -> tuple[int, int]:
+    """How far (voxels) before and after an output voxel its input dependencies reach, per axis.
+
+    Returns
+    -------
+    (before, after) : tuple of int
+        Maximum over output positions of ``o - lo`` and ``hi - o``, where
+        ``[lo, hi]`` is the interval of input voxels output voxel ``o``
+        depends on (in the interior, away from zero padding).
+
+    Notes
+    -----
+    Exact: each layer maps an interval of its output indices to the interval
+    of its input indices it reads — a 3-conv ``[a-1, b+1]``, the 2-conv after
+    upsampling (padded 0 before, 1 after) ``[a, b+1]``, 2× max pooling
+    ``[2a, 2b+1]``, nearest 2× upsampling ``[a//2, b//2]`` — and a skip
+    connection takes the union of its two paths.  Because the decoder's
+    upsampling makes the dependency depend on the position modulo
+    ``pool_factor``, every residue is evaluated and the maximum is reported.
+    The axes are independent, so the 3D field is this interval in each axis.
+    """
+
+    def level(l: int, a: int, b: int) -> tuple[int, int]:
+        # input interval read by the output interval [a, b] of the sub-network at level l
+        n_convs = config.convs_per_level[l]
+        if l == config.depth:  # bottleneck: n 3-convs
+            return a - n_convs, b + n_convs
+        # decoder convs at this level (after concat)
+        a, b = a - n_convs, b + n_convs
+        # concat: skip path = encoder convs at this level; up path = 2-conv, upsample, deeper level, pool
+        ua, ub = a, b + 1  # 2-conv padded (0, 1)
+        ua, ub = ua // 2, ub // 2  # nearest upsampling
+        ua, ub = level(l + 1, ua, ub)  # deeper sub-network
+        ua, ub = 2 * ua, 2 * ub + 1  # max pooling 2
+        lo, hi = min(a, ua), max(b, ub)  # union with the skip path
+        return lo - n_convs, hi + n_convs  # encoder convs at this level
+
+    before = after = 0
+    for o in range(config.pool_factor):
+        lo, hi = level(0, o, o)
+        before, after = max(before, o - lo), max(after, hi - o)
+    return before, after
+
+
+def receptive_field(config: UNetConfig) -> int:
+    """Full width (voxels) of the receptive field of one output voxel along each axis.
+
+    ``before + after + 1`` from :func:`receptive_extent`: the largest window of
+    input voxels any output voxel depends on (the 1³ head conv adds nothing).
+
+    Examples
+    --------
+    >>> receptive_field(UNetConfig())
+    66
+    """
+    before, after = receptive_extent(config)
+    return before + after + 1

@@ -1,0 +1,63 @@
+"""Whole-volume inference: the plain reference that chunked prediction is compared against."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ._unet import UNet3D
+
+__all__ = ["predict_array", "zscore_stats"]
+
+
+def zscore_stats(volume: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the whole volume (float64 accumulation); std 0 becomes 1."""
+    v = np.asarray(volume)
+    mean = float(v.mean(dtype=np.float64))
+    std = float(v.std(dtype=np.float64))
+    return mean, (std if std > 0 else 1.0)
+
+
+@torch.no_grad()
+def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = None,
+                  std: float | None = None) -> np.ndarray:
+    """Run ``model`` on a whole volume held in memory.
+
+    Parameters
+    ----------
+    model : UNet3D
+        A network (put in eval mode here).
+    volume : numpy.ndarray
+        Tomogram, shape (Z, Y, X), any real dtype.
+    mean, std : float, optional
+        Normalization statistics; default: the volume's own global mean and
+        standard deviation (``config.normalization == "zscore"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(len(model.config.heads), Z, Y, X)``; channel ``i`` is
+        head ``model.config.heads[i]``.
+
+    Notes
+    -----
+    The volume is normalized, then padded with zeros at the **end** of each
+    axis up to a multiple of ``pool_factor`` (so padding is 0 in normalized
+    units, i.e. the tomogram's mean), passed through the network on the
+    model's device, and cropped back.
+    """
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ParameterError(f"predict_array needs a 3D volume (z, y, x), got shape {vol.shape}")
+    m, s = zscore_stats(vol) if mean is None or std is None else (float(mean), float(std))
+    x = ((vol.astype(np.float32) - np.float32(m)) / np.float32(s)).astype(np.float32, copy=False)
+    p = model.config.pool_factor
+    pad = [(0, (-n) % p) for n in x.shape]
+    x = np.pad(x, pad)
+    model.eval()
+    device = next(model.parameters()).device
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+    y = model(t)[0].float().cpu().numpy()
+    z, yy, xx = vol.shape
+    return np.ascontiguousarray(y[:, :z, :yy, :xx])

@@ -1,0 +1,31 @@
+"""Training SegNet, CenterNet and the two-head network from (tomogram, label map) pairs.
+
+Patches are sampled around annotated particles from the chunked stores (only
+the patch is read), targets are made per patch from the instance labels,
+augmented, and fed to Adam with a validation split, learning-rate schedule,
+early stopping and a resumable state.
+"""
+
+from __future__ import annotations
+
+from ._augment import augment
+from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
+from ._sampler import TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins, split_region
+from ._targets import center_target, mask_target
+
+__all__ = [
+    "TrainResult",
+    "TrainingConfig",
+    "TrainingVolume",
+    "augment",
+    "center_target",
+    "last_checkpoint_path",
+    "mask_target",
+    "open_training_volume",
+    "particle_table",
+    "read_patch",
+    "sample_origins",
+    "soft_dice_loss",
+    "split_region",
+    "train",
+]

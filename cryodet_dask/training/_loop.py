@@ -1,0 +1,413 @@
+"""The training loop: patches → augmentation → loss → Adam, with validation, early stopping and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import CheckpointError, ParameterError
+from ..models import UNet3D, UNetConfig, read_checkpoint, save
+from ._augment import augment
+from ._sampler import TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
+
+__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path"]
+
+log = logging.getLogger("cryodet_dask")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train (the network's architecture is a :class:`~cryodet_dask.models.UNetConfig`).
+
+    Parameters
+    ----------
+    patch_size : tuple of int
+        Training patch (z, y, x) in voxels; multiples of the network's pool factor.
+    batch_size : int
+        Patches per optimisation step.
+    epochs : int
+        Maximum number of epochs.
+    steps_per_epoch : int
+        Optimisation steps per epoch.
+    validation_fraction : float
+        Fraction of each training tomogram (last part of its longest in-plane
+        axis) held out for validation when no validation tomograms are given.
+    validation_batches : int
+        Batches in the fixed validation set.
+    learning_rate : float
+        Initial Adam learning rate.
+    lr_factor, lr_patience : float, int
+        Multiply the learning rate by ``lr_factor`` when the validation loss
+        has not improved for ``lr_patience`` epochs.
+    patience : int
+        Stop early after this many epochs without improvement.
+    min_delta : float
+        Smallest decrease of the validation loss that counts as improvement.
+    jitter : int
+        Patch centres are particle centres ± ``jitter`` voxels (uniform).
+    background_fraction : float
+        Fraction of patches placed at random positions instead of on particles.
+    rotate, flip : bool
+        90° rotations about the tilt axis (y); flips of each axis.
+    intensity : float
+        Intensity jitter amplitude (normalized units), see :func:`augment`.
+    center_weight : float
+        Weight of the centre-map MSE relative to the mask soft-Dice loss.
+    seed : int
+        Random seed (patches, augmentation, initial weights).
+    amp : bool
+        Mixed precision (float16 autocast + gradient scaling) on CUDA devices.
+    max_minutes : float, optional
+        Stop after the epoch during which this much wall-clock time was spent.
+    """
+
+    patch_size: tuple[int, int, int] = (56, 56, 56)
+    batch_size: int = 4
+    epochs: int = 50
+    steps_per_epoch: int = 100
+    validation_fraction: float = 0.2
+    validation_batches: int = 8
+    learning_rate: float = 1e-3
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    patience: int = 6
+    min_delta: float = 1e-4
+    jitter: int = 5
+    background_fraction: float = 0.1
+    rotate: bool = True
+    flip: bool = True
+    intensity: float = 0.1
+    center_weight: float = 1.0
+    seed: int = 0
+    amp: bool = True
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        ps = self.patch_size
+        ps = (int(ps),) * 3 if isinstance(ps, (int, np.integer)) else tuple(int(v) for v in ps)
+        if len(ps) == 1:
+            ps = ps * 3
+        object.__setattr__(self, "patch_size", ps)
+        if len(ps) != 3 or min(ps) < 1:
+            raise ParameterError(f"patch_size must be one or three positive integers, got {self.patch_size}")
+        for name in ("batch_size", "epochs", "steps_per_epoch", "validation_batches"):
+            if int(getattr(self, name)) < 1:
+                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ParameterError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not self.learning_rate > 0:
+            raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.background_fraction <= 1:
+            raise ParameterError(f"background_fraction must be in [0, 1], got {self.background_fraction}")
+        if self.jitter < 0 or self.patience < 1 or self.lr_patience < 0:
+            raise ParameterError("jitter must be >= 0, patience >= 1 and lr_patience >= 0")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    checkpoint : Path
+        Best checkpoint (lowest validation loss).
+    last : Path
+        Resumable state after the last epoch.
+    best_validation_loss : float
+    epochs : int
+        Epochs completed in total (including resumed ones).
+    history : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``validation_loss``, ``lr``, ``seconds``.
+    stopped_early : bool
+    """
+
+    checkpoint: Path
+    last: Path
+    best_validation_loss: float
+    epochs: int
+    history: list[dict[str, float]]
+    stopped_early: bool
+
+
+def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``1 - (2 Σ p t + eps) / (Σ p + Σ t + eps)`` over the whole batch (the seed's mask loss)."""
+    inter = (prob * target).sum()
+    return 1.0 - (2.0 * inter + eps) / (prob.sum() + target.sum() + eps)
+
+
+def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weight: float) -> torch.Tensor:
+    total = logits.new_zeros(())
+    for i, h in enumerate(model.config.heads):
+        if h == "mask":
+            total = total + soft_dice_loss(torch.sigmoid(logits[:, i]), target[:, i])
+        else:
+            # MSE on the pre-activation: the ReLU is applied at inference only, so a unit whose output went
+            # negative still gets a gradient (with MSE on relu(logits) the centre head can die at 0).
+            total = total + center_weight * F.mse_loss(logits[:, i], target[:, i])
+    return total
+
+
+def last_checkpoint_path(output: str | os.PathLike[str]) -> Path:
+    """Where :func:`train` keeps its resumable state for the checkpoint ``output``."""
+    output = Path(output)
+    return output.with_name(output.stem + ".last" + (output.suffix or ".pt"))
+
+
+def _as_list(obj: Any) -> list[Any]:
+    if obj is None:
+        return []
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    return [obj]
+
+
+def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: TrainingConfig, heads: tuple[str, ...],
+             rng: np.random.Generator, aug: bool) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for _ in range(n):
+        k = int(rng.integers(len(vols)))
+        start = sample_origins(vols[k], regions[k], cfg.patch_size, 1, rng, cfg.jitter, cfg.background_fraction)[0]
+        x, y = read_patch(vols[k], start, cfg.patch_size, heads)
+        if aug:
+            x, y = augment(x, y, rng, rotate=cfg.rotate, flip=cfg.flip, intensity=cfg.intensity)
+        xs.append(x)
+        ys.append(y)
+    return np.stack(xs)[:, None], np.stack(ys)
+
+
+def train(
+    tomograms: Any,
+    labels: Any,
+    output: str | os.PathLike[str],
+    *,
+    centers: Any = None,
+    validation: Sequence[tuple[Any, Any]] | None = None,
+    model: UNetConfig | None = None,
+    config: TrainingConfig | None = None,
+    heads: Sequence[str] | None = None,
+    channels: Sequence[int] | None = None,
+    convs_per_level: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+    threads: int | None = None,
+    command: str | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a SegNet, CenterNet or two-head network on (tomogram, label map) pairs.
+
+    Parameters
+    ----------
+    tomograms : path-like or array, or a list of them
+        Training tomograms (MRC or Zarr paths, or arrays), (z, y, x).
+    labels : path-like or array, or a list of them
+        Instance label maps of the same shapes (0 = background, one id per
+        particle), e.g. the simulator's ``labels.mrc`` or ``cryodet-dask labels``.
+    output : path-like
+        Checkpoint file to write (the best epoch); the resumable state goes
+        next to it (:func:`last_checkpoint_path`).
+    centers : path-like or array, or a list of them, optional
+        Precomputed centre targets (e.g. the simulator's ``center.mrc``);
+        default: computed from ``labels`` per particle.
+    validation : list of (tomogram, labels), optional
+        Validation pairs; default: the last ``validation_fraction`` of each
+        training tomogram (along y or x) is held out.
+    model : UNetConfig, optional
+        Architecture (default: the seed's, with ``heads``/``channels``/
+        ``convs_per_level`` applied if given).
+    config : TrainingConfig, optional
+        Training settings; keyword ``overrides`` replace single fields
+        (e.g. ``epochs=5``).
+    heads : sequence of str, optional
+        ``("mask",)`` (SegNet, default), ``("center",)`` (CenterNet) or
+        ``("mask", "center")`` (shared two-head network).
+    device : str
+        ``"cpu"`` or a CUDA device (``"cuda"``, ``"cuda:1"``); mixed precision
+        is used on CUDA when ``config.amp``.
+    resume : bool
+        Continue from the resumable state next to ``output`` if it exists.
+    progress : bool
+        Progress bar with the running loss.
+    threads : int, optional
+        CPU threads for torch.
+    command : str, optional
+        The command line that started training, stored in the checkpoint.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainingConfig()
+    if overrides:
+        known = {f.name for f in fields(TrainingConfig)}
+        bad = set(overrides) - known
+        if bad:
+            raise ParameterError(f"unknown training parameter(s): {sorted(bad)}")
+        cfg = TrainingConfig(**{**asdict(cfg), **overrides})
+    mcfg = model or UNetConfig()
+    changes: dict[str, Any] = {}
+    if heads is not None:
+        changes["heads"] = list(heads)
+    if channels is not None:
+        changes["channels"] = list(channels)
+        if convs_per_level is None and len(channels) != len(mcfg.convs_per_level):
+            changes["convs_per_level"] = [2] * (len(channels) - 1) + [4]
+    if convs_per_level is not None:
+        changes["convs_per_level"] = list(convs_per_level)
+    if changes:
+        mcfg = mcfg.replace(**changes)
+    if any(s % mcfg.pool_factor for s in cfg.patch_size):
+        raise ParameterError(f"patch_size {cfg.patch_size} must be multiples of {mcfg.pool_factor} for this network")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} requested but CUDA is not available")
+    if threads:
+        torch.set_num_threads(int(threads))
+    output = Path(output)
+    last_path = last_checkpoint_path(output)
+
+    tomo_list, lab_list = _as_list(tomograms), _as_list(labels)
+    cen_list = _as_list(centers) or [None] * len(tomo_list)
+    if not tomo_list or len(tomo_list) != len(lab_list) or len(cen_list) != len(tomo_list):
+        raise ParameterError(
+            f"give one label map (and centre target, if any) per tomogram: {len(tomo_list)} tomograms, "
+            f"{len(lab_list)} label maps")
+    vols = [open_training_volume(t, lab, c) for t, lab, c in zip(tomo_list, lab_list, cen_list)]
+    if validation:
+        val_vols = [open_training_volume(t, lab) for t, lab in validation]
+        train_regions = [split_region(v.shape, 0.0, 1)[0] for v in vols]
+        val_regions = [split_region(v.shape, 0.0, 1)[0] for v in val_vols]
+    else:
+        if cfg.validation_fraction <= 0:
+            raise ParameterError("training needs validation data: give validation tomograms or a "
+                                 "validation_fraction > 0")
+        splits = [split_region(v.shape, cfg.validation_fraction, max(cfg.patch_size[1:])) for v in vols]
+        train_regions = [s[0] for s in splits]
+        val_vols, val_regions = vols, [s[1] for s in splits]
+    vsizes = {v.voxel_size for v in vols if v.voxel_size}
+    if len(vsizes) > 1:
+        log.warning("training tomograms have different voxel sizes %s; the network will be tied to none of them",
+                    sorted(vsizes))
+    if mcfg.voxel_size is None and len(vsizes) == 1:
+        mcfg = mcfg.replace(voxel_size=float(next(iter(vsizes))))
+
+    torch.manual_seed(cfg.seed)
+    net = UNet3D(mcfg).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
+                                                       patience=cfg.lr_patience)
+    use_amp = bool(cfg.amp and dev.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best, bad, history, finished = 0, math.inf, 0, [], False
+    if resume and last_path.exists():
+        state = read_checkpoint(last_path)
+        stored = UNetConfig.from_dict(state["config"])
+        if (stored.channels, stored.convs_per_level, stored.heads) != (mcfg.channels, mcfg.convs_per_level, mcfg.heads):
+            raise CheckpointError(
+                f"{last_path}: a training run of another network (channels {stored.channels}, heads "
+                f"{stored.heads}) is there; delete it or train without resuming")
+        try:
+            net.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if use_amp and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{last_path}: cannot resume from this training state ({exc})") from exc
+        start_epoch = int(state["epoch"])
+        best, bad = float(state["best"]), int(state["bad_epochs"])
+        history = list(state.get("history", []))
+        finished = bool(state.get("finished", False))
+        log.info("resuming training from %s at epoch %d", last_path, start_epoch + 1)
+
+    heads_t = mcfg.heads
+    vrng = np.random.default_rng([cfg.seed, 7919])
+    val_set = [_batches(val_vols, val_regions, cfg.batch_size, cfg, heads_t, vrng, aug=False)
+               for _ in range(cfg.validation_batches)]
+
+    description = {
+        "data": [{"tomogram": v.name, "shape": list(v.shape), "particles": int(v.particles["ids"].size),
+                  "voxel_size": v.voxel_size} for v in vols],
+        "validation": ("held-out tomograms: " + ", ".join(v.name for v in val_vols)) if validation else
+        f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
+        "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)",
+        "optimizer": "Adam",
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "command": command,
+        "cryodet_dask_version": __version__,
+    }
+
+    def _evaluate() -> float:
+        net.eval()
+        losses = []
+        with torch.no_grad():
+            for xb, yb in val_set:
+                xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
+                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                    out = net.logits(xt)
+                losses.append(float(_loss(net, out.float(), yt, cfg.center_weight)))
+        return float(np.mean(losses))
+
+    t_start = time.monotonic()
+    epoch = start_epoch
+    stopped_early = finished
+    while not finished and epoch < cfg.epochs:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        net.train()
+        t0 = time.monotonic()
+        running = []
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=True, dynamic_ncols=True)
+        for _ in bar:
+            xb, yb = _batches(vols, train_regions, cfg.batch_size, cfg, heads_t, rng, aug=True)
+            xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                out = net.logits(xt)
+            loss = _loss(net, out.float(), yt, cfg.center_weight)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            running.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+        bar.close()
+        val_loss = _evaluate()
+        sched.step(val_loss)
+        epoch += 1
+        history.append({"epoch": epoch, "train_loss": float(np.mean(running)), "validation_loss": val_loss,
+                        "lr": float(opt.param_groups[0]["lr"]), "seconds": time.monotonic() - t0})
+        if progress:
+            log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, history[-1]["train_loss"], val_loss)
+        if val_loss < best - cfg.min_delta:
+            best, bad = val_loss, 0
+            net.config = mcfg.replace(training={**description, "epochs": epoch, "best_validation_loss": best})
+            save(net, output)
+        else:
+            bad += 1
+        if bad >= cfg.patience:
+            finished = stopped_early = True
+        out_of_time = cfg.max_minutes is not None and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
+        net.config = mcfg.replace(training={**description, "epochs": epoch, "best_validation_loss": best})
+        save(net, last_path, extra={
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "best": best, "bad_epochs": bad, "history": history,
+            "finished": finished})
+        if out_of_time:
+            log.info("stopping after epoch %d: time limit of %g min reached", epoch, cfg.max_minutes)
+            break
+    if not output.exists():
+        raise CheckpointError(f"{output}: no checkpoint was written (no epoch completed)")
+    return TrainResult(output, last_path, best, epoch, history, stopped_early)
