@@ -58,7 +58,7 @@ def invariance(ckpts, vol, tmp, label):
     ref = {h: ref[i] for i, h in enumerate(heads)}
     rf = max(s.receptive_field for s in specs)
     pool = max(s.pool_factor for s in specs)
-    halo0 = default_halo(rf, pool)
+    halo0 = default_halo(max(s.halo for s in specs), pool)
     path = make_mrc(tmp / "inv.mrc", vol)
     rows = []
     for chunks in (64, 96):

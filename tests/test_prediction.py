@@ -57,7 +57,7 @@ def test_plan_alignment_and_overhead():
         covered[plan.core(idx)] += 1
     assert (covered == 1).all()
     assert plan.halo_overhead() > 1.0
-    assert default_halo(66, 4) == 32 and default_halo(1, 4) == 0
+    assert default_halo(34, 4) == 36 and default_halo(32, 4) == 32 and default_halo(0, 4) == 0
 
 
 @pytest.mark.parametrize("chunks", [8, 16, (12, 20, 28), 64])
@@ -163,3 +163,22 @@ def test_cli_predict(tmp_path, two_head, volume, capsys):
                  "--cluster", "threads"])
     err = capsys.readouterr().err
     assert code != 0 and "missing.pt" in err and not (tmp_path / "q.zarr").exists()
+
+
+def test_centre_smoothing_is_in_the_receptive_field_and_chunk_invariant(tmp_path, volume):
+    torch.manual_seed(2)
+    cfg = models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"), center_smoothing=1.5)
+    assert cfg.smoothing_radius == 5
+    assert models.receptive_extent(cfg) == tuple(e + 5 for e in models.receptive_extent(
+        cfg.replace(center_smoothing=0.0)))
+    ckpt = models.save(models.UNet3D(cfg), tmp_path / "smooth.pt")
+    ref_mask, ref_center = _reference([ckpt], volume)
+    unsmoothed = models.load(ckpt)
+    unsmoothed.config = cfg.replace(center_smoothing=0.0)  # same weights, no smoothing
+    plain = models.predict_array(unsmoothed, volume)
+    np.testing.assert_allclose(plain[0], ref_mask, atol=1e-6)
+    assert np.abs(plain[1] - ref_center).max() > 1e-3  # the smoothing does change the centre map
+    pred = predict(volume, ckpt, chunks=12, device="cpu")
+    assert pred.plan.halo == (40, 40, 40)  # 34 + 5 rounded up to the pooling factor
+    np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5)
+    np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,6 +49,14 @@ class UNetConfig:
         **whole tomogram**, computed once (never per patch or per chunk).
     voxel_size : float or None
         Voxel size in Å of the tomograms it was trained on.
+    center_smoothing : float
+        Standard deviation (voxels) of a fixed Gaussian applied to the
+        ``center`` output at inference (after its ReLU; 0 = none).  A briefly
+        trained CenterNet gives bumpy maps with several local maxima per
+        particle; smoothing them inside the network (rather than in the
+        post-processing) keeps the post-processing semantics of the seed and
+        keeps chunked prediction exact: the kernel's reach, ``ceil(3 σ)``
+        voxels, is part of the receptive field and hence of the halo.
     training : dict
         Free description of the training (data, command, epochs, losses).
     """
@@ -59,6 +68,7 @@ class UNetConfig:
     heads: tuple[str, ...] = ("mask",)
     normalization: str = "zscore"
     voxel_size: float | None = None
+    center_smoothing: float = 0.0
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +93,8 @@ class UNetConfig:
             raise ParameterError(f"unknown input normalization {self.normalization!r}; known: {_NORMALIZATIONS}")
         if self.voxel_size is not None and not float(self.voxel_size) > 0:
             raise ParameterError(f"voxel_size must be positive, got {self.voxel_size}")
+        if not float(self.center_smoothing) >= 0:
+            raise ParameterError(f"center_smoothing must be >= 0 voxels, got {self.center_smoothing}")
 
     # -- derived -------------------------------------------------------------
     @property
@@ -94,6 +106,13 @@ class UNetConfig:
     def pool_factor(self) -> int:
         """Input sizes must be multiples of this (``2 ** depth``; 4 for the seed)."""
         return 2 ** self.depth
+
+    @property
+    def smoothing_radius(self) -> int:
+        """Reach (voxels) of the centre-map smoothing kernel: ``ceil(3 σ)``, 0 without smoothing."""
+        if self.center_smoothing > 0 and "center" in self.heads:
+            return int(math.ceil(3 * float(self.center_smoothing)))
+        return 0
 
     @property
     def receptive_field(self) -> int:
@@ -177,7 +196,8 @@ def receptive_extent(config: UNetConfig) -> tuple[int, int]:
     for o in range(config.pool_factor):
         lo, hi = level(0, o, o)
         before, after = max(before, o - lo), max(after, hi - o)
-    return before, after
+    r = config.smoothing_radius  # the centre-map smoothing reads r voxels further on each side
+    return before + r, after + r
 
 
 def receptive_field(config: UNetConfig) -> int:

@@ -39,6 +39,20 @@ class _Up(nn.Module):
         return F.relu(self.conv(x))
 
 
+def _gaussian_smooth(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """Separable Gaussian smoothing (normalized kernel of half-width ``radius``, zero padding) of (B, 1, Z, Y, X)."""
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+    k = (k / k.sum()).to(dtype=x.dtype, device=x.device)
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = 2 * radius + 1
+        pad = [0, 0, 0]
+        pad[axis] = radius
+        x = F.conv3d(x, k.reshape(shape), padding=tuple(pad))
+    return x
+
+
 class UNet3D(nn.Module):
     """3D U-Net with same-padded convolutions; output shape = input shape.
 
@@ -113,7 +127,13 @@ class UNet3D(nn.Module):
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.logits(x))
+        y = self.activate(self.logits(x))
+        r = self.config.smoothing_radius
+        if r:
+            i = self.config.heads.index("center")
+            y = torch.cat([y[:, :i], _gaussian_smooth(y[:, i : i + 1], self.config.center_smoothing, r),
+                           y[:, i + 1 :]], dim=1)
+        return y
 
     def head_index(self, name: str) -> int:
         """Output channel of head ``name``."""

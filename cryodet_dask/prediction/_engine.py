@@ -31,6 +31,7 @@ class ModelSpec:
     heads: tuple[str, ...]
     pool_factor: int
     receptive_field: int
+    halo: int = 0  # largest one-sided extent of the receptive field (voxels)
 
 
 def resolve_device(device: str) -> str:

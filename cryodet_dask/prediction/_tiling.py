@@ -27,9 +27,13 @@ def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def default_halo(receptive_field: int, pool_factor: int) -> int:
-    """Smallest halo, a multiple of ``pool_factor``, covering half the receptive field."""
-    return _round_up(max((receptive_field - 1) // 2, 0), pool_factor)
+def default_halo(extent: int, pool_factor: int) -> int:
+    """Smallest halo, a multiple of ``pool_factor``, covering the receptive field's one-sided ``extent``.
+
+    ``extent`` is how far (voxels) an output voxel's inputs reach on the far
+    side (:attr:`UNetConfig.halo`; the U-Net's field is not symmetric).
+    """
+    return _round_up(max(int(extent), 0), pool_factor)
 
 
 @dataclass(frozen=True)
