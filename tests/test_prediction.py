@@ -171,7 +171,10 @@ def test_centre_smoothing_is_in_the_receptive_field_and_chunk_invariant(tmp_path
     assert cfg.smoothing_radius == 5
     assert models.receptive_extent(cfg) == tuple(e + 5 for e in models.receptive_extent(
         cfg.replace(center_smoothing=0.0)))
-    ckpt = models.save(models.UNet3D(cfg), tmp_path / "smooth.pt")
+    net = models.UNet3D(cfg)
+    with torch.no_grad():
+        net.head.bias[1] = 0.5  # a live (non-zero after ReLU) centre map from random weights
+    ckpt = models.save(net, tmp_path / "smooth.pt")
     ref_mask, ref_center = _reference([ckpt], volume)
     unsmoothed = models.load(ckpt)
     unsmoothed.config = cfg.replace(center_smoothing=0.0)  # same weights, no smoothing
