@@ -54,10 +54,8 @@ def main():
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="bench_detection_"))
     from distributed import Client, LocalCluster
 
-    from cryodet_dask.cluster import local_cluster_size  # noqa: F401
-
     t = time.perf_counter()
-    sim = simulate(tmp / "sim", shape=shape, seed=args.seed, overwrite=True)
+    simulate(tmp / "sim", shape=shape, seed=args.seed, overwrite=True)
     t_sim = time.perf_counter() - t
     truth_df = read_particles(tmp / "sim" / "particles.csv")
     truth = truth_df[["z", "y", "x"]].to_numpy()

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import dask
-import numpy as np
 import torch
 import zarr
 

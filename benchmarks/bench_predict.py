@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cryodet_dask import models
-from cryodet_dask.prediction import default_halo, plan_chunks, predict, resolve_models
+from cryodet_dask.prediction import default_halo, predict, resolve_models
 from cryodet_dask.testing import make_mrc
 
 from _util import TreeMemory, table
@@ -78,7 +78,7 @@ def overhead(ckpts, vol, tmp, chunks):
     _, t_whole = whole_volume(ckpts, vol, 2)
     path = make_mrc(tmp / "ovh.mrc", vol)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
-            Client(cl) as client:
+            Client(cl):
         # warm the workers' model cache and imports, as a long run amortizes them
         predict(path, ckpts if len(ckpts) > 1 else ckpts[0], chunks=chunks, device="cpu",
                 out=tmp / "warm.zarr", overwrite=True)

@@ -9,6 +9,8 @@ keeps a ``run.json`` of what it did.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -24,12 +26,14 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import zarr
 
-from .errors import ParameterError
-from .io import Tomogram, atomic_output, convert, load
+from ._progress import current_client
+from .errors import DiskSpaceError, ParameterError
+from .io import Tomogram, atomic_output, convert, load, partial_path
 from .io._convert import _identity
 
-__all__ = ["DetectParams", "DetectionResult", "detect", "FALLBACK_VOXEL_SIZE"]
+__all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "resample", "FALLBACK_VOXEL_SIZE"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -40,6 +44,11 @@ FALLBACK_VOXEL_SIZE = 14.08
 @dataclass(frozen=True)
 class DetectParams:
     """Every parameter of a detection run; one name across the CLI, the YAML config and the API.
+
+    ``rescale``: when the weights were trained at a voxel size more than 5 %
+    away from the tomogram's, predict on the tomogram resampled to the
+    weights' voxel size and bring the maps back to the tomogram's grid
+    (see :func:`resample`).
 
     Seed flag aliases: ``-m`` segnet, ``-c`` centernet, ``-ps`` chunks, ``-vs``
     voxel_size, ``-mt`` mask_threshold, ``-ct`` center_threshold, ``-rs``
@@ -63,6 +72,7 @@ class DetectParams:
     batch_size: int = 1
     keep_intermediate: bool = True
     formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
+    rescale: bool = False
 
     def postprocess_kwargs(self) -> dict[str, Any]:
         return dict(mask_threshold=self.mask_threshold, center_threshold=self.center_threshold,
@@ -149,16 +159,83 @@ def _voxel_size(tomo: Tomogram, given: float | None) -> float:
     return FALLBACK_VOXEL_SIZE
 
 
-def _check_model_voxel_size(model: Any, voxel_size: float) -> None:
+def _check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False) -> float | None:
+    """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %."""
     from .prediction import resolve_models
     from . import models
 
+    found = None
     for spec in resolve_models(model):
         trained = models.load(spec.path).config.voxel_size
         if trained and abs(trained / voxel_size - 1) > 0.05:
-            warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
-                          f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
-                          f"suffer; bin or rescale the tomogram to {trained:g} Å", stacklevel=3)
+            if found is not None and abs(trained / found - 1) > 0.05:
+                raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
+                                     f"{trained:g} Å); give networks trained at one voxel size")
+            found = trained
+            if not rescale:
+                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
+                              f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
+                              f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
+                              stacklevel=3)
+    return found
+
+
+def _resample_block(_block: np.ndarray, *, source: Any, in_shape: tuple[int, ...], factor: float, order: int,
+                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """One output block of :func:`resample`: read the input region it needs, smooth if shrinking, interpolate."""
+    from scipy import ndimage
+
+    assert block_info is not None
+    loc = block_info[None]["array-location"]
+    # output voxel i (cell centre) sits at input coordinate (i + 0.5) / factor - 0.5
+    axes = [(np.arange(a, b) + 0.5) / factor - 0.5 for a, b in loc]
+    sigma = 0.5 / factor if factor < 1 and order > 0 else 0.0  # anti-aliasing before shrinking
+    margin = int(np.ceil(4 * sigma)) + 2
+    lo = [max(int(np.floor(ax[0])) - margin, 0) for ax in axes]
+    hi = [min(int(np.ceil(ax[-1])) + margin + 1, n) for ax, n in zip(axes, in_shape)]
+    region = np.asarray(source[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float32)
+    if sigma:
+        region = ndimage.gaussian_filter(region, sigma, mode="nearest")
+    grids = np.meshgrid(*[np.clip(ax, 0, n - 1) - a for ax, n, a in zip(axes, in_shape, lo)], indexing="ij")
+    return ndimage.map_coordinates(region, grids, order=order, mode="nearest").astype(np.float32)
+
+
+def resample(source: Any, shape: Sequence[int], factor: float, chunks: Sequence[int], *,
+             order: int = 1) -> da.Array:
+    """Resample a volume to ``shape`` = ``round(source.shape * factor)``, lazily, block by block.
+
+    Parameters
+    ----------
+    source : array-like
+        Picklable, sliceable volume (z, y, x): a Zarr array or a
+        :attr:`Tomogram.reader`; each task reads only the region it needs.
+    shape : tuple of int
+        Output shape.
+    factor : float
+        Output voxels per input voxel (0.5 halves every axis).
+    chunks : tuple of int
+        Output chunk shape.
+    order : int
+        Spline order: 1 linear (default), 0 nearest neighbour.
+
+    Returns
+    -------
+    dask.array.Array
+        float32, (z, y, x).
+
+    Notes
+    -----
+    Cell centres are aligned: output voxel ``i`` samples input coordinate
+    ``(i + 0.5) / factor - 0.5`` (clamped to the volume).  When shrinking
+    (``factor < 1``) the input is first smoothed with a Gaussian of
+    ``sigma = 0.5 / factor`` input voxels against aliasing.  Every output
+    block reads its input region plus a margin, so the result does not depend
+    on the chunk shape.
+    """
+    in_shape = tuple(int(v) for v in source.shape)
+    out = da.empty(tuple(int(v) for v in shape), chunks=tuple(chunks), dtype=np.float32)
+    return out.map_blocks(_resample_block, source=source, in_shape=in_shape, factor=float(factor),
+                          order=order, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
 
 def _converted_from(zpath: Path, src_path: Path | None) -> bool:
@@ -170,6 +247,144 @@ def _converted_from(zpath: Path, src_path: Path | None) -> bool:
     except Exception:
         return False
     return meta.get("source_identity") == _identity(src_path)
+
+
+def check_chunks(p: DetectParams) -> tuple[int, ...]:
+    """Refuse a chunk smaller than the inference halo; return the halo (z, y, x).
+
+    Each prediction task reads its chunk plus the halo on both sides, so a
+    chunk ``c`` with halo ``h`` costs ``((c + 2h) / c)^3`` times the compute of
+    the chunk alone: 27x at ``c = h``, 125x at ``c = h / 2``.  The command line
+    therefore refuses ``c < h`` on any axis (an axis shorter than the chunk is
+    exempt, it has a single chunk anyway); the Python API only logs it.
+    """
+    from .prediction import resolve_models
+    from .prediction._tiling import default_halo
+
+    specs = resolve_models(_model_arg(p))
+    pool = max(s.pool_factor for s in specs)
+    # the default halo exactly as predict derives it (one-sided extent of the receptive field)
+    extent = max(s.halo for s in specs)
+    halo = p.halo or (default_halo(extent, pool),)
+    halo3 = tuple(halo) * 3 if len(halo) == 1 else tuple(halo)
+    chunks3 = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+    small = [(c, h) for c, h in zip(chunks3, halo3) if c < h]
+    if small:
+        raise ParameterError(
+            f"-ps/--chunks {','.join(map(str, chunks3))} is smaller than the inference halo "
+            f"{','.join(map(str, halo3))} voxels (each chunk would read {((small[0][0] + 2 * small[0][1]) / small[0][0]) ** 3:.0f}x "
+            f"its own size); use chunks of at least {max(halo3)} voxels (128 or more is efficient)")
+    return halo3
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def estimate_space(shape: Sequence[int], itemsize: int, formats: Sequence[str], *, convert: bool = True,
+                   predict: bool = True) -> dict[str, int]:
+    """Upper bound of the bytes a detection run writes, by output (uncompressed sizes).
+
+    The converted tomogram takes ``voxels x itemsize``, the prediction store
+    two float32 maps, the per-chunk instance pieces (scratch) and the Zarr
+    label image 4 bytes per voxel each, the MRC label image 2.  Compression
+    makes the real sizes smaller; the estimate is what a run may need at most.
+    """
+    n = int(np.prod([int(v) for v in shape]))
+    need = {}
+    if convert:
+        need["converted tomogram"] = n * int(itemsize)
+    if predict:
+        need["prediction"] = 2 * 4 * n
+    if {"zarr", "mrc"} & set(formats):
+        need["label pieces"] = 4 * n
+    if "zarr" in formats:
+        need["labels zarr"] = 4 * n
+    if "mrc" in formats:
+        need["labels mrc"] = 2 * n
+    need["particle lists"] = 1 << 20
+    return need
+
+
+def _clean_stale(out: Path, stem: str) -> list[str]:
+    """Remove temporaries an interrupted run of ``stem`` left in ``out``; keep the resumable prediction."""
+    from .io._atomic import remove_path
+
+    finals = (f"{stem}.zarr", f"{stem}_rescaled.zarr", f"{stem}_labels.mrc", f"{stem}_labels.zarr",
+              f"{stem}_centers.txt", f"{stem}_centers.csv", f"{stem}_centers.star", "run.json")
+    stale = [partial_path(out / n) for n in finals] + sorted(out.glob(".cryodet-pieces-*"))
+    removed = []
+    for path in stale:
+        if path.exists() or path.is_symlink():
+            remove_path(path)
+            removed.append(path.name)
+    if removed:
+        log.info("removed temporaries of an interrupted run: %s", ", ".join(removed))
+    return removed
+
+
+def _rescaled_ok(path: Path, shape: tuple[int, ...], voxel_size: float) -> bool:
+    """True if ``path`` is a complete rescaled tomogram of this shape and voxel size (written atomically)."""
+    try:
+        t = load(path)
+    except Exception:  # noqa: BLE001 - absent or unreadable: rebuild it
+        return False
+    return t.shape == shape and t.voxel_size is not None and abs(t.voxel_size / voxel_size - 1) < 1e-6
+
+
+def _final_outputs(out: Path, stem: str) -> list[Path]:
+    names = (f"{stem}_labels.mrc", f"{stem}_labels.zarr", f"{stem}_centers.txt", f"{stem}_centers.csv",
+             f"{stem}_centers.star")
+    return [out / n for n in names if (out / n).exists()]
+
+
+def _retire_outputs(out: Path, stem: str, export_fp: str) -> None:
+    """Keep the final outputs consistent: remove them unless ``run.json`` says they come from ``export_fp``.
+
+    ``run.json`` is written last, so it vouches for a complete set; outputs
+    without it (an interrupted export) or made with other parameters are
+    removed before new ones are written, so that a failure half-way never
+    leaves a mix of old and new results.
+    """
+    from .io._atomic import remove_path
+
+    try:
+        old = json.loads((out / "run.json").read_text())["stages"]["export"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = None
+    if old == export_fp:
+        return
+    for path in [out / "run.json", *_final_outputs(out, stem)]:
+        if path.exists():
+            remove_path(path)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _peak_memory_mib(client: Any) -> dict[str, Any]:
+    """Peak resident memory (MiB): this process, and each worker of ``client`` (``VmHWM``)."""
+    import resource
+
+    def vmhwm() -> float | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
+    peak: dict[str, Any] = {"driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if client is not None:
+        try:
+            workers = client.run(vmhwm)
+            peak["workers"] = {k: (round(v, 1) if v is not None else None) for k, v in workers.items()}
+            peak["workers_max"] = max((v for v in peak["workers"].values() if v is not None), default=None)
+        except Exception:  # noqa: BLE001 - a scheduler without workers or without client.run
+            pass
+    return peak
 
 
 def _model_arg(p: DetectParams) -> Any:
@@ -223,10 +438,6 @@ def detect(
     >>> res = detect("tomo.mrc", "out/", mask_threshold=0.2)   # doctest: +SKIP
     >>> res.particles[["x", "y", "z", "score"]].head()          # doctest: +SKIP
     """
-    from .exports import export
-    from .postprocessing import postprocess
-    from .prediction import predict
-
     p = DetectParams.from_dict({**(params.to_dict() if params else {}), **kwargs})
     from .postprocessing import PostprocessParams
 
@@ -237,8 +448,7 @@ def detect(
         tmp = tempfile.TemporaryDirectory(prefix="cryodet_")
         out = Path(tmp.name)
     else:
-        out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        out = Path(out_dir)  # created after the checks below: a refused run writes nothing
 
     if isinstance(tomogram, str | os.PathLike):
         src_path = Path(tomogram)
@@ -253,44 +463,115 @@ def detect(
     else:
         raise ParameterError(f"detect takes a path, a Tomogram or an array, not {type(tomogram).__name__}")
     voxel_size = _voxel_size(tomo, p.voxel_size)
-    _check_model_voxel_size(_model_arg(p), voxel_size)
+    trained = _check_model_voxel_size(_model_arg(p), voxel_size, p.rescale)
+    factor = voxel_size / trained if (p.rescale and trained) else None
+    if out.is_dir():
+        _clean_stale(out, stem)
+
+    is_store = src_path is not None and Path(src_path).is_dir()
+    zpath = out / f"{stem}.zarr"
+    needs_convert = not is_store and (overwrite or not _converted_from(zpath, src_path))
+    pred_path = out / f"{stem}_prediction.zarr"
+    need = estimate_space(tomo.shape, np.dtype(tomo.data.dtype).itemsize,
+                          p.formats if out_dir is not None else (), convert=needs_convert,
+                          predict=overwrite or not pred_path.exists())
+    if factor is not None:
+        need["rescaled tomogram"] = int(4 * np.prod(tomo.shape) * factor**3)
+        need["prediction"] = int(need.get("prediction", 0) * factor**3)
+    if out_dir is not None:
+        import shutil
+
+        existing = out.resolve()
+        while not existing.exists():
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if sum(need.values()) > free:
+            raise DiskSpaceError(
+                f"not enough space in {out}: the run needs up to {_gib(sum(need.values()))} "
+                f"({', '.join(f'{k} {_gib(v)}' for k, v in need.items())}), {_gib(free)} free")
+    out.mkdir(parents=True, exist_ok=True)
 
     ctx = client.as_current() if client is not None else nullcontext()
-    with ctx:
-        t = time.perf_counter()
-        if src_path is not None and Path(src_path).is_dir():  # already a Zarr store
-            stored = tomo
+    try:
+        with ctx:
+            return _detect_stages(tomo, src_path, out, out_dir, stem, p, voxel_size, needs_convert, is_store,
+                                  zpath, pred_path, client, overwrite, progress, tmp, timings, factor)
+    except DiskSpaceError as exc:
+        raise DiskSpaceError(f"{exc}; the run needs up to {_gib(sum(need.values()))} in {out}") from exc
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise DiskSpaceError(f"disk full while writing in {out}: the run needs up to {_gib(sum(need.values()))} "
+                             f"({', '.join(f'{k} {_gib(v)}' for k, v in need.items())}); free space and run "
+                             "the same command again to resume") from exc
+
+
+def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
+                   voxel_size: float, needs_convert: bool, is_store: bool, zpath: Path, pred_path: Path,
+                   client: Any, overwrite: bool, progress: bool, tmp: Any,
+                   timings: dict[str, float], factor: float | None = None) -> DetectionResult:
+    from .exports import export
+    from .postprocessing import postprocess
+    from .prediction import predict
+
+    t = time.perf_counter()
+    if is_store:  # already a Zarr store
+        stored = tomo
+    else:
+        if needs_convert:
+            convert(tomo if src_path is None else src_path, zpath, chunks=p.chunks, voxel_size=voxel_size,
+                    overwrite=True, progress=progress)
         else:
-            zpath = out / f"{stem}.zarr"
-            if overwrite or not _converted_from(zpath, src_path):
-                convert(tomo if src_path is None else src_path, zpath, chunks=p.chunks, voxel_size=voxel_size,
-                        overwrite=True, progress=progress)
-            stored = load(zpath)
-        timings["convert"] = time.perf_counter() - t
+            log.info("%s is a complete conversion of %s: reused", zpath.name, src_path)
+        stored = load(zpath)
+    rescaled = None
+    if factor is not None:  # the tomogram on the weights' grid, stored so that prediction can resume
+        rescaled = out / f"{stem}_rescaled.zarr"
+        new_shape = tuple(max(int(round(n * factor)), 1) for n in stored.shape)
+        if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor):
+            log.info("rescaling %s by %.3f to %s voxels of %.4g Å", stem, factor, new_shape, voxel_size / factor)
+            chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+            convert(resample(stored.reader, new_shape, factor, tuple(min(c, n) for c, n in zip(chunks, new_shape))),
+                    rescaled, chunks=p.chunks, voxel_size=voxel_size / factor, overwrite=True, progress=progress)
+        stored = load(rescaled)
+    timings["convert"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pred = predict(stored, _model_arg(p), out=pred_path, chunks=p.chunks, halo=p.halo,
+                   device=p.device, batch_size=p.batch_size, overwrite=overwrite, replace=True, progress=progress)
+    timings["predict"] = time.perf_counter() - t
+
+    export_fp = _digest([pred.attrs.get("fingerprint"), p.postprocess_kwargs(), list(p.formats), voxel_size,
+                         list(tomo.origin_zyx)])
+    if out_dir is not None:
+        _retire_outputs(out, stem, export_fp)
+
+    mask, center = pred.mask, pred.center
+    if factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
+        chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+        chunks = tuple(min(c, n) for c, n in zip(chunks, tomo.shape))
+        group = zarr.open_group(str(pred.path), mode="r")
+        mask = resample(group["mask"], tomo.shape, 1 / factor, chunks)
+        center = resample(group["center"], tomo.shape, 1 / factor, chunks)
+
+    t = time.perf_counter()
+    # per-chunk instance pieces are kept on disk so that writing the labels does not recompute them
+    writes_labels = out_dir is not None and bool({"zarr", "mrc"} & set(p.formats))
+    scratch = tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out) if writes_labels else None
+    try:
+        dets = postprocess(mask, center, progress=progress,
+                           scratch=scratch.name if scratch else None, **p.postprocess_kwargs())
+        timings["postprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        pred = predict(stored, _model_arg(p), out=out / f"{stem}_prediction.zarr", chunks=p.chunks, halo=p.halo,
-                       device=p.device, batch_size=p.batch_size, overwrite=overwrite, progress=progress)
-        timings["predict"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        # per-chunk instance pieces are kept on disk so that writing the labels does not recompute them
-        writes_labels = out_dir is not None and bool({"zarr", "mrc"} & set(p.formats))
-        scratch = tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out) if writes_labels else None
-        try:
-            dets = postprocess(pred.mask, pred.center, progress=progress,
-                               scratch=scratch.name if scratch else None, **p.postprocess_kwargs())
-            timings["postprocess"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            files: dict[str, Path] = {}
-            if out_dir is not None:
-                files = export(dets, out, stem, voxel_size=voxel_size, origin_zyx=tomo.origin_zyx,
-                               formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
-            timings["export"] = time.perf_counter() - t
-        finally:
-            if scratch is not None:
-                scratch.cleanup()
+        files: dict[str, Path] = {}
+        if out_dir is not None:
+            files = export(dets, out, stem, voxel_size=voxel_size, origin_zyx=tomo.origin_zyx,
+                           formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
+        timings["export"] = time.perf_counter() - t
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
     particles = dets.to_dataframe(voxel_size)
     labels = dets.labels  # lazy; recomputes the pieces when no label image was written
@@ -302,7 +583,7 @@ def detect(
         if not p.keep_intermediate:
             import shutil
 
-            for inter in (out / f"{stem}_prediction.zarr", out / f"{stem}.zarr"):
+            for inter in (out / f"{stem}_prediction.zarr", out / f"{stem}.zarr", out / f"{stem}_rescaled.zarr"):
                 if inter.exists() and inter != src_path:
                     shutil.rmtree(inter)
         run = {
@@ -311,10 +592,26 @@ def detect(
             "shape_zyx": list(tomo.shape),
             "voxel_size_angst": voxel_size,
             "parameters": p.to_dict(),
+            "rescale": None if factor is None else {
+                "factor": factor, "weights_voxel_size_angst": voxel_size / factor,
+                "predicted_shape_zyx": list(pred.plan.shape),
+                "method": "linear interpolation of cell centres (Gaussian anti-aliasing when shrinking); "
+                          "predicted maps interpolated back linearly, post-processing on the tomogram's grid"},
             "halo": list(pred.plan.halo),
             "chunks": list(pred.plan.chunk_shape),
             "chunks_computed": pred.chunks_computed,
             "chunks_skipped": pred.chunks_skipped,
+            "stages": {
+                "convert": {"ran": needs_convert,
+                            "fingerprint": _digest(stored.metadata.get("source_identity", str(src_path)))},
+                "predict": {"ran": pred.chunks_computed > 0, "chunks_computed": pred.chunks_computed,
+                            "chunks_skipped": pred.chunks_skipped,
+                            "fingerprint": _digest(pred.attrs.get("fingerprint"))},
+                "postprocess": {"ran": True, "fingerprint": _digest([pred.attrs.get("fingerprint"),
+                                                                     p.postprocess_kwargs()])},
+                "export": {"ran": True, "fingerprint": export_fp},
+            },
+            "peak_memory_mib": _peak_memory_mib(client if client is not None else current_client()),
             "particles": int(len(particles)),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "outputs": {k: str(v) for k, v in files.items()},

@@ -12,7 +12,7 @@ import torch
 from cryodet_dask import models
 from cryodet_dask.cli import main
 from cryodet_dask.detection import detect
-from cryodet_dask.io import load, partial_path
+from cryodet_dask.io import load
 from cryodet_dask.simulation import simulate
 
 torch.set_num_threads(1)
@@ -79,7 +79,7 @@ def test_array_input_and_temporary_output(sim, net):
 
 def test_cli_detect_seed_flags(sim, net, tmp_path, capsys):
     code = main(["-q", "detect", "-tomo", str(sim / "tomogram.mrc"), "-m", str(net), "-o", str(tmp_path),
-                 "-ps", "32", "-mt", "0.5", "-rs", "8", "-filter_outlier", "false", "--cluster", "threads",
+                 "-ps", "48", "-mt", "0.5", "-rs", "8", "-filter_outlier", "false", "--cluster", "threads",
                  "--device", "cpu"])
     assert code == 0
     assert (tmp_path / "tomogram_centers.txt").read_text().startswith(

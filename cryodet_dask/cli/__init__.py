@@ -67,7 +67,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cryodet-dask``; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as given, for provenance (checkpoints, run.json)
     _setup_logging(args.verbose, args.quiet)
     try:
         result = args.func(args)

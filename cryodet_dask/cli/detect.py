@@ -16,7 +16,7 @@ from ._common import fraction, int_triplet, nonneg_int, positive_float, show_pro
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity", "halo",
-          "device", "batch_size", "keep_intermediate", "formats")
+          "device", "batch_size", "keep_intermediate", "formats", "rescale")
 
 
 def _nonneg_float(text: str) -> float:
@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, metavar="N", help="chunks per forward call (default: 1)")
     g.add_argument("-vs", "--voxel-size", type=positive_float, metavar="ANGSTROM",
                    help="voxel size in Å (default: from the file header; 14.08 with a warning if absent)")
+    g.add_argument("--rescale", action="store_const", const=True,
+                   help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
+                   "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
+                   "centres stay on the tomogram's grid")
     g = p.add_argument_group("post-processing (sizes and distances in voxels)")
     g.add_argument("-mt", "--mask-threshold", type=fraction, metavar="[0-1]",
                    help="foreground = mask probability > this (default: 0.1)")
@@ -139,7 +143,7 @@ def params_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args
-    from ..detection import detect
+    from ..detection import check_chunks, detect
     from ..postprocessing import PostprocessParams
 
     params = params_from_args(args)
@@ -155,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     for t in tomos:
         if not t.exists():
             raise InputError(f"{t}: no such file or directory")
+    check_chunks(params)  # also loads the checkpoints: a wrong or corrupt one fails here, before any work
     out = Path(args.out)
     batch = len(tomos) > 1
     progress = show_progress(args)
@@ -162,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         for t in tomos:
             name = t.name.removesuffix(".zarr").rsplit(".", 1)[0] if t.suffix != ".zarr" else t.stem
             target = (out / name) if batch else out
+            if batch and not _inside(target, out):
+                raise InputError(f"{t}: its output folder {target} would lie outside {out}; rename the tomogram")
             if batch and not args.overwrite and _complete(target, params):
                 print(f"{t}: outputs complete in {target}, skipped")
                 continue
@@ -169,8 +176,15 @@ def run(args: argparse.Namespace) -> int:
                          progress=progress)
             if not args.quiet:
                 tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
-                print(f"{t}: {len(res.particles)} particles -> {target} ({tm})")
+                pr = res.prediction
+                print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
+                      f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
     return 0
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True if ``path`` resolves to ``folder`` or below it (no ``..`` or symlink escapes)."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _complete(target: Path, params) -> bool:

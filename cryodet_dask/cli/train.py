@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
 
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         args.tomogram, args.labels, args.output, centers=args.center, validation=args.validation,
         config=cfg, heads=args.network, channels=args.channels, convs_per_level=args.convs_per_level,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
-        command="cryodet-dask " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )
     if not args.quiet:
         print(f"wrote {result.checkpoint}: best validation loss {result.best_validation_loss:.4f} after "

@@ -33,7 +33,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         Output directory (created).
     name : str
         Base name: ``NAME_labels.mrc``, ``NAME_labels.zarr``, ``NAME_centers.txt``,
-        ``NAME_centers.csv``, ``NAME_particles.star``.
+        ``NAME_centers.csv``, ``NAME_centers.star``.
     voxel_size : float or (z, y, x) or None
         Voxel size in Å (of the input tomogram).  Required for TXT and STAR.
     origin_zyx, origin : tuple of float
@@ -88,6 +88,6 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
     if "csv" in formats:
         written["csv"] = write_centers_csv(detections, out / f"{name}_centers.csv", vs_zyx, overwrite=overwrite)
     if "star" in formats:
-        written["star"] = write_centers_star(detections, out / f"{name}_particles.star", vs_zyx or voxel_size,
+        written["star"] = write_centers_star(detections, out / f"{name}_centers.star", vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written

@@ -11,6 +11,7 @@ path and the header numbers, never the voxels.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,17 @@ def read_mrc_header(path: str | os.PathLike[str]) -> MrcHeaderInfo:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     if size < HEADER_BYTES:
         raise _fail(path, f"not an MRC file (only {size} bytes, an MRC header alone is 1024)")
+    with open(path, "rb") as f:
+        raw = f.read(HEADER_BYTES)
+    if raw[208:212].strip(b"\x00") not in (b"MAP", b"MAP "):
+        raise _fail(path, "not an MRC file (no 'MAP ' identifier in the header)")
+    order = ">" if raw[212:214] == b"\x11\x11" else "<"  # machine stamp; little-endian otherwise
+    nsymbt_raw = struct.unpack_from(f"{order}i", raw, 92)[0]
+    if nsymbt_raw < 0:
+        raise _fail(path, f"negative extended header size ({nsymbt_raw})")
+    if HEADER_BYTES + nsymbt_raw > size:  # checked before mrcfile, which would allocate that many bytes
+        raise _fail(path, f"truncated: the header announces an extended header of {nsymbt_raw} bytes "
+                          f"but the file has {size} bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -3,7 +3,8 @@
 The header is written first with the final dimensions, the data region is
 allocated sparse, and each Dask task memory-maps only its own block of the
 file to write it.  Statistics for the header (min, max, mean, rms) are
-reduced from per-block summaries.  The file is written under a temporary
+reduced from per-block summaries.  The header holds no time stamp, so the
+same volume always gives the same bytes.  The file is written under a temporary
 name and renamed when complete (:mod:`._atomic`).
 """
 
@@ -86,6 +87,9 @@ def write_mrc(
     shape = tuple(int(s) for s in volume.shape)
     with atomic_output(path, overwrite=overwrite) as tmp:
         with mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mrc_mode_for_dtype(dtype), overwrite=True) as mrc:
+            # mrcfile's "Created by mrcfile.py <time>" label would make reruns differ byte for byte
+            mrc.header.label[:] = b""
+            mrc.header.nlabl = 0
             if voxel_size:
                 mrc.voxel_size = float(voxel_size)
             mrc.header.origin.z, mrc.header.origin.y, mrc.header.origin.x = origin_zyx
