@@ -57,10 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OwnInfoFilter(logging.Filter):
+    """Let through warnings from everyone, but INFO only from cryodet-dask itself (not Dask's chatter)."""
+
+    def __init__(self, verbose: int):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or self.verbose > 1:
+            return True
+        return record.name.startswith("cryodet_dask") or (self.verbose > 0 and record.levelno >= logging.INFO)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="[cryodet-dask] %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("cryodet_dask").setLevel(level if verbose or quiet else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[cryodet-dask] %(levelname)s: %(message)s"))
+    handler.setLevel(logging.ERROR if quiet else logging.DEBUG)
+    handler.addFilter(_OwnInfoFilter(verbose))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("cryodet_dask").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logging.captureWarnings(True)
 
 

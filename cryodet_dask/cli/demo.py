@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
-    print(f"\n  outputs: {res.out_dir}\n  report:  {report}\n  preview: {sim.preview if hasattr(sim, 'preview') else ''}")
+    print(f"\n  outputs: {res.out_dir}\n  report:  {report}\n  preview: {sim.paths.get('preview', '')}")
     summary = {"centres": c, "overlap": o, "timings_s": timings, "n_true": len(truth), "n_found": len(res.particles)}
     (out / "demo_scores.json").write_text(json.dumps(summary, indent=1, default=float))
     return 0
