@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_int", "add_bool_flag", "show_progress"]
+__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "nonneg_int", "add_bool_flag", "show_progress"]
 
 
 def str2bool(text: str) -> bool:
@@ -45,6 +45,16 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return v
 
 

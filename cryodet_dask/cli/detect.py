@@ -11,22 +11,12 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError, ParameterError
-from ._common import fraction, int_triplet, nonneg_int, positive_float, show_progress, str2bool
+from ._common import fraction, int_triplet, nonneg_float, nonneg_int, positive_float, show_progress, str2bool
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity", "halo",
           "device", "batch_size", "keep_intermediate", "formats", "rescale")
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
 
 
 def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, off: str) -> None:
@@ -89,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "keep isolated particles")
     g.add_argument("-nn", "--neighbor-number", type=nonneg_int, metavar="N",
                    help="filter_outlier: particles needed within the distance (default: 3)")
-    g.add_argument("-dt", "--distance-threshold", type=_nonneg_float, metavar="VOXELS",
+    g.add_argument("-dt", "--distance-threshold", type=nonneg_float, metavar="VOXELS",
                    help="filter_outlier: neighbour distance in voxels (default: 30)")
     g.add_argument("--connectivity", type=int, choices=(1, 2, 3),
                    help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners (default: 1)")

@@ -7,17 +7,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+from ._common import add_bool_flag, fraction, int_triplet, nonneg_float, nonneg_int, positive_float, show_progress
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -60,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   aliases=("-filter_outlier",))
     g.add_argument("--neighbor-number", "-nn", type=nonneg_int, default=d.neighbor_number, metavar="N",
                    help=f"outlier filter: minimum number of other particles nearby (default: {d.neighbor_number})")
-    g.add_argument("--distance-threshold", "-dt", type=_nonneg_float, default=d.distance_threshold,
+    g.add_argument("--distance-threshold", "-dt", type=nonneg_float, default=d.distance_threshold,
                    metavar="VOXELS", help=f"outlier filter: neighbour radius in voxels (default: {d.distance_threshold:g})")
     g.add_argument("--connectivity", type=int, choices=(1, 2, 3), default=d.connectivity,
                    help="voxels touching by a face (1), face or edge (2), or any of 26 neighbours (3); "
