@@ -22,3 +22,14 @@ def make_mrc(
         m.voxel_size = voxel_size
         m.header.origin.z, m.header.origin.y, m.header.origin.x = origin
     return path
+
+
+def tiny_two_head_checkpoint(path: str | os.PathLike[str], seed: int = 3) -> os.PathLike[str] | str:
+    """A small random-weight two-head U-Net (channels 4, 6, 8) saved as a checkpoint, for fast tests."""
+    import torch
+
+    from . import models
+
+    torch.manual_seed(seed)
+    net = models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center")))
+    return models.save(net, path)

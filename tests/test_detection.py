@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cryodet_dask import models
 from cryodet_dask.cli import main
 from cryodet_dask.detection import detect
 from cryodet_dask.io import load
 from cryodet_dask.simulation import simulate
+from cryodet_dask.testing import tiny_two_head_checkpoint
 
 torch.set_num_threads(1)
 
@@ -27,9 +27,7 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    torch.manual_seed(3)
-    m = models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center")))
-    return models.save(m, tmp_path_factory.mktemp("net") / "two.pt")
+    return tiny_two_head_checkpoint(tmp_path_factory.mktemp("net") / "two.pt", seed=3)
 
 
 def _run(sim, net, out, chunks):

@@ -29,6 +29,7 @@ from cryodet_dask.cli import main
 from cryodet_dask.detection import detect
 from cryodet_dask.errors import DiskSpaceError, ParameterError
 from cryodet_dask.simulation import simulate
+from cryodet_dask.testing import tiny_two_head_checkpoint
 
 torch.set_num_threads(1)
 
@@ -52,9 +53,7 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    torch.manual_seed(3)
-    m = models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center")))
-    return models.save(m, tmp_path_factory.mktemp("net") / "two.pt")
+    return tiny_two_head_checkpoint(tmp_path_factory.mktemp("net") / "two.pt", seed=3)
 
 
 @pytest.fixture(scope="module")
