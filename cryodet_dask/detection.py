@@ -32,6 +32,7 @@ from ._progress import current_client
 from .errors import DiskSpaceError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .io._convert import _identity
+from .postprocessing._params import PostprocessParams
 
 __all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "resample", "FALLBACK_VOXEL_SIZE"]
 
@@ -59,14 +60,15 @@ class DetectParams:
     centernet: str | None = None
     chunks: tuple[int, ...] = (128,)
     voxel_size: float | None = None
-    mask_threshold: float = 0.1
-    center_threshold: float = 0.1
-    remove_min_size: int = 64
-    check_center: bool = True
-    filter_outlier: bool = True
-    neighbor_number: int = 3
-    distance_threshold: float = 30.0
-    connectivity: int = 1
+    # post-processing: the defaults are PostprocessParams' (the seed's), stated once there
+    mask_threshold: float = PostprocessParams.mask_threshold
+    center_threshold: float = PostprocessParams.center_threshold
+    remove_min_size: int = PostprocessParams.remove_min_size
+    check_center: bool = PostprocessParams.check_center
+    filter_outlier: bool = PostprocessParams.filter_outlier
+    neighbor_number: int = PostprocessParams.neighbor_number
+    distance_threshold: float = PostprocessParams.distance_threshold
+    connectivity: int = PostprocessParams.connectivity
     halo: tuple[int, ...] | None = None
     device: str = "auto"
     batch_size: int = 1
@@ -75,10 +77,8 @@ class DetectParams:
     rescale: bool = False
 
     def postprocess_kwargs(self) -> dict[str, Any]:
-        return dict(mask_threshold=self.mask_threshold, center_threshold=self.center_threshold,
-                    remove_min_size=self.remove_min_size, check_center=self.check_center,
-                    filter_outlier=self.filter_outlier, neighbor_number=self.neighbor_number,
-                    distance_threshold=self.distance_threshold, connectivity=self.connectivity)
+        """The fields that are :class:`PostprocessParams` fields, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
