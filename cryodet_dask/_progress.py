@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask
+import dask.threaded
 
-__all__ = ["compute", "current_client"]
+__all__ = ["compute", "compute_keys", "current_client"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -57,3 +60,68 @@ def compute(*collections: Any, progress: bool = False, desc: str = "") -> tuple[
         with ProgressBar(out=sys.stderr, minimum=1.0):
             return tuple(dask.compute(*collections))
     return tuple(dask.compute(*collections))
+
+
+def compute_keys(graph: Mapping[Any, Any], keys: Sequence[Any], *, progress: bool = False,
+                 desc: str = "", unit: str = "tasks") -> list[Any]:
+    """Compute the tasks ``keys`` of ``graph`` and return their results, in order.
+
+    With a :class:`distributed.Client` each result is fetched to this process as
+    soon as its task finishes and is then released on the cluster, so many
+    small results never pile up in one worker's memory (as they would under a
+    single task gathering them) and the workers hold only what later tasks
+    still need.  Otherwise Dask's local scheduler runs the graph.
+    """
+    keys = list(keys)
+    client = current_client()
+    if progress and desc:
+        print(f"[cryodet-dask] {desc}", file=sys.stderr, flush=True)
+    if client is None:
+        from dask.base import get_scheduler
+
+        get = get_scheduler() or dask.threaded.get
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr, minimum=1.0):
+                return list(get(graph, keys))
+        return list(get(graph, keys))
+    from distributed import as_completed
+
+    futures = client.get(graph, keys, sync=False)
+    position = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    bar = _Bar(len(futures), unit) if progress else None
+    for fut in as_completed(futures):
+        results[position[fut.key]] = fut.result()
+        fut.release()
+        if bar is not None:
+            bar.step()
+    if bar is not None:
+        bar.close()
+    return results
+
+
+class _Bar:
+    """A one-line text progress bar on stderr (redrawn at most 4 times a second)."""
+
+    def __init__(self, total: int, unit: str) -> None:
+        self.total, self.unit, self.done = total, unit, 0
+        self.start = self.last = time.perf_counter()
+        self._draw()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= 0.25 or self.done == self.total:
+            self.last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        frac = self.done / self.total if self.total else 1.0
+        fill = int(round(40 * frac))
+        print(f"\r[{'#' * fill}{' ' * (40 - fill)}] {100 * frac:3.0f}% {self.done}/{self.total} {self.unit} "
+              f"| {time.perf_counter() - self.start:5.1f}s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)

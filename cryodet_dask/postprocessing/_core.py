@@ -53,10 +53,9 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
-from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from .._progress import compute
+from .._progress import compute_keys
 from ..errors import ParameterError
 from ._assign import candidate_centres
 from ._centres import assemble_halo, block_shell, strict_maxima
@@ -97,7 +96,8 @@ class Detections:
     scores : ndarray of float64, shape (N,)
         Mean mask probability over the particle's voxels.
     peaks : ndarray of int64, shape (K, 3)
-        The centre-map maxima (z, y, x voxel indices) in raster order.
+        The centre-map maxima (z, y, x voxel indices) in raster order that can
+        take voxels: with ``check_center`` only those on the thresholded mask.
     params : PostprocessParams
         The parameters used.
     """
@@ -157,6 +157,8 @@ def _pass1_block(mask: np.ndarray, center: np.ndarray, shells: dict[tuple[int, i
     halo = assemble_halo(np.asarray(center), shells, border, shape)
     peaks = strict_maxima(halo, p.center_threshold)
     peak_lab = L1[tuple(peaks.T)].astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
+    if p.check_center:  # a centre outside the mask never takes a voxel: only split components use centres
+        peaks, peak_lab = peaks[peak_lab > 0], peak_lab[peak_lab > 0]
     peaks = peaks + np.array([b[0] for b in box], dtype=np.int64)
     return {"n": n1, "sizes": sizes, "peaks": peaks, "peak_lab": peak_lab,
             "faces": block_faces(L1, index)}
@@ -211,9 +213,9 @@ def _block_pairs(own: dict[str, Any], box: Box, neighbours: list[tuple[int, dict
     """Face pairs of one block with the blocks beyond its three upper faces."""
     found = [np.zeros((0, 2), dtype=np.int64)]
     for axis in range(3):
-        beyond = [(res["faces"][_FACE[axis, 0]], nbox) for ax, res, nbox in neighbours if ax == axis]
+        beyond = [(res["faces"][_FACE[axis, 0]].provisional(), nbox) for ax, res, nbox in neighbours if ax == axis]
         if beyond:
-            found.append(face_pairs(own["faces"][_FACE[axis, 1]], box, axis, beyond, connectivity))
+            found.append(face_pairs(own["faces"][_FACE[axis, 1]].provisional(), box, axis, beyond, connectivity))
     return np.concatenate(found)
 
 
@@ -271,11 +273,12 @@ def _pair_tasks(dsk: dict[Any, Any], name: str, results: dict[tuple[int, ...], A
     return keys
 
 
-def _gather(name: str, dsk: dict[Any, Any], keys_a: list[Any], keys_b: list[Any], dependencies: list[Any]) -> Any:
-    """One Delayed computing ``(results of keys_a, results of keys_b)`` from the task dict ``dsk``."""
-    dsk[name] = (tuple, [(list, list(keys_a)), (list, list(keys_b))])
+def _run(name: str, dsk: dict[Any, Any], keys_a: list[Any], keys_b: list[Any], dependencies: list[Any],
+         progress: bool, desc: str) -> tuple[list[Any], list[Any]]:
+    """Compute the tasks ``keys_a`` and ``keys_b`` of ``dsk``; their results stream to this process."""
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
-    return Delayed(name, graph)
+    out = compute_keys(graph, [*keys_a, *keys_b], progress=progress, desc=desc, unit="block tasks")
+    return out[: len(keys_a)], out[len(keys_a):]
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
@@ -490,9 +493,8 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
                         (mask.name, *idx), (center.name, *idx), shell_keys)
         dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
-    job = _gather(f"cryodet-gather1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center])
-    (out,) = compute(job, progress=progress, desc="post-processing: components and centres")
-    s1, pairs1 = out[0], out[1]
+    s1, pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center],
+                      progress, "post-processing: components and centres")
     clock.append(time.perf_counter())
     pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *pairs1])
     tables, peaks, info = _tables_from_components(list(s1), pairs1, boxes, p)
@@ -511,9 +513,8 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
                                           scratch=scratch_path), (mask.name, *idx))
         dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
-    job = _gather(f"cryodet-gather2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask])
-    (out,) = compute(job, progress=progress, desc="post-processing: instances")
-    s2, pairs2 = out[0], out[1]
+    s2, pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask],
+                      progress, "post-processing: instances")
     clock.append(time.perf_counter())
     pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *pairs2])
     res = _instances(list(s2), pairs2, p)
