@@ -10,6 +10,7 @@ The pipeline, one module per stage::
     postprocessing  chunk-aware instance labelling and centres        postprocess
     exports         labels (MRC, OME-Zarr), centres (TXT, CSV, STAR)  export
     evaluation      precision / recall against ground truth           evaluate
+    resampling      another voxel size, lazily (detect --rescale)     resampling.resample
     detection       all of the above, end to end                      detect
 
 Axes are (z, y, x) everywhere in arrays; x, y, z order appears only in file

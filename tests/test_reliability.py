@@ -323,7 +323,7 @@ def test_rescale_predicts_on_the_weights_grid(sim, coarse_net, tmp_path, recwarn
 
 @pytest.mark.parametrize("factor", [0.5, 2.0, 0.7])
 def test_resample_is_exact_on_linear_ramps_and_chunk_independent(factor):
-    from cryodet_dask.detection import resample
+    from cryodet_dask.resampling import resample
 
     z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in (12, 20, 28)], indexing="ij")
     vol = 0.5 * z - 0.25 * y + 0.125 * x
