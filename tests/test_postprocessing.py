@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import dask
 import dask.array as da
@@ -23,7 +24,14 @@ from cryodet_dask.postprocessing import (
 )
 from cryodet_dask.postprocessing._assign import candidate_centres, nearest_among, nearest_in_segments
 from cryodet_dask.postprocessing._centres import assemble_halo, block_shell, strict_maxima
-from cryodet_dask.postprocessing._components import block_faces, encode, face_pairs, in_plane_offsets
+from cryodet_dask.postprocessing._components import (
+    block_faces,
+    drop_small_interior,
+    encode,
+    face_pairs,
+    in_plane_offsets,
+    label_block,
+)
 from cryodet_dask.postprocessing._synthetic import blob_maps
 
 FP26 = np.ones((3, 3, 3), bool)
@@ -53,8 +61,11 @@ def assert_same(mask, center, chunks, **kw):
     np.testing.assert_allclose(det.scores, ref.scores, rtol=1e-12)
     p = PostprocessParams.from_kwargs(None, **kw)
     ref_peaks = ref.peaks
-    if p.check_center:  # only centres on the mask can take voxels; the chunked version keeps only those
-        ref_peaks = ref_peaks[mask[tuple(ref_peaks.T)] > p.mask_threshold]
+    if p.check_center:  # only centres on kept components can take voxels; the chunked version keeps only those
+        comp, _ = ndi.label(mask > p.mask_threshold, structure=ndi.generate_binary_structure(3, p.connectivity))
+        size = np.bincount(comp.ravel())
+        on = comp[tuple(ref_peaks.T)]
+        ref_peaks = ref_peaks[(on > 0) & (size[on] >= p.remove_min_size)]
     np.testing.assert_array_equal(det.peaks, ref_peaks)
     assert det.centers.shape == (len(det.n_voxels), 3) and det.centers.dtype == np.float64
     return ref, det
@@ -182,6 +193,22 @@ def test_faces_are_sparse_and_decode_to_provisional_ids():
     for face, plane in zip(block_faces(lab, 5), planes):
         np.testing.assert_array_equal(face.provisional(), encode(plane, 5))
         assert face.nbytes == 8 * np.count_nonzero(plane)
+
+
+def test_small_specks_inside_a_block_are_dropped_there():
+    m = np.zeros((9, 9, 9), bool)
+    m[0, 2, 2] = m[1, 2, 2] = True          # 2 voxels touching the lower z face: kept (may continue beyond)
+    m[4, 4, 4] = True                       # 1-voxel speck inside: dropped
+    m[3:6, 6:8, 1:4] = True                 # 18 voxels inside: kept
+    m[8, 8, 8] = True                       # corner speck on three faces: kept
+    lab, n = label_block(m.astype(np.float32), 0.5, 1)
+    assert n == 4
+    out, n2, sizes = drop_small_interior(lab, n, 5)
+    assert n2 == 3 and out.dtype == np.int32
+    np.testing.assert_array_equal(sizes, [0, 2, 18, 1])
+    assert out[4, 4, 4] == 0 and out[0, 2, 2] == 1 and out[3, 6, 1] == 2 and out[8, 8, 8] == 3
+    same, n3, _ = drop_small_interior(lab, n, 0)
+    assert n3 == n and same is lab
 
 
 def test_outlier_keep_matches_brute_force_and_handles_few_particles():
@@ -342,7 +369,14 @@ def test_with_a_distributed_client_and_scratch(tmp_path):
         det = postprocess(da.from_array(m, chunks=(10, 13, 16)), da.from_array(c, chunks=(10, 13, 16)),
                           scratch=tmp_path)
         # every block result went to this process and was released: nothing is left on the cluster
-        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+        # (releases reach the scheduler asynchronously: allow them a few seconds)
+        left = [client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))]
+        for _ in range(50):
+            if left[-1] == 0:
+                break
+            time.sleep(0.1)
+            left.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+        assert left[-1] == 0
         lab = det.labels.compute()
     np.testing.assert_array_equal(lab, ref.labels)
     assert (tmp_path / "pieces.zarr").exists()
@@ -440,4 +474,4 @@ def test_centres_without_foreground():
     center[0, 0, 0] = 1
     for cc in (True, False):
         ref, det = assert_same(mask, center, (4, 4, 4), check_center=cc, remove_min_size=64)
-        assert len(det.centers) == 0 and len(det.peaks) == (1 if cc else 2)
+        assert len(det.centers) == 0 and len(det.peaks) == (0 if cc else 2)

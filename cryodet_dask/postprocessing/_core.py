@@ -62,7 +62,7 @@ from ._centres import assemble_halo, block_shell, strict_maxima
 from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, label_block, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
-from ._relabel import BlockTables, block_stats, instance_block
+from ._relabel import BlockTables, block_components, block_stats, instance_block
 
 __all__ = ["Detections", "WORKER_ENV", "postprocess"]
 
@@ -97,7 +97,8 @@ class Detections:
         Mean mask probability over the particle's voxels.
     peaks : ndarray of int64, shape (K, 3)
         The centre-map maxima (z, y, x voxel indices) in raster order that can
-        take voxels: with ``check_center`` only those on the thresholded mask.
+        take voxels: with ``check_center`` only those on a component of the
+        thresholded mask that passed the size filter.
     params : PostprocessParams
         The parameters used.
     """
@@ -152,8 +153,7 @@ def _voxel_size_zyx(voxel_size: float | Sequence[float] | None) -> np.ndarray:
 def _pass1_block(mask: np.ndarray, center: np.ndarray, shells: dict[tuple[int, int, int], tuple[np.ndarray, ...]],
                  border: tuple[tuple[bool, bool], ...], box: Box, shape: tuple[int, int, int], index: int,
                  p: PostprocessParams) -> dict[str, Any]:
-    L1, n1 = label_block(mask, p.mask_threshold, p.connectivity)
-    sizes = np.bincount(L1.ravel(), minlength=n1 + 1).astype(np.int64)
+    L1, n1, sizes = block_components(mask, p.mask_threshold, p.connectivity, p.remove_min_size)
     halo = assemble_halo(np.asarray(center), shells, border, shape)
     peaks = strict_maxima(halo, p.center_threshold)
     peak_lab = L1[tuple(peaks.T)].astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
@@ -167,7 +167,8 @@ def _pass1_block(mask: np.ndarray, center: np.ndarray, shells: dict[tuple[int, i
 def _pass2_block(mask: np.ndarray, box: Box, index: int, shape: tuple[int, int, int],
                  p: PostprocessParams, tables: BlockTables, scratch: str | None) -> dict[str, Any]:
     offset = tuple(b[0] for b in box)
-    pieces, piece_centre = instance_block(mask, offset, p.mask_threshold, p.connectivity, tables)  # type: ignore[arg-type]
+    pieces, piece_centre = instance_block(mask, offset, p.mask_threshold, p.connectivity,  # type: ignore[arg-type]
+                                          p.remove_min_size, tables)
     if scratch is not None:
         zarr.open_array(scratch, mode="r+")[tuple(slice(a, b) for a, b in box)] = pieces
     n2 = len(piece_centre) - 1
@@ -179,7 +180,8 @@ def _pass2_block(mask: np.ndarray, box: Box, index: int, shape: tuple[int, int, 
 def _relabel_block(mask: np.ndarray, box: Box, p: PostprocessParams, tables: BlockTables,
                    final: np.ndarray) -> np.ndarray:
     offset = tuple(b[0] for b in box)
-    pieces, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, tables)  # type: ignore[arg-type]
+    pieces, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, p.remove_min_size,  # type: ignore[arg-type]
+                               tables)
     return final[pieces]
 
 
@@ -328,6 +330,8 @@ def _tables_from_components(s1: list[dict[str, Any]], pairs: np.ndarray, boxes: 
     peaks = peaks[order].reshape(-1, 3)
     peak_node = peak_node[order]
     peak_comp = np.where(peak_node >= 0, node_comp[np.maximum(peak_node, 0)] if n_nodes else -1, -1)
+    if p.check_center:  # only centres on kept components can take voxels
+        peaks, peak_comp = peaks[peak_comp >= 0], peak_comp[peak_comp >= 0]
     # per component, its centres (ids ascending) as CSR
     if p.check_center:
         inside = np.flatnonzero(peak_comp >= 0)
@@ -356,8 +360,10 @@ def _tables_from_components(s1: list[dict[str, Any]], pairs: np.ndarray, boxes: 
         else:
             cc_ids = candidate_centres(boxes[b], peaks)
             seg_len[lab2comp >= 0] = len(cc_ids)
-        tables.append(BlockTables(lab2comp=lab2comp, seg_start=seg_start, seg_len=seg_len,
-                                  centres=peaks[cc_ids].astype(np.int64), centre_ids=cc_ids.astype(np.int64)))
+        kept = np.flatnonzero(lab2comp >= 0)
+        tables.append(BlockTables(n_labels=int(ns[b]), kept=kept.astype(np.int32), seg_start=seg_start[kept],
+                                  seg_len=seg_len[kept], centres=peaks[cc_ids].astype(np.int64),
+                                  centre_ids=cc_ids.astype(np.int64)))
     info = {"n_block_components": n_nodes, "n_components": int((comp_size >= p.remove_min_size).sum()),
             "n_peaks": len(peaks)}
     return tables, peaks, info
@@ -502,7 +508,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
 
     # pass 2
     scratch_path = _scratch_array(scratch, mask) if scratch is not None else None
-    token2 = tokenize(token, [t.lab2comp for t in tables], scratch_path)
+    token2 = tokenize(token, [t.kept for t in tables], scratch_path)
     p2_n, s2_n = f"cryodet-pass2-{token2}", f"cryodet-summary2-{token2}"
     dsk = {}
     p2 = {}
@@ -523,7 +529,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     info["seconds"] = dict(zip(("pass1", "reduce1", "pass2", "reduce2"), np.diff(clock).round(3).tolist()))
 
     # pass 3 (lazy)
-    name = "cryodet-labels-" + tokenize(mask, p, [t.lab2comp for t in tables], res["maps"], scratch_path)
+    name = "cryodet-labels-" + tokenize(mask, p, [(t.kept, t.seg_len) for t in tables], res["maps"], scratch_path)
     dsk = {}
     for idx in blocks:
         b = bindex[idx]

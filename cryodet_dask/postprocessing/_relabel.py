@@ -18,38 +18,64 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._assign import nearest_among, nearest_in_segments
-from ._components import label_block, structure
+from ._components import drop_small_interior, label_block, structure
 
-__all__ = ["BlockTables", "instance_block", "block_stats"]
+__all__ = ["BlockTables", "block_components", "instance_block", "block_stats"]
 
 
 @dataclass(frozen=True)
 class BlockTables:
-    """What one block needs from the first global reduction.
+    """What one block needs from the first global reduction, for its kept components only.
 
     Attributes
     ----------
-    lab2comp : ndarray of int64, shape (n1 + 1,)
-        Global component of each block component label; -1 for background and
-        removed (too small) components.
-    seg_start, seg_len : ndarray of int64, shape (n1 + 1,)
-        Centres each block label may take: ``centres[seg_start : seg_start + seg_len]``;
+    n_labels : int
+        Number of block components (labels ``1..n_labels`` of
+        :func:`block_components`).
+    kept : ndarray of int32, shape (k,)
+        The block labels whose global component passed the size filter, ascending.
+    seg_start, seg_len : ndarray of int64, shape (k,)
+        Centres each kept label may take: ``centres[seg_start : seg_start + seg_len]``;
         ``seg_len == 0`` keeps the component whole.
     centres : ndarray of int64, shape (m, 3)
         Global voxel coordinates of the centres this block may need.
     centre_ids : ndarray of int64, shape (m,)
         Their global ids (raster order), ascending within each segment.
+
+    Only kept labels are listed, so the tables (which travel in the task
+    graph) grow with the particles, not with the specks of a noisy mask.
     """
 
-    lab2comp: np.ndarray
+    n_labels: int
+    kept: np.ndarray
     seg_start: np.ndarray
     seg_len: np.ndarray
     centres: np.ndarray
     centre_ids: np.ndarray
 
+    def dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(kept, seg_start, seg_len)`` indexed by block label (length ``n_labels + 1``)."""
+        n = self.n_labels + 1
+        kept = np.zeros(n, dtype=bool)
+        kept[self.kept] = True
+        start = np.zeros(n, dtype=np.int64)
+        length = np.zeros(n, dtype=np.int64)
+        start[self.kept] = self.seg_start
+        length[self.kept] = self.seg_len
+        return kept, start, length
+
+
+def block_components(mask: np.ndarray, threshold: float, connectivity: int,
+                     min_size: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The block components every pass works on: :func:`label_block`, then
+    :func:`drop_small_interior` (specks wholly inside the block and below
+    ``min_size`` removed on the spot).  Returns labels, their number and sizes."""
+    lab, n = label_block(mask, threshold, connectivity)
+    return drop_small_interior(lab, n, min_size)
+
 
 def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: float, connectivity: int,
-                   tables: BlockTables) -> tuple[np.ndarray, np.ndarray]:
+                   min_size: int, tables: BlockTables) -> tuple[np.ndarray, np.ndarray]:
     """Instance pieces of one block.
 
     Parameters
@@ -62,6 +88,8 @@ def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: fl
         ``mask_threshold``.
     connectivity : int
         1, 2 or 3.
+    min_size : int
+        ``remove_min_size`` (for :func:`block_components`).
     tables : BlockTables
         From the first reduction.
 
@@ -72,11 +100,11 @@ def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: fl
     piece_centre : ndarray of int64, shape (n2 + 1,)
         Global centre id of each piece; -1 for whole-component pieces.
     """
-    L1, n1 = label_block(mask, threshold, connectivity)
-    if len(tables.lab2comp) != n1 + 1:  # pragma: no cover - would mean a non-deterministic read
+    L1, n1, _ = block_components(mask, threshold, connectivity, min_size)
+    if tables.n_labels != n1:  # pragma: no cover - would mean a non-deterministic read
         raise RuntimeError("block labelling differs between passes (the input changed?)")
-    kept = tables.lab2comp >= 0
-    assign = kept & (tables.seg_len > 0)
+    kept, seg_start, seg_len = tables.dense()
+    assign = kept & (seg_len > 0)
     # one lookup: whole-component voxels keep their block label, assigned ones get -1 for now
     lut = np.where(assign, -1, np.where(kept, np.arange(n1 + 1), 0)).astype(np.int32)
     pieces = lut[L1]
@@ -87,10 +115,10 @@ def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: fl
         loc = np.stack(np.unravel_index(idx, L1.shape), axis=1)
         pts = loc + np.asarray(offset, dtype=np.int64)
         m = len(tables.centres)
-        if m > 16 and np.all(tables.seg_start[assign] == 0) and np.all(tables.seg_len[assign] == m):
+        if m > 16 and np.all(seg_start[assign] == 0) and np.all(seg_len[assign] == m):
             ci = nearest_among(pts, tables.centres)  # one shared list (check_center=False): KD-tree
         else:
-            ci = nearest_in_segments(pts, tables.seg_start[lab], tables.seg_len[lab], tables.centres)
+            ci = nearest_in_segments(pts, seg_start[lab], seg_len[lab], tables.centres)
         key = np.zeros(L1.shape, dtype=np.int32)
         key.ravel()[idx] = (ci + 1).astype(np.int32)
         # bounding box of each centre's voxels, from the point list (no scan of the block)
