@@ -306,23 +306,53 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _peak_memory_mib(client: Any) -> dict[str, Any]:
-    """Peak resident memory (MiB): this process, and each worker of ``client`` (``VmHWM``)."""
-    import resource
+def _vmhwm_mib() -> float | None:
+    """This process's peak resident memory (``VmHWM``, MiB), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
-    def vmhwm() -> float | None:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
 
-    peak: dict[str, Any] = {"driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+def _reset_vmhwm() -> bool:
+    """Restart this process's peak-RSS count (Linux ``clear_refs`` 5); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _reset_peak_memory(client: Any) -> bool:
+    """Restart the peak-memory counts of this process and of every worker; True if all were reset."""
+    ok = _reset_vmhwm()
     if client is not None:
         try:
-            workers = client.run(vmhwm)
+            ok = all(client.run(_reset_vmhwm).values()) and ok
+        except Exception:  # noqa: BLE001 - a scheduler without workers or without client.run
+            ok = False
+    return ok
+
+
+def _peak_memory_mib(client: Any, since_start: bool) -> dict[str, Any]:
+    """Peak resident memory (MiB, ``VmHWM``): this process, and each worker of ``client``.
+
+    ``since_start``: the counts were reset when the run started (otherwise they
+    cover the processes' whole lives, e.g. a tomogram written earlier by the caller).
+    """
+    import resource
+
+    own = _vmhwm_mib()
+    peak: dict[str, Any] = {
+        "driver": round(own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "since": "run start" if since_start else "process start",
+    }
+    if client is not None:
+        try:
+            workers = client.run(_vmhwm_mib)
             peak["workers"] = {k: (round(v, 1) if v is not None else None) for k, v in workers.items()}
             peak["workers_max"] = max((v for v in peak["workers"].values() if v is not None), default=None)
         except Exception:  # noqa: BLE001 - a scheduler without workers or without client.run
@@ -437,8 +467,10 @@ def detect(
     ctx = client.as_current() if client is not None else nullcontext()
     try:
         with ctx:
+            peak_reset = _reset_peak_memory(client if client is not None else current_client())
             return _detect_stages(tomo, src_path, out, out_dir, stem, p, voxel_size, needs_convert, is_store,
-                                  zpath, pred_path, client, overwrite, progress, tmp, timings, factor)
+                                  zpath, pred_path, client, overwrite, progress, tmp, timings, factor,
+                                  peak_reset=peak_reset)
     except DiskSpaceError as exc:
         raise DiskSpaceError(f"{exc}; the run needs up to {_gib(sum(need.values()))} in {out}") from exc
     except OSError as exc:
@@ -452,7 +484,8 @@ def detect(
 def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
                    voxel_size: float, needs_convert: bool, is_store: bool, zpath: Path, pred_path: Path,
                    client: Any, overwrite: bool, progress: bool, tmp: Any,
-                   timings: dict[str, float], factor: float | None = None) -> DetectionResult:
+                   timings: dict[str, float], factor: float | None = None, *,
+                   peak_reset: bool = False) -> DetectionResult:
     from .exports import export
     from .postprocessing import postprocess
     from .prediction import predict
@@ -554,7 +587,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                                                                      p.postprocess_kwargs()])},
                 "export": {"ran": True, "fingerprint": export_fp},
             },
-            "peak_memory_mib": _peak_memory_mib(client if client is not None else current_client()),
+            "peak_memory_mib": _peak_memory_mib(client if client is not None else current_client(),
+                                                peak_reset),
             "particles": int(len(particles)),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "outputs": {k: str(v) for k, v in files.items()},

@@ -67,6 +67,17 @@ def test_rerun_reuses_completed_stages(sim, net, tmp_path):
     pd.testing.assert_frame_equal(first.particles, again.particles)
 
 
+def test_peak_memory_counts_only_the_run(sim, net, tmp_path):
+    big = np.ones(2 * 2**30 // 8)  # 2 GiB resident in this process before the run
+    before = big.sum()
+    del big
+    _run(sim, net, tmp_path, 32)
+    peak = json.loads((tmp_path / "run.json").read_text())["peak_memory_mib"]
+    if peak["since"] != "run start":
+        pytest.skip("peak memory cannot be reset on this system (no /proc/self/clear_refs)")
+    assert before > 0 and 0 < peak["driver"] < 1536  # the run itself (threads, torch) needs ~0.7 GiB
+
+
 def test_array_input_and_temporary_output(sim, net):
     vol = load(sim / "tomogram.mrc").data.compute()
     res = detect(vol, segnet=str(net), chunks=(32,), device="cpu", voxel_size=10.0, mask_threshold=0.5,

@@ -6,10 +6,14 @@ boundary planes of its 26 neighbours -- one small task per block extracts
 them -- with mirror padding only on the true volume border)
 
 Pass 1, one task per block
-    threshold + :func:`scipy.ndimage.label` of the core -> block components;
-    their voxel counts; the six face planes; the strict local maxima of the
+    threshold + :func:`scipy.ndimage.label` of the core -> block components,
+    minus the specks below ``remove_min_size`` that touch no face (whole in the
+    block, so dropped exactly on the spot); their voxel counts; the six face
+    planes (sparse); the strict local maxima of the
     thresholded centre map on the core, each with the block label under it.
     One task per block then pairs its upper faces with the blocks beyond.
+Results stream to the driver as each task finishes (:func:`compute_keys`);
+no task gathers them on one worker.
 Reduction 1, on the driver (tables of block labels and centres only)
     union-find over face pairs -> global components; global sizes -> size
     filter; centres sorted in raster order (their ids); per component the
