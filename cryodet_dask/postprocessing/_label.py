@@ -9,16 +9,15 @@ its graph (see ``docs/postprocessing.md`` for the measurement).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .._progress import compute
 from ..errors import ParameterError
 from ._components import block_faces, label_block, union_find
 
@@ -38,7 +37,7 @@ def _first_index(lab: np.ndarray, n: int, offset: tuple[int, ...], shape: tuple[
     return out
 
 
-def _label_pass(block: np.ndarray, threshold: float, connectivity: int, box: Any, index: int,
+def _label_pass(block: np.ndarray, *, threshold: float, connectivity: int, box: Any, index: int,
                 shape: tuple[int, ...]) -> dict[str, Any]:
     lab, n = label_block(block, threshold, connectivity)
     return {"n": n, "first": _first_index(lab, n, tuple(b[0] for b in box), shape),
@@ -72,7 +71,7 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     n : int
         Number of components.
     """
-    from ._core import _block_pairs, _box, _compact, _grid, _neighbour_offsets, _summary
+    from ._core import _box, _compact, _grid, _pair_tasks, _run, _summary
 
     if connectivity not in (1, 2, 3):
         raise ParameterError(f"connectivity must be 1, 2 or 3, got {connectivity!r}")
@@ -80,20 +79,19 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     bounds, grid = _grid(image.chunks)
     blocks = list(itertools.product(*(range(g) for g in grid)))
     bindex = {idx: k for k, idx in enumerate(blocks)}
-    dl = image.to_delayed()
-    res = {idx: dask.delayed(_label_pass, pure=True)(dl[idx], threshold, connectivity, _box(bounds, idx),
-                                                     bindex[idx], shape) for idx in blocks}
-    pairs_d = []
+    token = tokenize(image, threshold, connectivity)
+    pass_n, sum_n = f"cryodet-labelpass-{token}", f"cryodet-labelsum-{token}"
+    dsk: dict[Any, Any] = {}
+    res = {}
     for idx in blocks:
-        nbs = []
-        for axis, off in _neighbour_offsets(connectivity):
-            j = tuple(i + o for i, o in zip(idx, off))
-            if all(0 <= j[a] < grid[a] for a in range(3)):
-                nbs.append((axis, res[j], _box(bounds, j)))
-        if nbs:
-            pairs_d.append(dask.delayed(_block_pairs, pure=True)(res[idx], _box(bounds, idx), nbs, connectivity))
-    s, pairs = compute([dask.delayed(_summary, pure=True)(res[i]) for i in blocks], pairs_d,
-                       progress=progress, desc="labelling")
+        res[idx] = (pass_n, *idx)
+        dsk[res[idx]] = (functools.partial(_label_pass, threshold=threshold, connectivity=connectivity,
+                                           box=_box(bounds, idx), index=bindex[idx], shape=shape),
+                         (image.name, *idx))
+        dsk[(sum_n, *idx)] = (_summary, res[idx])
+    pair_keys = _pair_tasks(dsk, f"cryodet-labelpairs-{token}", res, bounds, grid, connectivity)
+    s, pairs = _run(f"cryodet-labelling-{token}", dsk, [(sum_n, *i) for i in blocks], pair_keys, [image],
+                    progress, "labelling")
     ns = np.array([x["n"] for x in s], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
@@ -107,7 +105,7 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     rank = np.empty(n_comp, dtype=np.int32)
     rank[np.argsort(cfirst, kind="stable")] = np.arange(1, n_comp + 1, dtype=np.int32)
     node_label = rank[comp] if n_nodes else np.zeros(0, np.int32)
-    name = "cryodet-label-" + tokenize(image, threshold, connectivity)
+    name = "cryodet-label-" + token
     dsk = {}
     for idx in blocks:
         b = bindex[idx]
