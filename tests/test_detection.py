@@ -13,7 +13,6 @@ from cryodet_dask.cli import main
 from cryodet_dask.detection import detect
 from cryodet_dask.io import load
 from cryodet_dask.simulation import simulate
-from cryodet_dask.testing import tiny_two_head_checkpoint
 
 torch.set_num_threads(1)
 
@@ -23,11 +22,6 @@ def sim(tmp_path_factory):
     d = tmp_path_factory.mktemp("sim")
     simulate(d, shape=(32, 96, 96), seed=5, overwrite=True)
     return d
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
-    return tiny_two_head_checkpoint(tmp_path_factory.mktemp("net") / "two.pt", seed=3)
 
 
 def _run(sim, net, out, chunks):

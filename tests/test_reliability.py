@@ -29,7 +29,6 @@ from cryodet_dask.cli import main
 from cryodet_dask.detection import detect
 from cryodet_dask.errors import DiskSpaceError, ParameterError
 from cryodet_dask.simulation import simulate
-from cryodet_dask.testing import tiny_two_head_checkpoint
 
 torch.set_num_threads(1)
 
@@ -49,11 +48,6 @@ def sim(tmp_path_factory):
     d = tmp_path_factory.mktemp("sim")
     simulate(d, shape=(32, 128, 128), seed=5, overwrite=True)
     return d
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
-    return tiny_two_head_checkpoint(tmp_path_factory.mktemp("net") / "two.pt", seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -125,15 +125,15 @@ class SimulationConfig:
     """
 
     shape: tuple[int, int, int] = (128, 256, 256)
-    voxel_size: float = 10.0
+    voxel_size: float = ImagingParams.voxel_size
     seed: int = 0
-    snr: float = 0.3
-    tilt_range: float = 60.0
-    defocus_um: float = -3.0
-    amplitude_contrast: float = 0.07
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    bfactor: float = 200.0
+    snr: float = ImagingParams.snr
+    tilt_range: float = ImagingParams.tilt_range
+    defocus_um: float = ImagingParams.defocus_um
+    amplitude_contrast: float = ImagingParams.amplitude_contrast
+    voltage_kv: float = ImagingParams.voltage_kv
+    cs_mm: float = ImagingParams.cs_mm
+    bfactor: float = ImagingParams.bfactor
     n_particles: int | None = None
     density: float | None = None
     templates: tuple[str, ...] = tuple(SHIPPED_TEMPLATES)
