@@ -183,3 +183,82 @@ def test_centre_loss_has_gradient_where_the_output_is_clipped():
     _loss(net, logits, target, 1.0).backward()
     assert float(logits.grad[:, 1].abs().sum()) > 0
     assert float(net.activate(logits.detach())[:, 1].max()) == 0.0  # while the activated output is 0
+
+
+def test_augment_inverts_contrast_with_the_given_probability():
+    x = np.arange(8.0, dtype=np.float32).reshape(2, 2, 2)
+    y = np.stack([x > 3, x])
+    flips = 0
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        xa, ya = augment(x, y, rng, rotate=False, flip=False, intensity=0.0, invert=0.5)
+        np.testing.assert_array_equal(ya, y.astype(np.float32))  # targets never change
+        if xa.sum() < 0:
+            np.testing.assert_array_equal(xa, -x)
+            flips += 1
+        else:
+            np.testing.assert_array_equal(xa, x)
+    assert 150 < flips < 250
+    # invert=0 draws nothing: the random stream is that of the old augment
+    a = augment(x, y, np.random.default_rng(5), invert=0.0)[0]
+    b = augment(x, y, np.random.default_rng(5))[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pool_conditions_are_drawn_per_index_within_the_ranges():
+    from cryodet_dask.training import PoolRanges, draw_conditions
+
+    r = PoolRanges()
+    conds = [draw_conditions(7, i, r) for i in range(200)]
+    assert draw_conditions(7, 3, r) == conds[3]  # pure: depends on (seed, index) only
+    assert draw_conditions(8, 3, r) != conds[3]
+    for c in conds:
+        assert r.snr[0] <= c["snr"] <= r.snr[1] and r.tilt_range[0] <= c["tilt_range"] <= r.tilt_range[1]
+        assert r.defocus_um[0] <= c["defocus_um"] <= r.defocus_um[1]
+        assert r.voxel_size[0] <= c["voxel_size"] <= r.voxel_size[1]
+        assert len(c["templates"]) >= r.min_templates
+    assert {t for c in conds for t in c["templates"]} == {"4v4r", "4cr2", "3j9i", "1bxn", "7n4y", "6pxm"}
+    inverted = sum(c["inverted"] for c in conds)
+    assert 70 < inverted < 130
+    assert 20 < sum(c.get("n_membranes", 1) == 0 for c in conds) < 100
+    with pytest.raises(ParameterError):
+        PoolRanges(snr=(1.0, 0.5))
+
+
+def test_simulate_pool_writes_a_resumable_manifest_and_trains(tmp_path):
+    import mrcfile
+
+    from cryodet_dask.cli import main
+    from cryodet_dask.training import read_pool, simulate_pool
+
+    ranges = dict(inverted_fraction=1.0, density=(0.05, 0.05))
+    from cryodet_dask.training import PoolRanges
+
+    members = simulate_pool(tmp_path / "pool", 2, seed=1, shape=(24, 48, 48), ranges=PoolRanges(**ranges))
+    assert [m.name for m in members] == ["pool/0000", "pool/0001"]
+    assert all(m.conditions["inverted"] for m in members)
+    with mrcfile.open(members[0].tomogram) as m:
+        inverted = np.array(m.data)
+    # inverted contrast: particles (label > 0) brighter than the background on average
+    with mrcfile.open(members[0].labels) as m:
+        lab = np.array(m.data)
+    assert inverted[lab > 0].mean() > inverted[lab == 0].mean()
+    # the same call keeps complete members (no re-simulation: same bytes, same mtime)
+    mtime = members[0].tomogram.stat().st_mtime_ns
+    again = simulate_pool(tmp_path / "pool", 3, seed=1, shape=(24, 48, 48), ranges=PoolRanges(**ranges))
+    assert len(again) == 3 and again[0].tomogram.stat().st_mtime_ns == mtime
+    assert len(read_pool(tmp_path / "pool" / "pool.json")) == 3
+    # train from the pool, then fine-tune from that checkpoint with a cosine schedule
+    common = ["--patch-size", "16", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "2",
+              "--validation-batches", "1", "--threads", "1"]
+    assert main(["-q", "train", str(tmp_path / "a.pt"), "--pool", str(tmp_path / "pool"), "--network", "twohead",
+                 "--channels", "4,8", "--convs-per-level", "1,1", *common]) == 0
+    assert main(["-q", "train", str(tmp_path / "b.pt"), "--pool", str(tmp_path / "pool"),
+                 "--validation-pool", str(tmp_path / "pool"), "--init", str(tmp_path / "a.pt"),
+                 "--lr-schedule", "cosine", *common]) == 0
+    net = load(tmp_path / "b.pt")
+    assert net.config.heads == ("mask", "center") and net.config.channels == (4, 8)
+    t = net.config.training
+    assert t["init"]["sha256"] and t["pools"][0]["tomograms"] == 3
+    assert t["settings"]["lr_schedule"] == "cosine" and t["settings"]["invert"] == 0.5
+    assert main(["-q", "train", str(tmp_path / "c.pt"), "--pool", str(tmp_path / "nowhere")]) == 2

@@ -43,18 +43,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the particles; training is resumable: run the same command again to continue.",
     )
     p.add_argument("output", help="checkpoint file to write (.pt); the resumable state goes next to it")
-    p.add_argument("--tomogram", "-t", action="append", required=True, metavar="FILE",
+    p.add_argument("--tomogram", "-t", action="append", default=[], metavar="FILE",
                    help="training tomogram (repeat for several)")
-    p.add_argument("--labels", "-l", action="append", required=True, metavar="FILE",
+    p.add_argument("--labels", "-l", action="append", default=[], metavar="FILE",
                    help="instance label map of the tomogram given at the same position (repeat)")
+    p.add_argument("--pool", action="append", default=[], metavar="DIR",
+                   help="a training pool made by `cryodet-dask simulate-pool` (repeat; its tomograms, labels "
+                        "and centre targets are added to --tomogram/--labels)")
+    p.add_argument("--validation-pool", action="append", default=[], metavar="DIR",
+                   help="a pool of validation tomograms (repeat; added to --validation)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from these weights (fine-tuning); the architecture is the checkpoint's")
     p.add_argument("--center", action="append", default=None, metavar="FILE",
                    help="precomputed centre target per tomogram (e.g. the simulator's center.mrc); "
                         "default: computed from the labels")
     p.add_argument("--validation", action="append", type=_pair, default=None, metavar="TOMOGRAM,LABELS",
                    help="validation pair (repeat); default: hold out part of each training tomogram")
-    p.add_argument("--network", type=_heads, default=("mask",), metavar="segnet|centernet|twohead",
+    p.add_argument("--network", type=_heads, default=None, metavar="segnet|centernet|twohead",
                    help="which network: segnet (mask), centernet (centre map) or twohead (both, shared; "
-                        "half the inference cost); default: segnet")
+                        "half the inference cost); default: segnet, or the --init checkpoint's")
     p.add_argument("--channels", type=_ints, default=(32, 48, 64), metavar="C0,C1,...",
                    help="channels per level, finest first, last = bottleneck (default: 32,48,64, the seed)")
     p.add_argument("--convs-per-level", type=_ints, default=None, metavar="N0,N1,...",
@@ -82,6 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_bool_flag(p, "flip", True, "random flips of each axis")
     p.add_argument("--center-weight", type=positive_float, default=1.0, metavar="W",
                    help="weight of the centre MSE loss against the mask Dice loss (two-head; default 1)")
+    p.add_argument("--invert", type=fraction, default=0.5, metavar="P",
+                   help="probability of negating a patch, so both contrast polarities are learnt (default: 0.5)")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+                   help="plateau: halve the learning rate when validation stalls; cosine: decay it per step to "
+                        "1%% over --epochs x --steps-per-epoch (default: plateau)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_bool_flag(p, "amp", True, "mixed precision on CUDA devices")
@@ -96,20 +108,42 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ParameterError
     from ..training import TrainingConfig, train
 
+    from ..training import read_pool
+
     if len(args.tomogram) != len(args.labels):
         raise ParameterError(f"give one --labels per --tomogram ({len(args.tomogram)} vs {len(args.labels)})")
+    tomograms, labels = list(args.tomogram), list(args.labels)
+    centers = list(args.center) if args.center else None
+    if centers is not None and len(centers) != len(tomograms):
+        raise ParameterError(f"give one --center per --tomogram ({len(tomograms)} vs {len(centers)})")
+    pools = [(d, read_pool(d)) for d in args.pool]
+    vpools = [(d, read_pool(d)) for d in args.validation_pool]
+    for _, members in pools:
+        tomograms += [str(m.tomogram) for m in members]
+        labels += [str(m.labels) for m in members]
+        if centers is not None:
+            centers += [str(m.center) for m in members]
+    if not tomograms:
+        raise ParameterError("no training data: give --tomogram/--labels pairs or --pool")
+    validation = list(args.validation or []) + [(str(m.tomogram), str(m.labels)) for _, ms in vpools for m in ms]
+    provenance = {"pools": [{"path": str(d), "tomograms": len(ms), "conditions": [m.conditions for m in ms]}
+                            for d, ms in pools],
+                  "validation_pools": [{"path": str(d), "tomograms": len(ms)} for d, ms in vpools]}
     ps = args.patch_size * 3 if len(args.patch_size) == 1 else args.patch_size
     cfg = TrainingConfig(
         patch_size=ps, batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         validation_fraction=args.validation_fraction, validation_batches=args.validation_batches,
         learning_rate=args.learning_rate, patience=args.patience, jitter=args.jitter,
         background_fraction=args.background_fraction, rotate=args.rotate, flip=args.flip,
-        intensity=args.intensity, center_weight=args.center_weight, seed=args.seed, amp=args.amp,
+        intensity=args.intensity, center_weight=args.center_weight, invert=args.invert,
+        lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
         max_minutes=args.max_minutes,
     )
     result = train(
-        args.tomogram, args.labels, args.output, centers=args.center, validation=args.validation,
-        config=cfg, heads=args.network, channels=args.channels, convs_per_level=args.convs_per_level,
+        tomograms, labels, args.output, centers=centers, validation=validation or None,
+        config=cfg, heads=args.network or (None if args.init else ("mask",)),
+        channels=None if args.init else args.channels,
+        convs_per_level=None if args.init else args.convs_per_level, init=args.init, provenance=provenance,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )

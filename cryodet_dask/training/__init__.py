@@ -9,11 +9,19 @@ early stopping and a resumable state.
 from __future__ import annotations
 
 from ._augment import augment
+from ._pool import POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool, simulate_pool
 from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
 from ._sampler import TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins, split_region
 from ._targets import center_target, mask_target
 
 __all__ = [
+    "POOL_MANIFEST",
+    "PoolMember",
+    "PoolRanges",
+    "draw_conditions",
+    "invert_polarity",
+    "read_pool",
+    "simulate_pool",
     "TrainResult",
     "TrainingConfig",
     "TrainingVolume",

@@ -8,7 +8,7 @@ __all__ = ["augment"]
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, rotate: bool = True, flip: bool = True,
-            intensity: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+            intensity: float = 0.1, invert: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Randomly rotate, flip and jitter the intensity of one patch and its targets.
 
     Parameters
@@ -28,6 +28,11 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, rotate: b
         Intensity jitter: ``x * (1 + a) + b`` with ``a, b ~ U(-intensity, intensity)``
         (in normalized units), plus Gaussian noise of standard deviation
         ``U(0, intensity)``.
+    invert : float
+        Probability of negating the patch: the contrast polarity of real
+        tomograms depends on the reconstruction software, and a network that
+        sees both finds particles in either.  Applied before the intensity
+        jitter; the targets do not change.
 
     Returns
     -------
@@ -46,6 +51,8 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, rotate: b
                 y = np.flip(y, ax + 1)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.ascontiguousarray(y, dtype=np.float32)
+    if invert > 0 and rng.random() < invert:
+        x = -x
     if intensity > 0:
         a, b = rng.uniform(-intensity, intensity, size=2)
         sigma = rng.uniform(0, intensity)

@@ -64,6 +64,13 @@ class TrainingConfig:
         Intensity jitter amplitude (normalized units), see :func:`augment`.
     center_weight : float
         Weight of the centre-map MSE relative to the mask soft-Dice loss.
+    invert : float
+        Probability of negating a training patch (both contrast polarities).
+    lr_schedule : {"plateau", "cosine"}
+        ``plateau``: multiply the learning rate by ``lr_factor`` when validation
+        stalls; ``cosine``: decay it per step along a half cosine from
+        ``learning_rate`` to 1 % of it over ``epochs * steps_per_epoch`` steps
+        (a fixed budget; validation then only chooses the best epoch).
     seed : int
         Random seed (patches, augmentation, initial weights).
     amp : bool
@@ -89,6 +96,8 @@ class TrainingConfig:
     flip: bool = True
     intensity: float = 0.1
     center_weight: float = 1.0
+    invert: float = 0.5
+    lr_schedule: str = "plateau"
     seed: int = 0
     amp: bool = True
     max_minutes: float | None = None
@@ -110,6 +119,10 @@ class TrainingConfig:
             raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.background_fraction <= 1:
             raise ParameterError(f"background_fraction must be in [0, 1], got {self.background_fraction}")
+        if not 0 <= self.invert <= 1:
+            raise ParameterError(f"invert must be a probability in [0, 1], got {self.invert}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ParameterError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.jitter < 0 or self.patience < 1 or self.lr_patience < 0:
             raise ParameterError("jitter must be >= 0, patience >= 1 and lr_patience >= 0")
 
@@ -180,7 +193,8 @@ def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: Traini
         start = sample_origins(vols[k], regions[k], cfg.patch_size, 1, rng, cfg.jitter, cfg.background_fraction)[0]
         x, y = read_patch(vols[k], start, cfg.patch_size, heads)
         if aug:
-            x, y = augment(x, y, rng, rotate=cfg.rotate, flip=cfg.flip, intensity=cfg.intensity)
+            x, y = augment(x, y, rng, rotate=cfg.rotate, flip=cfg.flip, intensity=cfg.intensity,
+                           invert=cfg.invert)
         xs.append(x)
         ys.append(y)
     return np.stack(xs)[:, None], np.stack(ys)
@@ -203,6 +217,8 @@ def train(
     progress: bool = True,
     threads: int | None = None,
     command: str | None = None,
+    init: str | os.PathLike[str] | None = None,
+    provenance: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a SegNet, CenterNet or two-head network on (tomogram, label map) pairs.
@@ -243,6 +259,13 @@ def train(
         CPU threads for torch.
     command : str, optional
         The command line that started training, stored in the checkpoint.
+    init : path-like, optional
+        Start from the weights of this checkpoint (fine-tuning); its
+        architecture (and voxel size and centre smoothing) is used, and must
+        have the requested ``heads``.  Its path and SHA-256 are recorded.
+    provenance : dict, optional
+        More to record under ``training`` in the checkpoint (e.g. the
+        training pools and their imaging-condition ranges).
 
     Returns
     -------
@@ -257,6 +280,21 @@ def train(
         if bad:
             raise ParameterError(f"unknown training parameter(s): {sorted(bad)}")
         cfg = TrainingConfig(**{**asdict(cfg), **overrides})
+    init_state = None
+    init_record: dict[str, Any] | None = None
+    if init is not None:
+        import hashlib
+
+        init_state = read_checkpoint(init)
+        init_cfg = UNetConfig.from_dict(init_state["config"])
+        if heads is not None and tuple(heads) != tuple(init_cfg.heads):
+            raise ParameterError(f"{init}: holds a network with heads {list(init_cfg.heads)}, not {list(heads)}")
+        if model is not None or channels is not None or convs_per_level is not None:
+            raise ParameterError("give either init weights or an architecture (channels, convs), not both")
+        model = init_cfg.replace(training={})
+        init_record = {"path": str(Path(init).resolve()),
+                       "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest(),
+                       "training_command": (init_cfg.training or {}).get("command")}
     mcfg = model or UNetConfig()
     changes: dict[str, Any] = {}
     if heads is not None:
@@ -306,7 +344,17 @@ def train(
 
     torch.manual_seed(cfg.seed)
     net = UNet3D(mcfg).to(dev)
+    if init_state is not None:
+        try:
+            net.load_state_dict(init_state["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{init}: weights do not fit the network ({exc})") from None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    step_sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if cfg.lr_schedule == "cosine":
+        step_sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps)))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                        patience=cfg.lr_patience)
     use_amp = bool(cfg.amp and dev.type == "cuda")
@@ -323,6 +371,8 @@ def train(
             net.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            if step_sched is not None:
+                step_sched.load_state_dict(state["step_scheduler"])
             if use_amp and "scaler" in state:
                 scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -348,6 +398,9 @@ def train(
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "command": command,
         "cryodet_dask_version": __version__,
+        "torch_version": torch.__version__,
+        "init": init_record,
+        **(provenance or {}),
     }
 
     def _evaluate() -> float:
@@ -381,11 +434,14 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if step_sched is not None:
+                step_sched.step()
             running.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
         bar.close()
         val_loss = _evaluate()
-        sched.step(val_loss)
+        if step_sched is None:
+            sched.step(val_loss)
         epoch += 1
         history.append({"epoch": epoch, "train_loss": float(np.mean(running)), "validation_loss": val_loss,
                         "lr": float(opt.param_groups[0]["lr"]), "seconds": time.monotonic() - t0})
@@ -403,6 +459,7 @@ def train(
         net.config = mcfg.replace(training={**description, "epochs": epoch, "best_validation_loss": best})
         save(net, last_path, extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "step_scheduler": step_sched.state_dict() if step_sched is not None else None,
             "epoch": epoch, "best": best, "bad_epochs": bad, "history": history,
             "finished": finished})
         if out_of_time:

@@ -1,0 +1,69 @@
+"""``cryodet-dask simulate-pool``: many simulated tomograms under random imaging conditions, for training."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import int_triplet, nonneg_int, show_progress
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}") from None
+    return lo, hi
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..training import PoolRanges
+
+    d = PoolRanges()
+    p = sub.add_parser(
+        "simulate-pool",
+        help="simulate a pool of training tomograms with randomized SNR, tilt, defocus, voxel size, density, "
+             "membranes, templates and contrast polarity",
+        description="Simulate COUNT tomograms into OUT_DIR/0000, OUT_DIR/0001, ... (the files of `cryodet-dask "
+        "simulate`), each with imaging conditions drawn at random from the ranges below, and list them with "
+        "their conditions in OUT_DIR/pool.json, which `cryodet-dask train --pool OUT_DIR` reads. The draw of "
+        "tomogram i depends only on (--seed, i): the same command completes an interrupted pool, a larger "
+        "--count extends it, and pools with different seeds (training, validation, test) share no tomogram. "
+        "Units: voxels, Å, µm, degrees.",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="pool folder (created)")
+    p.add_argument("--count", "-n", type=nonneg_int, required=True, metavar="N", help="number of tomograms")
+    p.add_argument("--seed", type=nonneg_int, default=0, metavar="N", help="pool seed (default: 0)")
+    p.add_argument("--shape", type=int_triplet, default=(64, 160, 160), metavar="Z,Y,X",
+                   help="shape of every tomogram in voxels (default: 64,160,160)")
+    p.add_argument("--snr", type=_range, default=d.snr, metavar="LO,HI",
+                   help=f"SNR range, drawn log-uniformly (default: {d.snr[0]:g},{d.snr[1]:g})")
+    p.add_argument("--tilt-range", type=_range, default=d.tilt_range, metavar="LO,HI",
+                   help=f"maximum tilt range in degrees (default: {d.tilt_range[0]:g},{d.tilt_range[1]:g})")
+    p.add_argument("--defocus", type=_range, default=d.defocus_um, metavar="LO,HI",
+                   help=f"defocus range in µm, negative = underfocus (default: {d.defocus_um[0]:g},"
+                        f"{d.defocus_um[1]:g})")
+    p.add_argument("--voxel-size", type=_range, default=d.voxel_size, metavar="LO,HI",
+                   help=f"voxel size range in Å (default: {d.voxel_size[0]:g},{d.voxel_size[1]:g})")
+    p.add_argument("--density", type=_range, default=d.density, metavar="LO,HI",
+                   help=f"particle volume fraction range (default: {d.density[0]:g},{d.density[1]:g})")
+    p.add_argument("--membrane-probability", type=float, default=d.membrane_probability, metavar="P",
+                   help=f"probability that a tomogram has membranes (default: {d.membrane_probability:g})")
+    p.add_argument("--inverted-fraction", type=float, default=d.inverted_fraction, metavar="P",
+                   help=f"probability of inverted contrast, particles bright (default: {d.inverted_fraction:g})")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import PoolRanges, simulate_pool
+
+    shape = tuple(args.shape) * 3 if len(args.shape) == 1 else tuple(args.shape)
+    ranges = PoolRanges(snr=args.snr, tilt_range=args.tilt_range, defocus_um=args.defocus,
+                        voxel_size=args.voxel_size, density=args.density,
+                        membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction)
+    members = simulate_pool(args.out_dir, args.count, seed=args.seed, shape=shape, ranges=ranges,
+                            progress=show_progress(args))
+    if not args.quiet:
+        inv = sum(bool(m.conditions.get("inverted")) for m in members)
+        print(f"wrote {args.out_dir}: {len(members)} tomograms of {shape} voxels ({inv} with inverted contrast); "
+              f"pool.json lists their conditions")
+    return 0

@@ -1,0 +1,237 @@
+"""A pool of simulated training tomograms under randomized imaging conditions.
+
+Networks trained on one imaging condition fail on others (another SNR,
+missing wedge, defocus, pixel size, or the opposite contrast polarity, which
+depends on the reconstruction software).  :func:`simulate_pool` draws every
+tomogram's conditions at random from :class:`PoolRanges` and writes the
+simulator's files per tomogram plus a manifest, ``pool.json``, that
+:func:`read_pool` turns into the lists :func:`~cryodet_dask.training.train`
+takes.  The draw of tomogram *i* depends only on ``(seed, i)``: a pool can be
+extended or an interrupted one completed, and two pools with different seeds
+(training, validation, test) never share a tomogram.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+
+__all__ = ["PoolRanges", "PoolMember", "draw_conditions", "simulate_pool", "read_pool", "invert_polarity",
+           "POOL_MANIFEST"]
+
+log = logging.getLogger("cryodet_dask")
+
+#: File name of a pool's manifest.
+POOL_MANIFEST = "pool.json"
+
+_TEMPLATES = ("4v4r", "4cr2", "3j9i", "1bxn", "7n4y", "6pxm")
+
+
+@dataclass(frozen=True)
+class PoolRanges:
+    """Ranges the imaging conditions of a pool's tomograms are drawn from.
+
+    Attributes
+    ----------
+    snr : (float, float)
+        Signal-to-noise ratio, drawn log-uniformly.
+    tilt_range : (float, float)
+        Maximum tilt in degrees (±), uniform.
+    defocus_um : (float, float)
+        Defocus in µm (negative = underfocus), uniform.
+    voxel_size : (float, float)
+        Å per voxel, uniform: particles appear at other sizes in voxels (the
+        network is used at its checkpoint's voxel size; ``--rescale`` brings
+        other tomograms to it).
+    density : (float, float)
+        Particle volume fraction, uniform.
+    membrane_probability : float
+        Probability that a tomogram has membranes (else none, all particles free).
+    inverted_fraction : float
+        Probability that a tomogram's contrast is inverted (particles bright).
+    min_templates : int
+        Each tomogram holds a random subset of at least this many of the six
+        shipped templates.
+    """
+
+    snr: tuple[float, float] = (0.05, 1.0)
+    tilt_range: tuple[float, float] = (40.0, 70.0)
+    defocus_um: tuple[float, float] = (-6.0, -1.0)
+    voxel_size: tuple[float, float] = (8.5, 12.0)
+    density: tuple[float, float] = (0.04, 0.16)
+    membrane_probability: float = 0.7
+    inverted_fraction: float = 0.5
+    min_templates: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("snr", "tilt_range", "defocus_um", "voxel_size", "density"):
+            lo, hi = (float(v) for v in getattr(self, name))
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ParameterError(f"pool range {name} must be two finite numbers lo <= hi, got {(lo, hi)}")
+            object.__setattr__(self, name, (lo, hi))
+        if self.snr[0] <= 0 or self.voxel_size[0] <= 0:
+            raise ParameterError("pool SNR and voxel size ranges must be positive")
+        if not (0 < self.tilt_range[0] and self.tilt_range[1] <= 90):
+            raise ParameterError(f"pool tilt range must lie in (0, 90] degrees, got {self.tilt_range}")
+        if not (0 <= self.density[0] and self.density[1] <= 0.5):
+            raise ParameterError(f"pool density must lie in [0, 0.5], got {self.density}")
+        for name in ("membrane_probability", "inverted_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ParameterError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 1 <= self.min_templates <= len(_TEMPLATES):
+            raise ParameterError(f"min_templates must be in 1..{len(_TEMPLATES)}, got {self.min_templates}")
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One tomogram of a pool: its files and the conditions it was simulated with."""
+
+    name: str
+    tomogram: Path
+    labels: Path
+    center: Path
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+
+def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges()) -> dict[str, Any]:
+    """The random imaging conditions of tomogram ``index`` of the pool with ``seed`` (pure).
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`~cryodet_dask.simulation.simulate`
+        (``snr``, ``tilt_range``, ``defocus_um``, ``voxel_size``, ``density``,
+        ``templates``, ``n_membranes`` when none, ``seed``) plus ``inverted``.
+    """
+    rng = np.random.default_rng([int(seed), int(index), 20261130])
+    lo, hi = np.log(ranges.snr[0]), np.log(ranges.snr[1])
+    k = int(rng.integers(ranges.min_templates, len(_TEMPLATES) + 1))
+    templates = tuple(sorted(rng.choice(len(_TEMPLATES), size=k, replace=False).tolist()))
+    cond: dict[str, Any] = {
+        "seed": int(rng.integers(2**31 - 1)),
+        "snr": round(float(np.exp(rng.uniform(lo, hi))), 4),
+        "tilt_range": round(float(rng.uniform(*ranges.tilt_range)), 2),
+        "defocus_um": round(float(rng.uniform(*ranges.defocus_um)), 3),
+        "voxel_size": round(float(rng.uniform(*ranges.voxel_size)), 3),
+        "density": round(float(rng.uniform(*ranges.density)), 4),
+        "templates": [_TEMPLATES[t] for t in templates],
+    }
+    if rng.random() >= ranges.membrane_probability:
+        cond["n_membranes"] = 0
+        cond["membrane_fraction"] = 0.0
+    cond["inverted"] = bool(rng.random() < ranges.inverted_fraction)
+    return cond
+
+
+def invert_polarity(path: str | os.PathLike[str]) -> None:
+    """Negate an MRC tomogram in place (zero-mean, so only the contrast flips); header statistics updated."""
+    import mrcfile
+
+    with mrcfile.mmap(path, mode="r+") as m:
+        m.data[...] = -m.data
+        m.update_header_stats()
+
+
+def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
+                  shape: tuple[int, int, int] = (64, 160, 160), ranges: PoolRanges = PoolRanges(),
+                  progress: bool = False) -> list[PoolMember]:
+    """Simulate ``count`` tomograms with random imaging conditions into ``out_dir``.
+
+    Tomogram *i* goes to ``out_dir/NNNN/`` (the simulator's files; its contrast
+    negated when drawn ``inverted``) and is listed in ``out_dir/pool.json``
+    with its conditions.  Tomograms already complete (listed in the manifest
+    with the same conditions) are kept, so an interrupted pool is completed
+    by the same call and a larger ``count`` extends it.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Pool folder (created).
+    count : int
+        Number of tomograms.
+    seed : int
+        Pool seed; tomogram *i*'s conditions are :func:`draw_conditions` (seed, i).
+    shape : (int, int, int)
+        Shape of every tomogram (z, y, x) in voxels.
+    ranges : PoolRanges
+        Where conditions are drawn from.
+    progress : bool
+        A progress bar (tqdm).
+
+    Returns
+    -------
+    list of PoolMember
+    """
+    from tqdm.auto import tqdm
+
+    from ..io import atomic_output
+    from ..simulation import simulate
+
+    if count < 1:
+        raise ParameterError(f"a pool needs at least one tomogram, got {count}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / POOL_MANIFEST
+    old: dict[str, Any] = {}
+    if manifest_path.exists():
+        old = {m["name"]: m for m in json.loads(manifest_path.read_text())["members"]}
+    members: list[dict[str, Any]] = []
+    shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+    for i in tqdm(range(count), desc="simulating pool", disable=not progress, unit="tomogram"):
+        name = f"{i:04d}"
+        cond = draw_conditions(seed, i, ranges)
+        entry = {"name": name, "conditions": cond, "shape": list(shape)}
+        folder = out / name
+        done = old.get(name)
+        if not (done and done.get("conditions") == cond and done.get("shape") == list(shape)
+                and (folder / "simulation.json").exists()):
+            params = {k: v for k, v in cond.items() if k != "inverted"}
+            params["templates"] = tuple(params["templates"])
+            res = simulate(folder, shape=shape, overwrite=True, **params)
+            if cond["inverted"]:
+                invert_polarity(folder / "tomogram.mrc")
+            entry["n_particles"] = res.n_particles
+            entry["measured_snr"] = res.snr
+        else:
+            entry.update({k: done[k] for k in ("n_particles", "measured_snr") if k in done})
+        members.append(entry)
+        # the manifest lists only complete tomograms: rewritten after each one
+        with atomic_output(manifest_path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps({"format": "cryodet-dask-pool", "seed": int(seed),
+                                             "ranges": asdict(ranges), "members": members}, indent=1))
+    return read_pool(out)
+
+
+def read_pool(path: str | os.PathLike[str]) -> list[PoolMember]:
+    """The members of the pool in ``path`` (a pool folder or its ``pool.json``)."""
+    p = Path(path)
+    manifest = p / POOL_MANIFEST if p.is_dir() else p
+    if not manifest.exists():
+        raise InputError(f"{p}: not a training pool (no {POOL_MANIFEST}; make one with `cryodet-dask "
+                         f"simulate-pool`)")
+    try:
+        data = json.loads(manifest.read_text())
+        members = data["members"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{manifest}: not a valid pool manifest ({exc})") from None
+    root = manifest.parent
+    out = []
+    for m in members:
+        folder = root / m["name"]
+        paths = {k: folder / f"{k}.mrc" for k in ("tomogram", "labels", "center")}
+        missing = [str(v) for v in paths.values() if not v.exists()]
+        if missing:
+            raise InputError(f"{manifest}: member {m['name']} is incomplete (missing {missing[0]})")
+        out.append(PoolMember(name=f"{root.name}/{m['name']}", conditions=dict(m["conditions"]), **paths))
+    if not out:
+        raise InputError(f"{manifest}: the pool is empty")
+    return out
