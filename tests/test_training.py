@@ -255,7 +255,8 @@ def test_simulate_pool_writes_a_resumable_manifest_and_trains(tmp_path):
                  "--channels", "4,8", "--convs-per-level", "1,1", *common]) == 0
     assert main(["-q", "train", str(tmp_path / "b.pt"), "--pool", str(tmp_path / "pool"),
                  "--validation-pool", str(tmp_path / "pool"), "--init", str(tmp_path / "a.pt"),
-                 "--lr-schedule", "cosine", *common]) == 0
+                 "--lr-schedule", "cosine", "--snapshot-every", "1", *common]) == 0
+    assert (tmp_path / "b.epoch001.pt").exists()
     net = load(tmp_path / "b.pt")
     assert net.config.heads == ("mask", "center") and net.config.channels == (4, 8)
     t = net.config.training

@@ -100,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="MIN",
                    help="stop after the epoch that passes this wall-clock time")
+    p.add_argument("--snapshot-every", type=nonneg_int, default=0, metavar="N",
+                   help="also keep the weights every N epochs as OUT.epochNNN.pt, for learning curves (default: 0, "
+                        "never)")
     add_bool_flag(p, "resume", True, "continue from the state left by an earlier run of the same command")
     p.set_defaults(func=run)
 
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         background_fraction=args.background_fraction, rotate=args.rotate, flip=args.flip,
         intensity=args.intensity, center_weight=args.center_weight, invert=args.invert,
         lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
-        max_minutes=args.max_minutes,
+        max_minutes=args.max_minutes, snapshot_every=args.snapshot_every,
     )
     result = train(
         tomograms, labels, args.output, centers=centers, validation=validation or None,

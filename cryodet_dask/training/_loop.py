@@ -77,6 +77,9 @@ class TrainingConfig:
         Mixed precision (float16 autocast + gradient scaling) on CUDA devices.
     max_minutes : float, optional
         Stop after the epoch during which this much wall-clock time was spent.
+    snapshot_every : int
+        Also keep the weights after every this many epochs as
+        ``OUT.epochNNN.pt`` (for learning curves); 0 = never.
     """
 
     patch_size: tuple[int, int, int] = (56, 56, 56)
@@ -101,6 +104,7 @@ class TrainingConfig:
     seed: int = 0
     amp: bool = True
     max_minutes: float | None = None
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
         ps = self.patch_size
@@ -455,6 +459,10 @@ def train(
             bad += 1
         if bad >= cfg.patience:
             finished = stopped_early = True
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+            net.config = mcfg.replace(training={**description, "epochs": epoch, "validation_loss": val_loss,
+                                                "steps": epoch * cfg.steps_per_epoch})
+            save(net, output.with_name(f"{output.stem}.epoch{epoch:03d}{output.suffix or '.pt'}"))
         out_of_time = cfg.max_minutes is not None and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
         net.config = mcfg.replace(training={**description, "epochs": epoch, "best_validation_loss": best})
         save(net, last_path, extra={
