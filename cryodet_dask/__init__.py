@@ -10,6 +10,7 @@ The pipeline, one module per stage::
     postprocessing  chunk-aware instance labelling and centres        postprocess
     exports         labels (MRC, OME-Zarr), centres (TXT, CSV, STAR)  export
     evaluation      precision / recall against ground truth           evaluate
+    particles       picks in every cryo-ET format (STAR, copick, ...)  read_particles, write_particles
     resampling      another voxel size, lazily (detect --rescale)     resampling.resample
     detection       all of the above, end to end                      detect
 
@@ -36,6 +37,8 @@ _LAZY = {
     "export": ("cryodet_dask.exports", "export"),
     "evaluate": ("cryodet_dask.evaluation", "evaluate"),
     "detect": ("cryodet_dask.detection", "detect"),
+    "read_particles": ("cryodet_dask.particles", "read_particles"),
+    "write_particles": ("cryodet_dask.particles", "write_particles"),
 }
 
 __all__ = ["CryodetError", "Tomogram", "__version__", "convert", "load", "write_mrc", *_LAZY]

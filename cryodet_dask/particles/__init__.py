@@ -1,0 +1,24 @@
+"""Particle tables: one reader and one writer for every picks format cryo-ET tools write.
+
+:func:`read_particles` reads RELION 3/4/5 STAR (any layout, several data blocks,
+optics groups, unbinned pixels, centred Å with the project's ``tomograms.star``),
+STOPGAP and TomoMan STAR, copick point JSON, IMOD models, Dynamo tables, CSV with
+or without a header (comma, tab, pipe; voxel or Å columns), the seed's TXT,
+TARDIS CSV and the CZII challenge CSV, and returns one DataFrame with ``x, y, z``
+in voxels of the target tomogram and ``x_angst, y_angst, z_angst`` in Å.
+Units are never guessed: a file whose unit cannot be resolved from what it or
+the caller says raises a one-line :class:`~cryodet_dask.errors.ParameterError`
+naming the option that resolves it.
+
+:func:`write_particles` writes such a table as STAR (RELION 5), CSV, CZII CSV,
+TARDIS CSV, the seed's TXT, copick JSON, IMOD ``.mod`` or Dynamo ``.tbl``.
+"""
+
+from __future__ import annotations
+
+from ._read import READ_FORMATS, TomogramInfo, format_from_path, read_particles
+from ._tables import UNITS
+from ._write import WRITE_FORMATS, write_particles
+
+__all__ = ["read_particles", "write_particles", "READ_FORMATS", "WRITE_FORMATS", "UNITS", "TomogramInfo",
+           "format_from_path"]

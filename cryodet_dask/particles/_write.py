@@ -1,0 +1,271 @@
+"""``write_particles``: one particle DataFrame to any writable format, atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ParameterError
+from ..io import atomic_output
+from ._read import format_from_path
+
+log = logging.getLogger("cryodet_dask")
+
+__all__ = ["write_particles", "WRITE_FORMATS"]
+
+#: format name -> what is written
+WRITE_FORMATS = {
+    "star": "RELION 5 particles STAR: rlnTomoName, rlnCoordinateX/Y/Z (voxels of the tomogram), "
+            "rlnCenteredCoordinateX/Y/ZAngst when the tomogram's shape and voxel size are known, angles, "
+            "class, rlnAutopickFigureOfMerit; several tomograms in one file (RELION 5 particle import)",
+    "csv": "CSV: x, y, z (voxels), x_angst, y_angst, z_angst (Å), and tomo_name, class, score, rot, tilt, psi",
+    "czii": "CZII CSV: experiment, particle_type, x, y, z in Å",
+    "tardis": "TARDIS CSV: IDs, X [A], Y [A], Z [A]",
+    "txt": "the seed's TXT (PositionX/Y/Z in Å, VolumeX/Y/Z voxel indices)",
+    "copick": "copick point JSON (Å, transformation_ from the angles)",
+    "imod": "IMOD model .mod (scattered points, one object per class, voxels)",
+    "dynamo": "Dynamo table .tbl (voxels, tdrot/tilt/narot from the angles)",
+}
+
+
+def _xyz(df: pd.DataFrame) -> np.ndarray:
+    missing = [a for a in "xyz" if a not in df.columns]
+    if missing:
+        raise ParameterError(f"particle table has no {', '.join(missing)} column (voxels)")
+    c = df[["x", "y", "z"]].to_numpy(np.float64)
+    if not np.isfinite(c).all():
+        raise ParameterError("particle table has missing (NaN) or infinite coordinates")
+    return c
+
+
+def _voxel_size(df: pd.DataFrame, voxel_size: float | None) -> float | None:
+    if voxel_size:
+        return float(voxel_size)
+    if df.attrs.get("voxel_size"):
+        return float(df.attrs["voxel_size"])
+    if {"x_angst", "x"} <= set(df.columns):
+        a, v = df["x_angst"].to_numpy(float), df["x"].to_numpy(float)
+        ok = np.isfinite(a) & (np.abs(v) > 1e-9)
+        if ok.any():
+            return float(np.median(a[ok] / v[ok]))
+    return None
+
+
+def _need_vs(vs: float | None, fmt: str) -> float:
+    if vs is None:
+        raise ParameterError(f"writing {fmt} needs the voxel size in Å (--voxel-size) to give coordinates in Å")
+    return vs
+
+
+def _names(df: pd.DataFrame, tomogram_name: str | None, default: str) -> np.ndarray:
+    if tomogram_name:
+        return np.full(len(df), str(tomogram_name), dtype=object)
+    if "tomo_name" in df.columns:
+        return df["tomo_name"].astype(str).to_numpy()
+    return np.full(len(df), default, dtype=object)
+
+
+def _class_ids(df: pd.DataFrame) -> np.ndarray | None:
+    """Classes as integers 1..K (numbers kept as they are, names numbered in sorted order)."""
+    if "class" not in df.columns:
+        return None
+    cls = df["class"].astype(str)
+    try:
+        return cls.astype(float).astype(int).to_numpy()
+    except ValueError:
+        order = {c: k + 1 for k, c in enumerate(sorted(cls.unique()))}
+        log.info("class names numbered for this format: %s", ", ".join(f"{c}={k}" for c, k in order.items()))
+        return cls.map(order).to_numpy()
+
+
+def _via_tempdir(tmp: Path, name: str, write: Callable[[Path], None]) -> None:
+    """Let a library write under a normal file name, then move its file to ``tmp``."""
+    with tempfile.TemporaryDirectory(dir=tmp.parent) as d:
+        p = Path(d) / name
+        write(p)
+        shutil.move(str(p), tmp)
+
+
+def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str | None = None, *,
+                    voxel_size: float | None = None, shape: Sequence[int] | None = None,
+                    shapes: Mapping[str, Sequence[int]] | None = None, tomogram_name: str | None = None,
+                    object_name: str | None = None, user_id: str = "cryodet-dask", session_id: str = "0",
+                    overwrite: bool = False) -> Path:
+    """Write a particle table (``x, y, z`` in voxels, as :func:`read_particles` returns) to ``path``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``x, y, z`` in voxels; optional ``x_angst`` ..., ``tomo_name``, ``class``,
+        ``score``, ``rot, tilt, psi`` (RELION ZYZ degrees), ``instance``.
+    path : path-like
+        Output file; written under a temporary name and renamed when complete.
+    format : str, optional
+        One of :data:`WRITE_FORMATS` (default: from the extension; ``.csv`` is the
+        cryodet-dask CSV, ``czii`` and ``tardis`` must be asked for).
+    voxel_size : float, optional
+        Å per voxel (default: ``df.attrs['voxel_size']`` or the ratio of ``x_angst`` to
+        ``x``).  Needed by the formats in Å (copick, CZII, TARDIS, TXT) and for
+        centred STAR coordinates.
+    shape, shapes : optional
+        The tomogram's shape (z, y, x), or one per ``tomo_name``, for STAR's
+        ``rlnCenteredCoordinate*Angst`` (default: ``df.attrs['shape']``).
+    tomogram_name : str, optional
+        Name written for every row (``rlnTomoName``, CZII ``experiment``, copick
+        ``run_name``); default: the ``tomo_name`` column, else the file's stem.
+    object_name, user_id, session_id : str
+        copick ``pickable_object_name`` (default: the single class, else
+        ``particle``), ``user_id`` and ``session_id``.
+    overwrite : bool
+        Replace an existing file.
+    """
+    path = Path(path)
+    fmt = format_from_path(path, format, known=WRITE_FORMATS)
+    c = _xyz(df)
+    vs = _voxel_size(df, voxel_size)
+    n = len(df)
+    stem = path.name.split(".")[0] or "tomogram"
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        if fmt == "csv":
+            out = pd.DataFrame({"x": c[:, 0], "y": c[:, 1], "z": c[:, 2]})
+            for k, a in enumerate("xyz"):
+                out[f"{a}_angst"] = c[:, k] * vs if vs else np.nan
+            for col in ("tomo_name", "class", "score", "rot", "tilt", "psi", "instance"):
+                if col in df.columns:
+                    out[col] = df[col].to_numpy()
+            out.to_csv(tmp, index=False, float_format="%.6g")
+        elif fmt in ("czii", "tardis"):
+            a = c * _need_vs(vs, fmt)
+            if fmt == "czii":
+                cls = df["class"].astype(str).to_numpy() if "class" in df.columns else None
+                if cls is None:
+                    if not object_name:
+                        raise ParameterError("the CZII layout needs a particle_type: a class column or object_name")
+                    cls = np.full(n, object_name, dtype=object)
+                out = pd.DataFrame({"id": np.arange(n), "experiment": _names(df, tomogram_name, stem),
+                                    "particle_type": cls, "x": a[:, 0], "y": a[:, 1], "z": a[:, 2]})
+            else:
+                ids = df["instance"].to_numpy() if "instance" in df.columns else np.arange(n)
+                out = pd.DataFrame({"IDs": ids, "X [A]": a[:, 0], "Y [A]": a[:, 1], "Z [A]": a[:, 2]})
+            out.to_csv(tmp, index=False, float_format="%.6g")
+        elif fmt == "txt":
+            from ..exports import write_centers_txt
+
+            tmp.unlink(missing_ok=True)
+            write_centers_txt(c[:, ::-1], tmp, _need_vs(vs, "the seed's TXT"), overwrite=True)
+        elif fmt == "star":
+            _write_star(df, c, vs, tmp, shape=shape, shapes=shapes, names=_names(df, tomogram_name, stem))
+        elif fmt == "copick":
+            _write_copick(df, c * _need_vs(vs, "copick"), vs, tmp, tomogram_name=tomogram_name,
+                          object_name=object_name, user_id=user_id, session_id=session_id)
+        elif fmt == "imod":
+            import imodmodel
+
+            cls = _class_ids(df)
+            obj = (cls - cls.min()) if cls is not None and n else np.zeros(n, int)
+            m = pd.DataFrame({"object_id": obj.astype(int), "contour_id": np.zeros(n, int),
+                              "x": c[:, 0], "y": c[:, 1], "z": c[:, 2]})
+            def write_mod(p: Path) -> None:
+                with warnings.catch_warnings():  # imodmodel calls pydantic's deprecated .dict()
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    imodmodel.write(m, p)
+
+            _via_tempdir(tmp, "model.mod", write_mod)
+        elif fmt == "dynamo":
+            import dynamotable
+
+            from ._angles import relion_to_dynamo
+
+            t = pd.DataFrame({"tag": np.arange(1, n + 1), "x": c[:, 0], "y": c[:, 1], "z": c[:, 2]})
+            if {"rot", "tilt", "psi"} <= set(df.columns):
+                ang = relion_to_dynamo(df[["rot", "tilt", "psi"]].to_numpy(float))
+                t["tdrot"], t["tilt"], t["narot"] = ang[:, 0], ang[:, 1], ang[:, 2]
+            if "score" in df.columns:
+                t["cc"] = df["score"].fillna(0).to_numpy(float)
+            cls = _class_ids(df)
+            if cls is not None:
+                t["class"] = cls
+            if "tomo_name" in df.columns:
+                names = df["tomo_name"].astype(str)
+                try:
+                    t["tomo"] = names.astype(int).to_numpy()
+                except ValueError:
+                    order = {nm: k + 1 for k, nm in enumerate(sorted(names.unique()))}
+                    log.info("Dynamo tomogram numbers: %s", ", ".join(f"{nm}={k}" for nm, k in order.items()))
+                    t["tomo"] = names.map(order).to_numpy()
+            _via_tempdir(tmp, "table.tbl", lambda p: dynamotable.write(t, str(p)))
+        else:  # pragma: no cover
+            raise ParameterError(f"cannot write {fmt!r}")
+    return path
+
+
+def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | None, tmp: Path, *, shape, shapes, names) -> None:
+    import starfile
+
+    out = pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
+                        "rlnCoordinateZ": c[:, 2]})
+    shape = shape if shape is not None else df.attrs.get("shape")
+    if shapes is None and shape is not None:
+        shapes = {nm: shape for nm in set(names)}
+    if vs is not None and shapes is not None:
+        missing = sorted(set(names) - set(shapes))
+        if missing:
+            raise ParameterError(f"no tomogram shape for {missing[0]!r} (give one per tomogram name)")
+        sz = np.array([list(shapes[nm])[::-1] for nm in names], np.float64).reshape(-1, 3)
+        centred = (c - sz / 2.0) * vs
+        for k, a in enumerate("XYZ"):
+            out[f"rlnCenteredCoordinate{a}Angst"] = centred[:, k]
+    else:
+        log.info("STAR written without rlnCenteredCoordinate*Angst (needs the voxel size and the tomogram's shape)")
+    if {"rot", "tilt", "psi"} <= set(df.columns):
+        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = (df[a].to_numpy(float)
+                                                                       for a in ("rot", "tilt", "psi"))
+    cls = _class_ids(df)
+    if cls is not None:
+        out["rlnClassNumber"] = cls
+    if "score" in df.columns:
+        out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy(float)
+    _via_tempdir(tmp, "particles.star", lambda p: starfile.write({"particles": out}, p))
+
+
+def _write_copick(df: pd.DataFrame, a: np.ndarray, vs: float, tmp: Path, *, tomogram_name, object_name, user_id,
+                  session_id) -> None:
+    from ._angles import relion_to_matrices
+
+    if object_name is None:
+        classes = df["class"].astype(str).unique() if "class" in df.columns else []
+        if len(classes) > 1:
+            raise ParameterError(f"a copick pick file holds one object; the table has {len(classes)} classes "
+                                 "(write one file per class, or give object_name)")
+        object_name = classes[0] if len(classes) else "particle"
+    run = tomogram_name
+    if run is None and "tomo_name" in df.columns and df["tomo_name"].nunique() == 1:
+        run = str(df["tomo_name"].iloc[0])
+    mats = np.tile(np.eye(4), (len(df), 1, 1))
+    if {"rot", "tilt", "psi"} <= set(df.columns) and len(df):
+        mats[:, :3, :3] = relion_to_matrices(df[["rot", "tilt", "psi"]].to_numpy(float))
+    score = df["score"].to_numpy(float) if "score" in df.columns else np.ones(len(df))
+    inst = df["instance"].to_numpy() if "instance" in df.columns else np.zeros(len(df), int)
+    points = []
+    for k in range(len(df)):
+        try:
+            iid = int(inst[k])
+        except (TypeError, ValueError):
+            iid = 0
+        points.append({"location": {"x": float(a[k, 0]), "y": float(a[k, 1]), "z": float(a[k, 2])},
+                       "transformation_": mats[k].tolist(), "instance_id": iid,
+                       "score": float(score[k]) if np.isfinite(score[k]) else 1.0})
+    doc = {"pickable_object_name": str(object_name), "user_id": user_id, "session_id": str(session_id),
+           "run_name": run, "voxel_spacing": vs, "unit": "angstrom", "points": points,
+           "trust_orientation": bool({"rot", "tilt", "psi"} <= set(df.columns))}
+    tmp.write_text(json.dumps(doc, indent=1))

@@ -1,0 +1,406 @@
+"""cryodet_dask.particles: every particle file other tools wrote, and round trips through every writable format.
+
+The files in ``shared/data/particle_lists/`` were written by RELION, the CZ cryoET Data
+Portal's fixtures, copick, IMOD, STOPGAP, TomoMan and TARDIS.  Each test takes its
+expected row count and first/last coordinates from the file itself with plain Python
+(a hand-rolled STAR loop reader, csv, json, struct for IMOD), independently of the
+reader under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryodet_dask.errors import CryodetError, InputError, ParameterError
+from cryodet_dask.particles import READ_FORMATS, WRITE_FORMATS, TomogramInfo, read_particles, write_particles
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "particle_lists"
+FIX = SHARED / "cryoet_data_portal_fixtures"
+R5 = SHARED / "relion5_project"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
+
+
+# ------------------------------------------------------------------ independent plain-Python readers
+
+def star_loop(path: Path, block: str) -> tuple[list[str], list[list[str]]]:
+    """Column names and rows of ``data_<block>``'s loop, read line by line."""
+    lines = path.read_text().splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.strip() == f"data_{block}")
+    while lines[i].strip() != "loop_":
+        i += 1
+    i += 1
+    cols = []
+    while i < len(lines) and (lines[i].strip().startswith("_") or not lines[i].strip()):
+        if lines[i].strip():
+            cols.append(lines[i].split()[0][1:])
+        elif cols and i + 1 < len(lines) and not lines[i + 1].strip().startswith("_"):
+            i += 1
+            break
+        i += 1
+    rows = []
+    while i < len(lines):
+        s = lines[i].strip()
+        if s.startswith("data_"):
+            break
+        if s and not s.startswith("#"):
+            rows.append(s.split())
+        elif rows and not s:
+            break
+        i += 1
+    return cols, rows
+
+
+def col(cols: list[str], rows: list[list[str]], name: str) -> list[float]:
+    k = cols.index(name)
+    return [float(r[k]) for r in rows]
+
+
+def imod_points(path: Path) -> list[tuple[float, float, float]]:
+    """Points of every CONT chunk of an IMOD model (big-endian: psize, flags, time, surf, then x y z floats)."""
+    data = path.read_bytes()
+    pts, k = [], data.find(b"CONT")
+    while k >= 0:
+        n = struct.unpack(">i", data[k + 4:k + 8])[0]
+        vals = struct.unpack(f">{3 * n}f", data[k + 20:k + 20 + 12 * n])
+        pts += [tuple(vals[j:j + 3]) for j in range(0, len(vals), 3)]
+        k = data.find(b"CONT", k + 20 + 12 * n)
+    return pts
+
+
+def tomograms_star() -> dict[str, tuple[float, float, float, float, float]]:
+    cols, rows = star_loop(R5 / "Tomograms/job_tomo/tomograms.star", "global")
+    out = {}
+    for r in rows:
+        g = dict(zip(cols, r))
+        out[g["rlnTomoName"]] = (float(g["rlnTomoSizeX"]), float(g["rlnTomoSizeY"]), float(g["rlnTomoSizeZ"]),
+                                 float(g["rlnTomoTiltSeriesPixelSize"]), float(g["rlnTomoTomogramBinning"]))
+    return out
+
+
+def check_first_last(df: pd.DataFrame, expected: list[tuple[float, float, float]]) -> None:
+    assert len(df) == len(expected)
+    for row, exp in ((0, expected[0]), (-1, expected[-1])):
+        np.testing.assert_allclose(df[["x", "y", "z"]].to_numpy()[row], exp, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the CZ cryoET Data Portal fixtures
+
+@needs_shared
+def test_relion3_star():
+    cols, rows = star_loop(FIX / "relion_3_star.star", "")
+    exp = list(zip(*(col(cols, rows, f"rlnCoordinate{a}") for a in "XYZ")))
+    df = read_particles(FIX / "relion_3_star.star")
+    check_first_last(df, exp)
+    assert df.attrs["format"] == "relion3" and df.attrs["unit"] == "voxel"
+    np.testing.assert_allclose(df[["rot", "tilt", "psi"]].iloc[0], [float(rows[0][cols.index(n)]) for n in
+                                                                    ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")])
+    # rlnMicrographName selection, with or without the extension
+    sel = [r for r in rows if r[cols.index("rlnMicrographName")] == "tomo_2.tomostar"]
+    assert len(read_particles(FIX / "relion_3_star.star", tomogram_name="tomo_2")) == len(sel)
+    assert len(read_particles(FIX / "relion_3_star.star", tomogram_name="tomo_2.tomostar")) == len(sel)
+
+
+@needs_shared
+def test_relion4_star_unbinned_pixels_need_the_binning():
+    cols, rows = star_loop(FIX / "relion_4_star.star", "particles")
+    exp = list(zip(*(col(cols, rows, f"rlnCoordinate{a}") for a in "XYZ")))
+    with pytest.raises(ParameterError, match="binning"):
+        read_particles(FIX / "relion_4_star.star")
+    check_first_last(read_particles(FIX / "relion_4_star.star", binning=1), exp)
+    df = read_particles(FIX / "relion_4_star.star", binning=2)
+    check_first_last(df, [tuple(v / 2 for v in e) for e in exp])
+    assert set(df["tomo_name"]) == {r[cols.index("rlnTomoName")] for r in rows}
+    assert df.attrs["format"] == "relion4"
+
+
+@needs_shared
+def test_stopgap_star():
+    cols, rows = star_loop(FIX / "stopgap_star.star", "stopgap_motivelist")
+    exp = list(zip(*(col(cols, rows, f"orig_{a}") for a in "xyz")))
+    df = read_particles(FIX / "stopgap_star.star")
+    check_first_last(df, exp)
+    np.testing.assert_allclose(df["score"], col(cols, rows, "score"))
+    assert df.attrs["format"] == "stopgap"
+
+
+@needs_shared
+def test_tomoman_star():
+    cols, rows = star_loop(FIX / "tomoman_relion_star.star", "")
+    exp = list(zip(*(col(cols, rows, f"rlnCoordinate{a}") for a in "XYZ")))
+    df = read_particles(FIX / "tomoman_relion_star.star")
+    check_first_last(df, exp)
+    n1 = sum(r[cols.index("rlnTomoName")] == "grid_1_lamella1_pos2" for r in rows)
+    assert len(read_particles(FIX / "tomoman_relion_star.star", tomogram_name="grid_1_lamella1_pos2")) == n1
+
+
+@pytest.mark.parametrize("name,delim,header", [("points.csv", ",", False), ("points_tab_delim.csv", "\t", False),
+                                               ("points_with_header.csv", ",", True),
+                                               ("points_with_header_pipe_delim.csv", "|", True)])
+@needs_shared
+def test_plain_csv(name, delim, header):
+    with open(FIX / name, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=delim) if r]
+    if header:
+        rows = rows[1:]
+    exp = [tuple(float(v) for v in r[:3]) for r in rows]
+    df = read_particles(FIX / name)
+    check_first_last(df, exp)
+    assert df.attrs["unit"] == "voxel"
+
+
+@needs_shared
+def test_tardis_csv_in_angstrom():
+    with open(FIX / "tardis.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == ["X [A]", "Y [A]", "Z [A]"]
+    exp = [tuple(float(v) / 2.0 for v in r[1:4]) for r in rows[1:]]
+    with pytest.raises(ParameterError, match="voxel_size"):
+        read_particles(FIX / "tardis.csv")
+    df = read_particles(FIX / "tardis.csv", voxel_size=2.0)
+    check_first_last(df, exp)
+    np.testing.assert_allclose(df["x_angst"].iloc[-1], float(rows[-1][1]))
+    assert df.attrs["format"] == "tardis"
+
+
+@pytest.mark.parametrize("name", ["copick.json", "copick_instance.json"])
+@needs_shared
+def test_copick_json(name):
+    from cryodet_dask.particles._angles import relion_to_matrices
+
+    doc = json.loads((FIX / name).read_text())
+    exp = [tuple(p["location"][a] / 10.0 for a in "xyz") for p in doc["points"]]
+    df = read_particles(FIX / name, voxel_size=10.0)
+    check_first_last(df, exp)
+    assert set(df["class"]) == {doc["pickable_object_name"]}
+    for k in (0, -1):  # the angles give back the file's rotation matrix
+        m = np.asarray(doc["points"][k]["transformation_"])[:3, :3]
+        np.testing.assert_allclose(relion_to_matrices(df[["rot", "tilt", "psi"]].to_numpy()[k]), m[None], atol=1e-9)
+
+
+@needs_shared
+def test_copick_angles_match_the_relion_fixture():
+    """copick.json holds the RELION 3 fixture's first particle orientation (90, 45, 180): same rotation."""
+    from cryodet_dask.particles._angles import relion_to_matrices
+
+    df = read_particles(FIX / "copick.json", voxel_size=1.0)
+    np.testing.assert_allclose(relion_to_matrices(df[["rot", "tilt", "psi"]].to_numpy()[0]),
+                               relion_to_matrices([90, 45, 180]), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["points.mod", "oriented_points.mod"])
+@needs_shared
+def test_imod_model(name):
+    exp = imod_points(FIX / name)
+    df = read_particles(FIX / name)
+    check_first_last(df, exp)
+    assert df.attrs["format"] == "imod"
+
+
+# ------------------------------------------------------------------ the RELION 5 project (centred Å)
+
+def _expected_centred(path: Path) -> list[tuple[float, float, float]]:
+    """pixel = centred Å / rlnTomoTiltSeriesPixelSize + rlnTomoSize / 2, then / binning."""
+    block = "particles"
+    cols, rows = star_loop(path, block)
+    tomos = tomograms_star()
+    out = []
+    for r in rows:
+        g = dict(zip(cols, r))
+        sx, sy, sz, ps, b = tomos[g["rlnTomoName"]]
+        out.append(tuple((float(g[f"rlnCenteredCoordinate{a}Angst"]) / ps + s / 2.0) / b
+                         for a, s in zip("XYZ", (sx, sy, sz))))
+    return out
+
+
+@pytest.mark.parametrize("rel", ["Picks/job_picks/particles.star", "Refine3D/job_refine/run_it050_data.star",
+                                 "Class3D/job_class3d/run_it025_data.star"])
+@needs_shared
+def test_relion5_centred_angstrom(rel):
+    exp = _expected_centred(R5 / rel)
+    df = read_particles(R5 / rel)  # tomograms.star found through the optimisation set beside the file
+    check_first_last(df, exp)
+    assert df.attrs["unit"] == "centred_angstrom"
+    # the same with the tomograms.star given explicitly, and one tomogram selected
+    df2 = read_particles(R5 / rel, tomogram=R5 / "Tomograms/job_tomo/tomograms.star", tomogram_name="TS_02")
+    assert len(df2) == sum(1 for e, n in zip(exp, df["tomo_name"]) if n == "TS_02")
+
+
+@needs_shared
+def test_relion5_blank_line_after_labels_is_not_zero_rows():
+    """The bug of the issue: RELION's run_it050_data.star has a blank line after the column labels."""
+    cols, rows = star_loop(R5 / "Refine3D/job_refine/run_it050_data.star", "particles")
+    assert len(rows) == 5
+    assert len(read_particles(R5 / "Refine3D/job_refine/run_it050_data.star")) == len(rows)
+
+
+@needs_shared
+def test_relion5_centred_needs_the_tomogram_size(tmp_path):
+    p = tmp_path / "particles.star"
+    p.write_text((R5 / "Picks/job_picks/particles.star").read_text())
+    with pytest.raises(ParameterError, match="--tomogram"):
+        read_particles(p)
+    # with a tomogram shape and voxel size instead: Å / voxel size + shape / 2
+    cols, rows = star_loop(p, "particles")
+    df = read_particles(p, tomogram=TomogramInfo(shape=(44, 136, 84), voxel_size=10.52), tomogram_name="TS_01")
+    first = [float(rows[0][cols.index(f"rlnCenteredCoordinate{a}Angst")]) for a in "XYZ"]
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [first[0] / 10.52 + 42, first[1] / 10.52 + 68,
+                                                             first[2] / 10.52 + 22])
+    with pytest.raises(ParameterError, match="tomogram_name"):
+        read_particles(p, tomogram=TomogramInfo(shape=(44, 136, 84), voxel_size=10.52))
+
+
+PARTICLE_FILES = {"relion_3_star.star", "relion_4_star.star", "stopgap_star.star", "tomoman_relion_star.star",
+                  "points.csv", "points_tab_delim.csv", "points_with_header.csv",
+                  "points_with_header_pipe_delim.csv", "tardis.csv", "copick.json", "copick_instance.json",
+                  "points.mod", "oriented_points.mod", "particles.star", "run_it050_data.star",
+                  "run_it025_data.star"}
+
+
+@needs_shared
+def test_every_other_file_is_refused_in_one_line():
+    """Files that are not particle lists (masks, job and tomogram STARs, licences) give a CryodetError, never 0 rows."""
+    others = [p for p in sorted(SHARED.rglob("*")) if p.is_file() and p.name not in PARTICLE_FILES
+              and p.name != "README.md"]
+    assert others
+    for p in others:
+        with pytest.raises(CryodetError) as exc:
+            read_particles(p)
+        assert "\n" not in str(exc.value)
+    listed = {p.name for p in SHARED.rglob("*") if p.is_file()}
+    assert PARTICLE_FILES <= listed
+
+
+# ------------------------------------------------------------------ errors
+
+def test_ragged_and_empty_and_nan(tmp_path):
+    star = "data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n_rlnTomoName #4\n"
+    (tmp_path / "short.star").write_text(star + "1 2 3 a\n4 5 6\n7 8 9 b\n")
+    with pytest.raises(InputError, match="line 9 has 3 values for 4 columns"):
+        read_particles(tmp_path / "short.star")
+    (tmp_path / "empty.star").write_text(star)
+    with pytest.raises(InputError, match="no particles"):
+        read_particles(tmp_path / "empty.star")
+    assert len(read_particles(tmp_path / "empty.star", allow_empty=True)) == 0
+    (tmp_path / "nan.star").write_text(star + "1 2 3 a\nnan 5 6 a\n")
+    with pytest.raises(InputError, match="particle 2 .*NaN"):
+        read_particles(tmp_path / "nan.star")
+    (tmp_path / "ragged.csv").write_text("x,y,z\n1,2,3\n4,5\n")
+    with pytest.raises(InputError, match="line 3 has 2 values"):
+        read_particles(tmp_path / "ragged.csv")
+    (tmp_path / "nocoord.star").write_text("data_\n\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n1 2\n")
+    with pytest.raises(InputError, match="no STAR table with coordinates"):
+        read_particles(tmp_path / "nocoord.star")
+    (tmp_path / "a.xyz").write_text("1 2 3\n")
+    with pytest.raises(ParameterError, match="supported: .*copick"):
+        read_particles(tmp_path / "a.xyz")
+
+
+def test_fractions_are_not_taken_for_voxels(tmp_path):
+    p = tmp_path / "warp.star"
+    p.write_text("data_\n\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n_rlnCoordinateZ\n0.25 0.5 0.75\n0.1 0.2 0.3\n")
+    with pytest.raises(ParameterError, match="fraction"):
+        read_particles(p)
+    df = read_particles(p, units="fraction", tomogram=TomogramInfo(shape=(40, 80, 100), voxel_size=5.0))
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [25, 40, 30])
+
+
+def test_csv_angstrom_columns_and_own_csv_voxel_size(tmp_path):
+    (tmp_path / "a.csv").write_text("x [A]\ty [A]\tz [A]\tclass\n100\t200\t50\tribosome\n")
+    df = read_particles(tmp_path / "a.csv", voxel_size=10)
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [10, 20, 5])
+    assert df["class"].iloc[0] == "ribosome"
+    (tmp_path / "own.csv").write_text("id,x,y,z,x_angst,y_angst,z_angst,n_voxels,score\n1,2,4,6,20,40,60,9,0.5\n")
+    df = read_particles(tmp_path / "own.csv")
+    assert df.attrs["voxel_size"] == pytest.approx(10.0)
+    assert df["score"].iloc[0] == 0.5
+    (tmp_path / "seed.txt").write_text("PositionX\tPositionY\tPositionZ\tVolumeX\tVolumeY\tVolumeZ\tOffsetFromFace\n"
+                                       "28.16\t42.24\t14.08\t2\t3\t1\t0\n")
+    df = read_particles(tmp_path / "seed.txt")
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [2, 3, 1])
+    assert df.attrs["voxel_size"] == pytest.approx(14.08)
+
+
+def test_czii_csv(tmp_path):
+    (tmp_path / "sub.csv").write_text("id,experiment,particle_type,x,y,z\n0,TS_5_4,ribosome,100.0,200.0,300.0\n"
+                                      "1,TS_6_4,apo-ferritin,50,60,70\n")
+    with pytest.raises(ParameterError, match="voxel_size"):
+        read_particles(tmp_path / "sub.csv")
+    df = read_particles(tmp_path / "sub.csv", voxel_size=10, tomogram_name="TS_5_4")
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [10, 20, 30])
+    assert df["class"].iloc[0] == "ribosome"
+
+
+# ------------------------------------------------------------------ round trips
+
+def _table(n: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.uniform(2, 60, (n, 3)), columns=["x", "y", "z"])
+    df["tomo_name"] = "TS_01"
+    df["class"] = "ribosome"
+    df["score"] = rng.uniform(0, 1, n)
+    df["rot"], df["tilt"], df["psi"] = rng.uniform(-180, 180, n), rng.uniform(5, 175, n), rng.uniform(-180, 180, n)
+    df.attrs["voxel_size"] = 10.0
+    return df
+
+
+def _same_rotation(a: np.ndarray, b: np.ndarray) -> None:
+    from cryodet_dask.particles._angles import relion_to_matrices
+
+    np.testing.assert_allclose(relion_to_matrices(a), relion_to_matrices(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt,ext,kw", [("star", ".star", {}), ("csv", ".csv", {}), ("czii", ".csv", {}),
+                                        ("tardis", ".csv", {}), ("copick", ".json", {}), ("imod", ".mod", {}),
+                                        ("dynamo", ".tbl", {}), ("txt", ".txt", {})])
+def test_round_trip(tmp_path, fmt, ext, kw):
+    df = _table()
+    if fmt == "txt":  # the seed's TXT holds voxel indices
+        df[["x", "y", "z"]] = np.rint(df[["x", "y", "z"]])
+    out = write_particles(df, tmp_path / f"p{ext}", format=fmt, shape=(64, 64, 64), **kw)
+    back = read_particles(out, voxel_size=10.0 if fmt in ("czii", "tardis", "copick") else None,
+                          binning=None)
+    assert len(back) == len(df)
+    tol = 1e-4 if fmt in ("imod",) else 1e-3
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy(), atol=tol)
+    if fmt in ("star", "csv", "copick", "dynamo"):
+        _same_rotation(back[["rot", "tilt", "psi"]].to_numpy(), df[["rot", "tilt", "psi"]].to_numpy())
+    if fmt in ("csv", "czii", "copick"):
+        assert set(back["class"]) == {"ribosome"}
+    if fmt in ("star", "csv", "copick", "dynamo"):
+        np.testing.assert_allclose(back["score"], df["score"], atol=1e-5)
+    assert not (tmp_path / f".p{ext}.partial").exists()
+
+
+def test_star_round_trip_keeps_centred_coordinates_and_several_tomograms(tmp_path):
+    df = pd.concat([_table(3), _table(2).assign(tomo_name="TS_02")], ignore_index=True)
+    df.attrs["voxel_size"] = 10.0
+    p = write_particles(df, tmp_path / "merged.star", shapes={"TS_01": (40, 50, 60), "TS_02": (30, 50, 60)})
+    cols, rows = star_loop(p, "particles")
+    assert len(rows) == 5 and "rlnCenteredCoordinateZAngst" in cols
+    z = col(cols, rows, "rlnCenteredCoordinateZAngst")
+    assert z[0] == pytest.approx((df["z"].iloc[0] - 20) * 10, abs=1e-3)
+    assert z[-1] == pytest.approx((df["z"].iloc[-1] - 15) * 10, abs=1e-3)
+    back = read_particles(p, tomogram_name="TS_02")
+    np.testing.assert_allclose(back[["x", "y", "z"]], df[["x", "y", "z"]].iloc[3:], atol=1e-4)
+
+
+def test_write_refusals(tmp_path):
+    df = _table()
+    df.attrs.pop("voxel_size")
+    with pytest.raises(ParameterError, match="voxel size"):
+        write_particles(df, tmp_path / "a.json")
+    with pytest.raises(ParameterError, match="supported"):
+        write_particles(df, tmp_path / "a.xyz")
+    bad = _table()
+    bad.loc[2, "x"] = np.nan
+    with pytest.raises(ParameterError, match="NaN"):
+        write_particles(bad, tmp_path / "b.csv")
+    assert not list(tmp_path.iterdir())
+    assert set(READ_FORMATS) <= set(WRITE_FORMATS) | {"star"}
