@@ -404,3 +404,49 @@ def test_write_refusals(tmp_path):
         write_particles(bad, tmp_path / "b.csv")
     assert not list(tmp_path.iterdir())
     assert set(READ_FORMATS) <= set(WRITE_FORMATS) | {"star"}
+
+
+# ------------------------------------------------------------------ cryodet-dask picks convert
+
+def _cli(*argv: str) -> int:
+    from cryodet_dask.cli import main
+
+    return main(["-q", *map(str, argv)])
+
+
+@needs_shared
+def test_cli_convert_relion5_to_copick_and_back_to_star(tmp_path, capsys):
+    src = R5 / "Picks/job_picks/particles.star"
+    exp = _expected_centred(src)
+    assert _cli("picks", "convert", src, tmp_path / "ts1.json", "--tomogram-name", "TS_01") == 0
+    doc = json.loads((tmp_path / "ts1.json").read_text())
+    n1 = sum(1 for _ in doc["points"])
+    assert doc["run_name"] == "TS_01" and doc["unit"] == "angstrom"
+    assert doc["points"][0]["location"]["x"] == pytest.approx(exp[0][0] * 10.52, abs=1e-6)
+    # the whole file as one STAR: centred Å coordinates come back as RELION wrote them
+    assert _cli("picks", "convert", src, tmp_path / "all.star") == 0
+    cols, rows = star_loop(tmp_path / "all.star", "particles")
+    cols0, rows0 = star_loop(src, "particles")
+    assert len(rows) == len(rows0) and n1 == sum(r[0] == "TS_01" for r in rows0)
+    np.testing.assert_allclose(col(cols, rows, "rlnCenteredCoordinateXAngst"),
+                               col(cols0, rows0, "rlnCenteredCoordinateXAngst"), atol=1e-3)
+    # csv -> IMOD with the format from --to
+    assert _cli("picks", "convert", FIX / "points_with_header.csv", tmp_path / "m.bin", "--to", "imod") == 0
+    assert imod_points(tmp_path / "m.bin")[0] == (1.0, 2.0, 3.0)
+
+
+def test_cli_convert_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("x,y,z\n1,2,3\n")
+    (tmp_path / "nan.csv").write_text("x,y,z\n1,2,3\n4,,6\n")
+    (tmp_path / "nocoord.star").write_text("data_\n\nloop_\n_rlnAngleRot\n1\n")
+    (tmp_path / "ang.csv").write_text("x_angst,y_angst,z_angst\n10,20,30\n")
+    cases = [(tmp_path / "a.csv", tmp_path / "o.xyz", "unknown particle format"),
+             (tmp_path / "nocoord.star", tmp_path / "o.csv", "no STAR table with coordinates"),
+             (tmp_path / "nan.csv", tmp_path / "o.csv", "NaN"),
+             (tmp_path / "ang.csv", tmp_path / "o.csv", "--voxel-size")]
+    for src, dst, msg in cases:
+        capsys.readouterr()
+        assert _cli("picks", "convert", src, dst) != 0
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err, err
+        assert not dst.exists() and not list(tmp_path.glob(".*partial"))

@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 
 # The order subcommands appear in --help; modules not listed come after.
 _ORDER = ["detect", "demo", "simulate", "convert", "train", "labels", "predict", "postprocess",
-          "export", "evaluate", "show"]
+          "export", "evaluate", "picks", "show"]
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

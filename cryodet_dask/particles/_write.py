@@ -215,6 +215,8 @@ def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | None, tmp: Path, *,
     out = pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
                         "rlnCoordinateZ": c[:, 2]})
     shape = shape if shape is not None else df.attrs.get("shape")
+    if shapes is None and shape is None:
+        shapes = df.attrs.get("shapes")
     if shapes is None and shape is not None:
         shapes = {nm: shape for nm in set(names)}
     if vs is not None and shapes is not None:
