@@ -1,10 +1,11 @@
-"""Label maps from particle coordinate tables (CSV, TXT, RELION STAR).
+"""Label maps from particle coordinate tables (any format of :mod:`cryodet_dask.particles`).
 
 Most users have particle lists, not label maps; training needs an instance
 label map (0 = background, particle ``i`` = ``i``).  This module reads a
 coordinate table and paints one sphere of a given radius — or a template's
 mask at the particle's orientation — per particle, block by block, so the map
-of a tomogram larger than memory is written chunk by chunk.
+of a tomogram larger than memory is written chunk by chunk.  Tables are read by
+:func:`cryodet_dask.particles.read_particles` (:func:`read_coordinates` wraps it).
 
 Coordinates are (z, y, x) in voxels inside the package; the x, y, z order of
 TXT and STAR files is converted at the file boundary.
@@ -17,13 +18,13 @@ import os
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
-import pandas as pd
 
-from .errors import InputError, ParameterError
+from .errors import ParameterError
 
 __all__ = ["ParticleTable", "read_coordinates", "paint_spheres", "paint_masks", "label_map", "write_label_map",
            "template_masks"]
@@ -56,137 +57,43 @@ class ParticleTable:
         return int(self.zyx.shape[0])
 
 
-_AXIS_NAMES = {
-    "x": ("x", "x_px", "x_voxel", "coord_x", "coordinate_x", "rlncoordinatex", "center_x", "centre_x"),
-    "y": ("y", "y_px", "y_voxel", "coord_y", "coordinate_y", "rlncoordinatey", "center_y", "centre_y"),
-    "z": ("z", "z_px", "z_voxel", "coord_z", "coordinate_z", "rlncoordinatez", "center_z", "centre_z"),
-}
-_ANGSTROM_NAMES = {a: (f"{a}_angstrom", f"{a}_a", f"rlncenteredcoordinate{a}angst") for a in "xyz"}
-_ANGLE_NAMES = (("phi", "rot", "rlnanglerot", "angle_rot"), ("theta", "tilt", "rlnangletilt", "angle_tilt"),
-                ("psi", "rlnanglepsi", "angle_psi"))
-_CLASS_NAMES = ("class", "class_name", "name", "rlnclassnumber", "species", "molecule")
-
-
-def _find(columns: dict[str, str], names: Sequence[str]) -> str | None:
-    for n in names:
-        if n in columns:
-            return columns[n]
-    return None
-
-
-def _read_star(path: Path) -> pd.DataFrame:
-    """The first ``loop_`` table of a STAR file holding particle coordinates, as a DataFrame."""
-    lines = path.read_text(errors="replace").splitlines()
-    tables: list[pd.DataFrame] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].strip().startswith("loop_"):
-            cols: list[str] = []
-            i += 1
-            while i < len(lines) and lines[i].strip().startswith("_"):
-                cols.append(lines[i].strip().split()[0].lstrip("_"))
-                i += 1
-            rows = []
-            while i < len(lines):
-                s = lines[i].strip()
-                if not s or s.startswith("data_") or s.startswith("loop_") or s.startswith("_"):
-                    break
-                if not s.startswith("#"):
-                    rows.append(s.split())
-                i += 1
-            rows = [r for r in rows if len(r) >= len(cols)]
-            tables.append(pd.DataFrame([r[: len(cols)] for r in rows], columns=cols))
-            continue
-        i += 1
-    for t in tables:
-        lower = {c.lower() for c in t.columns}
-        if "rlncoordinatex" in lower or "rlncenteredcoordinatexangst" in lower:
-            return t
-    raise InputError(f"{path}: no STAR table with rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst")
-
-
 def read_coordinates(path: str | os.PathLike[str], *, voxel_size: float | None = None,
-                     shape: Sequence[int] | None = None, tomogram_name: str | None = None) -> ParticleTable:
-    """Read particle centres from a CSV, TXT or RELION STAR file.
+                     shape: Sequence[int] | None = None, tomogram_name: str | None = None,
+                     tomogram: Any = None, binning: float | None = None, allow_empty: bool = False,
+                     units: str | None = None) -> ParticleTable:
+    """Read particle centres from any format :func:`cryodet_dask.particles.read_particles` reads.
+
+    A thin wrapper kept for existing callers: the same reader (every format, units
+    resolved or refused, never guessed) returning a :class:`ParticleTable`.
 
     Parameters
     ----------
     path : path-like
-        ``.csv``: a header with columns ``x, y, z`` (voxels; also
-        ``coord_x`` ..., ``rlnCoordinateX`` ...) or ``x_angstrom, y_angstrom,
-        z_angstrom`` (Å); optional ``phi, theta, psi`` (RELION ZYZ, degrees)
-        and ``class``.  ``.txt`` (or anything else): whitespace- or
-        comma-separated numbers, columns ``x y z`` in voxels (more columns
-        ignored, ``#`` comments allowed).  ``.star``: RELION
-        ``rlnCoordinateX/Y/Z`` (voxels) or ``rlnCenteredCoordinateX/Y/ZAngst``
-        (Å from the tomogram centre; needs ``voxel_size`` and ``shape``), with
-        ``rlnAngleRot/Tilt/Psi`` if present.
+        STAR (RELION 3/4/5, STOPGAP, TomoMan), CSV/TSV (with or without header),
+        TXT, copick JSON, IMOD ``.mod``, Dynamo ``.tbl``.
     voxel_size : float, optional
         Å per voxel, to convert coordinates given in Å.
     shape : sequence of int, optional
-        Tomogram shape (z, y, x), for centred STAR coordinates.
+        Tomogram shape (z, y, x), for centred STAR coordinates (with ``voxel_size``).
     tomogram_name : str, optional
-        Keep only rows whose ``rlnTomoName`` (STAR) or ``tomogram`` column equals this.
+        Keep only rows of this tomogram (``rlnTomoName`` ...).
+    tomogram, binning, allow_empty, units
+        As for :func:`~cryodet_dask.particles.read_particles`.
 
     Returns
     -------
     ParticleTable
         Centres in (z, y, x) voxels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: coordinate file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".star":
-            df = _read_star(path)
-        elif suffix == ".csv":
-            df = pd.read_csv(path)
-        else:
-            df = pd.read_csv(path, sep=r"[\s,]+", header=None, comment="#", engine="python")
-            if df.shape[1] < 3:
-                raise InputError(f"{path}: expected at least three columns x y z, got {df.shape[1]}")
-            df = df.iloc[:, :3]
-            df.columns = ["x", "y", "z"]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the coordinate table ({str(exc).splitlines()[0]})") from exc
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if tomogram_name is not None:
-        tcol = _find(cols, ("rlntomoname", "tomogram", "tomo_name"))
-        if tcol is None:
-            raise InputError(f"{path}: no tomogram-name column to select {tomogram_name!r} from")
-        df = df[df[tcol].astype(str) == str(tomogram_name)]
-        cols = {str(c).strip().lower(): c for c in df.columns}
-    xyz: list[np.ndarray] = []
-    angstrom = False
-    for a in "xyz":
-        c = _find(cols, _AXIS_NAMES[a])
-        if c is None:
-            c = _find(cols, _ANGSTROM_NAMES[a])
-            angstrom = c is not None
-        if c is None:
-            raise InputError(f"{path}: no {a} coordinate column (found columns: {list(df.columns)[:12]})")
-        try:
-            xyz.append(pd.to_numeric(df[c]).to_numpy(np.float64))
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{path}: column {c!r} is not numeric") from exc
-    zyx = np.stack(xyz[::-1], axis=1) if xyz[0].size else np.zeros((0, 3))
-    if angstrom:
-        if not voxel_size:
-            raise ParameterError(f"{path}: coordinates are in Å; give the voxel size to convert them to voxels")
-        zyx = zyx / float(voxel_size)
-        if any("centered" in str(c).lower() for c in df.columns):
-            if shape is None:
-                raise ParameterError(f"{path}: centred STAR coordinates need the tomogram shape")
-            zyx = zyx + np.asarray(shape, np.float64) / 2.0
-    if not np.all(np.isfinite(zyx)):
-        raise InputError(f"{path}: coordinates contain NaN or infinite values")
-    angles = None
-    acols = [_find(cols, names) for names in _ANGLE_NAMES]
-    if all(c is not None for c in acols):
-        angles = np.stack([pd.to_numeric(df[c]).to_numpy(np.float64) for c in acols], axis=1)
-    ccol = _find(cols, _CLASS_NAMES)
-    classes = [str(v) for v in df[ccol]] if ccol is not None else None
+    from .particles import TomogramInfo, read_particles
+
+    if tomogram is None and shape is not None:
+        tomogram = TomogramInfo(shape=tuple(int(v) for v in shape), voxel_size=voxel_size)
+    df = read_particles(path, voxel_size=voxel_size, tomogram=tomogram, tomogram_name=tomogram_name,
+                        binning=binning, allow_empty=allow_empty, units=units)
+    zyx = df[["z", "y", "x"]].to_numpy(np.float64)
+    angles = df[["rot", "tilt", "psi"]].to_numpy(np.float64) if {"rot", "tilt", "psi"} <= set(df.columns) else None
+    classes = [str(v) for v in df["class"]] if "class" in df.columns else None
     return ParticleTable(zyx=zyx, angles=angles, classes=classes, source=str(path))
 
 

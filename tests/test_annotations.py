@@ -46,7 +46,7 @@ def test_bad_tables(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_coordinates(tmp_path / "none.csv")
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(InputError, match="no x coordinate"):
+    with pytest.raises(InputError, match="no x, y, z coordinate"):
         read_coordinates(tmp_path / "bad.csv")
     (tmp_path / "two.txt").write_text("1 2\n3 4\n")
     with pytest.raises(InputError, match="three columns"):

@@ -10,14 +10,16 @@ from ._common import int_triplet, positive_float, show_progress
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "labels",
-        help="make a label map for training from a particle list (CSV, TXT or RELION STAR)",
+        help="make a label map for training from a particle list (any format `picks convert` reads)",
         description="Paint one sphere (or a template's shape at the particle's orientation) per particle of a "
         "coordinate table into an instance label map (particle i = label i), block by block, for "
-        "`cryodet-dask train`. TXT files hold x y z in voxels; CSV files name their columns (x, y, z in voxels, "
-        "or x_angstrom ...; phi, theta, psi for templates); STAR files use rlnCoordinateX/Y/Z (voxels) or "
-        "rlnCenteredCoordinateX/Y/ZAngst and rlnAngleRot/Tilt/Psi.",
+        "`cryodet-dask train`. The particle list may be RELION 3/4/5, STOPGAP or TomoMan STAR, copick JSON, "
+        "an IMOD model, a Dynamo table, CSV (voxel or Å columns, with or without header) or the seed's TXT; "
+        "coordinates in Å, unbinned pixels or centred Å are converted with --voxel-size, --binning and the "
+        "tomogram, or refused with an error that names the missing option. A list with no particle is an "
+        "error unless --allow-empty.",
     )
-    p.add_argument("coordinates", help="particle table (.csv, .txt, .star)")
+    p.add_argument("coordinates", help="particle list (.star, .csv, .tsv, .txt, .json, .mod, .tbl)")
     p.add_argument("output", help="label map to write (.mrc, or .zarr)")
     p.add_argument("--tomogram", metavar="FILE",
                    help="the tomogram the particles belong to: gives the shape and voxel size")
@@ -35,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="template mask threshold as a fraction of its maximum density (default: 0.1)")
     p.add_argument("--tomogram-name", default=None, metavar="NAME",
                    help="use only rows whose rlnTomoName / tomogram column equals NAME")
+    p.add_argument("--binning", type=positive_float, default=None, metavar="FACTOR",
+                   help="tomogram voxels per file pixel (RELION 4 coordinates are unbinned tilt-series pixels)")
+    p.add_argument("--tomograms-star", default=None, metavar="FILE",
+                   help="RELION 5 tomograms.star for centred Å coordinates (default: the tomogram's shape, or "
+                   "the one the optimisation set beside the particles names)")
+    p.add_argument("--allow-empty", action="store_true", help="an empty particle list paints an empty map")
     p.add_argument("--chunks", type=int_triplet, default=(128,), metavar="N|Z,Y,X",
                    help="block shape for painting and writing (default: 128)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -57,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError("give --tomogram or --shape for the size of the label map")
     if len(shape) == 1:
         shape = shape * 3
-    table = read_coordinates(args.coordinates, voxel_size=voxel_size, shape=shape,
-                             tomogram_name=args.tomogram_name)
+    from ..particles import TomogramInfo
+
+    tomogram = args.tomograms_star or TomogramInfo(shape=tuple(shape), voxel_size=voxel_size)
+    table = read_coordinates(args.coordinates, voxel_size=voxel_size, tomogram=tomogram,
+                             tomogram_name=args.tomogram_name, binning=args.binning, allow_empty=args.allow_empty)
     radius = args.radius
     if args.radius_angstrom is not None:
         if not voxel_size:
