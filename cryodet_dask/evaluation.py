@@ -16,13 +16,22 @@ Two families of scores:
     ``min_overlap`` of two or more ground-truth particles (touching particles
     detected as one).
 
-* **Distance-based matching of centres** (as in the CZ cryo-ET object
-  identification benchmark): predicted and true centres are paired one to one
-  by the Hungarian algorithm on their distances, pairs farther than
-  ``radius`` are not matches; precision, recall, F1 and F-beta (beta = 4
-  weighs recall 16 times as much as precision).  Per class when the
-  ground-truth table has a ``class`` column (recall per class; a predicted
-  particle has no class).
+* **One-to-one matching of centres** (the default metric): predicted and
+  true centres are paired one to one by the Hungarian algorithm on their
+  distances, pairs farther than ``radius`` are not matches; precision,
+  recall, F1 and F-beta (beta = 4 weighs recall 16 times as much as
+  precision).  Per class when the ground-truth table has a ``class`` column
+  (recall per class; a predicted particle has no class).  A pick can find at
+  most one particle.
+
+* **The CZII metric** (:func:`czii_score`, ``evaluate --metric czii``), the
+  official score of the CZ cryo-ET object identification challenge: per
+  class, a true particle is a TP when *any* pick of that class lies within
+  ``distance_multiplier x radius`` (0.5 x the class radius in Å); FP = picks
+  - TP, FN = truth - TP; TP, FP and FN are summed over tomograms
+  (experiments); per-class F-beta (beta = 4); the score is
+  sum(weight x F-beta) / sum(weights).  One pick near two particles finds
+  both (the one-to-one metric counts one).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -40,10 +50,14 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from ._progress import compute
+from .errors import ParameterError
 
 __all__ = [
     "CentreScores",
     "OverlapScores",
+    "CZII_RADII",
+    "CZII_WEIGHTS",
+    "czii_score",
     "match_centres",
     "overlap_counts",
     "overlap_scores",
@@ -162,23 +176,25 @@ def _pair_counts_block(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.concatenate([pairs, counts[:, None]], axis=1)
 
 
+def _overlap_tasks(t: da.Array, p: da.Array) -> list:
+    """One task per block pair, each reading only its own block of each image."""
+    count = dask.delayed(_pair_counts_block, pure=True)
+    return [count(bt, bp) for bt, bp in zip(t.to_delayed().ravel(), p.to_delayed().ravel())]
+
+
 def overlap_counts(true_labels: Any, pred_labels: Any) -> pd.DataFrame:
     """Voxel counts of every (true id, predicted id) pair, id 0 meaning background.
 
-    Works block by block on dask arrays (same shape; rechunked to match), so
-    neither label image is ever held whole.
+    Works block by block on dask arrays (same shape; rechunked to match): one task
+    per block pair counts its pairs into a small table, and the tables are summed
+    on the driver, so no task ever holds more than one block of each label image.
     """
     t = true_labels if isinstance(true_labels, da.Array) else da.from_array(np.asarray(true_labels), chunks=128)
     p = pred_labels if isinstance(pred_labels, da.Array) else da.from_array(np.asarray(pred_labels), chunks=t.chunks)
     if t.shape != p.shape:
         raise ValueError(f"label images differ in shape: {t.shape} vs {p.shape}")
     p = p.rechunk(t.chunks)
-    blocks = [
-        da.map_blocks(_pair_counts_block, bt, bp, dtype=np.int64, drop_axis=[0, 1, 2], new_axis=[0, 1],
-                      chunks=((np.nan,), (3,)), meta=np.empty((0, 3), np.int64))
-        for bt, bp in [(t, p)]
-    ]
-    (parts,) = compute(blocks[0].to_delayed().ravel().tolist())
+    (parts,) = compute(_overlap_tasks(t, p))
     allp = np.concatenate([np.asarray(x).reshape(-1, 3) for x in parts]) if parts else np.zeros((0, 3), np.int64)
     df = pd.DataFrame(allp, columns=["true", "pred", "voxels"])
     return df.groupby(["true", "pred"], as_index=False)["voxels"].sum()
@@ -222,34 +238,124 @@ def pr_curve(pred_zyx: np.ndarray, scores: np.ndarray, true_zyx: np.ndarray, rad
     return pd.DataFrame(rows)
 
 
-def read_particles(path: str | os.PathLike[str], voxel_size: float | None = None) -> pd.DataFrame:
-    """A particle table as columns ``z, y, x`` in voxels (plus ``class`` and ``score`` if present).
+def read_particles(path: str | os.PathLike[str], voxel_size: float | None = None, **kwargs: Any) -> pd.DataFrame:
+    """A particle table with columns ``z, y, x`` (voxels) first, then what the file has (``class``, ``score`` ...).
 
-    Reads cryodet-dask's and the simulator's CSV (``x, y, z`` in voxels), the
-    seed's TXT (``PositionX ... VolumeX VolumeY VolumeZ ...``: the voxel
-    columns are used) and RELION STAR or other coordinate tables through
-    :func:`cryodet_dask.annotations.read_coordinates`.
+    Kept for existing callers: reads every format through
+    :func:`cryodet_dask.particles.read_particles` (same keyword arguments:
+    ``tomogram``, ``tomogram_name``, ``binning``, ``allow_empty`` ...).
     """
-    path = Path(path)
-    if path.suffix.lower() == ".txt":
-        with open(path) as f:
-            first = f.readline()
-        if "VolumeX" in first:
-            df = pd.read_csv(path, sep="\t")
-            return pd.DataFrame({"z": df["VolumeZ"].astype(float), "y": df["VolumeY"].astype(float),
-                                 "x": df["VolumeX"].astype(float)})
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-        if {"x", "y", "z"} <= set(df.columns):
-            keep = [c for c in ("z", "y", "x", "class", "score") if c in df.columns]
-            return df[keep].reset_index(drop=True)
-    from .annotations import read_coordinates
+    from .particles import read_particles as _read
 
-    table = read_coordinates(path, voxel_size=voxel_size)
-    df = pd.DataFrame(table.zyx, columns=["z", "y", "x"])
-    if table.classes is not None:
-        df["class"] = table.classes
-    return df
+    df = _read(path, voxel_size=voxel_size, **kwargs)
+    cols = ["z", "y", "x"] + [c for c in df.columns if c not in ("z", "y", "x")]
+    out = df[cols]
+    out.attrs.update(df.attrs)
+    return out
+
+
+#: CZII challenge particle radii (Å) and weights
+CZII_RADII = {"apo-ferritin": 60.0, "beta-amylase": 65.0, "beta-galactosidase": 90.0, "ribosome": 150.0,
+              "thyroglobulin": 130.0, "virus-like-particle": 135.0}
+CZII_WEIGHTS = {"apo-ferritin": 1.0, "beta-amylase": 0.0, "beta-galactosidase": 2.0, "ribosome": 1.0,
+                "thyroglobulin": 2.0, "virus-like-particle": 1.0}
+
+
+def _czii_counts(ref: np.ndarray, cand: np.ndarray, radius: float) -> tuple[int, int, int]:
+    """TP (true particles with any pick within ``radius``), FP = picks - TP, FN = truth - TP."""
+    if len(ref) == 0:
+        return 0, len(cand), 0
+    if len(cand) == 0:
+        return 0, 0, len(ref)
+    hits = cKDTree(cand).query_ball_tree(cKDTree(ref), r=radius)
+    tp = len({j for h in hits for j in h})
+    return tp, len(cand) - tp, len(ref) - tp
+
+
+def _angstrom(df: pd.DataFrame, what: str) -> np.ndarray:
+    if {"x_angst", "y_angst", "z_angst"} <= set(df.columns):
+        a = df[["x_angst", "y_angst", "z_angst"]].to_numpy(np.float64)
+        if np.isfinite(a).all():
+            return a
+    raise ParameterError(f"the CZII metric works in Å and the {what} have no Å coordinates; "
+                         "give the voxel size (--voxel-size)")
+
+
+def czii_score(pred: pd.DataFrame, truth: pd.DataFrame, *, radii: dict[str, float] | None = None,
+               weights: dict[str, float] | None = None, distance_multiplier: float = 0.5,
+               beta: float = 4.0, default_classes: bool = True) -> dict[str, Any]:
+    """The official CZII challenge score of picks against ground truth.
+
+    Exactly the challenge's counting: a true particle is a TP when any pick of its
+    class lies within ``distance_multiplier x radius``; FP = picks - TP (so, as in
+    the official metric, a pick close to two particles counts two TPs, and FP can
+    even be negative when picks are fewer than the particles they find).
+
+    Parameters
+    ----------
+    pred, truth : DataFrame
+        ``x_angst, y_angst, z_angst`` (Å), ``class`` (particle type) and, to score
+        several tomograms, ``tomo_name`` (the CZII ``experiment``).
+    radii, weights : dict, optional
+        Per class radius (Å) and weight; default :data:`CZII_RADII` and
+        :data:`CZII_WEIGHTS`, updated with what is given (weight 1 for a class
+        that has a radius but no weight).
+    distance_multiplier : float
+        A pick finds a particle within ``distance_multiplier x radius``.
+    beta : float
+        F-beta weight of recall.
+    default_classes : bool
+        Start from the six CZII classes (True, the official metric) or score only
+        the classes of ``radii``.
+
+    Returns
+    -------
+    dict
+        ``per_class``: for each class the metric knows, ``tp, fp, fn, precision,
+        recall, fbeta`` (TP, FP, FN summed over tomograms); ``score``: sum(weight x
+        F-beta) / sum(weights) over those classes -- as in the official metric a
+        class with neither truth nor picks has F-beta 0 and still counts in the
+        weights (give it weight 0 to leave it out); and the parameters used.
+    """
+    r = dict(CZII_RADII) if default_classes else {}
+    r.update(radii or {})
+    if not r:
+        raise ParameterError("the CZII metric has no class to score: give class radii (--class-radius NAME=ANGSTROM)")
+    w = {k: CZII_WEIGHTS.get(k, 1.0) for k in r}
+    w.update(weights or {})
+    for name, df in (("picks", pred), ("ground truth", truth)):
+        if "class" not in df.columns:
+            raise ParameterError(f"the CZII metric scores per class and the {name} have no class "
+                                 "(particle_type) column")
+        unknown = sorted(set(df["class"].astype(str)) - set(r))
+        if unknown:
+            raise ParameterError(f"class {unknown[0]!r} of the {name} is unknown to the CZII metric "
+                                 f"(known: {', '.join(sorted(r))}); give its radius with --class-radius "
+                                 f"{unknown[0]}=ANGSTROM")
+    pa, ta = _angstrom(pred, "picks"), _angstrom(truth, "ground truth")
+    pc, tc = pred["class"].astype(str).to_numpy(), truth["class"].astype(str).to_numpy()
+    if "tomo_name" in pred.columns and "tomo_name" in truth.columns:
+        pe, te = pred["tomo_name"].astype(str).to_numpy(), truth["tomo_name"].astype(str).to_numpy()
+    else:
+        pe, te = np.zeros(len(pred), dtype=object), np.zeros(len(truth), dtype=object)
+    experiments = sorted(set(pe) | set(te), key=str)
+    classes = sorted(r)  # as the official metric: every class it knows, found or not, counts in sum(weights)
+    b2 = beta * beta
+    per_class: dict[str, dict[str, float]] = {}
+    for c in classes:
+        tp = fp = fn = 0
+        for e in experiments:
+            a, b, d = _czii_counts(ta[(tc == c) & (te == e)], pa[(pc == c) & (pe == e)], r[c] * distance_multiplier)
+            tp, fp, fn = tp + a, fp + b, fn + d
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        fbeta = (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall else 0.0
+        per_class[c] = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "fbeta": fbeta,
+                        "radius_angst": r[c], "weight": w.get(c, 1.0)}
+    wsum = sum(per_class[c]["weight"] for c in classes)
+    score = sum(per_class[c]["weight"] * per_class[c]["fbeta"] for c in classes) / wsum if wsum else 0.0
+    return {"metric": "czii", "score": float(score), "per_class": per_class, "beta": beta,
+            "distance_multiplier": distance_multiplier, "experiments": len(experiments)}
 
 
 def evaluate(

@@ -92,3 +92,118 @@ def test_evaluate_with_pr_curve():
     curve = res["pr_curve"]
     assert curve.precision.iloc[-1] == 1.0  # only the best-scored particle kept
     assert curve.recall.iloc[0] == pytest.approx(2 / 3)
+
+
+# --- the CZII challenge metric -----------------------------------------------------------------
+
+
+def _czii_tables():
+    """Hand case in Å.  E1: ribosomes R1 (0,0,0), R2 (100,0,0), apo-ferritin (1000,1000,1000); E2: one ribosome."""
+    truth = pd.DataFrame({"tomo_name": ["E1", "E1", "E1", "E2"],
+                          "class": ["ribosome", "ribosome", "apo-ferritin", "ribosome"],
+                          "x_angst": [0.0, 100, 1000, 0], "y_angst": [0.0, 0, 1000, 0], "z_angst": [0.0, 0, 1000, 0]})
+    pred = pd.DataFrame({"tomo_name": ["E1", "E1", "E1", "E2", "E2"],
+                         "class": ["ribosome", "ribosome", "apo-ferritin", "ribosome", "apo-ferritin"],
+                         # P1 50 Å from both ribosomes (< 0.5 x 150); P2 far; apo 40 Å off (> 0.5 x 60);
+                         # E2: ribosome 10 Å off; an apo-ferritin where E1 has one but E2 has none
+                         "x_angst": [50.0, 5000, 1000, 10, 1000], "y_angst": [0.0, 0, 1000, 0, 1000],
+                         "z_angst": [0.0, 0, 1040, 0, 1000]})
+    return pred, truth
+
+
+def test_czii_hand_case():
+    from cryodet_dask.evaluation import czii_score
+
+    pred, truth = _czii_tables()
+    res = czii_score(pred, truth)
+    rib, apo = res["per_class"]["ribosome"], res["per_class"]["apo-ferritin"]
+    # ribosome: E1 TP 2 (one pick near both counts both), FP 2 - 2 = 0, FN 0; E2 TP 1 -> summed 3, 0, 0
+    assert (rib["tp"], rib["fp"], rib["fn"]) == (3, 0, 0)
+    assert rib["fbeta"] == pytest.approx(1.0)
+    # apo-ferritin: E1 TP 0, FP 1, FN 1; E2 FP 1 (picks do not count across tomograms) -> 0, 2, 1
+    assert (apo["tp"], apo["fp"], apo["fn"]) == (0, 2, 1)
+    assert apo["fbeta"] == 0.0
+    # weights 1, 0, 2, 1, 2, 1: only ribosome (weight 1) scores 1
+    assert res["score"] == pytest.approx(1 / 7)
+    assert set(res["per_class"]) == {"apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome",
+                                     "thyroglobulin", "virus-like-particle"}
+
+
+def test_czii_against_one_to_one_when_a_pick_is_near_two_particles():
+    from cryodet_dask.evaluation import czii_score
+
+    truth = pd.DataFrame({"class": ["ribosome"] * 2, "x_angst": [0.0, 100], "y_angst": [0.0, 0], "z_angst": [0.0, 0]})
+    pred = pd.DataFrame({"class": ["ribosome"] * 2, "x_angst": [50.0, 900], "y_angst": [0.0, 0], "z_angst": [0.0, 0]})
+    c = czii_score(pred, truth)["per_class"]["ribosome"]
+    assert (c["tp"], c["fp"], c["fn"]) == (2, 0, 0)
+    s, _ = match_centres(pred[["z_angst", "y_angst", "x_angst"]].to_numpy(),
+                         truth[["z_angst", "y_angst", "x_angst"]].to_numpy(), radius=75.0)
+    assert (s.tp, s.fp, s.fn) == (1, 1, 1)
+
+
+def test_czii_custom_classes_weights_and_unknown_class():
+    from cryodet_dask.errors import ParameterError
+    from cryodet_dask.evaluation import czii_score
+
+    truth = pd.DataFrame({"class": ["ves"], "x_angst": [0.0], "y_angst": [0.0], "z_angst": [0.0]})
+    pred = pd.DataFrame({"class": ["ves"], "x_angst": [30.0], "y_angst": [0.0], "z_angst": [0.0]})
+    with pytest.raises(ParameterError, match="'ves' .*unknown.*--class-radius ves="):
+        czii_score(pred, truth)
+    zero = {k: 0.0 for k in ("apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome", "thyroglobulin",
+                             "virus-like-particle")}
+    assert czii_score(pred, truth, radii={"ves": 100}, weights=zero)["score"] == pytest.approx(1.0)
+    assert czii_score(pred, truth, radii={"ves": 50}, weights=zero)["score"] == 0.0  # 30 Å > 0.5 x 50
+    only = czii_score(pred, truth, radii={"ves": 100}, default_classes=False)
+    assert set(only["per_class"]) == {"ves"} and only["score"] == pytest.approx(1.0)
+
+
+def test_cli_evaluate_czii_csv_layout(tmp_path, capsys):
+    import json
+
+    from cryodet_dask.cli import main
+
+    pred, truth = _czii_tables()
+    for name, df in (("sub.csv", pred), ("sol.csv", truth)):
+        pd.DataFrame({"id": range(len(df)), "experiment": df["tomo_name"], "particle_type": df["class"],
+                      "x": df["x_angst"], "y": df["y_angst"], "z": df["z_angst"]}).to_csv(tmp_path / name, index=False)
+    assert main(["evaluate", str(tmp_path / "sub.csv"), str(tmp_path / "sol.csv"), "--metric", "czii",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["score"] == pytest.approx(1 / 7)
+    assert {k: res["per_class"]["ribosome"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 0, "fn": 0}
+    assert {"precision", "recall", "fbeta"} <= set(res["per_class"]["apo-ferritin"])
+    bad = pred.assign(**{"class": ["ribosome", "ribosome", "apo-ferritin", "ribosome", "ferritin-xl"]})
+    pd.DataFrame({"experiment": bad["tomo_name"], "particle_type": bad["class"], "x": bad["x_angst"],
+                  "y": bad["y_angst"], "z": bad["z_angst"]}).to_csv(tmp_path / "bad.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "bad.csv"), str(tmp_path / "sol.csv"), "--metric", "czii"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "ferritin-xl" in err and "\n" not in err
+
+
+# --- overlap counts per block pair ---------------------------------------------------------------
+
+
+def test_overlap_counts_per_block_pair_equals_the_whole_volume_count(rng):
+    """Against the old whole-volume definition (np.unique over every voxel pair), and no task sees two blocks."""
+    import dask.array as da
+
+    from cryodet_dask.evaluation import _overlap_tasks
+
+    t = rng.integers(0, 5, size=(12, 10, 14))
+    p = rng.integers(0, 6, size=(12, 10, 14))
+    keep = (t > 0) | (p > 0)
+    pairs, counts = np.unique(np.stack([t[keep], p[keep]], axis=1), axis=0, return_counts=True)
+    old = pd.DataFrame({"true": pairs[:, 0], "pred": pairs[:, 1], "voxels": counts})
+    td, pd_ = da.from_array(t, chunks=(5, 4, 7)), da.from_array(p, chunks=(5, 4, 7))
+    new = overlap_counts(td, pd_)
+    pd.testing.assert_frame_equal(new.astype(np.int64), old.astype(np.int64))
+    tasks = _overlap_tasks(td, pd_)
+    assert len(tasks) == td.npartitions
+    import dask
+
+    for task in tasks:  # each task's graph holds one block of each image, not the concatenated volumes
+        (culled,) = dask.optimize(task)
+        g = dict(culled.__dask_graph__())
+        assert sum(1 for k in g if isinstance(k, tuple) and k[0] == td.name) == 1
+        assert sum(1 for k in g if isinstance(k, tuple) and k[0] == pd_.name) == 1

@@ -16,12 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score detections against ground truth (distance matching and label overlap)",
-        description="Score detected particles against ground truth: one-to-one matching of centres "
-        "within a radius (precision, recall, F1, F-beta with beta=4 as in the CZ cryo-ET benchmark, "
-        "recall per class), and, given label images, the seed's overlap-based recall, precision and "
-        "merged rate. PRED and GT are particle tables (CSV with x,y,z in voxels, the seed's TXT, RELION "
-        "STAR) or folders: a detect output folder (its *_centers.csv) and a simulate folder "
-        "(particles.csv).",
+        description="Score detected particles against ground truth. --metric one-to-one (default): "
+        "centres paired one to one (Hungarian) within a radius, each pick finds at most one particle "
+        "(precision, recall, F1, F-beta with beta=4, recall per class); given label images, also the seed's "
+        "overlap-based recall, precision and merged rate. --metric czii: the official CZ cryo-ET object "
+        "identification challenge score: per class a true particle is found when any pick of its class lies "
+        "within 0.5 x the class radius (Å), FP = picks - TP, counts summed over tomograms (experiments), "
+        "F-beta (beta=4) per class, score = sum(weight x F-beta) / sum(weights). PRED and GT are particle "
+        "lists in any format `picks convert` reads (the CZII submission/solution CSV experiment, "
+        "particle_type, x, y, z in Å included) or folders: a detect output folder (its *_centers.csv) and a "
+        "simulate folder (particles.csv).",
     )
     p.add_argument("pred", help="detected particles: table or detect output folder")
     p.add_argument("truth", help="ground truth: table or simulate output folder")
@@ -32,6 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="matching radius in Å (needs the voxel size)")
     p.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
                    help="Å per voxel (default: from the tomogram or the run.json)")
+    p.add_argument("--metric", choices=("one-to-one", "czii"), default="one-to-one",
+                   help="one-to-one: Hungarian matching within --radius (default); czii: the CZII challenge metric")
+    p.add_argument("--class-radius", action="append", default=[], type=_name_value, metavar="NAME=ANGSTROM",
+                   help="czii: particle radius of a class in Å (repeatable; default: the six CZII classes: "
+                   "apo-ferritin 60, beta-amylase 65, beta-galactosidase 90, ribosome 150, thyroglobulin 130, "
+                   "virus-like-particle 135)")
+    p.add_argument("--class-weight", action="append", default=[], type=_name_value, metavar="NAME=W",
+                   help="czii: weight of a class in the score (repeatable; CZII defaults 1, 0, 2, 1, 2, 1 in the "
+                   "order above; 1 for other classes)")
+    p.add_argument("--no-default-classes", dest="default_classes", action="store_false",
+                   help="czii: score only the classes given with --class-radius, not the six CZII classes")
+    p.add_argument("--pick-class", default=None, metavar="NAME",
+                   help="czii: the class of every pick, for picks without a class column (cryodet-dask's own)")
+    p.add_argument("--distance-multiplier", type=positive_float, default=0.5, metavar="F",
+                   help="czii: a pick finds a particle within F x the class radius (default: 0.5)")
     p.add_argument("--beta", type=positive_float, default=4.0, help="F-beta weight of recall (default: 4)")
     p.add_argument("--pred-labels", default=None, metavar="MRC|ZARR", help="predicted label image")
     p.add_argument("--true-labels", default=None, metavar="MRC|ZARR", help="ground-truth label image")
@@ -42,6 +61,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, metavar="PNG", help="write a PNG report (PR curve, slices)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the scores as JSON")
     p.set_defaults(func=run)
+
+
+def _name_value(text: str) -> tuple[str, float]:
+    name, sep, value = str(text).rpartition("=")
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1.0
+    if not sep or not name or v < 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER (a number >= 0), got {text!r}")
+    return name, v
+
+
+def _read_for_czii(path: Path, voxel_size: float | None):
+    """A table for the CZII metric: Å coordinates; a file in Å needs no voxel size for that."""
+    from ..errors import ParameterError
+    from ..evaluation import read_particles
+
+    try:
+        return read_particles(path, voxel_size=voxel_size)
+    except ParameterError:
+        if voxel_size:
+            raise
+        df = read_particles(path, voxel_size=1.0)  # x, y, z then equal the Å the file holds; only Å is used
+        if df.attrs.get("unit") != "angstrom":
+            raise
+        return df
+
+
+def run_czii(args: argparse.Namespace, pred_path: Path, true_path: Path, vs: float | None) -> int:
+    from ..evaluation import czii_score
+
+    pred = _read_for_czii(pred_path, vs)
+    truth = _read_for_czii(true_path, vs)
+    if args.pick_class:
+        pred = pred.assign(**{"class": args.pick_class})
+    res = czii_score(pred, truth, radii=dict(args.class_radius), weights=dict(args.class_weight),
+                     distance_multiplier=args.distance_multiplier, beta=args.beta,
+                     default_classes=args.default_classes)
+    print(f"CZII metric: {len(pred)} picks, {len(truth)} true particles, {res['experiments']} tomogram(s); "
+          f"a pick finds a particle within {args.distance_multiplier:g} x its class radius")
+    print(f"{'class':<22}{'radius Å':>9}{'weight':>7}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>10}{'recall':>8}"
+          f"{'F' + format(args.beta, 'g'):>7}")
+    for c, v in res["per_class"].items():
+        print(f"{c:<22}{v['radius_angst']:>9g}{v['weight']:>7g}{v['tp']:>6}{v['fp']:>6}{v['fn']:>6}"
+              f"{v['precision']:>10.3f}{v['recall']:>8.3f}{v['fbeta']:>7.3f}")
+    print(f"score (sum weight x F{args.beta:g} / sum weights): {res['score']:.4f}")
+    if args.json:
+        from ..io import atomic_output
+
+        with atomic_output(Path(args.json), overwrite=True) as tmp:
+            tmp.write_text(json.dumps(res, indent=1, default=float))
+    return 0
 
 
 def _resolve(path: str, kind: str) -> tuple[Path, dict]:
@@ -74,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     pred_path, pred_extra = _resolve(args.pred, "pred")
     true_path, true_extra = _resolve(args.truth, "truth")
     vs = args.voxel_size or pred_extra.get("voxel_size")
+    if args.metric == "czii":
+        return run_czii(args, pred_path, true_path, vs)
     pred = read_particles(pred_path, voxel_size=vs)
     truth = read_particles(true_path, voxel_size=vs)
     pl = args.pred_labels or pred_extra.get("labels")
