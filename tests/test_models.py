@@ -209,3 +209,30 @@ def test_default_weights_load_and_are_small():
         assert load(w.centernet).config.heads == ("center",)
     if w.twohead is not None:
         assert load(w.twohead).config.heads == ("mask", "center")
+
+
+def test_heads_activations_and_smoothing_run_in_float32_under_autocast():
+    import torch
+
+    from cryodet_dask.models import UNet3D, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center"),
+                            center_smoothing=1.0)).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+            feats = net.features(x)
+        assert feats.dtype == torch.bfloat16  # the body did run in bfloat16
+        assert y.dtype == torch.float32
+        # the head, activation and smoothing on those bfloat16 features, all in float32: identical
+        expect = net.activate(net.head(feats.float()))
+        r = net.config.smoothing_radius
+        from cryodet_dask.models._unet import _gaussian_smooth
+
+        expect = torch.cat([expect[:, :1], _gaussian_smooth(expect[:, 1:], 1.0, r)], dim=1)
+    torch.testing.assert_close(y, expect, rtol=0, atol=0)
+    # and close to the float32 pass (the body's rounding only)
+    assert float((y - ref).abs().max()) < 0.1

@@ -115,8 +115,16 @@ class UNet3D(nn.Module):
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Head outputs before their activations (for numerically stable losses)."""
-        return self.head(self.features(x))
+        """Head outputs before their activations (for numerically stable losses).
+
+        The 1³ output convolution runs in float32 even under autocast: in
+        bfloat16 (8 bits of mantissa) the centre map is quantized to steps of
+        ~0.004 near 1, which creates plateaus and removes strict maxima, and
+        mask values move across the threshold.
+        """
+        f = self.features(x)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            return self.head(f.to(self.head.weight.dtype))
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply each head's activation to its channel of ``logits``."""
@@ -127,12 +135,15 @@ class UNet3D(nn.Module):
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.activate(self.logits(x))
-        r = self.config.smoothing_radius
-        if r:
-            i = self.config.heads.index("center")
-            y = torch.cat([y[:, :i], _gaussian_smooth(y[:, i : i + 1], self.config.center_smoothing, r),
-                           y[:, i + 1 :]], dim=1)
+        logits = self.logits(x)
+        # activations and the centre-map smoothing in float32 too (see logits)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            y = self.activate(logits)
+            r = self.config.smoothing_radius
+            if r:
+                i = self.config.heads.index("center")
+                y = torch.cat([y[:, :i], _gaussian_smooth(y[:, i : i + 1], self.config.center_smoothing, r),
+                               y[:, i + 1 :]], dim=1)
         return y
 
     def head_index(self, name: str) -> int:
