@@ -111,27 +111,27 @@ def _check_star_rows(text: str, path: Path) -> None:
     lines = text.splitlines()
     i = 0
     while i < len(lines):
-        if lines[i].strip() == "loop_":
-            ncol = 0
+        if lines[i].strip() != "loop_":
             i += 1
-            while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith(("_", "#"))):
-                if lines[i].lstrip().startswith("_"):
-                    ncol += 1
-                elif ncol and not lines[i].strip():
-                    pass
-                i += 1
-            while i < len(lines):
-                s = lines[i].strip()
-                if s.startswith(("data_", "loop_", "_")):
+            continue
+        ncol = 0
+        i += 1
+        while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith(("_", "#"))):
+            ncol += lines[i].lstrip().startswith("_")
+            i += 1
+        while i < len(lines):  # the rows, up to the next block, loop or label
+            parts = lines[i].split()
+            if parts:
+                head = parts[0]
+                if head.startswith(("data_", "loop_", "_")):
                     break
-                if s and not s.startswith("#"):
-                    n = len(_TOKEN.findall(s))
+                if len(parts) != ncol and not head.startswith("#"):
+                    s = lines[i]
+                    n = len(_TOKEN.findall(s)) if ('"' in s or "'" in s) else len(parts)
                     if n != ncol:
                         raise InputError(f"{path}: line {i + 1} has {n} values for {ncol} columns "
                                          "(a short or ragged row)")
-                i += 1
-            continue
-        i += 1
+            i += 1
 
 
 def read_star_blocks(path: Path) -> dict[str, Any]:
