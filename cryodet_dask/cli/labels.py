@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tomogram-name", default=None, metavar="NAME",
                    help="use only rows whose rlnTomoName / tomogram column equals NAME")
     p.add_argument("--binning", type=positive_float, default=None, metavar="FACTOR",
-                   help="tomogram voxels per file pixel (RELION 4 coordinates are unbinned tilt-series pixels)")
+                   help="file pixels per tomogram voxel, i.e. its binning (RELION 4 coordinates are unbinned "
+                   "tilt-series pixels)")
     p.add_argument("--tomograms-star", default=None, metavar="FILE",
                    help="RELION 5 tomograms.star for centred Å coordinates (default: the tomogram's shape, or "
                    "the one the optimisation set beside the particles names)")

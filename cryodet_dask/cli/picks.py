@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
                    help="Å per voxel of the target tomogram (for files in Å, and for writing Å)")
     c.add_argument("--binning", type=positive_float, default=None, metavar="FACTOR",
-                   help="target voxels per file pixel: pixel coordinates are divided by it (RELION 4 "
-                   "coordinates are unbinned tilt-series pixels)")
+                   help="file pixels per target voxel (the tomogram's binning): pixel coordinates are divided "
+                   "by it (RELION 4 coordinates are unbinned tilt-series pixels)")
     c.add_argument("--tomogram", default=None, metavar="FILE",
                    help="the target tomogram (MRC/Zarr: voxel size and shape) or a RELION 5 tomograms.star")
     c.add_argument("--tomogram-name", default=None, metavar="NAME",

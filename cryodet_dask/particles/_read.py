@@ -130,8 +130,8 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         Keep only this tomogram's rows (``rlnTomoName``, ``rlnMicrographName`` with or
         without extension, ``tomo_name``, CZII ``experiment``, copick ``run_name``).
     binning : float, optional
-        Target voxels per file pixel: coordinates in pixels are divided by it.  RELION 4
-        tomography coordinates are unbinned tilt-series pixels and need it (or
+        File pixels per target voxel (the tomogram's binning): pixel coordinates
+        are divided by it.  RELION 4 tomography coordinates are unbinned tilt-series pixels and need it (or
         ``voxel_size`` with the file's ``rlnTomoTiltSeriesPixelSize``, or a
         ``tomograms.star``).
     allow_empty : bool
