@@ -158,6 +158,21 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not match the architecture"):
         load(tmp_path / "mismatch.pt")
+    # a stored configuration for a huge network is refused before any memory is allocated for it
+    import tracemalloc
+
+    payload["config"]["channels"] = [512, 1024, 2048]  # ~ 2.4 G parameters, ~ 10 GB as float32
+    torch.save(payload, tmp_path / "huge.pt")
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="do not match the architecture"):
+        load(tmp_path / "huge.pt")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    import resource
+
+    assert peak < 50 * 2**20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20  # KiB: the process never held 4 GiB
+    payload["config"]["channels"] = [5, 6, 8]
     payload["config"]["architecture"] = "transformer"
     torch.save(payload, tmp_path / "arch.pt")
     with pytest.raises(CheckpointError, match="unsupported network configuration"):

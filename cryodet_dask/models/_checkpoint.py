@@ -27,7 +27,7 @@ from ..errors import CheckpointError, CryodetError
 from ._config import UNetConfig
 from ._unet import UNet3D
 
-__all__ = ["save", "load", "read_checkpoint", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_checkpoint", "check_state_dict", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "cryodet-dask-checkpoint"
 FORMAT_VERSION = 1
@@ -97,6 +97,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+def check_state_dict(config: UNetConfig, state_dict: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse weights that do not fit ``config`` before any memory is allocated for the network.
+
+    The network is built on PyTorch's ``meta`` device (shapes only, no
+    storage), so a checkpoint whose stored configuration asks for a huge
+    network but carries small weights costs nothing to refuse.
+    """
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in UNet3D(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    bad = sorted(set(expected) ^ set(got)) + sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+    if bad or len(got) != len(state_dict):
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture stored in the checkpoint "
+            f"(channels {config.channels}, convs {config.convs_per_level}, heads {config.heads}; "
+            f"{max(len(bad), 1)} mismatching tensor(s), first: {bad[0] if bad else 'a non-tensor entry'})")
+
+
 def load(path: str | os.PathLike[str], *, expect_heads: Sequence[str] | None = None,
          device: str | torch.device = "cpu") -> UNet3D:
     """Load a network checkpoint written by :func:`save` (or ``cryodet-dask train``).
@@ -133,14 +151,8 @@ def load(path: str | os.PathLike[str], *, expect_heads: Sequence[str] | None = N
         if missing:
             raise CheckpointError(
                 f"{path}: this network predicts {list(config.heads)}, but {list(expect_heads)} is needed")
+    check_state_dict(config, payload["state_dict"], path)
     model = UNet3D(config)
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        n_bad = str(exc).count("\n\t") or 1
-        raise CheckpointError(
-            f"{path}: weights do not match the architecture stored in the checkpoint "
-            f"(channels {config.channels}, convs {config.convs_per_level}, heads {config.heads}; "
-            f"{n_bad} mismatching tensor group(s))") from exc
+    model.load_state_dict(payload["state_dict"], strict=True)
     model.eval()
     return model.to(device)
