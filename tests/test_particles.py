@@ -450,3 +450,23 @@ def test_cli_convert_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert msg in err and "\n" not in err, err
         assert not dst.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_tomogram_file_gives_shape_and_voxel_size(tmp_path):
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "tomo.mrc") as m:
+        m.set_data(np.zeros((20, 30, 40), np.float32))
+        m.voxel_size = 10.0
+    (tmp_path / "c.star").write_text("data_particles\n\nloop_\n_rlnTomoName\n_rlnCenteredCoordinateXAngst\n"
+                                     "_rlnCenteredCoordinateYAngst\n_rlnCenteredCoordinateZAngst\n\nTS_1 -50 0 25\n")
+    df = read_particles(tmp_path / "c.star", tomogram=tmp_path / "tomo.mrc")
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [20 - 5, 15, 10 + 2.5])
+    np.testing.assert_allclose(df[["x_angst", "y_angst", "z_angst"]].iloc[0], [150, 150, 125])
+    # CSV in voxels -> RELION 5 STAR with centred Å from the tomogram's shape and voxel size
+    (tmp_path / "v.csv").write_text("x,y,z\n20,15,10\n")
+    assert _cli("picks", "convert", tmp_path / "v.csv", tmp_path / "v.star", "--tomogram", tmp_path / "tomo.mrc",
+                "--tomogram-name", "TS_1") == 0
+    cols, rows = star_loop(tmp_path / "v.star", "particles")
+    assert [col(cols, rows, f"rlnCenteredCoordinate{a}Angst")[0] for a in "XYZ"] == [0.0, 0.0, 0.0]
+    assert rows[0][cols.index("rlnTomoName")] == "TS_1"

@@ -95,9 +95,9 @@ def _read_raw(path: Path, fmt: str) -> RawTable:
 
 
 def _select(t: pd.DataFrame, tomogram_name: str, path: Path) -> pd.DataFrame:
-    if "tomo_name" not in t.columns:
-        raise InputError(f"{path}: no tomogram-name column (rlnTomoName, rlnMicrographName, tomo_name, "
-                         f"experiment) to select {tomogram_name!r} from")
+    if "tomo_name" not in t.columns:  # a list of one tomogram: all its rows are that tomogram's
+        log.info("%s: no tomogram-name column; every particle is taken as %r's", path, tomogram_name)
+        return t.assign(tomo_name=str(tomogram_name))
     names = t["tomo_name"].astype(str)
     sel = (names == str(tomogram_name)) | (names.map(lambda n: Path(n).stem) == str(tomogram_name))
     if not sel.any():
@@ -128,7 +128,8 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         next to the file is used when this is not given.
     tomogram_name : str, optional
         Keep only this tomogram's rows (``rlnTomoName``, ``rlnMicrographName`` with or
-        without extension, ``tomo_name``, CZII ``experiment``, copick ``run_name``).
+        without extension, ``tomo_name``, CZII ``experiment``, copick ``run_name``); a
+        file without such a column is taken as this tomogram's list.
     binning : float, optional
         File pixels per target voxel (the tomogram's binning): pixel coordinates
         are divided by it.  RELION 4 tomography coordinates are unbinned tilt-series pixels and need it (or
