@@ -263,3 +263,14 @@ def test_simulate_pool_writes_a_resumable_manifest_and_trains(tmp_path):
     assert t["init"]["sha256"] and t["pools"][0]["tomograms"] == 3
     assert t["settings"]["lr_schedule"] == "cosine" and t["settings"]["invert"] == 0.5
     assert main(["-q", "train", str(tmp_path / "c.pt"), "--pool", str(tmp_path / "nowhere")]) == 2
+
+
+def test_training_and_simulator_centre_targets_agree():
+    from cryodet_dask.simulation import center_target as simulator_target
+
+    lab = np.zeros((8, 8, 8), np.int32)
+    lab[2:6, 2:6, 2:6] = 3  # a 4^3 cube: 8 deepest voxels
+    t = center_target(lab)
+    assert int((t == 1.0).sum()) == 1  # one peak, as the simulator's, not a plateau of 8
+    ref, peak = simulator_target(lab[1:7, 1:7, 1:7] == 3)
+    np.testing.assert_array_equal(t[1:7, 1:7, 1:7], ref)

@@ -27,8 +27,10 @@ def center_target(labels: np.ndarray) -> np.ndarray:
         float32, same shape: inside particle ``i``, with ``d`` the Euclidean
         distance to the nearest voxel not in particle ``i``,
         ``(d - 1) / (max_i(d) - 1)`` — 0 on the particle's boundary voxels, 1
-        at its deepest voxels — and 0 in the background (the simulator's
-        ``center.mrc`` definition; particles without interior are all 0).
+        at its single deepest voxel nearest its centroid (the other deepest
+        voxels just below 1) — and 0 in the background.  This is
+        :func:`cryodet_dask.simulation.center_target` applied per particle,
+        the simulator's ``center.mrc`` definition: one definition for both.
 
     Notes
     -----
@@ -44,6 +46,8 @@ def center_target(labels: np.ndarray) -> np.ndarray:
     >>> float(t[2, 2, 2]), float(t[1, 2, 2]), float(t[0, 2, 2])
     (1.0, 0.0, 0.0)
     """
+    from ..simulation import center_target as particle_center_target
+
     lab = np.asarray(labels)
     out = np.zeros(lab.shape, np.float32)
     if not lab.any():
@@ -53,9 +57,6 @@ def center_target(labels: np.ndarray) -> np.ndarray:
             continue
         big = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(sl, lab.shape))
         inside = lab[big] == i
-        padded = np.pad(inside, 1)
-        dist = ndimage.distance_transform_edt(padded)[1:-1, 1:-1, 1:-1]
-        peak = dist.max()
-        if peak > 1:
-            out[big][inside] = ((dist[inside] - 1.0) / (peak - 1.0)).astype(np.float32)
+        target, _ = particle_center_target(inside)
+        out[big][inside] = target[inside]
     return out
