@@ -389,6 +389,10 @@ def test_star_round_trip_keeps_centred_coordinates_and_several_tomograms(tmp_pat
     assert z[-1] == pytest.approx((df["z"].iloc[-1] - 15) * 10, abs=1e-3)
     back = read_particles(p, tomogram_name="TS_02")
     np.testing.assert_allclose(back[["x", "y", "z"]], df[["x", "y", "z"]].iloc[3:], atol=1e-4)
+    # rlnCoordinate (voxels) next to rlnCenteredCoordinate (Å) gives the voxel size and the shapes back
+    both = read_particles(p)
+    assert both.attrs["voxel_size"] == pytest.approx(10.0, rel=1e-6)
+    assert both.attrs["shapes"] == {"TS_01": pytest.approx((40, 50, 60)), "TS_02": pytest.approx((30, 50, 60))}
 
 
 def test_write_refusals(tmp_path):

@@ -207,6 +207,8 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
     out.attrs.update({"format": raw.format, "voxel_size": vs_attr, "source": str(path), "unit": raw.unit})
     if info is not None and info.shape is not None:
         out.attrs["shape"] = tuple(info.shape)
+    elif raw.shapes and vs_attr is not None and vs_attr == raw.voxel_size:
+        out.attrs["shapes"] = dict(raw.shapes)
     elif tomo_star is not None and vs_attr is not None:  # shapes (z, y, x) of the tomograms at this voxel size
         out.attrs["shapes"] = {nm: tuple(float(s) * e["pixel_size"] / vs_attr for s in e["size"][::-1])
                                for nm, e in tomo_star.items() if e["pixel_size"]}

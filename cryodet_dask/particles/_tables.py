@@ -40,6 +40,7 @@ class RawTable:
     voxel_size: float | None = None          # Å per unit-voxel, when the file states it
     tilt_series_pixel_size: float | None = None   # RELION optics rlnTomoTiltSeriesPixelSize
     tomograms_star: Path | None = None       # RELION 5 tomograms.star the file refers to
+    shapes: dict[str, tuple[float, float, float]] | None = None   # per tomo_name (z, y, x), when the file implies it
     notes: list[str] = field(default_factory=list)
 
 
@@ -212,9 +213,41 @@ def read_star(path: Path) -> RawTable:
         unit, fmt = "centred_angstrom", "relion5"
     _optional(df, cols, out, path)
     raw = RawTable(out, unit, fmt, tilt_series_pixel_size=ts_ps)
+    if unit == "voxel" and centred:
+        _voxel_size_from_both(raw, df, cols, path)
     if unit in ("centred_angstrom", "unbinned"):
         raw.tomograms_star = find_tomograms_star(path)
     return raw
+
+
+def _voxel_size_from_both(raw: RawTable, df: pd.DataFrame, cols: dict[str, str], path: Path) -> None:
+    """Voxel size and tomogram shapes implied by rlnCoordinate (voxels) next to rlnCenteredCoordinate (Å).
+
+    centred = (coordinate - size / 2) x voxel size on every axis: two particles with
+    different coordinates on an axis give the voxel size exactly; kept only when all
+    axes agree to 0.1 % and the fit is exact.
+    """
+    est = []
+    for a in "xyz":
+        v = raw.table[f"c{a}"].to_numpy(np.float64)
+        c = _numeric(df, cols[f"rlncenteredcoordinate{a}angst"], path)
+        if len(v) >= 2 and np.ptp(v) > 0:
+            slope, icpt = np.polyfit(v, c, 1)
+            if slope > 0 and np.allclose(slope * v + icpt, c, atol=1e-2 * max(1.0, slope)):
+                est.append(slope)
+    if est and np.ptp(est) <= 1e-3 * max(est):
+        vs = float(np.mean(est))
+        raw.voxel_size = vs
+        names = raw.table["tomo_name"].astype(str) if "tomo_name" in raw.table.columns else pd.Series(
+            ["tomogram"] * len(raw.table))
+        shapes = {}
+        for nm in names.unique():
+            sel = (names == nm).to_numpy()
+            size = [float(np.median(2 * (raw.table[f"c{a}"].to_numpy()[sel]
+                                         - _numeric(df, cols[f"rlncenteredcoordinate{a}angst"], path)[sel] / vs)))
+                    for a in "zyx"]
+            shapes[nm] = tuple(round(v, 3) for v in size)
+        raw.shapes = shapes
 
 
 def find_tomograms_star(path: Path) -> Path | None:
