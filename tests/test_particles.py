@@ -474,3 +474,20 @@ def test_tomogram_file_gives_shape_and_voxel_size(tmp_path):
     cols, rows = star_loop(tmp_path / "v.star", "particles")
     assert [col(cols, rows, f"rlnCenteredCoordinate{a}Angst")[0] for a in "XYZ"] == [0.0, 0.0, 0.0]
     assert rows[0][cols.index("rlnTomoName")] == "TS_1"
+
+
+def test_cli_merge_batch_stars_into_one_relion5_star(tmp_path):
+    """Two tomograms' STARs as detect writes them -> one STAR with each tomogram's centred Å (RELION 5 import)."""
+    from cryodet_dask.exports import write_centers_star
+
+    a = np.array([[5.0, 10, 20], [6, 11, 21]])
+    b = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]])
+    write_centers_star(a, tmp_path / "A_centers.star", 10.0, (20, 40, 60), "TS_A")
+    write_centers_star(b, tmp_path / "B_centers.star", 10.0, (30, 40, 50), "TS_B")
+    assert _cli("picks", "merge", tmp_path / "all.star", tmp_path / "A_centers.star", tmp_path / "B_centers.star") == 0
+    cols, rows = star_loop(tmp_path / "all.star", "particles")
+    assert [r[cols.index("rlnTomoName")] for r in rows] == ["TS_A"] * 2 + ["TS_B"] * 3
+    cz = col(cols, rows, "rlnCenteredCoordinateZAngst")
+    assert cz[0] == pytest.approx((5 - 10) * 10, abs=1e-3) and cz[-1] == pytest.approx((7 - 15) * 10, abs=1e-3)
+    back = read_particles(tmp_path / "all.star", tomogram_name="TS_B")
+    np.testing.assert_allclose(back[["z", "y", "x"]], b, atol=1e-3)

@@ -51,6 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     c.set_defaults(func=run_convert)
 
+    m = psub.add_parser(
+        "merge",
+        help="merge particle lists of several tomograms into one file (e.g. one RELION 5 STAR to import)",
+        description="Read several particle lists (e.g. the NAME_centers.star of each folder of a detect batch) "
+        "and write them as one file; every particle keeps its tomogram name (rlnTomoName), and a RELION 5 "
+        "STAR output has rlnCenteredCoordinate*Angst for each tomogram when its shape is known.",
+    )
+    m.add_argument("output", help="file to write (.star for RELION 5's particle import)")
+    m.add_argument("inputs", nargs="+", help="particle lists to merge")
+    m.add_argument("--to", choices=sorted(WRITE_FORMATS), default=None, help="output format (default: extension)")
+    m.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="Å per voxel (default: what each file says)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    m.set_defaults(func=run_merge)
+
 
 def run_convert(args: argparse.Namespace) -> int:
     from ..particles import format_from_path, read_particles, write_particles
@@ -75,4 +90,39 @@ def run_convert(args: argparse.Namespace) -> int:
         vs = df.attrs.get("voxel_size")
         print(f"wrote {path}: {len(df)} particles ({df.attrs.get('format')} -> {out_fmt}"
               + (f", {vs:g} Å per voxel" if vs else "") + ")")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..errors import ParameterError
+    from ..particles import WRITE_FORMATS, format_from_path, read_particles, write_particles
+
+    out_fmt = args.to or format_from_path(args.output, None, known=WRITE_FORMATS)
+    tables, shapes, sizes = [], {}, set()
+    for path in args.inputs:
+        df = read_particles(path, voxel_size=args.voxel_size)
+        if "tomo_name" not in df.columns:  # named after its file: NAME_centers.csv -> NAME
+            df = df.assign(tomo_name=Path(path).name.split(".")[0].removesuffix("_centers"))
+        if df.attrs.get("voxel_size"):
+            sizes.add(round(float(df.attrs["voxel_size"]), 6))
+        shapes.update(df.attrs.get("shapes") or {})
+        if df.attrs.get("shape") is not None:
+            shapes.update({n: df.attrs["shape"] for n in df["tomo_name"].unique()})
+        tables.append(df)
+    if len(sizes) > 1:
+        raise ParameterError(f"the inputs have different voxel sizes ({', '.join(map(str, sorted(sizes)))} Å); "
+                             "convert them to one first")
+    merged = pd.concat(tables, ignore_index=True)
+    vs = args.voxel_size or (next(iter(sizes)) if sizes else None)
+    names = merged["tomo_name"].astype(str).unique()
+    path = write_particles(merged, args.output, out_fmt, voxel_size=vs,
+                           shapes=shapes if shapes and set(names) <= set(shapes) else None,
+                           overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {path}: {len(merged)} particles of {len(names)} tomogram(s)"
+              + (f", {vs:g} Å per voxel" if vs else ""))
     return 0
