@@ -279,6 +279,12 @@ def test_every_other_file_is_refused_in_one_line():
 
 # ------------------------------------------------------------------ errors
 
+def test_public_api():
+    import cryodet_dask as cd
+
+    assert cd.read_particles is read_particles and cd.write_particles is write_particles
+
+
 def test_ragged_and_empty_and_nan(tmp_path):
     star = "data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n_rlnTomoName #4\n"
     (tmp_path / "short.star").write_text(star + "1 2 3 a\n4 5 6\n7 8 9 b\n")
