@@ -172,7 +172,11 @@ def _pair_counts_block(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     keep = (t > 0) | (p > 0)
     if not keep.any():
         return np.zeros((0, 3), np.int64)
-    pairs, counts = np.unique(np.stack([t[keep], p[keep]], axis=1), axis=0, return_counts=True)
+    t, p = t[keep], p[keep]
+    if t.max() < 2**31 and p.max() < 2**32 and min(t.min(), p.min()) >= 0:  # one int64 key per pair: a 1-D unique
+        keys, counts = np.unique((t << 32) | p, return_counts=True)
+        return np.stack([keys >> 32, keys & 0xFFFFFFFF, counts], axis=1)
+    pairs, counts = np.unique(np.stack([t, p], axis=1), axis=0, return_counts=True)
     return np.concatenate([pairs, counts[:, None]], axis=1)
 
 
@@ -369,8 +373,15 @@ def evaluate(
     min_overlap: float = 0.5,
     pred_labels: Any = None,
     true_labels: Any = None,
+    metric: str = "one-to-one",
+    class_radius: dict[str, float] | None = None,
+    class_weight: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Score predicted particles against the ground truth.
+
+    ``metric="czii"`` returns :func:`czii_score` (``class_radius``,
+    ``class_weight`` as its ``radii``, ``weights``) under the key ``czii``
+    instead of the one-to-one scores.
 
     Parameters
     ----------
@@ -391,8 +402,12 @@ def evaluate(
         were given), ``match`` (per predicted particle, the matched true
         index or -1).
     """
-    p = pred if isinstance(pred, pd.DataFrame) else read_particles(pred)
-    t = truth if isinstance(truth, pd.DataFrame) else read_particles(truth)
+    p = pred if isinstance(pred, pd.DataFrame) else read_particles(pred, voxel_size=voxel_size)
+    t = truth if isinstance(truth, pd.DataFrame) else read_particles(truth, voxel_size=voxel_size)
+    if metric == "czii":
+        return {"czii": czii_score(p, t, radii=class_radius, weights=class_weight, beta=beta)}
+    if metric != "one-to-one":
+        raise ParameterError(f"unknown metric {metric!r}; one of one-to-one, czii")
     if radius is None:
         radius = radius_angst / voxel_size if radius_angst and voxel_size else 10.0
     classes = t["class"].astype(str).tolist() if "class" in t.columns else None

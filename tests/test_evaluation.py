@@ -125,6 +125,7 @@ def test_czii_hand_case():
     assert apo["fbeta"] == 0.0
     # weights 1, 0, 2, 1, 2, 1: only ribosome (weight 1) scores 1
     assert res["score"] == pytest.approx(1 / 7)
+    assert evaluate(pred, truth, metric="czii")["czii"]["score"] == pytest.approx(1 / 7)
     assert set(res["per_class"]) == {"apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome",
                                      "thyroglobulin", "virus-like-particle"}
 
