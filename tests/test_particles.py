@@ -294,6 +294,10 @@ def test_ragged_and_empty_and_nan(tmp_path):
     with pytest.raises(InputError, match="no particles"):
         read_particles(tmp_path / "empty.star")
     assert len(read_particles(tmp_path / "empty.star", allow_empty=True)) == 0
+    (tmp_path / "empty.json").write_text('{"pickable_object_name": "ribosome", "unit": "angstrom", "points": []}')
+    with pytest.raises(InputError, match="no particles"):
+        read_particles(tmp_path / "empty.json")
+    assert list(read_particles(tmp_path / "empty.json", allow_empty=True).columns[:3]) == ["x", "y", "z"]
     (tmp_path / "nan.star").write_text(star + "1 2 3 a\nnan 5 6 a\n")
     with pytest.raises(InputError, match="particle 2 .*NaN"):
         read_particles(tmp_path / "nan.star")

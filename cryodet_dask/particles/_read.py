@@ -168,6 +168,8 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         if units not in UNITS:
             raise ParameterError(f"unknown units {units!r}; one of {', '.join(UNITS)}")
         raw.unit = units
+        if units in ("centred_angstrom", "unbinned") and raw.tomograms_star is None and fmt == "star":
+            raw.tomograms_star = _tables.find_tomograms_star(path)
     t = raw.table
     if tomogram_name is not None:
         t = _select(t, tomogram_name, path)
@@ -191,7 +193,11 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         names = ", ".join(sorted(t["tomo_name"].unique())[:6])
         raise ParameterError(f"{path}: the file holds particles of several tomograms ({names}); "
                              "choose one with tomogram_name (--tomogram-name)")
-    xyz, vs = _to_voxels(c, t, raw, path, voxel_size=voxel_size, info=info, tomo_star=tomo_star, binning=binning)
+    if len(c):
+        xyz, vs = _to_voxels(c, t, raw, path, voxel_size=voxel_size, info=info, tomo_star=tomo_star,
+                             binning=binning)
+    else:  # an allowed empty list: nothing to convert
+        xyz, vs = np.zeros((0, 3)), voxel_size or (info.voxel_size if info is not None else None)
     out = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     _warn_outside(xyz, info, tomo_star, t, binning, path)
     vs_arr = np.asarray(vs, np.float64) if vs is not None else np.full(len(out), np.nan)
