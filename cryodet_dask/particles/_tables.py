@@ -236,7 +236,7 @@ def _voxel_size_from_both(raw: RawTable, df: pd.DataFrame, cols: dict[str, str],
             if slope > 0 and np.allclose(slope * v + icpt, c, atol=1e-2 * max(1.0, slope)):
                 est.append(slope)
     if est and np.ptp(est) <= 1e-3 * max(est):
-        vs = float(np.mean(est))
+        vs = round(float(np.mean(est)), 4)  # the coordinates are written to ~1e-3: more digits are noise
         raw.voxel_size = vs
         names = raw.table["tomo_name"].astype(str) if "tomo_name" in raw.table.columns else pd.Series(
             ["tomogram"] * len(raw.table))
