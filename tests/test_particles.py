@@ -304,6 +304,10 @@ def test_ragged_and_empty_and_nan(tmp_path):
     (tmp_path / "ragged.csv").write_text("x,y,z\n1,2,3\n4,5\n")
     with pytest.raises(InputError, match="line 3 has 2 values"):
         read_particles(tmp_path / "ragged.csv")
+    row = " ".join(["1"] * 35)
+    (tmp_path / "ragged.tbl").write_text(f"{row}\n{row} 1\n")
+    with pytest.raises(InputError, match="line 2 has 36 values"):
+        read_particles(tmp_path / "ragged.tbl")
     (tmp_path / "nocoord.star").write_text("data_\n\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n1 2\n")
     with pytest.raises(InputError, match="no STAR table with coordinates"):
         read_particles(tmp_path / "nocoord.star")

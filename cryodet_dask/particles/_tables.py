@@ -475,6 +475,15 @@ def read_imod(path: Path) -> RawTable:
 def read_dynamo(path: Path) -> RawTable:
     import dynamotable
 
+    counts = {}
+    for k, line in enumerate(path.read_text(errors="replace").splitlines()):
+        if line.strip():
+            counts.setdefault(len(line.split()), k + 1)
+    if len(counts) > 1:
+        n, line_no = sorted(counts.items(), key=lambda kv: kv[1])[1]
+        first = min(counts, key=counts.get)
+        raise InputError(f"{path}: line {line_no} has {n} values where line {counts[first]} has {first} "
+                         "(a short or ragged row)")
     try:
         df = dynamotable.read(str(path))
     except Exception as exc:
