@@ -145,6 +145,23 @@ def test_sigint_exits_130_and_resumes(sim, net, reference, tmp_path, capsys):
     assert_same_outputs(out, reference)
 
 
+def test_sigterm_mid_prediction_resumes_like_ctrl_c(sim, net, reference, tmp_path, capsys):
+    # SLURM and PBS send SIGTERM at the walltime: the same one line, exit 143, resumable state
+    out = tmp_path / "o"
+    proc = _spawn(_cli(sim, net, out, "--cluster", "threads"))
+    _wait(lambda: _done(out) >= 1 or proc.poll() is not None)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == ("cryodet-dask: terminated (SIGTERM); run the same command again "
+                                               "to resume")
+    done_at_stop = _done(out)
+    _no_final_outputs(out)
+    assert main(_cli(sim, net, out, "--cluster", "threads")) == 0
+    assert json.loads((out / "run.json").read_text())["chunks_skipped"] == done_at_stop > 0
+    assert_same_outputs(out, reference)
+
+
 def test_changed_parameters_rerun_only_the_stages_they_affect(sim, net, reference, tmp_path):
     out = tmp_path / "o"
     shutil.copytree(reference, out)  # a finished run, as if made here

@@ -12,8 +12,11 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from ..errors import CryodetError
@@ -89,15 +92,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command as given, for provenance (checkpoints, run.json)
     _setup_logging(args.verbose, args.quiet)
+    previous = _terminate_like_interrupt()
     try:
         result = args.func(args)
     except CryodetError as exc:
         print(f"cryodet-dask: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("cryodet-dask: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cryodet-dask: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM and PBS send at the walltime): unwinds like Ctrl-C, leaving resumable state."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _terminate_like_interrupt() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":  # pragma: no cover
