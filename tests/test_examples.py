@@ -16,3 +16,8 @@ def test_example_runs(script, tmp_path):
     r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "particles" in r.stdout or "precision" in r.stdout
+
+
+def test_examples_are_there():
+    # an empty or missing examples/ would make the parametrized test above vanish silently
+    assert {p.name for p in EXAMPLES} >= {"detect_simulated.py", "stages_with_dask.py"}
