@@ -91,6 +91,10 @@ def read_coordinates(path: str | os.PathLike[str], *, voxel_size: float | None =
         tomogram = TomogramInfo(shape=tuple(int(v) for v in shape), voxel_size=voxel_size)
     df = read_particles(path, voxel_size=voxel_size, tomogram=tomogram, tomogram_name=tomogram_name,
                         binning=binning, allow_empty=allow_empty, units=units)
+    if tomogram_name is None and "tomo_name" in df.columns and df["tomo_name"].nunique() > 1:
+        names = sorted(df["tomo_name"].astype(str).unique())
+        log.warning("%s holds particles of %d tomograms (%s); all of them are used — choose one with "
+                    "--tomogram-name", path, len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
     zyx = df[["z", "y", "x"]].to_numpy(np.float64)
     angles = df[["rot", "tilt", "psi"]].to_numpy(np.float64) if {"rot", "tilt", "psi"} <= set(df.columns) else None
     classes = [str(v) for v in df["class"]] if "class" in df.columns else None

@@ -112,3 +112,16 @@ def test_cli_labels(tmp_path):
     assert lab.shape == (16, 32, 32) and set(np.unique(lab)) == {0, 1, 2}
     assert lab[8, 12, 10] == 1 and lab[8, 20, 20] == 2
     assert main(["labels", str(tmp_path / "c.txt"), str(tmp_path / "m.mrc"), "--radius", "3"]) != 0
+
+
+def test_several_tomograms_without_a_name_warn(tmp_path, caplog):
+    star = ["data_particles", "loop_", "_rlnTomoName", "_rlnCoordinateX", "_rlnCoordinateY", "_rlnCoordinateZ",
+            "TS_01 1 2 3", "TS_02 1 1 1"]
+    (tmp_path / "c.star").write_text("\n".join(star) + "\n")
+    with caplog.at_level("WARNING", logger="cryodet_dask"):
+        assert len(read_coordinates(tmp_path / "c.star")) == 2
+    assert "2 tomograms (TS_01, TS_02)" in caplog.text and "--tomogram-name" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cryodet_dask"):
+        assert len(read_coordinates(tmp_path / "c.star", tomogram_name="TS_02")) == 1
+    assert "tomograms" not in caplog.text
