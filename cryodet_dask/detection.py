@@ -32,12 +32,15 @@ from ._progress import current_client
 from .errors import DiskSpaceError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .io._convert import _identity
-from .postprocessing._params import PostprocessParams
+from .postprocessing._params import PostprocessParams, from_particle_diameter
 from .resampling import resample
 
 __all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "FALLBACK_VOXEL_SIZE"]
 
 log = logging.getLogger("cryodet_dask")
+
+#: DetectParams fields that ``particle_diameter`` sets when they are not given.
+_DERIVED = ("center_min_distance", "remove_min_size")
 
 #: The seed's default voxel size (spinach data), used only when the file has none, with a warning.
 FALLBACK_VOXEL_SIZE = 14.08
@@ -55,6 +58,13 @@ class DetectParams:
     Seed flag aliases: ``-m`` segnet, ``-c`` centernet, ``-ps`` chunks, ``-vs``
     voxel_size, ``-mt`` mask_threshold, ``-ct`` center_threshold, ``-rs``
     remove_min_size, ``-nn`` neighbor_number, ``-dt`` distance_threshold.
+
+    ``particle_diameter`` (Å, optional): sets ``center_min_distance = 0.5 * diameter /
+    voxel_size`` and ``remove_min_size = round((pi / 6) * (0.5 * diameter / voxel_size)**3)``
+    (:func:`~cryodet_dask.postprocessing._params.from_particle_diameter`) for the fields
+    left at None; it needs the voxel size (``voxel_size`` or the file header).
+    ``remove_min_size`` and ``center_min_distance`` at None mean: from
+    ``particle_diameter`` if given, else :class:`PostprocessParams`' defaults.
     """
 
     segnet: str | None = None
@@ -64,12 +74,15 @@ class DetectParams:
     # post-processing: the defaults are PostprocessParams' (the seed's), stated once there
     mask_threshold: float = PostprocessParams.mask_threshold
     center_threshold: float = PostprocessParams.center_threshold
-    remove_min_size: int = PostprocessParams.remove_min_size
+    remove_min_size: int | None = None  # None: PostprocessParams' default, or from particle_diameter
     check_center: bool = PostprocessParams.check_center
     filter_outlier: bool = PostprocessParams.filter_outlier
     neighbor_number: int = PostprocessParams.neighbor_number
     distance_threshold: float = PostprocessParams.distance_threshold
     connectivity: int = PostprocessParams.connectivity
+    center_min_distance: float | None = None  # None: PostprocessParams' default, or from particle_diameter
+    min_particle_size: int = PostprocessParams.min_particle_size
+    particle_diameter: float | None = None
     halo: tuple[int, ...] | None = None
     device: str = "auto"
     batch_size: int = 1
@@ -77,9 +90,27 @@ class DetectParams:
     formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
     rescale: bool = False
 
-    def postprocess_kwargs(self) -> dict[str, Any]:
-        """The fields that are :class:`PostprocessParams` fields, by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
+    def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
+        """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and
+        ``center_min_distance`` resolved: the value given, else derived from
+        ``particle_diameter`` (which then needs ``voxel_size``, Å), else the default."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
+        derived: dict[str, Any] = {}
+        if self.particle_diameter is not None and any(kw[k] is None for k in _DERIVED):
+            if voxel_size is None:
+                raise ParameterError("--particle-diameter needs the voxel size: the input has none in its "
+                                     "header; give -vs/--voxel-size")
+            derived = from_particle_diameter(self.particle_diameter, voxel_size)
+        for k in _DERIVED:
+            if kw[k] is None:
+                kw[k] = derived.get(k, getattr(PostprocessParams, k))
+        return kw
+
+    def validate(self) -> PostprocessParams:
+        """Check the post-processing parameters before any work (any voxel size will do)."""
+        if self.particle_diameter is not None:
+            from_particle_diameter(self.particle_diameter, 1.0)
+        return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -112,7 +143,8 @@ class DetectionResult:
         Instance label image (uint32, z, y, x), lazy.
     particles : pandas.DataFrame
         One row per particle: ``id, x, y, z`` (voxels), ``x_angst, y_angst,
-        z_angst`` (Å), ``n_voxels``, ``score`` (mean mask probability).
+        z_angst`` (Å), ``n_voxels``, ``score`` (centre-map peak over the particle: the
+        ranking score), ``mask_score`` (mean mask probability).
     voxel_size : float
         Å per voxel used for the Å columns.
     files : dict
@@ -412,9 +444,7 @@ def detect(
     >>> res.particles[["x", "y", "z", "score"]].head()          # doctest: +SKIP
     """
     p = DetectParams.from_dict({**(params.to_dict() if params else {}), **kwargs})
-    from .postprocessing import PostprocessParams
-
-    PostprocessParams(**p.postprocess_kwargs())  # validate before any work
+    p.validate()  # before any work
     timings: dict[str, float] = {}
     tmp = None
     if out_dir is None:
@@ -435,6 +465,9 @@ def detect(
         stem = name or "tomogram"
     else:
         raise ParameterError(f"detect takes a path, a Tomogram or an array, not {type(tomogram).__name__}")
+    if p.particle_diameter is not None and p.voxel_size is None and not tomo.voxel_size:
+        raise ParameterError(f"--particle-diameter needs the voxel size: {stem} has none in its header; "
+                             "give -vs/--voxel-size")
     voxel_size = _voxel_size(tomo, p.voxel_size)
     trained = _check_model_voxel_size(_model_arg(p), voxel_size, p.rescale)
     factor = voxel_size / trained if (p.rescale and trained) else None
@@ -517,7 +550,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                    device=p.device, batch_size=p.batch_size, overwrite=overwrite, replace=True, progress=progress)
     timings["predict"] = time.perf_counter() - t
 
-    export_fp = _digest([pred.attrs.get("fingerprint"), p.postprocess_kwargs(), list(p.formats), voxel_size,
+    pp_kwargs = p.postprocess_kwargs(voxel_size)
+    export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), voxel_size,
                          list(tomo.origin_zyx)])
     if out_dir is not None:
         _retire_outputs(out, stem, export_fp)
@@ -536,7 +570,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     scratch = tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out) if writes_labels else None
     try:
         dets = postprocess(mask, center, progress=progress,
-                           scratch=scratch.name if scratch else None, **p.postprocess_kwargs())
+                           scratch=scratch.name if scratch else None, **pp_kwargs)
         timings["postprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -568,6 +602,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             "shape_zyx": list(tomo.shape),
             "voxel_size_angst": voxel_size,
             "parameters": p.to_dict(),
+            "postprocess_parameters": pp_kwargs,
             "rescale": None if factor is None else {
                 "factor": factor, "weights_voxel_size_angst": voxel_size / factor,
                 "predicted_shape_zyx": list(pred.plan.shape),
@@ -583,8 +618,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                 "predict": {"ran": pred.chunks_computed > 0, "chunks_computed": pred.chunks_computed,
                             "chunks_skipped": pred.chunks_skipped,
                             "fingerprint": _digest(pred.attrs.get("fingerprint"))},
-                "postprocess": {"ran": True, "fingerprint": _digest([pred.attrs.get("fingerprint"),
-                                                                     p.postprocess_kwargs()])},
+                "postprocess": {"ran": True, "fingerprint": _digest([pred.attrs.get("fingerprint"), pp_kwargs])},
                 "export": {"ran": True, "fingerprint": export_fp},
             },
             "peak_memory_mib": _peak_memory_mib(client if client is not None else current_client(),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 
+import dataclasses
+import math
+
 import pytest
 import yaml
 
 from cryodet_dask.cli import build_parser, main
 from cryodet_dask.cli.detect import params_from_args
-from cryodet_dask.detection import DetectParams
+from cryodet_dask.detection import DetectParams, detect
+from cryodet_dask.errors import ParameterError
+from cryodet_dask.postprocessing import PostprocessParams
 
 
 def parse(*argv: str):
@@ -18,9 +23,34 @@ def parse(*argv: str):
 
 def test_defaults_are_the_seeds():
     _, p = parse("t.mrc")
-    assert (p.mask_threshold, p.center_threshold, p.remove_min_size) == (0.1, 0.1, 64)
+    kw = p.postprocess_kwargs()
+    assert (kw["mask_threshold"], kw["center_threshold"], kw["remove_min_size"]) == (0.1, 0.1, 64)
     assert (p.check_center, p.filter_outlier, p.neighbor_number, p.distance_threshold) == (True, True, 3, 30.0)
     assert p == DetectParams()
+    assert kw == dataclasses.asdict(PostprocessParams())  # every default comes from PostprocessParams
+
+
+def test_fusion_and_fragment_flags():
+    _, p = parse("t.mrc", "--center-min-distance", "4.5", "--min-particle-size", "20")
+    assert p.postprocess_kwargs()["center_min_distance"] == 4.5 and p.min_particle_size == 20
+    # the particle diameter (Å) sets D and -rs from the voxel size ...
+    _, p = parse("t.mrc", "--particle-diameter", "200")
+    kw = p.postprocess_kwargs(voxel_size=10.0)
+    assert kw["center_min_distance"] == 10.0 and kw["remove_min_size"] == round(math.pi / 6 * 10.0 ** 3)
+    with pytest.raises(ParameterError, match="voxel size"):
+        p.postprocess_kwargs()  # ... which it needs
+    # ... unless they are given
+    _, p = parse("t.mrc", "--particle-diameter", "200", "-rs", "7", "--center-min-distance", "0")
+    kw = p.postprocess_kwargs(voxel_size=10.0)
+    assert kw["center_min_distance"] == 0 and kw["remove_min_size"] == 7
+
+
+def test_fusion_keys_in_config(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("center_min_distance: 3.5\nmin_particle_size: 9\nparticle_diameter: 150\n")
+    _, p = parse("t.mrc", "--config", str(cfg))
+    assert (p.center_min_distance, p.min_particle_size, p.particle_diameter) == (3.5, 9, 150)
+    assert p.postprocess_kwargs(voxel_size=10.0)["remove_min_size"] == round(math.pi / 6 * 7.5 ** 3)
 
 
 def test_seed_spellings():
@@ -56,6 +86,8 @@ def test_long_options():
     (["-rs", "-3"], "-rs/--remove-min-size"), (["-dt", "-1"], "-dt/--distance-threshold"),
     (["-nn", "2.5"], "-nn/--neighbor-number"), (["-check_center", "maybe"], "-check_center"),
     (["-ps", "0"], "-ps/--chunks"), (["-vs", "0"], "-vs/--voxel-size"), (["--connectivity", "4"], "--connectivity"),
+    (["--center-min-distance", "-1"], "--center-min-distance"), (["--center-min-distance", "nan"], "--center-min-distance"),
+    (["--min-particle-size", "-1"], "--min-particle-size"), (["--particle-diameter", "0"], "--particle-diameter"),
 ])
 def test_bad_arguments_name_the_flag(capsys, argv, flag):
     with pytest.raises(SystemExit) as exc:
@@ -98,3 +130,21 @@ def test_missing_tomogram_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nope.mrc" in err and "no such file" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_particle_diameter_without_voxel_size_is_a_clean_error(tmp_path, capsys):
+    import mrcfile
+    import numpy as np
+
+    tomo = tmp_path / "novs.mrc"
+    with mrcfile.new(tomo) as mrc:
+        mrc.set_data(np.zeros((8, 8, 8), np.float32))
+        mrc.voxel_size = 0.0
+    out = tmp_path / "o"
+    assert main(["detect", str(tomo), "-o", str(out), "--cluster", "threads", "--particle-diameter", "200"]) == 2
+    err = capsys.readouterr().err
+    assert "--particle-diameter needs the voxel size" in err and err.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ParameterError, match="voxel size"):
+        detect(np.zeros((8, 8, 8), np.float32), tmp_path / "api", particle_diameter=200.0)
+    assert not (tmp_path / "api").exists()

@@ -46,7 +46,7 @@ def test_outputs_and_chunk_invariance(sim, net, tmp_path):
     assert set(run["timings_s"]) == {"convert", "predict", "postprocess", "export"}
     assert run["voxel_size_angst"] == pytest.approx(10.0)
     csv = pd.read_csv(tmp_path / "a" / "tomogram_centers.csv")
-    for col in ("id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score"):
+    for col in ("id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score", "mask_score"):
         assert col in csv.columns
     np.testing.assert_allclose(csv.x_angst, csv.x * 10.0)
     mrc_labels = load(tmp_path / "a" / "tomogram_labels.mrc").data.compute()

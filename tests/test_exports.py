@@ -62,8 +62,11 @@ def test_txt_matches_the_seed_format(det, tmp_path):
 def test_csv_columns_and_values(det, tmp_path):
     path = write_centers_csv(det, tmp_path / "c.csv", 2.0)
     df = pd.read_csv(path)
-    assert list(df.columns) == ["id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score"]
+    assert list(df.columns) == ["id", "x", "y", "z", "x_angst", "y_angst", "z_angst", "n_voxels", "score",
+                                "mask_score"]
     np.testing.assert_allclose(df[["z", "y", "x"]].to_numpy(), det.centers, rtol=1e-5)
+    np.testing.assert_allclose(df["score"], det.center_scores, rtol=1e-5)  # the centre-map peak: ranks
+    np.testing.assert_allclose(df["mask_score"], det.scores, rtol=1e-5)  # mean mask probability
     np.testing.assert_allclose(df["x_angst"], det.centers[:, 2] * 2.0, rtol=1e-5)
     np.testing.assert_array_equal(df["n_voxels"], det.n_voxels)
     assert df["id"].tolist() == list(range(1, len(det.centers) + 1))
@@ -75,12 +78,17 @@ def test_star_is_relion5_particles(det, tmp_path):
     assert "data_particles" in text and "loop_" in text
     names = [line.split()[0][1:] for line in text if line.startswith("_rln")]
     assert names == ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
-                     "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
+                     "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst",
+                     "rlnAutopickFigureOfMerit"]
     rows = [line.split() for line in text if line.startswith("TS_01")]
     assert len(rows) == len(det.centers)
     vals = np.array([[float(v) for v in r[1:]] for r in rows])
     np.testing.assert_allclose(vals[:, 0:3], det.centers[:, ::-1], atol=1e-3)
     np.testing.assert_allclose(vals[:, 3:6], (det.centers[:, ::-1] - [20, 15, 10]) * 10.0, atol=1e-2)
+    np.testing.assert_allclose(vals[:, 6], det.center_scores, rtol=1e-5)  # the score, for thresholding later
+    # plain centres: no figure of merit column
+    plain = write_centers_star(det.centers, tmp_path / "plain.star", 10.0, (20, 30, 40), "TS_01").read_text()
+    assert "rlnAutopickFigureOfMerit" not in plain
     with pytest.raises(ParameterError):
         write_centers_star(det, tmp_path / "q.star", 10.0, (20, 30, 40), "two words")
 
@@ -153,6 +161,58 @@ def test_postprocess_command(maps, tmp_path):
     df = pd.read_csv(tmp_path / "out" / "pred_centers.csv")
     np.testing.assert_allclose(df[["z", "y", "x"]].to_numpy(), ref.centers, rtol=1e-5)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # scratch removed
+
+
+def test_postprocess_command_fusion_and_fragment_flags(maps, tmp_path):
+    from cryodet_dask.cli import main
+
+    m, c, _ = maps
+    store = _prediction_store(tmp_path / "pred.zarr", m, c)
+    rc = main(["-q", "postprocess", str(store), "-o", str(tmp_path / "out"), "--center-min-distance", "3.5",
+               "--min-particle-size", "6", "-rs", "5", "--no-filter-outlier", "--chunks", "7"])
+    assert rc == 0
+    ref = postprocess_reference(m, c, center_min_distance=3.5, min_particle_size=6, remove_min_size=5,
+                                filter_outlier=False)
+    with mrcfile.open(tmp_path / "out" / "pred_labels.mrc") as mrc:
+        np.testing.assert_array_equal(mrc.data, ref.labels)
+    df = pd.read_csv(tmp_path / "out" / "pred_centers.csv")
+    np.testing.assert_allclose(df["score"], ref.center_scores, rtol=1e-6)
+    # --particle-diameter 56 Å at 8 Å per voxel: D = 3.5 voxels, -rs = round(pi/6 * 3.5^3) = 22
+    rc = main(["-q", "postprocess", str(store), "-o", str(tmp_path / "pd"), "--particle-diameter", "56",
+               "--no-filter-outlier", "--formats", "mrc"])
+    assert rc == 0
+    ref = postprocess_reference(m, c, center_min_distance=3.5, remove_min_size=22, filter_outlier=False)
+    with mrcfile.open(tmp_path / "pd" / "pred_labels.mrc") as mrc:
+        np.testing.assert_array_equal(mrc.data, ref.labels)
+    # explicit flags win over the diameter
+    rc = main(["-q", "postprocess", str(store), "-o", str(tmp_path / "pd2"), "--particle-diameter", "56",
+               "-rs", "5", "--no-filter-outlier", "--formats", "mrc"])
+    ref = postprocess_reference(m, c, center_min_distance=3.5, remove_min_size=5, filter_outlier=False)
+    with mrcfile.open(tmp_path / "pd2" / "pred_labels.mrc") as mrc:
+        np.testing.assert_array_equal(mrc.data, ref.labels)
+
+
+@pytest.mark.parametrize("argv", [["--center-min-distance", "-1"], ["--center-min-distance", "nan"],
+                                  ["--center-min-distance", "inf"], ["--min-particle-size", "-2"],
+                                  ["--particle-diameter", "0"], ["--particle-diameter", "200"]])
+def test_postprocess_command_bad_fusion_values_write_nothing(maps, tmp_path, capsys, argv):
+    from cryodet_dask.cli import main
+
+    m, c, _ = maps
+    store = tmp_path / "pred.zarr"
+    g = zarr.open_group(str(store), mode="w")  # no voxel size in this store
+    g.create_array("mask", data=m, chunks=(8, 16, 16))
+    g.create_array("center", data=c, chunks=(8, 16, 16))
+    try:
+        code = main(["postprocess", str(store), "-o", str(tmp_path / "out"), *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0]
+    assert not (tmp_path / "out").exists()
+    if argv[0] == "--particle-diameter" and argv[1] == "200":
+        assert "voxel size" in err[0]
 
 
 def test_postprocess_command_rejects_bad_values(maps, tmp_path, capsys):

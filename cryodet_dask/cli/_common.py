@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "nonneg_int", "add_bool_flag", "show_progress"]
+__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int", "add_bool_flag", "show_progress"]
 
 
 def str2bool(text: str) -> bool:
@@ -55,6 +55,14 @@ def nonneg_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def finite_nonneg_float(text: str) -> float:
+    """A finite number >= 0 (NaN, inf and negatives refused)."""
+    v = nonneg_float(text)
+    if v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return v
 
 

@@ -11,11 +11,21 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError, ParameterError
-from ._common import fraction, int_triplet, nonneg_float, nonneg_int, positive_float, show_progress, str2bool
+from ._common import (
+    finite_nonneg_float,
+    fraction,
+    int_triplet,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    show_progress,
+    str2bool,
+)
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
-          "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity", "halo",
+          "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
+          "center_min_distance", "min_particle_size", "particle_diameter", "halo",
           "device", "batch_size", "keep_intermediate", "formats", "rescale")
 
 
@@ -30,6 +40,9 @@ def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, o
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..postprocessing import PostprocessParams
+
+    d = PostprocessParams()  # the defaults, stated once there
     p = sub.add_parser(
         "detect",
         allow_abbrev=False,
@@ -66,11 +79,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "centres stay on the tomogram's grid")
     g = p.add_argument_group("post-processing (sizes and distances in voxels)")
     g.add_argument("-mt", "--mask-threshold", type=fraction, metavar="[0-1]",
-                   help="foreground = mask probability > this (default: 0.1)")
+                   help=f"foreground = mask probability > this (default: {d.mask_threshold:g})")
     g.add_argument("-ct", "--center-threshold", type=fraction, metavar="[0-1]",
-                   help="centre-map values below this are ignored (default: 0.1)")
+                   help=f"centre-map values below this are ignored (default: {d.center_threshold:g})")
     g.add_argument("-rs", "--remove-min-size", type=nonneg_int, metavar="VOXELS",
-                   help="remove connected components smaller than this many voxels (default: 64)")
+                   help="remove connected components smaller than this many voxels, before the check_center "
+                   f"split (default: {d.remove_min_size}, or from --particle-diameter)")
+    g.add_argument("--center-min-distance", type=finite_nonneg_float, metavar="VOXELS",
+                   help="centre fusion: a centre-map maximum is a centre only if no voxel within this Euclidean "
+                   "distance is larger (equal values: the first in raster order wins); below 2 only the 26 "
+                   f"neighbours count (default: {d.center_min_distance:g}, or from --particle-diameter)")
+    g.add_argument("--min-particle-size", type=nonneg_int, metavar="VOXELS",
+                   help="remove particles smaller than this many voxels after the check_center split, before the "
+                   f"outlier filter (default: {d.min_particle_size})")
+    g.add_argument("--particle-diameter", type=positive_float, metavar="ANGSTROM",
+                   help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
+                   "a sphere of half of it (in voxels, from the voxel size) unless those are given")
     _bool_pair(g, "check-center", "-check_center",
                "split a connected component only by the centres inside it, and only if it holds 2 or more",
                "assign every foreground voxel to its nearest centre, wherever it is")
@@ -78,11 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                "remove particles with fewer than -nn other particles within -dt voxels",
                "keep isolated particles")
     g.add_argument("-nn", "--neighbor-number", type=nonneg_int, metavar="N",
-                   help="filter_outlier: particles needed within the distance (default: 3)")
+                   help=f"filter_outlier: particles needed within the distance (default: {d.neighbor_number})")
     g.add_argument("-dt", "--distance-threshold", type=nonneg_float, metavar="VOXELS",
-                   help="filter_outlier: neighbour distance in voxels (default: 30)")
+                   help=f"filter_outlier: neighbour distance in voxels (default: {d.distance_threshold:g})")
     g.add_argument("--connectivity", type=int, choices=(1, 2, 3),
-                   help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners (default: 1)")
+                   help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners "
+                   f"(default: {d.connectivity})")
     g = p.add_argument_group("outputs and runs")
     g.add_argument("--formats", type=lambda s: tuple(v for v in s.split(",") if v), metavar="LIST",
                    help="outputs among mrc,txt,csv,star,zarr (default: all)")
@@ -134,10 +159,8 @@ def params_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args
     from ..detection import check_chunks, detect
-    from ..postprocessing import PostprocessParams
-
     params = params_from_args(args)
-    PostprocessParams(**params.postprocess_kwargs())
+    params.validate()
     if getattr(args, "save_config", None):
         Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
         print(f"wrote {args.save_config}", file=sys.stderr)

@@ -7,7 +7,16 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from ._common import add_bool_flag, fraction, int_triplet, nonneg_float, nonneg_int, positive_float, show_progress
+from ._common import (
+    add_bool_flag,
+    finite_nonneg_float,
+    fraction,
+    int_triplet,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    show_progress,
+)
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -40,8 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"foreground is mask > P, P in [0, 1] (default: {d.mask_threshold})")
     g.add_argument("--center-threshold", "-ct", type=fraction, default=d.center_threshold, metavar="P",
                    help=f"centre-map values below P count as 0, P in [0, 1] (default: {d.center_threshold})")
-    g.add_argument("--remove-min-size", "-rs", type=nonneg_int, default=d.remove_min_size, metavar="VOXELS",
-                   help=f"remove foreground components smaller than this many voxels (default: {d.remove_min_size})")
+    g.add_argument("--remove-min-size", "-rs", type=nonneg_int, default=None, metavar="VOXELS",
+                   help="remove foreground components smaller than this many voxels, before the check_center split "
+                   f"(default: {d.remove_min_size}, or from --particle-diameter)")
+    g.add_argument("--center-min-distance", type=finite_nonneg_float, default=None, metavar="VOXELS",
+                   help="centre fusion: a centre-map maximum is a centre only if no voxel within this Euclidean "
+                   "distance is larger (equal values: the first in raster order wins); below 2 only the 26 "
+                   f"neighbours count (default: {d.center_min_distance:g}, or from --particle-diameter)")
+    g.add_argument("--min-particle-size", type=nonneg_int, default=d.min_particle_size, metavar="VOXELS",
+                   help="remove particles smaller than this many voxels after the check_center split, before the "
+                   f"outlier filter (default: {d.min_particle_size})")
+    g.add_argument("--particle-diameter", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
+                   "a sphere of half of it (in voxels, from the voxel size) unless those are given")
     add_bool_flag(g, "check-center", d.check_center,
                   "split a component only by the centres inside it, and only when it holds 2 or more",
                   aliases=("-check_center",))
@@ -58,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--formats", type=_formats, default=("mrc", "txt", "csv", "star", "zarr"), metavar="LIST",
                    help="comma list of mrc, txt, csv, star, zarr (default: all)")
-    o.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
+    o.add_argument("--voxel-size", "-vs", type=positive_float, default=None, metavar="ANGSTROM",
                    help="voxel size in Å (default: from the prediction store)")
     o.add_argument("--tomo-name", default=None, help="rlnTomoName in the STAR file (default: --name)")
     o.add_argument("--label-dtype", choices=("auto", "uint16", "int16", "float32"), default="auto",
@@ -73,22 +93,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ParameterError
     from ..exports import export
     from ..io import load
     from ..postprocessing import PostprocessParams, postprocess
+    from ..postprocessing._params import from_particle_diameter
 
-    params = PostprocessParams(
-        mask_threshold=args.mask_threshold, center_threshold=args.center_threshold,
-        remove_min_size=args.remove_min_size, check_center=args.check_center,
-        filter_outlier=args.filter_outlier, neighbor_number=args.neighbor_number,
-        distance_threshold=args.distance_threshold, connectivity=args.connectivity,
-    )
     src = Path(args.predictions)
     chunks = args.chunks if args.chunks is None or len(args.chunks) == 3 else args.chunks * 3
     mask_t = load(src, chunks=chunks, array="mask")
     center_t = load(src, chunks=chunks, array="center")
     name = args.name or src.name.removesuffix(".zarr")
     voxel_size = args.voxel_size or mask_t.voxel_size
+    given = {"remove_min_size": args.remove_min_size, "center_min_distance": args.center_min_distance}
+    if args.particle_diameter is not None and any(v is None for v in given.values()):
+        if not voxel_size:
+            raise ParameterError(f"--particle-diameter needs the voxel size: {src} has none; give --voxel-size")
+        derived = from_particle_diameter(args.particle_diameter, float(voxel_size))
+        given = {k: derived[k] if v is None else v for k, v in given.items()}
+    params = PostprocessParams(
+        mask_threshold=args.mask_threshold, center_threshold=args.center_threshold,
+        check_center=args.check_center, filter_outlier=args.filter_outlier, neighbor_number=args.neighbor_number,
+        distance_threshold=args.distance_threshold, connectivity=args.connectivity,
+        min_particle_size=args.min_particle_size,
+        **{k: v for k, v in given.items() if v is not None},  # the others: PostprocessParams' defaults
+    )
     out = Path(args.output)
     progress = show_progress(args)
     from ..cluster import cluster_from_args

@@ -55,7 +55,8 @@ def write_centers_txt(centers: Any, path: str | os.PathLike[str], voxel_size: fl
     Parameters
     ----------
     centers : ndarray (N, 3) or Detections
-        Centres (z, y, x) in voxels.
+        Centres (z, y, x) in voxels; from Detections also the ranking score
+        (``center_scores``, the centre-map peak) as ``rlnAutopickFigureOfMerit``.
     path : path-like
         Output file.
     voxel_size : float or (z, y, x) floats
@@ -88,9 +89,10 @@ def write_centers_csv(detections: Any, path: str | os.PathLike[str], voxel_size:
     """Write the particle table as CSV.
 
     Columns ``id, x, y, z`` (voxels, float), ``x_angst, y_angst, z_angst`` (Å; empty when
-    the voxel size is unknown), ``n_voxels, score``.  ``detections`` is a
-    :class:`~cryodet_dask.postprocessing.Detections` or an (N, 3) array of z, y, x
-    centres (then ``n_voxels`` and ``score`` are empty).
+    the voxel size is unknown), ``n_voxels``, ``score`` (the centre-map peak over the
+    particle: the ranking score) and ``mask_score`` (mean mask probability).
+    ``detections`` is a :class:`~cryodet_dask.postprocessing.Detections` or an (N, 3)
+    array of z, y, x centres (then ``n_voxels``, ``score`` and ``mask_score`` are empty).
     """
     import pandas as pd
 
@@ -103,7 +105,7 @@ def write_centers_csv(detections: Any, path: str | os.PathLike[str], voxel_size:
         df = pd.DataFrame({"id": np.arange(1, len(c) + 1), "x": c[:, 2], "y": c[:, 1], "z": c[:, 0],
                            "x_angst": c[:, 2] * vs[2], "y_angst": c[:, 1] * vs[1], "z_angst": c[:, 0] * vs[0],
                            "n_voxels": pd.array([pd.NA] * len(c), dtype="Int64"),
-                           "score": np.full(len(c), np.nan)})
+                           "score": np.full(len(c), np.nan), "mask_score": np.full(len(c), np.nan)})
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
@@ -117,7 +119,8 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     Parameters
     ----------
     centers : ndarray (N, 3) or Detections
-        Centres (z, y, x) in voxels.
+        Centres (z, y, x) in voxels; from Detections also the ranking score
+        (``center_scores``, the centre-map peak) as ``rlnAutopickFigureOfMerit``.
     path : path-like
         Output ``.star`` file.
     voxel_size : float or (z, y, x) floats
@@ -134,9 +137,13 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     One ``data_particles`` loop with ``rlnTomoName``, ``rlnCoordinateX/Y/Z``
     (voxel index, pixels of this tomogram) and ``rlnCenteredCoordinateX/Y/ZAngst``
     = ``(coordinate - size / 2) * voxel_size``: Å from the tomogram centre, the
-    RELION 5 convention.
+    RELION 5 convention.  With Detections, ``rlnAutopickFigureOfMerit`` = the
+    particle's score (centre-map peak), so picks can be thresholded afterwards.
     """
     c = _centers(centers)
+    fom = getattr(centers, "center_scores", None)
+    if fom is not None and len(fom) != len(c):
+        fom = None
     vs = _vs3(voxel_size, True, "the STAR file")
     shape = np.asarray(volume_shape, dtype=np.float64)
     if shape.size != 3:
@@ -146,10 +153,13 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     centred = (c - shape / 2.0) * vs
     cols = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
             "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
+    if fom is not None:
+        cols.append("rlnAutopickFigureOfMerit")
     lines = ["", "# version 50001", "", "data_particles", "", "loop_"]
     lines += [f"_{name} #{i + 1}" for i, name in enumerate(cols)]
-    for (z, y, x), (cz, cy, cx) in zip(c, centred):
-        lines.append(f"{tomo_name}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.3f}\t{cy:.3f}\t{cz:.3f}")
+    for k, ((z, y, x), (cz, cy, cx)) in enumerate(zip(c, centred)):
+        row = f"{tomo_name}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.3f}\t{cy:.3f}\t{cz:.3f}"
+        lines.append(row if fom is None else f"{row}\t{float(fom[k]):.6g}")
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text("\n".join(lines) + "\n\n")

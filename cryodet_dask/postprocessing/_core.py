@@ -62,7 +62,7 @@ from dask.highlevelgraph import HighLevelGraph
 from .._progress import compute_keys
 from ..errors import ParameterError
 from ._assign import candidate_centres
-from ._centres import assemble_halo, block_shell, strict_maxima
+from ._centres import assemble_padded, ball_maxima, ball_offsets, block_slabs, halo_width, strict_maxima
 from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, label_block, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
@@ -98,7 +98,11 @@ class Detections:
     n_voxels : ndarray of int64, shape (N,)
         Voxel count of each particle.
     scores : ndarray of float64, shape (N,)
-        Mean mask probability over the particle's voxels.
+        Mean mask probability over the particle's voxels (``mask_score`` in the tables).
+    center_scores : ndarray of float64, shape (N,)
+        Largest value of the (unthresholded) centre map over the particle's voxels:
+        the ranking score (``score`` in the tables, ``rlnAutopickFigureOfMerit`` in
+        STAR).  NaN values of the map are ignored.
     peaks : ndarray of int64, shape (K, 3)
         The centre-map maxima (z, y, x voxel indices) in raster order that can
         take voxels: with ``check_center`` only those on a component of the
@@ -114,6 +118,7 @@ class Detections:
     peaks: np.ndarray
     params: PostprocessParams
     stats: dict[str, Any] = field(default_factory=dict)
+    center_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.centers)
@@ -123,8 +128,10 @@ class Detections:
         return len(self.centers)
 
     def to_dataframe(self, voxel_size: float | Sequence[float] | None = None) -> Any:
-        """Particle table: ``id, x, y, z`` (voxels), ``x_angst, y_angst, z_angst``, ``n_voxels, score``.
+        """Particle table: ``id, x, y, z`` (voxels), ``x_angst, y_angst, z_angst``, ``n_voxels, score, mask_score``.
 
+        ``score`` is the centre-map peak over the particle (:attr:`center_scores`, the
+        ranking score), ``mask_score`` the mean mask probability (:attr:`scores`).
         ``voxel_size`` is in Å, one value or (z, y, x); Å columns are NaN when it is unknown.
         """
         import pandas as pd
@@ -136,7 +143,8 @@ class Detections:
             "x": c[:, 2], "y": c[:, 1], "z": c[:, 0],
             "x_angst": c[:, 2] * vs[2], "y_angst": c[:, 1] * vs[1], "z_angst": c[:, 0] * vs[0],
             "n_voxels": self.n_voxels.astype(np.int64),
-            "score": self.scores.astype(np.float64),
+            "score": self.center_scores.astype(np.float64),
+            "mask_score": self.scores.astype(np.float64),
         })
 
 
@@ -154,21 +162,24 @@ def _voxel_size_zyx(voxel_size: float | Sequence[float] | None) -> np.ndarray:
 # --------------------------------------------------------------------------- block tasks
 
 
-def _pass1_block(mask: np.ndarray, center: np.ndarray, shells: dict[tuple[int, int, int], tuple[np.ndarray, ...]],
-                 border: tuple[tuple[bool, bool], ...], box: Box, shape: tuple[int, int, int], index: int,
-                 p: PostprocessParams) -> dict[str, Any]:
+def _pass1_block(mask: np.ndarray, center: np.ndarray, neighbours: list[tuple[Box, tuple[np.ndarray, ...]]],
+                 box: Box, shape: tuple[int, int, int], index: int, p: PostprocessParams) -> dict[str, Any]:
     L1, n1, sizes = block_components(mask, p.mask_threshold, p.connectivity, p.remove_min_size)
-    halo = assemble_halo(np.asarray(center), shells, border, shape)
-    peaks = strict_maxima(halo, p.center_threshold)
+    h = halo_width(p.center_min_distance)
+    padded = assemble_padded(np.asarray(center), box, neighbours, shape, h)
+    peaks = strict_maxima(padded, p.center_threshold, h)
+    origin = np.array([b[0] for b in box], dtype=np.int64)
+    peaks = ball_maxima(padded, peaks, p.center_threshold, ball_offsets(p.center_min_distance), origin, shape, h)
+    del padded
     peak_lab = L1[tuple(peaks.T)].astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
     if p.check_center:  # a centre outside the mask never takes a voxel: only split components use centres
         peaks, peak_lab = peaks[peak_lab > 0], peak_lab[peak_lab > 0]
-    peaks = peaks + np.array([b[0] for b in box], dtype=np.int64)
+    peaks = peaks + origin
     return {"n": n1, "sizes": sizes, "peaks": peaks, "peak_lab": peak_lab,
             "faces": block_faces(L1, index)}
 
 
-def _pass2_block(mask: np.ndarray, box: Box, index: int, shape: tuple[int, int, int],
+def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, shape: tuple[int, int, int],
                  p: PostprocessParams, tables: BlockTables, scratch: str | None) -> dict[str, Any]:
     offset = tuple(b[0] for b in box)
     pieces, piece_centre = instance_block(mask, offset, p.mask_threshold, p.connectivity,  # type: ignore[arg-type]
@@ -176,7 +187,7 @@ def _pass2_block(mask: np.ndarray, box: Box, index: int, shape: tuple[int, int, 
     if scratch is not None:
         zarr.open_array(scratch, mode="r+")[tuple(slice(a, b) for a, b in box)] = pieces
     n2 = len(piece_centre) - 1
-    out = block_stats(pieces, n2, mask, offset, shape)  # type: ignore[arg-type]
+    out = block_stats(pieces, n2, mask, offset, shape, center)  # type: ignore[arg-type]
     out.update(n=n2, centre=piece_centre, faces=block_faces(pieces, index))
     return out
 
@@ -194,10 +205,10 @@ def _relabel_cached(box: Box, scratch: str, final: np.ndarray) -> np.ndarray:
     return final[pieces]
 
 
-def _pass1_task(mask: np.ndarray, center: np.ndarray, shell_list: list[tuple[np.ndarray, ...]], *,
-                offsets: tuple[tuple[int, int, int], ...], **kw: Any) -> dict[str, Any]:
-    """:func:`_pass1_block` with the neighbours' shells as a list (task arguments carry keys in lists)."""
-    return _pass1_block(mask, center, dict(zip(offsets, shell_list)), **kw)
+def _pass1_task(mask: np.ndarray, center: np.ndarray, slab_list: list[tuple[np.ndarray, ...]], *,
+                nboxes: tuple[Box, ...], **kw: Any) -> dict[str, Any]:
+    """:func:`_pass1_block` with the neighbours' slabs as a list (task arguments carry keys in lists)."""
+    return _pass1_block(mask, center, list(zip(nboxes, slab_list)), **kw)
 
 
 def _pairs_task(own: dict[str, Any], others: list[dict[str, Any]], *, box: Box,
@@ -378,7 +389,7 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
     cat = {k: np.concatenate([s[k][1:] for s in s2]) if n_nodes else None
-           for k in ("count", "sum", "first", "mask_sum", "centre")}
+           for k in ("count", "sum", "first", "mask_sum", "center_max", "centre")}
     if n_nodes:
         pr = _compact(pairs, off) if len(pairs) else np.zeros((0, 2), np.int64)
         pr = pr[cat["centre"][pr[:, 0]] == cat["centre"][pr[:, 1]]]
@@ -395,11 +406,15 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
             if n_inst else np.zeros((0, 3)))
     msum = np.bincount(inst_v, weights=cat["mask_sum"][valid], minlength=n_inst) if n_inst else np.zeros(0)
     first = np.full(n_inst, np.iinfo(np.int64).max, dtype=np.int64)
+    cmax = np.full(n_inst, -np.inf, dtype=np.float64)
     if n_inst:
         np.minimum.at(first, inst_v, cat["first"][valid])
+        np.fmax.at(cmax, inst_v, cat["center_max"][valid])
     centroids = sums / np.maximum(count, 1)[:, None]
-    kept = outlier_keep(centroids, p.neighbor_number, p.distance_threshold) if p.filter_outlier \
-        else np.ones(n_inst, dtype=bool)
+    kept = count >= p.min_particle_size  # fragments go before the outlier filter: they are nobody's neighbour
+    if p.filter_outlier:
+        big = np.flatnonzero(kept)
+        kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)
     order = np.flatnonzero(kept)[np.argsort(first[kept], kind="stable")]
     final_of_inst = np.zeros(n_inst, dtype=np.uint32)
     final_of_inst[order] = np.arange(1, len(order) + 1, dtype=np.uint32)
@@ -411,6 +426,7 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
         "centers": centroids[order],
         "n_voxels": count[order],
         "scores": msum[order] / np.maximum(count[order], 1),
+        "center_scores": np.where(np.isneginf(cmax[order]), np.nan, cmax[order]),
         "n_instances": n_inst,
     }
 
@@ -446,7 +462,8 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     Detections
         ``labels`` (lazy uint32, same shape and chunks as ``mask``), ``centers``
         (N, 3) float64 centroids (z, y, x, voxels; row i = label i + 1),
-        ``n_voxels``, ``scores`` (mean mask probability).
+        ``n_voxels``, ``scores`` (mean mask probability), ``center_scores``
+        (centre-map peak over the particle, the ranking score).
 
     Notes
     -----
@@ -483,24 +500,30 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     bindex = {idx: k for k, idx in enumerate(blocks)}
     token = tokenize(mask, center, p)
 
-    # pass 1: the centre map's halo comes from the neighbours' boundary planes
+    # pass 1: the centre map's halo comes from the neighbours' boundary slabs (width h)
+    h = halo_width(p.center_min_distance)
     shell_n, p1_n, s1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1", "summary1"))
     dsk: dict[Any, Any] = {}
     for idx in blocks:
-        dsk[(shell_n, *idx)] = (block_shell, (center.name, *idx))
+        dsk[(shell_n, *idx)] = (functools.partial(block_slabs, width=h), (center.name, *idx))
     p1 = {}
     for idx in blocks:
-        offsets, shell_keys = [], []
-        for off in itertools.product((-1, 0, 1), repeat=3):
-            j = tuple(i + o for i, o in zip(idx, off))
-            if off != (0, 0, 0) and all(0 <= j[a] < grid[a] for a in range(3)):
-                offsets.append(off)
-                shell_keys.append((shell_n, *j))
-        border = tuple((i == 0, i == g - 1) for i, g in zip(idx, grid))
+        box = boxes[bindex[idx]]
+        # blocks meeting the box widened by h (the 26 around it, more when chunks are thinner than h)
+        ranges = []
+        for a in range(3):
+            lo_v, hi_v = max(0, box[a][0] - h), min(shape[a], box[a][1] + h)
+            ranges.append(range(int(np.searchsorted(bounds[a], lo_v, side="right")) - 1,
+                                int(np.searchsorted(bounds[a], hi_v - 1, side="right"))))
+        nboxes, slab_keys = [], []
+        for j in itertools.product(*ranges):
+            if j != idx:
+                nboxes.append(boxes[bindex[j]])
+                slab_keys.append((shell_n, *j))
         p1[idx] = (p1_n, *idx)
-        dsk[p1[idx]] = (functools.partial(_pass1_task, offsets=tuple(offsets), border=border,
-                                          box=boxes[bindex[idx]], shape=shape, index=bindex[idx], p=p),
-                        (mask.name, *idx), (center.name, *idx), shell_keys)
+        dsk[p1[idx]] = (functools.partial(_pass1_task, nboxes=tuple(nboxes), box=box, shape=shape,
+                                          index=bindex[idx], p=p),
+                        (mask.name, *idx), (center.name, *idx), slab_keys)
         dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
     s1, pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center],
@@ -520,10 +543,10 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         b = bindex[idx]
         p2[idx] = (p2_n, *idx)
         dsk[p2[idx]] = (functools.partial(_pass2_block, box=boxes[b], index=b, shape=shape, p=p, tables=tables[b],
-                                          scratch=scratch_path), (mask.name, *idx))
+                                          scratch=scratch_path), (mask.name, *idx), (center.name, *idx))
         dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
-    s2, pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask],
+    s2, pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask, center],
                       progress, "post-processing: instances")
     clock.append(time.perf_counter())
     pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *pairs2])
@@ -544,4 +567,5 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[mask] if scratch_path is None else [])
     labels = da.Array(graph, name, chunks=mask.chunks, dtype=np.uint32, meta=np.empty((0, 0, 0), np.uint32))
     return Detections(labels=labels, centers=res["centers"].astype(np.float64), n_voxels=res["n_voxels"],
-                      scores=res["scores"].astype(np.float64), peaks=peaks, params=p, stats=info)
+                      scores=res["scores"].astype(np.float64), peaks=peaks, params=p, stats=info,
+                      center_scores=res["center_scores"].astype(np.float64))

@@ -28,7 +28,8 @@ class ReferenceResult:
     centers: np.ndarray  # (N, 3) float64 centroids, z, y, x in voxels
     n_voxels: np.ndarray  # (N,) int64
     scores: np.ndarray  # (N,) float64 mean mask probability
-    peaks: np.ndarray  # (K, 3) int64 centre voxels (local maxima), raster order
+    peaks: np.ndarray  # (K, 3) int64 centre voxels (local maxima, after fusion), raster order
+    center_scores: np.ndarray = None  # type: ignore[assignment]  # (N,) float64 centre-map peak (ranking score)
 
     def __iter__(self):  # labels, centers, n_voxels, scores
         return iter((self.labels, self.centers, self.n_voxels, self.scores))
@@ -67,6 +68,30 @@ def _nearest_all(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
+def fused_peaks(c: np.ndarray, peaks: np.ndarray, min_distance: float) -> np.ndarray:
+    """Centre fusion, literally: the peaks ``p`` such that every voxel ``q`` of the volume with
+    ``0 < |q - p| <= min_distance`` has ``c[q] < c[p]``, or ``c[q] == c[p]`` and ``q`` after ``p``
+    in raster order.  ``c`` is the thresholded centre map; one peak at a time, on the cube around it."""
+    if len(peaks) == 0:
+        return peaks
+    r = int(np.floor(min_distance))
+    shape = np.array(c.shape)
+    keep = np.ones(len(peaks), dtype=bool)
+    for k, pk in enumerate(peaks):
+        lo = np.maximum(pk - r, 0)
+        hi = np.minimum(pk + r + 1, shape)
+        cube = c[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        grids = np.meshgrid(*[np.arange(lo[a], hi[a]) for a in range(3)], indexing="ij")
+        d2 = sum((grids[a] - pk[a]) ** 2 for a in range(3))
+        ball = (d2 <= min_distance ** 2) & (d2 > 0)
+        lin = np.ravel_multi_index(tuple(grids), c.shape)
+        me = np.ravel_multi_index(tuple(pk), c.shape)
+        v = c[tuple(pk)]
+        beaten = ball & ((cube > v) | ((cube == v) & (lin < me)))
+        keep[k] = not beaten.any()
+    return peaks[keep]
+
+
 def postprocess_reference(mask: np.ndarray, center: np.ndarray,
                           params: PostprocessParams | None = None, **kwargs) -> ReferenceResult:
     """Post-process whole in-memory maps (the definition; see the module notes).
@@ -82,7 +107,8 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     -------
     ReferenceResult
         ``labels`` (uint32), ``centers`` (N, 3), ``n_voxels``, ``scores`` (mean mask
-        probability per particle) and the centre voxels ``peaks``.
+        probability per particle), ``center_scores`` (largest centre-map value over
+        each particle, NaN ignored) and the centre voxels ``peaks``.
     """
     from skimage.measure import label as sk_label  # imported here: heavy, and only the reference needs it
 
@@ -101,6 +127,8 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     fp = np.ones((3, 3, 3), dtype=bool)
     fp[1, 1, 1] = False
     peaks = np.argwhere(c > ndi.maximum_filter(c, footprint=fp, mode="mirror")).astype(np.int64)
+    # 2b. centre fusion: no larger (or equal and raster-earlier) value within the ball of radius D
+    peaks = fused_peaks(c, peaks, p.center_min_distance)
     # 3. nearest-centre assignment (-1: the component stays whole)
     fg_idx = np.flatnonzero(comp)
     fg_pts = np.stack(np.unravel_index(fg_idx, comp.shape), axis=1).astype(np.int64)
@@ -130,14 +158,19 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     centroids = np.stack([np.bincount(labs, weights=zyx[:, a], minlength=n + 1) for a in range(3)], axis=1)
     centroids = centroids[1:] / np.maximum(counts[1:, None], 1)
     msum = np.bincount(labs, weights=mask.ravel()[idx].astype(np.float64), minlength=n + 1)[1:]
+    cmax = np.full(n + 1, -np.inf)
+    np.fmax.at(cmax, labs, center.ravel()[idx].astype(np.float64))
+    cmax = np.where(np.isneginf(cmax[1:]), np.nan, cmax[1:])
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, labs, idx)
     first = first[1:]
     counts = counts[1:]
-    # 6. outlier filter on centroids
-    kept = np.ones(n, dtype=bool)
+    # 5b. instances smaller than min_particle_size are removed (before the outlier filter)
+    kept = counts >= p.min_particle_size
+    # 6. outlier filter on the centroids of the remaining instances
     if p.filter_outlier:
-        kept = outlier_keep(centroids, p.neighbor_number, p.distance_threshold)
+        big = np.flatnonzero(kept)
+        kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)
     # 7. numbering by first voxel in raster order
     order = np.flatnonzero(kept)[np.argsort(first[kept], kind="stable")]
     new = np.zeros(n + 1, dtype=np.uint32)
@@ -149,4 +182,5 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         n_voxels=counts[order].astype(np.int64),
         scores=msum[order] / counts[order] if len(order) else np.zeros(0),
         peaks=peaks,
+        center_scores=cmax[order],
     )

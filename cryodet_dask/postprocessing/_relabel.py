@@ -141,15 +141,17 @@ def instance_block(mask: np.ndarray, offset: tuple[int, int, int], threshold: fl
 
 
 def block_stats(pieces: np.ndarray, n2: int, mask: np.ndarray, offset: tuple[int, int, int],
-                shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """Per-piece voxel count, coordinate sums, first raster index and mask sum.
+                shape: tuple[int, int, int], center: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-piece voxel count, coordinate sums, first raster index, mask sum and centre-map maximum.
 
     Returns
     -------
     dict of ndarray, each of length ``n2 + 1`` (index = piece label)
         ``count`` (int64), ``sum`` (float64, (n2 + 1, 3), global z, y, x; exact
         integers), ``first`` (int64 global linear index ``z*Y*X + y*X + x`` of the
-        first voxel in raster order; int64 max where empty), ``mask_sum`` (float64).
+        first voxel in raster order; int64 max where empty), ``mask_sum`` (float64),
+        ``center_max`` (float64, the largest centre-map value, NaN ignored; -inf where
+        empty or all NaN; only when ``center`` is given).
     """
     flat = pieces.ravel()
     idx = np.flatnonzero(flat)
@@ -168,4 +170,9 @@ def block_stats(pieces: np.ndarray, n2: int, mask: np.ndarray, offset: tuple[int
             (fz + offset[0], fy + offset[1], fx + offset[2]), shape
         )
     mask_sum = np.bincount(labs, weights=np.asarray(mask).ravel()[idx].astype(np.float64), minlength=n2 + 1)
-    return {"count": count, "sum": sums, "first": first, "mask_sum": mask_sum}
+    out = {"count": count, "sum": sums, "first": first, "mask_sum": mask_sum}
+    if center is not None:
+        cmax = np.full(n2 + 1, -np.inf, dtype=np.float64)
+        np.fmax.at(cmax, labs, np.asarray(center).ravel()[idx].astype(np.float64))
+        out["center_max"] = cmax
+    return out
