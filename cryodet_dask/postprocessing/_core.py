@@ -1,16 +1,19 @@
 """Distributed post-processing: the Dask orchestration of the block kernels.
 
 Algorithm (blocks = the chunks of the mask map; every block has a *core*; only
-the centre map needs a one-voxel *halo*, which each block assembles from the
-boundary planes of its 26 neighbours -- one small task per block extracts
-them -- with mirror padding only on the true volume border)
+the centre map needs a *halo*, ``max(1, floor(center_min_distance))`` voxels wide,
+which each block assembles from the boundary slabs of the blocks around it -- one
+small task per block extracts its six slabs -- with the one-voxel ring mirrored
+only on the true volume border)
 
 Pass 1, one task per block
     threshold + :func:`scipy.ndimage.label` of the core -> block components,
     minus the specks below ``remove_min_size`` that touch no face (whole in the
     block, so dropped exactly on the spot); their voxel counts; the six face
     planes (sparse); the strict local maxima of the
-    thresholded centre map on the core, each with the block label under it.
+    thresholded centre map on the core that no voxel of the volume within
+    ``center_min_distance`` exceeds (centre fusion, tested on those candidates
+    only), each with the block label under it.
     One task per block then pairs its upper faces with the blocks beyond.
 Results stream to the driver as each task finishes (:func:`compute_keys`);
 no task gathers them on one worker.
@@ -24,11 +27,12 @@ Reduction 1, on the driver (tables of block labels and centres only)
 Pass 2, one task per block
     block components again (same input, same labels), exact nearest-centre
     assignment, instance pieces (connected regions of equal centre), per-piece
-    count, coordinate sums, first raster index, mask sum, face planes; face
-    pairing as in pass 1.
+    count, coordinate sums, first raster index, mask sum, centre-map maximum,
+    face planes; face pairing as in pass 1.
 Reduction 2
     union-find over face pairs of pieces with the same centre -> instances;
-    centroids = coordinate sums / counts; outlier filter; labels 1..N by first
+    centroids = coordinate sums / counts; centre scores = max over pieces;
+    instances below ``min_particle_size`` removed; outlier filter on the rest; labels 1..N by first
     voxel in raster order; per block the map piece -> final label.
 Pass 3 (lazy, the returned ``labels``)
     pieces again, mapped through the block's table.
