@@ -90,6 +90,22 @@ def test_cli_detect_seed_flags(sim, net, tmp_path, capsys):
     assert json.loads((tmp_path / "run.json").read_text())["parameters"]["filter_outlier"] is False
 
 
+def test_cli_detect_particle_diameter_fusion_and_fragments(sim, net, tmp_path):
+    # 60 Å at 10 Å per voxel: --center-min-distance 3, -rs round(pi/6 * 27) = 14 (not given); -rs wins when given
+    base = ["-q", "detect", str(sim / "tomogram.mrc"), "-m", str(net), "-ps", "48", "-mt", "0.5",
+            "-filter_outlier", "false", "--cluster", "threads", "--device", "cpu", "--min-particle-size", "5"]
+    assert main([*base, "-o", str(tmp_path / "a"), "--particle-diameter", "60"]) == 0
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    pp = run["postprocess_parameters"]
+    assert (pp["center_min_distance"], pp["remove_min_size"], pp["min_particle_size"]) == (3.0, 14, 5)
+    assert run["parameters"]["particle_diameter"] == 60.0
+    csv = pd.read_csv(tmp_path / "a" / "tomogram_centers.csv")
+    assert (csv.n_voxels >= 5).all()
+    assert main([*base, "-o", str(tmp_path / "b"), "--particle-diameter", "60", "-rs", "8"]) == 0
+    pp = json.loads((tmp_path / "b" / "run.json").read_text())["postprocess_parameters"]
+    assert (pp["center_min_distance"], pp["remove_min_size"]) == (3.0, 8)
+
+
 def test_bad_threshold_writes_nothing(sim, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["detect", str(sim / "tomogram.mrc"), "-o", str(tmp_path / "o"), "-mt", "2"])
