@@ -57,6 +57,7 @@ __all__ = [
     "OverlapScores",
     "CZII_RADII",
     "CZII_WEIGHTS",
+    "DEFAULT_RADIUS",
     "czii_score",
     "match_centres",
     "overlap_counts",
@@ -65,6 +66,10 @@ __all__ = [
     "pr_curve",
     "read_particles",
 ]
+
+#: Default matching radius of the one-to-one metric, in voxels: one number for ``evaluate``, ``demo``
+#: and the README's tables (50 Å at 10 Å per voxel, less than the radius of the smallest shipped template).
+DEFAULT_RADIUS = 5.0
 
 
 @dataclass(frozen=True)
@@ -409,7 +414,7 @@ def evaluate(
     if metric != "one-to-one":
         raise ParameterError(f"unknown metric {metric!r}; one of one-to-one, czii")
     if radius is None:
-        radius = radius_angst / voxel_size if radius_angst and voxel_size else 10.0
+        radius = radius_angst / voxel_size if radius_angst and voxel_size else DEFAULT_RADIUS
     classes = t["class"].astype(str).tolist() if "class" in t.columns else None
     scores, match = match_centres(p[["z", "y", "x"]].to_numpy(), t[["z", "y", "x"]].to_numpy(), radius,
                                   true_classes=classes, beta=beta)

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"simulation seed (default: {DEMO_SEED})")
     p.add_argument("--chunks", "-ps", type=int_triplet, default=(128,), metavar="N|Z,Y,X",
                    help="chunk size in voxels (default: 128)")
-    p.add_argument("--radius", type=positive_float, default=10.0, metavar="VOXELS",
-                   help="matching radius for precision/recall, voxels (default: 10)")
+    p.add_argument("--radius", type=positive_float, default=None, metavar="VOXELS",
+                   help="matching radius for precision/recall, voxels (default: 5, as evaluate)")
     from ..cluster import add_cluster_arguments
 
     add_cluster_arguments(p)
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args
     from ..detection import detect
-    from ..evaluation import evaluate, read_particles, report_png
+    from ..evaluation import DEFAULT_RADIUS, evaluate, read_particles, report_png
     from ..io import load
     from ..simulation import simulate
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     timings.update(res.timings)
     t = time.perf_counter()
     truth = read_particles(sim_dir / "particles.csv")
-    scores = evaluate(res.particles, truth, radius=args.radius, pred_labels=res.labels,
+    scores = evaluate(res.particles, truth, radius=args.radius or DEFAULT_RADIUS, pred_labels=res.labels,
                       true_labels=load(sim_dir / "labels.mrc").data)
     tomo = load(sim_dir / "tomogram.mrc").data
     report = report_png(out / "report.png", tomo, res.particles, truth, scores["match"], scores.get("pr_curve"))

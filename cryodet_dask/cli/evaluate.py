@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("truth", help="ground truth: table or simulate output folder")
     r = p.add_mutually_exclusive_group()
     r.add_argument("--radius", type=positive_float, default=None, metavar="VOXELS",
-                   help="matching radius in voxels (default: 10, or from --radius-angst)")
+                   help="matching radius in voxels (default: 5, or from --radius-angst)")
     r.add_argument("--radius-angst", type=positive_float, default=None, metavar="ANGSTROM",
                    help="matching radius in Å (needs the voxel size)")
     p.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
