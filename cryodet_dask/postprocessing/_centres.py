@@ -12,6 +12,7 @@ border (the 26-neighbour test; the ball test only looks inside the volume).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,21 +35,26 @@ def halo_width(min_distance: float) -> int:
     return max(1, int(math.floor(float(min_distance))))
 
 
+@functools.lru_cache(maxsize=8)
 def ball_offsets(min_distance: float) -> np.ndarray:
     """Integer offsets ``o`` with ``|o|^2 <= D^2`` outside the 3x3x3 cube, nearest first.
 
     The offsets inside the cube are the 26 neighbours, already tested strictly.
-    Returns int64 (M, 3); M = 0 for D < 2.
+    Returns int64 (M, 3), read-only (cached); M = 0 for D < 2.
     """
     r = int(math.floor(float(min_distance)))
     if r < 2:
-        return np.zeros((0, 3), dtype=np.int64)
+        out = np.zeros((0, 3), dtype=np.int64)
+        out.flags.writeable = False
+        return out
     g = np.arange(-r, r + 1, dtype=np.int64)
     o = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
     d2 = (o ** 2).sum(axis=1)
     sel = (d2 <= float(min_distance) ** 2) & (np.abs(o).max(axis=1) >= 2)
     o, d2 = o[sel], d2[sel]
-    return o[np.argsort(d2, kind="stable")]
+    out = o[np.argsort(d2, kind="stable")]
+    out.flags.writeable = False
+    return out
 
 
 def block_slabs(block: np.ndarray, width: int = 1) -> tuple[np.ndarray, ...]:

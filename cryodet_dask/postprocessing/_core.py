@@ -108,7 +108,7 @@ class Detections:
         the ranking score (``score`` in the tables, ``rlnAutopickFigureOfMerit`` in
         STAR).  NaN values of the map are ignored.
     peaks : ndarray of int64, shape (K, 3)
-        The centre-map maxima (z, y, x voxel indices) in raster order that can
+        The centres (centre-map maxima after fusion; z, y, x voxel indices) in raster order that can
         take voxels: with ``check_center`` only those on a component of the
         thresholded mask that passed the size filter.
     params : PostprocessParams
