@@ -16,6 +16,7 @@ __all__ = [
     "ParameterError",
     "CheckpointError",
     "DiskSpaceError",
+    "StoreIntegrityError",
 ]
 
 
@@ -31,6 +32,10 @@ class InputError(CryodetError):
 
 class TomogramFormatError(InputError):
     """A tomogram file exists but its content cannot be used (bad header, truncated, 2D, ...)."""
+
+
+class StoreIntegrityError(TomogramFormatError):
+    """A Zarr store written by cryodet-dask has a missing or damaged chunk or metadata file."""
 
 
 class OutputExistsError(CryodetError):

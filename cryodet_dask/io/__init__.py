@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ._atomic import atomic_output, partial_path
-from ._convert import convert
+from ._convert import conversion_reusable, convert
+from ._integrity import CheckedArray, source_identity, verify_array
 from ._load import Tomogram, load, open_zarr_image
 from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
 from ._mrc_write import write_mrc
@@ -12,6 +13,10 @@ from ._zarr import CODECS, DEFAULT_CODEC, create_image_group, make_compressor, n
 
 __all__ = [
     "ArrayReader",
+    "CheckedArray",
+    "conversion_reusable",
+    "source_identity",
+    "verify_array",
     "lazy_array",
     "CODECS",
     "DEFAULT_CODEC",

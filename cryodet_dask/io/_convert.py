@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,18 +12,71 @@ import dask.array as da
 import numpy as np
 
 from .._progress import compute
-from ..errors import ParameterError, TomogramFormatError
+from ..errors import CryodetError, ParameterError, TomogramFormatError
 from ._atomic import atomic_output
+from ._integrity import INTEGRITY_ATTRS, source_identity, verify_array
 from ._load import Tomogram, load
 from ._zarr import DEFAULT_CODEC, create_image_group, downsample2, normalize_chunks, write_blocks
 
-__all__ = ["convert"]
+__all__ = ["convert", "conversion_reusable"]
+
+log = logging.getLogger("cryodet_dask")
 
 
 def _identity(path: str | os.PathLike[str]) -> str:
-    """The file's resolved path, size and modification time: changes when the file does."""
-    st = Path(path).stat()
-    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    """Content identity of the source file (:func:`~cryodet_dask.io._integrity.source_identity`).
+
+    A digest of the whole file below 256 MiB, of its header and sampled blocks
+    above; not its path or modification time, so a rewritten file of the same
+    size is recognized and a copied or touched one is not converted again.
+    """
+    return source_identity(path)
+
+
+def conversion_reusable(destination: str | os.PathLike[str], source: str | os.PathLike[str] | None) -> bool:
+    """True if ``destination`` is a complete, intact conversion of the file ``source`` as it is now.
+
+    Checks, in this order: the store opens (metadata readable, every chunk
+    file present), it was written with checksums, its recorded source
+    identity equals the source's content identity now, and every chunk of
+    every level decodes with a matching checksum.  A store that exists but
+    fails is reported with a warning (it will be converted again); one from
+    another source with an info line.
+    """
+    destination = Path(destination)
+    if source is None or not destination.exists():
+        return False
+    try:
+        tomo = load(destination)
+    except CryodetError as exc:
+        log.warning("%s is damaged (%s): converting again", destination.name, exc)
+        return False
+    meta = tomo.metadata
+    if meta.get("source_identity") != _identity(source):
+        log.info("%s was converted from another file or version of %s: converting again", destination.name,
+                 Path(source).name)
+        return False
+    if not isinstance(meta.get("integrity"), dict):
+        log.warning("%s was written without checksums (by an older cryodet-dask): converting again",
+                    destination.name)
+        return False
+    import zarr
+
+    try:
+        group = zarr.open_group(str(destination), mode="r")
+        levels = [ds["path"] for ds in dict(group.attrs)["ome"]["multiscales"][0]["datasets"]]
+        arrays = [(lv, group[lv]) for lv in levels]
+    except Exception as exc:  # noqa: BLE001 - any unreadable metadata is damage
+        log.warning("%s is damaged (%s): converting again", destination.name, str(exc).splitlines()[0][:200])
+        return False
+    for level, arr in arrays:
+        bad = verify_array(arr, threads=True)
+        if bad:
+            first = next(iter(bad.items()))
+            log.warning("%s: %d chunk(s) of level %s failed verification (first: chunk %s, %s): converting again",
+                        destination.name, len(bad), level, ".".join(map(str, first[0])), first[1])
+            return False
+    return True
 
 
 def convert(
@@ -36,6 +90,7 @@ def convert(
     nan_policy: Literal["error", "zero"] = "error",
     voxel_size: float | None = None,
     overwrite: bool = False,
+    reuse: bool = False,
     progress: bool = False,
 ) -> Path:
     """Stream a tomogram into a chunked, compressed OME-Zarr v3 image.
@@ -67,6 +122,11 @@ def convert(
         Voxel size in Å, overriding the source header.
     overwrite : bool
         Replace an existing destination.
+    reuse : bool
+        If ``destination`` is already a complete conversion of this source file
+        (same content identity) and every chunk verifies, return it without
+        converting; otherwise (re)convert, replacing it (a damaged store is
+        reported with a warning).  Makes ``convert`` idempotent.
     progress : bool
         Show a progress bar.
 
@@ -76,6 +136,13 @@ def convert(
         The destination.
     """
     destination = Path(destination)
+    if reuse:
+        src_file = source.path if isinstance(source, Tomogram) else (
+            None if isinstance(source, np.ndarray | da.Array) else source)
+        if src_file is not None and not Path(src_file).is_dir() and conversion_reusable(destination, src_file):
+            log.info("%s is a complete conversion of %s: reused", destination.name, Path(src_file).name)
+            return destination
+        overwrite = True
     if nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be 'error' or 'zero', got {nan_policy!r}")
     if levels < 1:
@@ -113,6 +180,7 @@ def convert(
         "source": str(Path(tomo.path).resolve()) if tomo.path is not None else None,
         "source_identity": _identity(tomo.path) if tomo.path is not None else None,
         "source_header": tomo.metadata,
+        "integrity": dict(INTEGRITY_ATTRS),
     }
     volume = tomo.data.rechunk(unit)
 

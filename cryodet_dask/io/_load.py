@@ -13,7 +13,8 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from ..errors import InputError, TomogramFormatError
+from ..errors import InputError, StoreIntegrityError, TomogramFormatError
+from ._integrity import CheckedArray, missing_chunks
 from ._mrc import MRC_SUFFIXES, MrcVolume, read_mrc_header
 from ._zarr import normalize_chunks
 
@@ -127,42 +128,71 @@ def load(
     )
 
 
+def _integrity(*attr_dicts: Any) -> dict[str, Any]:
+    for attrs in attr_dicts:
+        meta = attrs.get("cryodet") if isinstance(attrs, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("integrity"), dict):
+            return meta["integrity"]
+    return {}
+
+
 def open_zarr_image(
     path: str | os.PathLike[str],
     chunks: int | tuple[int, int, int] | str | None = None,
     array: str | None = None,
 ) -> Tomogram:
-    """Open a Zarr array or (OME-)Zarr group written by cryodet-dask or another tool."""
+    """Open a Zarr array or (OME-)Zarr group written by cryodet-dask or another tool.
+
+    Reads go through a :class:`~cryodet_dask.io._integrity.CheckedArray`: a
+    chunk that fails to decode (checksum mismatch, truncated file) raises
+    :class:`~cryodet_dask.errors.StoreIntegrityError`.  For stores that
+    cryodet-dask wrote (``integrity.all_chunks_written``) every chunk file
+    must exist; a missing one is refused here, before any work, rather than
+    read as zeros.
+    """
     path = Path(path)
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for unreadable stores
-        raise TomogramFormatError(f"{path}: not a readable Zarr store ({exc})") from exc
+        raise TomogramFormatError(f"{path}: not a readable Zarr store ({_one_line(exc)})") from None
     attrs: dict[str, Any] = {}
     scale: list[float] | None = None
     translation: list[float] | None = None
+    group_attrs: dict[str, Any] = {}
+    array_path = path
     if isinstance(node, zarr.Group):
         attrs = dict(node.attrs)
+        group_attrs = attrs
         ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"; 0.4 does not
         multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
-        if array is None and multiscales:
-            ds = multiscales[0]["datasets"][0]
-            array = ds["path"]
-            for t in ds.get("coordinateTransformations", []):
-                if t.get("type") == "scale":
-                    scale = [float(v) for v in t["scale"]][-3:]
-                elif t.get("type") == "translation":
-                    translation = [float(v) for v in t["translation"]][-3:]
+        try:
+            if array is None and multiscales:
+                ds = multiscales[0]["datasets"][0]
+                array = ds["path"]
+                for t in ds.get("coordinateTransformations", []):
+                    if t.get("type") == "scale":
+                        scale = [float(v) for v in t["scale"]][-3:]
+                    elif t.get("type") == "translation":
+                        translation = [float(v) for v in t["translation"]][-3:]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise TomogramFormatError(f"{path}: malformed OME-Zarr multiscales metadata ({_one_line(exc)})") from None
         if array is None:
             members = sorted(k for k, _ in node.arrays())
             raise TomogramFormatError(
                 f"{path}: a Zarr group with arrays {members}; say which one to use"
             )
-        if array not in node:
-            raise TomogramFormatError(f"{path}: has no array {array!r}")
-        zarr_array = node[array]
+        try:
+            if array not in node:
+                raise TomogramFormatError(f"{path}: has no array {array!r}")
+            zarr_array = node[array]
+        except TomogramFormatError:
+            raise
+        except Exception as exc:  # a truncated or missing zarr.json of the member
+            raise StoreIntegrityError(f"{path}: the zarr.json of {array!r} is damaged ({_one_line(exc)}); "
+                                      "delete the store and run again") from None
         if isinstance(zarr_array, zarr.Group):
             return open_zarr_image(path / array, chunks=chunks)
+        array_path = path / array
     else:
         zarr_array = node
         attrs = dict(node.attrs)
@@ -170,6 +200,14 @@ def open_zarr_image(
         raise TomogramFormatError(f"{path}: a tomogram needs 3 dimensions, this array has {zarr_array.ndim}")
     if 0 in zarr_array.shape:
         raise TomogramFormatError(f"{path}: zero-size axis (shape {zarr_array.shape})")
+    integrity = _integrity(group_attrs, dict(zarr_array.attrs) if zarr_array is not node else attrs)
+    require_all = bool(integrity.get("all_chunks_written"))
+    if require_all:
+        missing = missing_chunks(zarr_array)
+        if missing:
+            raise StoreIntegrityError(
+                f"{array_path}: {len(missing)} chunk file(s) missing (first: {'.'.join(map(str, missing[0]))}); "
+                "the store changed after cryodet-dask wrote it: delete it (or give --overwrite) and run again")
     meta = dict(attrs.get("cryodet", {})) if isinstance(attrs.get("cryodet"), dict) else {}
     if "voxel_size_zyx" in meta:
         vs_zyx = tuple(float(v) for v in meta["voxel_size_zyx"])
@@ -181,12 +219,31 @@ def open_zarr_image(
     else:
         vs_zyx = (0.0, 0.0, 0.0)
     origin = tuple(float(v) for v in meta.get("origin_angst_zyx", translation or (0.0, 0.0, 0.0)))
-    data = da.from_zarr(zarr_array)
+    reader = CheckedArray(array_path, require_all_chunks=require_all, array=zarr_array)
+    data = _checked_dask(reader, array_path)
     if chunks is not None:
         data = data.rechunk(normalize_chunks(chunks, data.shape))
     voxel_size = float(vs_zyx[2]) if vs_zyx[2] > 0 else None
     return Tomogram(data=data, voxel_size=voxel_size, voxel_size_zyx=vs_zyx,  # type: ignore[arg-type]
-                    origin_zyx=origin, path=path, metadata=meta, reader=zarr_array)  # type: ignore[arg-type]
+                    origin_zyx=origin, path=path, metadata=meta, reader=reader)  # type: ignore[arg-type]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _checked_dask(reader: CheckedArray, array_path: Path) -> da.Array:
+    """Lazy dask array over ``reader`` in the stored chunks, named by the store's path and metadata."""
+    try:
+        st = (array_path / "zarr.json").stat()
+        stamp: Any = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    name = "zarr-" + tokenize(str(Path(array_path).resolve()), stamp, reader.shape, str(reader.dtype),
+                              reader.chunks)
+    return da.from_array(reader, chunks=reader.chunks, name=name, asarray=True, fancy=False,
+                         meta=np.empty((0,) * reader.ndim, reader.dtype))
 
 
 class TransposedReader:

@@ -22,10 +22,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from ._integrity import WRITE_CONFIG, checksum_codecs, open_for_write
+
 __all__ = [
     "CODECS",
     "DEFAULT_CODEC",
     "make_compressor",
+    "stored_codecs",
     "normalize_chunks",
     "create_image_group",
     "ome_multiscales",
@@ -64,6 +67,16 @@ def make_compressor(name: str, dtype: np.dtype[Any]) -> BloscCodec | None:
         shuffle=BloscShuffle[spec["shuffle"]],
         typesize=np.dtype(dtype).itemsize,
     )
+
+
+def stored_codecs(name: str, dtype: np.dtype[Any]) -> list[Any]:
+    """Bytes-to-bytes codecs of an array this project writes: the compressor, then a ``crc32c`` checksum.
+
+    The checksum comes last, so it covers the compressed bytes as stored: a
+    chunk damaged on disk fails to decode instead of decoding to wrong values.
+    """
+    compressor = make_compressor(name, dtype)
+    return ([compressor] if compressor is not None else []) + checksum_codecs()
 
 
 def normalize_chunks(chunks: int | Sequence[int] | str, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -148,16 +161,16 @@ def create_image_group(
             lshards = tuple(
                 max(c, min(math.ceil(s / c) * c, (sh // c) * c)) for c, s, sh in zip(lchunks, lshape, shards)
             )
-        compressor = make_compressor(codec, dtype)
         group.create_array(
             str(level),
             shape=lshape,
             dtype=dtype,
             chunks=lchunks,
             shards=lshards,
-            compressors=[compressor] if compressor is not None else None,
+            compressors=stored_codecs(codec, dtype) or None,
             fill_value=fill_value,
             dimension_names=("z", "y", "x"),
+            config=WRITE_CONFIG,
         )
     attrs: dict[str, Any] = {"ome": ome_multiscales(name, n_levels, voxel_size_zyx, origin_zyx)}
     attrs["cryodet"] = dict(attributes or {})
@@ -176,7 +189,7 @@ def _store_block(block: np.ndarray, path: str, nan_to_zero: bool,
         n_bad = int(bad.sum())
         if n_bad and nan_to_zero:
             block = np.where(bad, 0, block).astype(block.dtype)
-    arr = zarr.open_array(path, mode="r+")
+    arr = open_for_write(path)  # every chunk written, even all zeros: a missing chunk is damage
     arr[tuple(slice(a, b) for a, b in loc)] = block
     return np.full((1,) * block.ndim, n_bad, dtype=np.int64)
 

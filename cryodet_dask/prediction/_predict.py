@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -21,6 +23,9 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from .._progress import compute, current_client
 from ..errors import CheckpointError, OutputExistsError, ParameterError
 from ..io import ArrayReader, Tomogram, lazy_array, load, normalize_chunks, partial_path
+from ..io._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest, has_checksum,
+                              open_for_write, verify_array)
+from ..io._zarr import stored_codecs
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
 from ._tiling import ChunkPlan, default_halo, plan_chunks
 
@@ -52,7 +57,11 @@ class Prediction:
         Voxel size in Å.
     chunks_computed, chunks_skipped : int
         For a stored prediction: chunks run now, and chunks found done by an
-        earlier interrupted run and skipped.
+        earlier interrupted run and skipped (after verification).
+    chunks_repaired : int
+        Chunks of an earlier run's store (complete or interrupted) that failed
+        verification (missing, not decodable, checksum or digest mismatch)
+        and were therefore computed again; included in ``chunks_computed``.
     """
 
     mask: da.Array
@@ -64,6 +73,7 @@ class Prediction:
     voxel_size: float | None
     chunks_computed: int = 0
     chunks_skipped: int = 0
+    chunks_repaired: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -170,13 +180,21 @@ def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan:
     """Predict chunks, write them to the Zarr store, then mark each done; return how many."""
     cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads)
     order = _head_order(specs)
-    arrays = {h: zarr.open_array(os.path.join(store, h), mode="r+") for h in HEADS}
+    # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
+    arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
     done = Path(store) / ".done"
     for idx, core in zip(indices, cores):
         sl = plan.core(idx)
+        digests = {}
         for k, h in enumerate(HEADS):
-            arrays[h][sl] = core[order[k]]
-        (done / ".".join(map(str, idx))).touch()  # only after both maps are written
+            values = np.ascontiguousarray(core[order[k]].astype(arrays[h].dtype, copy=False))
+            arrays[h][sl] = values
+            digests[h] = chunk_digest(values)
+        # the marker, only after both maps are written, records what they hold (checked before any reuse)
+        marker = done / ".".join(map(str, idx))
+        tmp = marker.with_name(f".{marker.name}.tmp")
+        tmp.write_text(json.dumps(digests))
+        os.replace(tmp, marker)
     return np.array([len(indices)], dtype=np.int64)
 
 
@@ -313,12 +331,19 @@ def predict(
         "models": [_sha256(s.path) for s in specs],
         "dtype": dtype,
     }
+    repaired = 0
     if out is not None:
         out = Path(out)
         done_attrs = _existing_complete(out, fingerprint)
         if done_attrs is not None and not overwrite:
-            log.info("%s is complete for these inputs and parameters: nothing to do", out)
-            return _open_prediction(out, plan, done_attrs, skipped=int(np.prod(plan.grid)))
+            bad = _verify_complete(out, done_attrs)
+            if bad == {}:
+                log.info("%s is complete for these inputs and parameters (every chunk verified): nothing to do", out)
+                return _open_prediction(out, plan, done_attrs, skipped=int(np.prod(plan.grid)))
+            repaired = _reopen_for_repair(out, plan, done_attrs, bad)
+        elif out.exists() and not (overwrite or replace) and _read_attrs(out) is None:
+            raise OutputExistsError(f"output {out} exists but its metadata cannot be read (damaged, or not a "
+                                    "prediction store); use --overwrite to replace it")
         if out.exists() and not (overwrite or replace):
             raise OutputExistsError(f"output {out} already exists for other inputs or parameters (use --overwrite)")
 
@@ -358,10 +383,140 @@ def predict(
         raise ParameterError("predict(out=...) needs a tomogram file or store; write the array first "
                              "(cryodet_dask.convert or dask.array.to_zarr) and pass its path")
     return _predict_to_store(out, reader, plan, common, fingerprint, voxel_size, dtype, batch_size, gpu,
-                             overwrite, progress)
+                             overwrite, progress, repaired=repaired, verified=repaired > 0)
 
 
 # ------------------------------------------------------------------ stored, resumable prediction
+
+
+def _key(idx: Sequence[int]) -> str:
+    return ".".join(str(int(i)) for i in idx)
+
+
+def _parse_key(name: str) -> tuple[int, ...] | None:
+    try:
+        idx = tuple(int(v) for v in name.split("."))
+    except ValueError:
+        return None
+    return idx if len(idx) == 3 else None
+
+
+def _read_markers(store: Path) -> dict[tuple[int, ...], dict[str, int] | None]:
+    """Finished chunks of a partial store and the digests their markers record (``None``: no digest)."""
+    done: dict[tuple[int, ...], dict[str, int] | None] = {}
+    folder = store / ".done"
+    if not folder.is_dir():
+        return done
+    for p in folder.iterdir():
+        idx = _parse_key(p.name)
+        if idx is None:  # a marker being written (".<key>.tmp") when the run was killed
+            continue
+        try:
+            digests = json.loads(p.read_text() or "null")
+        except (OSError, ValueError):
+            digests = None
+        ok = isinstance(digests, dict) and all(isinstance(digests.get(h), int) for h in HEADS)
+        done[idx] = digests if ok else None
+    return done
+
+
+def _verify_chunks(store: Path, done: dict[tuple[int, ...], dict[str, int] | None]) -> dict[tuple[int, ...], str] | None:
+    """Chunks of ``done`` that fail verification in ``store``, with the reason; ``None`` if the arrays are unusable.
+
+    A chunk passes if, in both maps, its file exists, decodes (the ``crc32c``
+    codec's checksum matches) and the decoded values have the digest its
+    marker recorded when it was written.
+    """
+    try:
+        group = zarr.open_group(str(store), mode="r")
+        arrays = {h: group[h] for h in HEADS}
+    except Exception:  # noqa: BLE001 - unreadable metadata: the whole store is damaged
+        return None
+    if not all(isinstance(a, zarr.Array) and has_checksum(a) for a in arrays.values()):
+        return None
+    bad: dict[tuple[int, ...], str] = {}
+    for h in HEADS:
+        digests = {idx: d[h] for idx, d in done.items() if d is not None}
+        for idx, reason in verify_array(arrays[h], list(done), digests=digests, threads=True).items():
+            bad.setdefault(idx, f"{h} {reason}")
+    return bad
+
+
+def _verify_complete(out: Path, attrs: dict[str, Any]) -> dict[tuple[int, ...], str] | None:
+    """Verify every chunk of a complete store against the digests recorded in its attributes."""
+    recorded = attrs.get("chunk_digests")
+    if not isinstance(recorded, dict):
+        return None  # written without digests (an older cryodet-dask)
+    done: dict[tuple[int, ...], dict[str, int] | None] = {}
+    for k, v in recorded.items():
+        idx = _parse_key(k)
+        if idx is not None:
+            done[idx] = dict(zip(HEADS, v)) if isinstance(v, list) and len(v) == len(HEADS) else None
+    bad = _verify_chunks(out, done)
+    if bad is None:
+        return None
+    grid = _grid_of(out)
+    if grid is not None:  # chunks with no recorded digest at all
+        for idx in itertools.product(*(range(n) for n in grid)):
+            if idx not in done:
+                bad[idx] = "no recorded digest"
+    return bad
+
+
+def _grid_of(store: Path) -> tuple[int, ...] | None:
+    try:
+        arr = zarr.open_group(str(store), mode="r")[HEADS[0]]
+        return tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _remove_chunks(store: Path, indices: Sequence[tuple[int, ...]]) -> None:
+    """Delete the chunk files of ``indices`` in both maps (they are about to be recomputed)."""
+    try:
+        group = zarr.open_group(str(store), mode="r")
+        for h in HEADS:
+            arr = group[h]
+            for idx in indices:
+                key = arr.metadata.encode_chunk_key(tuple(idx))
+                path = store / h / key
+                if path.is_file():
+                    path.unlink()
+    except Exception:  # noqa: BLE001 - they are overwritten anyway
+        pass
+
+
+def _describe(bad: dict[tuple[int, ...], str]) -> str:
+    first = next(iter(sorted(bad.items())))
+    return f"{len(bad)} chunk(s) failed verification (first: chunk {_key(first[0])}, {first[1]})"
+
+
+def _reopen_for_repair(out: Path, plan: ChunkPlan, attrs: dict[str, Any],
+                       bad: dict[tuple[int, ...], str] | None) -> int:
+    """Turn a complete store with damaged chunks back into a resumable one; return how many chunks to recompute."""
+    tmp = partial_path(out)
+    if tmp.exists():
+        shutil.rmtree(tmp)  # stale: the complete store for these parameters supersedes it
+    total = int(np.prod(plan.grid))
+    if bad is None:
+        reason = ("written without chunk digests (by an older cryodet-dask)" if "chunk_digests" not in attrs
+                  else "its arrays cannot be read")
+        log.warning("%s is %s: predicting all %d chunks again", out, reason, total)
+        shutil.rmtree(out)
+        return total
+    log.warning("%s: %s: recomputing them", out, _describe(bad))
+    os.replace(out, tmp)
+    _remove_chunks(tmp, list(bad))
+    (tmp / ".done").mkdir(exist_ok=True)
+    for k, v in attrs.get("chunk_digests", {}).items():
+        idx = _parse_key(k)
+        if idx is not None and idx not in bad:
+            (tmp / ".done" / k).write_text(json.dumps(dict(zip(HEADS, v))))
+    group = zarr.open_group(str(tmp), mode="r+")
+    new = {k: v for k, v in attrs.items() if k != "chunk_digests"}
+    new["complete"] = False
+    group.attrs["cryodet"] = new
+    return len(bad)
 
 
 def _read_attrs(store: Path) -> dict[str, Any] | None:
@@ -389,28 +544,53 @@ def _resume_stats(partial: Path, fingerprint: dict[str, Any]) -> tuple[float, fl
 
 
 def _open_prediction(path: Path, plan: ChunkPlan, attrs: dict[str, Any], computed: int = 0,
-                     skipped: int = 0) -> Prediction:
-    group = zarr.open_group(str(path), mode="r")
-    mask = da.from_zarr(group["mask"])
-    center = da.from_zarr(group["center"])
+                     skipped: int = 0, repaired: int = 0) -> Prediction:
+    maps = []
+    for h in HEADS:  # reads raise StoreIntegrityError for a missing or damaged chunk, never fill values
+        reader = CheckedArray(path / h, require_all_chunks=True)
+        name = f"prediction-{h}-" + tokenize(str(path.resolve()), attrs.get("fingerprint"), attrs.get("mean"))
+        maps.append(da.from_array(reader, chunks=reader.chunks, name=name, asarray=True, fancy=False,
+                                  meta=np.empty((0, 0, 0), reader.dtype)))
     vs = attrs.get("voxel_size")
-    return Prediction(mask=mask, center=center, path=path, plan=plan, mean=float(attrs["mean"]),
+    public = {k: v for k, v in attrs.items() if k != "chunk_digests"}
+    return Prediction(mask=maps[0], center=maps[1], path=path, plan=plan, mean=float(attrs["mean"]),
                       std=float(attrs["std"]), voxel_size=float(vs) if vs else None, chunks_computed=computed,
-                      chunks_skipped=skipped, attrs=attrs)
+                      chunks_skipped=skipped, chunks_repaired=repaired, attrs=public)
 
 
 def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str, Any],
                       fingerprint: dict[str, Any], voxel_size: float | None, dtype: str, batch_size: int,
-                      gpu: bool, overwrite: bool, progress: bool) -> Prediction:
+                      gpu: bool, overwrite: bool, progress: bool, *, repaired: int = 0,
+                      verified: bool = False) -> Prediction:
     tmp = partial_path(out)
     attrs = _read_attrs(tmp) if tmp.exists() else None
+    done: dict[tuple[int, ...], dict[str, int] | None] = {}
+    if attrs is not None and attrs.get("fingerprint") == fingerprint:
+        done = _read_markers(tmp)
+        if done and not verified:  # every finished chunk is checked before it is reused
+            bad = _verify_chunks(tmp, done)
+            if bad is None:
+                log.warning("%s: the interrupted prediction's arrays cannot be read: starting it again", out)
+                repaired += len(done)
+                attrs, done = None, {}
+            elif bad:
+                log.warning("%s: %s in the interrupted prediction: recomputing them", out, _describe(bad))
+                _remove_chunks(tmp, list(bad))
+                for idx in bad:
+                    (tmp / ".done" / _key(idx)).unlink(missing_ok=True)
+                    done.pop(idx, None)
+                repaired += len(bad)
+    elif tmp.exists() and attrs is None and (tmp / ".done").is_dir() and any((tmp / ".done").iterdir()):
+        log.warning("%s: the interrupted prediction's metadata cannot be read: starting it again", out)
+        repaired += sum(1 for p in (tmp / ".done").iterdir() if _parse_key(p.name) is not None)
     if attrs is None or attrs.get("fingerprint") != fingerprint:
         if tmp.exists():
-            shutil.rmtree(tmp)  # stale, or from other inputs/parameters
+            shutil.rmtree(tmp)  # stale, damaged, or from other inputs/parameters
         group = zarr.open_group(str(tmp), mode="w")
         for h in HEADS:
             group.create_array(h, shape=plan.shape, chunks=plan.chunk_shape, dtype=dtype, fill_value=0,
-                               dimension_names=("z", "y", "x"))
+                               compressors=stored_codecs("auto", np.dtype(dtype)) or None,
+                               dimension_names=("z", "y", "x"), config=WRITE_CONFIG)
         attrs = {
             "fingerprint": fingerprint,
             "mean": common["mean"],
@@ -421,11 +601,12 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
             "pool_factor": plan.pool_factor,
             "models": [{"path": s.path, "heads": list(s.heads), "receptive_field": s.receptive_field}
                        for s in common["specs"]],
+            "integrity": dict(INTEGRITY_ATTRS),
             "complete": False,
         }
         group.attrs["cryodet"] = attrs
         (tmp / ".done").mkdir()
-    done = {tuple(int(v) for v in p.name.split(".")) for p in (tmp / ".done").iterdir()}
+        done = {}
     pending = [idx for idx in plan.indices() if idx not in done]
     skipped = len(done)
     if skipped:
@@ -443,12 +624,19 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
                           meta=np.empty((0,), np.int64))
         (n,) = compute(counts.sum(), progress=progress, desc=f"predicting {len(pending)} chunks "
                        f"{plan.chunk_shape} with halo {plan.halo}")
+    # the markers' digests move into the attributes, where the next reuse checks every chunk against them
+    markers = _read_markers(tmp)
+    missing = [idx for idx in plan.indices() if markers.get(idx) is None]
+    if missing:  # a task finished without marking its chunk: never call such a store complete
+        raise RuntimeError(f"{out}: chunks {missing[:3]} have no marker after prediction")
     group = zarr.open_group(str(tmp), mode="r+")
     attrs = dict(group.attrs["cryodet"])
     attrs["complete"] = True
+    attrs["chunk_digests"] = {_key(idx): [markers[idx][h] for h in HEADS]  # type: ignore[index]
+                              for idx in sorted(markers)}
     group.attrs["cryodet"] = attrs
     shutil.rmtree(tmp / ".done")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return _open_prediction(out, plan, attrs, computed=len(pending), skipped=skipped)
+    return _open_prediction(out, plan, attrs, computed=len(pending), skipped=skipped, repaired=repaired)
