@@ -239,14 +239,14 @@ class CheckedArray:
                 self._arr = zarr.open_array(self.path, mode="r")
             except (*_DECODE_ERRORS, FileNotFoundError) as exc:
                 raise StoreIntegrityError(f"{_label(self.path)}: the array's zarr.json is missing or damaged "
-                                          f"({_reason(exc)}); delete the store and run again") from None
+                                          f"({_reason(exc)}); delete the store and run the step that wrote it again") from None
         return self._arr
 
     def _fail(self, idx: tuple[int, ...], reason: str) -> StoreIntegrityError:
         key = ".".join(map(str, idx))
         return StoreIntegrityError(
             f"{_label(self.path)}: chunk {key} is {reason if reason == 'missing' else 'damaged (' + reason + ')'}; "
-            "the store changed after cryodet-dask wrote it: delete it (or give --overwrite) and run again")
+            "the store changed after cryodet-dask wrote it: delete it and run the step that wrote it again")
 
     def __getitem__(self, key: Any) -> np.ndarray:
         arr = self.array

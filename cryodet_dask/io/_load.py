@@ -189,7 +189,7 @@ def open_zarr_image(
             raise
         except Exception as exc:  # a truncated or missing zarr.json of the member
             raise StoreIntegrityError(f"{path}: the zarr.json of {array!r} is damaged ({_one_line(exc)}); "
-                                      "delete the store and run again") from None
+                                      "delete the store and run the step that wrote it again") from None
         if isinstance(zarr_array, zarr.Group):
             return open_zarr_image(path / array, chunks=chunks)
         array_path = path / array
@@ -207,7 +207,7 @@ def open_zarr_image(
         if missing:
             raise StoreIntegrityError(
                 f"{array_path}: {len(missing)} chunk file(s) missing (first: {'.'.join(map(str, missing[0]))}); "
-                "the store changed after cryodet-dask wrote it: delete it (or give --overwrite) and run again")
+                "the store changed after cryodet-dask wrote it: delete it and run the step that wrote it again")
     meta = dict(attrs.get("cryodet", {})) if isinstance(attrs.get("cryodet"), dict) else {}
     if "voxel_size_zyx" in meta:
         vs_zyx = tuple(float(v) for v in meta["voxel_size_zyx"])
