@@ -311,3 +311,39 @@ def test_detect_recomputes_a_damaged_prediction_chunk(ref, tmp_path, net):
     assert again.prediction.chunks_repaired == 2 and again.prediction.chunks_computed == 2
     pd.testing.assert_frame_equal(first.particles, again.particles)
     assert np.array_equal(first.labels.compute(), again.labels.compute())
+
+
+@pytest.mark.parametrize("fault", ["delete", "overwrite 4 KiB"])
+def test_detect_with_a_damaged_conversion_never_answers_wrong(ref, tmp_path, net, fault):
+    """detect after a chunk of NAME.zarr is damaged (prediction store gone, so the tomogram is read again):
+    the conversion is rebuilt and the particles equal the undisturbed run's, or the run stops with one line."""
+    kw = dict(segnet=str(net), chunks=(CHUNKS,), device="cpu", mask_threshold=0.5, center_threshold=0.1,
+              remove_min_size=8, filter_outlier=False)
+    first = cryodet_dask.detect(ref["mrc"], tmp_path, **kw)
+    FAULTS[fault](_chunk_file(tmp_path / "tomogram.zarr", "0"))
+    shutil.rmtree(tmp_path / "tomogram_prediction.zarr")
+    try:
+        again = cryodet_dask.detect(ref["mrc"], tmp_path, **kw)
+    except CryodetError as exc:  # a damaged chunk found while reading: one line, naming the chunk
+        _one_line(exc)
+        assert "damaged" in str(exc) or "missing" in str(exc)
+        return
+    pd.testing.assert_frame_equal(first.particles, again.particles)
+    assert np.array_equal(load(tmp_path / "tomogram.zarr").data.compute(), ref["volume"])
+
+
+def test_prediction_input_identity_is_the_converted_content(ref, tmp_path, net):
+    """A conversion rebuilt with the same voxels keeps its prediction; one changed in place (valid chunks) does not."""
+    z = tmp_path / "tomogram.zarr"
+    shutil.copytree(ref["zarr"], z)
+    out = tmp_path / "p.zarr"
+    first = cryodet_dask.predict(z, net, out=out, chunks=CHUNKS, device="cpu")
+    assert first.attrs["fingerprint"]["input"].startswith("zarr-crc32c:")
+    shutil.rmtree(z)
+    cryodet_dask.convert(ref["mrc"], z, chunks=CHUNKS)  # rebuilt: same content, new files and mtimes
+    again = cryodet_dask.predict(z, net, out=out, chunks=CHUNKS, device="cpu")
+    assert again.chunks_computed == 0 and again.chunks_skipped == 4
+    arr = zarr.open_array(str(z / "0"), mode="r+").with_config({"write_empty_chunks": True})
+    arr[0, 0, 0] = arr[0, 0, 0] + 1  # a valid write: checksums fine, content changed
+    with pytest.raises(OutputExistsError):
+        cryodet_dask.predict(z, net, out=out, chunks=CHUNKS, device="cpu")

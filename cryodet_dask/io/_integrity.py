@@ -39,6 +39,7 @@ __all__ = [
     "INTEGRITY_ATTRS",
     "checksum_codecs",
     "chunk_digest",
+    "content_identity",
     "has_checksum",
     "missing_chunks",
     "open_for_write",
@@ -273,6 +274,36 @@ class CheckedArray:
 
     def __repr__(self) -> str:
         return f"CheckedArray({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def content_identity(array: zarr.Array) -> str | None:
+    """Identity of an unsharded checksummed array's content, from its metadata and every chunk's stored CRC-32C.
+
+    The ``crc32c`` codec ends each stored chunk with the checksum of its
+    (deterministically) compressed bytes, so reading the last 4 bytes of each
+    chunk identifies the content without reading it: a conversion rebuilt
+    with the same voxels has the same identity, one changed in any chunk has
+    another.  ``None`` when that does not hold (sharded, no checksum, a chunk
+    missing, not a local store).
+    """
+    if getattr(array, "shards", None) is not None or not has_checksum(array):
+        return None
+    meta_codecs = array.metadata.to_dict().get("codecs") or []
+    if not meta_codecs or meta_codecs[-1].get("name") != "crc32c":
+        return None
+    h = hashlib.sha256(json.dumps(array.metadata.to_dict(), sort_keys=True, default=str).encode())
+    for idx in itertools.product(*(range(n) for n in _grid(array))):
+        path = _key_path(array, idx)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                tail = f.read(4)
+        except OSError:
+            return None
+        h.update(".".join(map(str, idx)).encode() + tail)
+    return f"zarr-crc32c:{h.hexdigest()}"
 
 
 def source_identity(path: str | os.PathLike[str]) -> str:

@@ -23,8 +23,8 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from .._progress import compute, current_client
 from ..errors import CheckpointError, OutputExistsError, ParameterError
 from ..io import ArrayReader, Tomogram, lazy_array, load, normalize_chunks, partial_path
-from ..io._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest, has_checksum,
-                              open_for_write, verify_array)
+from ..io._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest,
+                              content_identity, has_checksum, open_for_write, verify_array)
 from ..io._zarr import stored_codecs
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
 from ._tiling import ChunkPlan, default_halo, plan_chunks
@@ -206,7 +206,14 @@ def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]
     if isinstance(volume, str | os.PathLike):
         volume = load(volume, chunks=chunks)
     if isinstance(volume, Tomogram):
-        if volume.path is not None:
+        content = None
+        if isinstance(volume.reader, CheckedArray) and volume.reader.require_all_chunks:
+            # a store cryodet-dask wrote: identified by its content (chunk checksums), so a conversion
+            # rebuilt with the same voxels keeps its prediction, and one changed in place does not
+            content = content_identity(volume.reader.array)
+        if content is not None:
+            ident = content
+        elif volume.path is not None:
             st = Path(volume.path).stat()
             ident = f"{Path(volume.path).resolve()}:{st.st_mtime_ns}:{st.st_size}"
         else:
