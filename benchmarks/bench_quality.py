@@ -236,7 +236,7 @@ def sweep(root: Path, tag: str, radius: float, rounds: int = 1, objective: str =
     # structural parameters first (they decide how many picks a particle gives), then the thresholds
     grids = {
         "center_min_distance": [0.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-        "min_particle_size": [0, 32, 64, 128, 256],
+        "min_particle_size": [0, 32, 64, 128, 256, 384, 512, 768],
         "mask_threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
         "center_threshold": [0.05, 0.1, 0.2, 0.3],
         "remove_min_size": [32, 64, 128],
