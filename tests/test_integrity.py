@@ -269,9 +269,14 @@ def _interrupted(ref, net, out: Path, monkeypatch, after: int = 3) -> None:
     monkeypatch.setattr(predict_module, "_store_chunks", real)
 
 
-@pytest.mark.parametrize("array,fault", [("mask", "overwrite 4 KiB"), ("center", "truncate"), ("mask", "delete"),
-                                         ("marker", "overwrite 4 KiB")])
-def test_resumed_prediction_verifies_finished_chunks(ref, tmp_path, net, monkeypatch, array, fault):
+@pytest.mark.parametrize("array,fault,expect", [
+    ("mask", "overwrite 4 KiB", (1, 2, 2)), ("center", "truncate", (1, 2, 2)), ("mask", "delete", (1, 2, 2)),
+    ("marker", "overwrite 4 KiB", (1, 2, 2)),
+    ("zarr.json:mask", "truncate", (3, 0, 4)), ("zarr.json:.", "truncate", (3, 0, 4)),
+])
+def test_resumed_prediction_verifies_finished_chunks(ref, tmp_path, net, monkeypatch, array, fault, expect):
+    """An interrupted prediction (3 of 4 chunks done) with one finished chunk damaged, or its metadata:
+    the rerun recomputes what fails verification (counted in chunks_repaired) and equals the undisturbed maps."""
     out = tmp_path / "tomogram_prediction.zarr"
     _interrupted(ref, net, out, monkeypatch)
     partial = tmp_path / ".tomogram_prediction.zarr.partial"
@@ -280,10 +285,12 @@ def test_resumed_prediction_verifies_finished_chunks(ref, tmp_path, net, monkeyp
     victim = tuple(int(v) for v in done[-1].split("."))
     if array == "marker":  # the marker's digest no longer matches what the chunk holds
         (partial / ".done" / done[-1]).write_text('{"mask": 1, "center": 2}')
+    elif array.startswith("zarr.json"):
+        _damage(partial, array, fault)
     else:
         FAULTS[fault](_chunk_file(partial, array, victim))
     pred = cryodet_dask.predict(ref["mrc"], net, out=out, chunks=CHUNKS, device="cpu")
-    assert (pred.chunks_repaired, pred.chunks_skipped, pred.chunks_computed) == (1, 2, 2)
+    assert (pred.chunks_repaired, pred.chunks_skipped, pred.chunks_computed) == expect
     assert np.array_equal(pred.mask.compute(), ref["mask"])
     assert np.array_equal(pred.center.compute(), ref["center"])
 
