@@ -69,7 +69,9 @@ _DECODE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, EOF
 
 def open_for_write(path: str | os.PathLike[str]) -> zarr.Array:
     """Open a stored array for writing with :data:`WRITE_CONFIG` (every chunk written, even all fill value)."""
-    return zarr.open_array(str(path), mode="r+").with_config(WRITE_CONFIG)
+    with zarr.config.set({"array.write_empty_chunks": True}):  # zarr < 3.1 reads it when the array opens
+        arr = zarr.open_array(str(path), mode="r+")
+    return arr.with_config(WRITE_CONFIG) if hasattr(arr, "with_config") else arr
 
 
 def checksum_codecs() -> list[Any]:
