@@ -354,3 +354,17 @@ def test_prediction_input_identity_is_the_converted_content(ref, tmp_path, net):
     arr[0, 0, 0] = arr[0, 0, 0] + 1  # a valid write: checksums fine, content changed
     with pytest.raises(OutputExistsError):
         cryodet_dask.predict(z, net, out=out, chunks=CHUNKS, device="cpu")
+
+
+@pytest.mark.parametrize("fault", ["overwrite 4 KiB", "truncate", "delete"])
+def test_sharded_conversion_damage_is_rebuilt(ref, tmp_path, fault):
+    """With shards (many chunks per file) the inner chunks and the shard index carry checksums too."""
+    z = cryodet_dask.convert(ref["mrc"], tmp_path / "s.zarr", chunks=16, shards=32)
+    assert conversion_reusable(z, ref["mrc"])
+    FAULTS[fault](_chunk_file(z, "0", (0, 1, 0)))
+    assert not conversion_reusable(z, ref["mrc"])
+    with pytest.raises(CryodetError) as info:
+        load(z).data.compute()
+    _one_line(info.value)
+    cryodet_dask.convert(ref["mrc"], z, chunks=16, shards=32, reuse=True)
+    assert np.array_equal(load(z).data.compute(), ref["volume"])
