@@ -234,7 +234,14 @@ def test_prediction_damage_read_directly_is_one_line(ref, tmp_path, target, faul
 def test_postprocess_cli_on_a_damaged_prediction_prints_one_line(ref, tmp_path, capsys):
     p = _copy_pred(ref, tmp_path)
     _damage(p, "chunk:center", "overwrite 4 KiB")
-    code = main(["postprocess", str(p), "-o", str(tmp_path / "out"), "--cluster", "threads"])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # main() points the root logger at this test's captured stderr: restore it afterwards
+        code = main(["postprocess", str(p), "-o", str(tmp_path / "out"), "--cluster", "threads"])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
     err = capsys.readouterr().err
     assert code == 2, err
     errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
