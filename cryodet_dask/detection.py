@@ -82,6 +82,7 @@ class DetectParams:
     connectivity: int = PostprocessParams.connectivity
     center_min_distance: float | None = None  # None: PostprocessParams' default, or from particle_diameter
     min_particle_size: int = PostprocessParams.min_particle_size
+    min_score: float = PostprocessParams.min_score
     particle_diameter: float | None = None
     halo: tuple[int, ...] | None = None
     device: str = "auto"

@@ -93,7 +93,7 @@ def assert_same(mask, center, chunks, **kw):
     {"connectivity": 4}, {"check_center": "yes"}, {"nonsense": 1},
     {"center_min_distance": -1.0}, {"center_min_distance": float("nan")}, {"center_min_distance": float("inf")},
     {"center_min_distance": "4"}, {"center_min_distance": True}, {"min_particle_size": -1},
-    {"min_particle_size": 2.5},
+    {"min_particle_size": 2.5}, {"min_score": -0.1}, {"min_score": float("nan")}, {"min_score": "0.5"},
 ])
 def test_invalid_parameters_raise_parameter_error(kw):
     with pytest.raises(ParameterError):
@@ -575,7 +575,7 @@ def test_random_maps_equal_reference_for_any_chunking(seed, D):
     kw = dict(connectivity=conn, check_center=bool(seed % 2), remove_min_size=int(rng.integers(0, 30)),
               neighbor_number=int(rng.integers(0, 4)), distance_threshold=float(rng.uniform(3, 20)),
               filter_outlier=bool(rng.integers(0, 2)), center_min_distance=D,
-              min_particle_size=int(rng.choice([0, 1, 5, 20])))
+              min_particle_size=int(rng.choice([0, 1, 5, 20])), min_score=float(rng.choice([0.0, 0.0, 0.5, 0.8])))
     small = _at_most_6_per_axis(shape, (1, 1, 1))  # thinner than the fusion halo of D = 7
     for chunks in [(7, 9, 11), tuple(int(v) for v in rng.integers(3, 20, 3)), small, shape]:
         assert_same(m, c, chunks, **kw)
@@ -592,17 +592,18 @@ def test_random_maps_equal_reference_for_any_chunking(seed, D):
     filter_outlier=st.booleans(),
     D=st.sampled_from(DISTANCES),
     min_particle_size=st.sampled_from([0, 2, 6]),
+    min_score=st.sampled_from([0.0, 0.3, 0.7]),
     bumpy=st.booleans(),
 )
 def test_hypothesis_equal_reference(shape, chunks, n, seed, conn, check_center, filter_outlier, D,
-                                    min_particle_size, bumpy):
+                                    min_particle_size, min_score, bumpy):
     m, c, _ = blob_maps(shape, n, radius=(1.0, 4.0), elongation=2.5, seed=seed)
     chunks = _at_most_6_per_axis(shape, chunks)
     if bumpy:
         c = np.round(np.clip(c + 0.3 * _smooth_field(np.random.default_rng(seed), shape, 0.7), 0, 1) * 8) / 8
     assert_same(m, c, chunks, connectivity=conn, check_center=check_center, filter_outlier=filter_outlier,
                 remove_min_size=3, neighbor_number=1, distance_threshold=6.0, center_min_distance=D,
-                min_particle_size=min_particle_size)
+                min_particle_size=min_particle_size, min_score=min_score)
 
 
 def test_elongated_particles_with_two_centres_are_split_consistently():
@@ -633,7 +634,7 @@ def test_independent_random_fields_equal_reference(seed):
               remove_min_size=int(rng.integers(0, 40)), connectivity=int(rng.integers(1, 4)),
               check_center=bool(seed % 3 != 0), filter_outlier=bool(seed % 4 == 0), neighbor_number=1,
               distance_threshold=5.0, center_min_distance=DISTANCES[seed % len(DISTANCES)],
-              min_particle_size=int(rng.integers(0, 12)))
+              min_particle_size=int(rng.integers(0, 12)), min_score=float(rng.uniform(0.0, 0.9)))
     for chunks in [tuple(int(v) for v in rng.integers(2, 10, 3)), (5, 6, 7), _at_most_6_per_axis(shape, (1, 2, 3))]:
         assert_same(mask, center, chunks, **kw)
 
@@ -647,3 +648,21 @@ def test_centres_without_foreground():
     for cc in (True, False):
         ref, det = assert_same(mask, center, (4, 4, 4), check_center=cc, remove_min_size=64)
         assert len(det.centers) == 0 and len(det.peaks) == (0 if cc else 2)
+
+
+def test_min_score_removes_particles_by_their_centre_peak():
+    m, c, _ = blob_maps((24, 32, 32), 12, radius=(2.0, 4.0), seed=5)
+    lab, n = ndi.label(m > 0.1)
+    factor = np.random.default_rng(0).uniform(0.3, 1.0, size=n + 1).astype(np.float32)
+    c = (c * factor[lab]).astype(np.float32)  # each particle's centre peak at another height
+    kw = dict(filter_outlier=False, remove_min_size=1)
+    allp = postprocess_reference(m, c, **kw)
+    thr = float(np.median(allp.center_scores))
+    some = postprocess_reference(m, c, min_score=thr, **kw)
+    assert 0 < len(some.centers) < len(allp.centers)
+    assert np.all(some.center_scores >= thr)
+    kept = {tuple(np.round(x, 6)) for x in some.centers}
+    expect = {tuple(np.round(x, 6)) for x, s in zip(allp.centers, allp.center_scores) if s >= thr}
+    assert kept == expect  # exactly the particles at or above the score, nothing else changes
+    for chunks in ((8, 8, 8), (5, 11, 7)):
+        assert_same(m, c, chunks, min_score=thr, **kw)

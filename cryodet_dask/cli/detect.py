@@ -25,7 +25,7 @@ from ._common import (
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
-          "center_min_distance", "min_particle_size", "particle_diameter", "halo",
+          "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
           "device", "batch_size", "keep_intermediate", "formats", "rescale")
 
 
@@ -92,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-particle-size", type=nonneg_int, metavar="VOXELS",
                    help="remove particles smaller than this many voxels after the check_center split, before the "
                    f"outlier filter (default: {d.min_particle_size})")
+    g.add_argument("--min-score", type=finite_nonneg_float, metavar="SCORE",
+                   help="remove particles whose score (the centre-map peak over the particle, 0-1) is below this, "
+                   f"before the outlier filter (default: {d.min_score:g})")
     g.add_argument("--particle-diameter", type=positive_float, metavar="ANGSTROM",
                    help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
                    "a sphere of half of it (in voxels, from the voxel size) unless those are given")

@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-particle-size", type=nonneg_int, default=d.min_particle_size, metavar="VOXELS",
                    help="remove particles smaller than this many voxels after the check_center split, before the "
                    f"outlier filter (default: {d.min_particle_size})")
+    g.add_argument("--min-score", type=finite_nonneg_float, default=d.min_score, metavar="SCORE",
+                   help="remove particles whose score (the centre-map peak over the particle, 0-1) is below this, "
+                   f"before the outlier filter (default: {d.min_score:g})")
     g.add_argument("--particle-diameter", type=positive_float, default=None, metavar="ANGSTROM",
                    help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
                    "a sphere of half of it (in voxels, from the voxel size) unless those are given")
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         mask_threshold=args.mask_threshold, center_threshold=args.center_threshold,
         check_center=args.check_center, filter_outlier=args.filter_outlier, neighbor_number=args.neighbor_number,
         distance_threshold=args.distance_threshold, connectivity=args.connectivity,
-        min_particle_size=args.min_particle_size,
+        min_particle_size=args.min_particle_size, min_score=args.min_score,
         **{k: v for k, v in given.items() if v is not None},  # the others: PostprocessParams' defaults
     )
     out = Path(args.output)

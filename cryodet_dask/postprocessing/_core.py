@@ -415,7 +415,8 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
         np.minimum.at(first, inst_v, cat["first"][valid])
         np.fmax.at(cmax, inst_v, cat["center_max"][valid])
     centroids = sums / np.maximum(count, 1)[:, None]
-    kept = count >= p.min_particle_size  # fragments go before the outlier filter: they are nobody's neighbour
+    # fragments and low-scoring particles go before the outlier filter: they are nobody's neighbour
+    kept = (count >= p.min_particle_size) & ~(cmax < p.min_score)  # NaN score (all-NaN map): kept
     if p.filter_outlier:
         big = np.flatnonzero(kept)
         kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)

@@ -54,6 +54,10 @@ class PostprocessParams:
     min_particle_size : int
         Particles (instances, after the ``check_center`` split) with fewer voxels are
         removed, before the outlier filter (voxels, >= 0).
+    min_score : float
+        Particles whose score (the largest centre-map value over their voxels, the
+        ranking score) is below this are removed, with the small ones, before the
+        outlier filter (finite, >= 0; 0 keeps all).
     """
 
     mask_threshold: float = 0.1
@@ -66,6 +70,7 @@ class PostprocessParams:
     connectivity: int = DEFAULT_CONNECTIVITY
     center_min_distance: float = 0.0
     min_particle_size: int = 0
+    min_score: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("mask_threshold", "center_threshold"):
@@ -82,6 +87,9 @@ class PostprocessParams:
         d = self.center_min_distance
         if isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d) or d < 0:
             raise ParameterError(f"center_min_distance must be a finite number of voxels >= 0, got {d!r}")
+        d = self.min_score
+        if isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d) or d < 0:
+            raise ParameterError(f"min_score must be a finite number >= 0, got {d!r}")
         if self.connectivity not in (1, 2, 3) or isinstance(self.connectivity, bool):
             raise ParameterError(
                 f"connectivity must be 1 (faces), 2 (faces and edges) or 3 (all 26 neighbours), "

@@ -165,8 +165,9 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     np.minimum.at(first, labs, idx)
     first = first[1:]
     counts = counts[1:]
-    # 5b. instances smaller than min_particle_size are removed (before the outlier filter)
-    kept = counts >= p.min_particle_size
+    # 5b. instances smaller than min_particle_size or scoring below min_score are removed (before the
+    #     outlier filter); a NaN score (all-NaN centre map over the particle) does not remove it
+    kept = (counts >= p.min_particle_size) & ~(cmax < p.min_score)
     # 6. outlier filter on the centroids of the remaining instances
     if p.filter_outlier:
         big = np.flatnonzero(kept)
