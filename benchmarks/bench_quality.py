@@ -232,13 +232,14 @@ def sweep(root: Path, tag: str, radius: float, rounds: int = 1, objective: str =
     """Coordinate search on the validation set; returns every curve and the chosen parameters."""
     tomos = _tomograms(root, "validation")
     base = dict(mask_threshold=0.1, center_threshold=0.1, remove_min_size=64, check_center=True,
-                filter_outlier=False, center_min_distance=0.0, min_particle_size=0)
+                filter_outlier=False, center_min_distance=0.0, min_particle_size=0, min_score=0.0)
     # structural parameters first (they decide how many picks a particle gives), then the thresholds
     grids = {
         "center_min_distance": [0.0, 2.0, 3.0, 4.0, 5.0, 6.0],
         "min_particle_size": [0, 32, 64, 128, 256, 384, 512, 768],
         "mask_threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
         "center_threshold": [0.05, 0.1, 0.2, 0.3],
+        "min_score": [0.0, 0.1, 0.15, 0.2, 0.25, 0.3],
         "remove_min_size": [32, 64, 128],
         "filter_outlier": [False, True],
     }
