@@ -31,7 +31,6 @@ import zarr
 from ._progress import current_client
 from .errors import DiskSpaceError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
-from .io._convert import _identity
 from .postprocessing._params import PostprocessParams, from_particle_diameter
 from .resampling import resample
 
@@ -216,13 +215,12 @@ def _check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False
 
 def _converted_from(zpath: Path, src_path: Path | None) -> bool:
     """True if ``zpath`` is a complete conversion of the file ``src_path`` as it is now."""
+    from .io import conversion_reusable
+
     if src_path is None or not zpath.exists():
         return False
-    try:
-        meta = load(zpath).metadata
-    except Exception:
-        return False
-    return meta.get("source_identity") == _identity(src_path)
+    # the store verifies (every chunk decodes, checksums match) and records this source's content digest
+    return conversion_reusable(zpath, src_path)
 
 
 def check_chunks(p: DetectParams) -> tuple[int, ...]:
@@ -613,11 +611,12 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             "chunks": list(pred.plan.chunk_shape),
             "chunks_computed": pred.chunks_computed,
             "chunks_skipped": pred.chunks_skipped,
+            "chunks_repaired": pred.chunks_repaired,
             "stages": {
                 "convert": {"ran": needs_convert,
                             "fingerprint": _digest(stored.metadata.get("source_identity", str(src_path)))},
                 "predict": {"ran": pred.chunks_computed > 0, "chunks_computed": pred.chunks_computed,
-                            "chunks_skipped": pred.chunks_skipped,
+                            "chunks_skipped": pred.chunks_skipped, "chunks_repaired": pred.chunks_repaired,
                             "fingerprint": _digest(pred.attrs.get("fingerprint"))},
                 "postprocess": {"ran": True, "fingerprint": _digest([pred.attrs.get("fingerprint"), pp_kwargs])},
                 "export": {"ran": True, "fingerprint": export_fp},
