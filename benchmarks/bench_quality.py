@@ -102,8 +102,8 @@ def make(root: Path, sets: list[str]) -> None:
 
 
 def _tomograms(root: Path, which: str) -> list[Path]:
-    base = root / which
-    return sorted(p.parent for p in base.rglob("simulation.json"))
+    """Tomogram folders of the sets (or sub-folders) named in ``which``, comma-separated."""
+    return sorted(p.parent for w in which.split(",") for p in (root / w).rglob("simulation.json"))
 
 
 def _weights(spec: str) -> tuple[Any, ...]:
