@@ -15,11 +15,13 @@ import json
 import logging
 import os
 import platform
+import socket
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,13 @@ import numpy as np
 import zarr
 
 from ._progress import current_client
-from .errors import DiskSpaceError, ParameterError
+from .errors import DiskSpaceError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing._params import PostprocessParams, from_particle_diameter
 from .resampling import resample
 
-__all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "FALLBACK_VOXEL_SIZE"]
+__all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "FALLBACK_VOXEL_SIZE",
+           "output_lock", "input_identity", "check_tomo_name", "LOCK_NAME"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -107,7 +110,8 @@ class DetectParams:
         return kw
 
     def validate(self) -> PostprocessParams:
-        """Check the post-processing parameters before any work (any voxel size will do)."""
+        """Check every parameter before any work (post-processing ones with any voxel size)."""
+        _check_params(self)
         if self.particle_diameter is not None:
             from_particle_diameter(self.particle_diameter, 1.0)
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
@@ -182,11 +186,9 @@ def _versions() -> dict[str, str]:
 
 def _voxel_size(tomo: Tomogram, given: float | None) -> float:
     if given is not None:
-        if not given > 0:
-            raise ParameterError(f"voxel size must be positive (Å), got {given}")
-        return float(given)
+        return _check_voxel_size(given, "-vs/--voxel-size")
     if tomo.voxel_size:
-        return float(tomo.voxel_size)
+        return _check_voxel_size(tomo.voxel_size, "from the file header")
     warnings.warn(f"the tomogram has no voxel size in its header; assuming {FALLBACK_VOXEL_SIZE} Å "
                   "(the seed's default); give -vs/--voxel-size to set it", stacklevel=3)
     return FALLBACK_VOXEL_SIZE
@@ -221,6 +223,197 @@ def _converted_from(zpath: Path, src_path: Path | None) -> bool:
         return False
     # the store verifies (every chunk decodes, checksums match) and records this source's content digest
     return conversion_reusable(zpath, src_path)
+
+# ------------------------------------------------------------------ one run per output folder
+
+#: The advisory lock file a run holds in its output folder (``fcntl.flock``; PID and host written into it).
+LOCK_NAME = ".cryodet.lock"
+
+_held_lock = threading.Lock()
+_held: dict[str, tuple[int, int]] = {}  # resolved folder -> (owning thread id, depth): re-entry by the same thread
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    info = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    if info.get("pid"):
+        return f"pid {info['pid']} on host {info.get('host', '?')}" + (
+            f", since {info['since']}" if info.get("since") else "")
+    return "a process that has not yet written its pid"
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike[str]):
+    """Hold the advisory lock ``folder/.cryodet.lock`` for the duration of the block (one run per folder).
+
+    A second run (another process, or another thread of this one) into the same folder raises
+    :class:`OutputBusyError` at once, naming the holder's PID and host.  The lock is ``fcntl.flock``: the
+    kernel releases it when the holder dies, so a lock file left by a killed run blocks nothing.  The same
+    thread may re-enter (``detect`` inside the command line's lock).  The folder is created if needed and
+    removed again on exit if the run left nothing else in it (a refused run writes nothing); the lock file
+    is removed on exit (under the lock, so a waiting run notices and retries on a new file).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    me = threading.get_ident()
+    with _held_lock:
+        owner = _held.get(key)
+        if owner is not None:
+            if owner[0] != me:
+                raise OutputBusyError(f"{folder} is in use by another detection run in this process; wait for it "
+                                      "to finish or choose another output folder (-o)")
+            _held[key] = (me, owner[1] + 1)
+    if owner is not None:
+        try:
+            yield folder
+        finally:
+            with _held_lock:
+                tid, depth = _held[key]
+                _held[key] = (tid, depth - 1)
+        return
+
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = None
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(f"{folder} is in use by another cryodet-dask run ({_lock_holder(path)}); "
+                                  "wait for it to finish or choose another output folder (-o)") from None
+        except OSError as exc:  # a file system without flock (some NFS mounts): run unguarded, say so
+            os.close(fd)
+            fd = None
+            log.warning("cannot lock %s (%s): concurrent runs into this folder are not prevented", path,
+                        exc.strerror or exc)
+            break
+        try:  # the holder before us may have removed the file after we opened it: lock the current one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+        fd = None
+    if fd is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={stamp}\n".encode())
+    with _held_lock:
+        _held[key] = (me, 1)
+    try:
+        yield folder
+    finally:
+        with _held_lock:
+            del _held[key]
+        if fd is not None:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            os.close(fd)
+        if created:
+            try:
+                folder.rmdir()  # only if the run left nothing in it
+            except OSError:
+                pass
+
+
+# ------------------------------------------------------------------ identity of inputs and names
+
+
+def input_identity(path: str | os.PathLike[str]) -> str:
+    """Identity of an input's content, for recognizing completed work (never the name alone).
+
+    A file: :func:`cryodet_dask.io.source_identity` (content digest).  A directory (a Zarr store): a digest
+    of every file's relative path, size and modification time (metadata only: a chunk rewritten in place
+    changes it).
+    """
+    from .io import source_identity
+
+    path = Path(path)
+    if not path.is_dir():
+        return source_identity(path)
+    h = hashlib.sha256()
+    n = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            fp = Path(root) / f
+            st = fp.stat()
+            h.update(f"{fp.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            n += 1
+    return f"tree:{n}:{h.hexdigest()}"
+
+
+#: Characters and prefixes a RELION STAR value cannot start with or hold unquoted.
+_STAR_RESERVED = ("data_", "loop_", "save_", "global_", "stop_")
+
+
+def check_tomo_name(name: str, what: str = "") -> str:
+    """Refuse a tomogram name that cannot become a RELION ``rlnTomoName`` (one unquoted STAR word)."""
+    bad = None
+    if not name:
+        bad = "it is empty"
+    elif any(ch.isspace() for ch in name):
+        bad = "it contains white space"
+    elif name[0] in "_#;'\"$":
+        bad = f"it starts with {name[0]!r}"
+    elif name.lower().startswith(_STAR_RESERVED):
+        bad = "it starts with a STAR keyword"
+    elif not name.isprintable():
+        bad = "it contains control characters"
+    if bad:
+        raise ParameterError(f"{what or name!r}: the name {name!r} cannot be the STAR file's rlnTomoName ({bad}); "
+                             "rename the file, or leave star out of --formats")
+    return name
+
+
+def _check_params(p: DetectParams) -> None:
+    """Types and ranges of the fields the post-processing check does not cover (the API's guard)."""
+    from .exports import FORMATS
+
+    for k in ("check_center", "filter_outlier", "keep_intermediate", "rescale"):
+        if not isinstance(getattr(p, k), bool | np.bool_):
+            raise ParameterError(f"{k} must be true or false, got {getattr(p, k)!r}")
+    unknown = [f for f in p.formats if f not in FORMATS]
+    if unknown or not p.formats:
+        raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
+    if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):
+        raise ParameterError(f"device must be auto, cpu or cuda, got {p.device!r}")
+    if isinstance(p.batch_size, bool) or not isinstance(p.batch_size, int | np.integer) or p.batch_size < 1:
+        raise ParameterError(f"batch_size must be a whole number >= 1, got {p.batch_size!r}")
+    if p.voxel_size is not None:
+        _check_voxel_size(p.voxel_size, "-vs/--voxel-size")
+    for k in ("chunks", "halo"):
+        v = getattr(p, k)
+        if v is not None and (len(v) not in (1, 3) or not all(isinstance(x, int | np.integer) and not isinstance(x, bool)
+                                                              and x >= 1 for x in v)):
+            raise ParameterError(f"{k} must be one or three whole numbers >= 1 (z,y,x), got {v!r}")
+
+
+#: Physically plausible voxel sizes, Å.
+VOXEL_SIZE_RANGE = (0.1, 1000.0)
+
+
+def _check_voxel_size(v: Any, source: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ParameterError(f"voxel size ({source}) must be a number of Å, got {v!r}") from None
+    lo, hi = VOXEL_SIZE_RANGE
+    if not (np.isfinite(f) and lo <= f <= hi):
+        raise ParameterError(f"voxel size {v!r} Å ({source}) is not finite, positive and within {lo:g}-{hi:g} Å"
+                             + ("; give -vs/--voxel-size" if source != "-vs/--voxel-size" else ""))
+    return f
 
 
 def check_chunks(p: DetectParams) -> tuple[int, ...]:
@@ -312,13 +505,35 @@ def _final_outputs(out: Path, stem: str) -> list[Path]:
     return [out / n for n in names if (out / n).exists()]
 
 
-def _retire_outputs(out: Path, stem: str, export_fp: str) -> None:
+#: File name of each output format, after the stem.
+_OUTPUT_SUFFIX = {"mrc": "_labels.mrc", "zarr": "_labels.zarr", "txt": "_centers.txt", "csv": "_centers.csv",
+                  "star": "_centers.star"}
+
+
+def _deletable(path: Path, out: Path, src_path: Any) -> bool:
+    """True if ``path`` exists, lies in ``out`` and is neither the input nor holds it (paths resolved)."""
+    if not (path.exists() or path.is_symlink()):
+        return False
+    real = path.resolve()
+    if not real.is_relative_to(out.resolve()):
+        return False
+    if src_path is not None:
+        src = Path(src_path).resolve()
+        if src == real or src.is_relative_to(real):
+            return False
+    return True
+
+
+def _retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str] = tuple(_OUTPUT_SUFFIX),
+                    src_path: Any = None) -> None:
     """Keep the final outputs consistent: remove them unless ``run.json`` says they come from ``export_fp``.
 
     ``run.json`` is written last, so it vouches for a complete set; outputs
     without it (an interrupted export) or made with other parameters are
     removed before new ones are written, so that a failure half-way never
-    leaves a mix of old and new results.
+    leaves a mix of old and new results.  Only the outputs this run writes
+    (its ``formats``) are removed, never an input; an older output of another
+    format is left where it is (with a note: the new ``run.json`` does not list it).
     """
     from .io._atomic import remove_path
 
@@ -328,9 +543,13 @@ def _retire_outputs(out: Path, stem: str, export_fp: str) -> None:
         old = None
     if old == export_fp:
         return
-    for path in [out / "run.json", *_final_outputs(out, stem)]:
-        if path.exists():
+    for path in [out / "run.json", *(out / f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats if f in _OUTPUT_SUFFIX)]:
+        if _deletable(path, out, src_path):
             remove_path(path)
+    kept = [p.name for p in _final_outputs(out, stem) if p.name not in {f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats}]
+    if kept:
+        log.info("kept %s: not written by this run (--formats %s), so not listed in its run.json",
+                 ", ".join(kept), ",".join(formats))
 
 
 def _digest(obj: Any) -> str:
@@ -470,6 +689,31 @@ def detect(
     voxel_size = _voxel_size(tomo, p.voxel_size)
     trained = _check_model_voxel_size(_model_arg(p), voxel_size, p.rescale)
     factor = voxel_size / trained if (p.rescale and trained) else None
+    if out_dir is not None and "star" in p.formats:
+        check_tomo_name(stem, str(src_path) if src_path is not None else stem)
+    identity = _identity(src_path, p)
+
+    # one run per output folder: the lock is taken before anything in it is touched (cleaning included)
+    guard = ExitStack()
+    if out_dir is not None:
+        guard.enter_context(output_lock(out))
+    with guard:
+        return _detect_locked(tomo, src_path, out, out_dir, stem, p, voxel_size, factor, identity, client,
+                              overwrite, progress, tmp, timings)
+
+
+def _identity(src_path: Path | None, p: DetectParams) -> dict[str, Any]:
+    """What completed work is recognized by: the input's content identity and the weights' digests."""
+    from .prediction import resolve_models
+    from .prediction._predict import _sha256
+
+    return {"input": input_identity(src_path) if src_path is not None else None,
+            "weights_sha256": [_sha256(s.path) for s in resolve_models(_model_arg(p))]}
+
+
+def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
+                   voxel_size: float, factor: float | None, identity: dict[str, Any], client: Any,
+                   overwrite: bool, progress: bool, tmp: Any, timings: dict[str, float]) -> DetectionResult:
     if out.is_dir():
         _clean_stale(out, stem)
 
@@ -502,7 +746,7 @@ def detect(
             peak_reset = _reset_peak_memory(client if client is not None else current_client())
             return _detect_stages(tomo, src_path, out, out_dir, stem, p, voxel_size, needs_convert, is_store,
                                   zpath, pred_path, client, overwrite, progress, tmp, timings, factor,
-                                  peak_reset=peak_reset)
+                                  peak_reset=peak_reset, identity=identity)
     except DiskSpaceError as exc:
         raise DiskSpaceError(f"{exc}; the run needs up to {_gib(sum(need.values()))} in {out}") from exc
     except OSError as exc:
@@ -517,7 +761,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                    voxel_size: float, needs_convert: bool, is_store: bool, zpath: Path, pred_path: Path,
                    client: Any, overwrite: bool, progress: bool, tmp: Any,
                    timings: dict[str, float], factor: float | None = None, *,
-                   peak_reset: bool = False) -> DetectionResult:
+                   peak_reset: bool = False, identity: dict[str, Any] | None = None) -> DetectionResult:
     from .exports import export
     from .postprocessing import postprocess
     from .prediction import predict
@@ -553,7 +797,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), voxel_size,
                          list(tomo.origin_zyx)])
     if out_dir is not None:
-        _retire_outputs(out, stem, export_fp)
+        _retire_outputs(out, stem, export_fp, p.formats, src_path)
 
     mask, center = pred.mask, pred.center
     if factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
@@ -590,13 +834,20 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         labels = load(files["mrc"]).data
     if out_dir is not None:
         if not p.keep_intermediate:
-            import shutil
+            # only the intermediates this run wrote or used, never the input (paths resolved first)
+            ours = [Path(pred.path)]
+            if not is_store:
+                ours.append(zpath)
+            if factor is not None:
+                ours.append(out / f"{stem}_rescaled.zarr")
+            for inter in ours:
+                if _deletable(inter, out, src_path):
+                    from .io._atomic import remove_path
 
-            for inter in (out / f"{stem}_prediction.zarr", out / f"{stem}.zarr", out / f"{stem}_rescaled.zarr"):
-                if inter.exists() and inter != src_path:
-                    shutil.rmtree(inter)
+                    remove_path(inter)
         run = {
-            "tomogram": str(src_path) if src_path is not None else None,
+            "tomogram": str(Path(src_path).resolve()) if src_path is not None else None,
+            "identity": identity,
             "name": stem,
             "shape_zyx": list(tomo.shape),
             "voxel_size_angst": voxel_size,
@@ -625,7 +876,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                                                 peak_reset),
             "particles": int(len(particles)),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "outputs": {k: str(v) for k, v in files.items()},
+            "outputs": {k: str(Path(v).resolve()) for k, v in files.items()},
             "versions": _versions(),
         }
         with atomic_output(out / "run.json", overwrite=True) as tmp_json:

@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "DiskSpaceError",
     "StoreIntegrityError",
+    "OutputBusyError",
 ]
 
 
@@ -54,3 +55,12 @@ class DiskSpaceError(CryodetError):
     """Writing an output failed because the disk is full."""
 
     exit_code = 3
+
+
+class OutputBusyError(CryodetError):
+    """Another run holds the output folder's lock (``.cryodet.lock``): try again when it has finished.
+
+    Exit status 75 (``EX_TEMPFAIL`` of sysexits.h: a temporary failure, the same command will work later).
+    """
+
+    exit_code = 75

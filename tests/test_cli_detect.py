@@ -122,7 +122,7 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     out_of_range = tmp_path / "r.yaml"
     out_of_range.write_text("mask_threshold: 3\n")
     assert main(["detect", "t.mrc", "--config", str(out_of_range)]) == 2
-    assert "mask_threshold must be a number between 0 and 1" in capsys.readouterr().err
+    assert "r.yaml: mask_threshold: expected a number in [0, 1], got '3'" in capsys.readouterr().err
 
 
 def test_missing_tomogram_is_a_clean_error(tmp_path, capsys):

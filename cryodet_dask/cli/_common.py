@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int", "add_bool_flag", "show_progress"]
+__all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int",
+           "positive_int", "voxel_size_angst", "format_list", "add_bool_flag", "show_progress",
+           "VOXEL_SIZE_RANGE"]
+
+#: Physically plausible voxel sizes (Å): below 0.1 Å or above 1000 Å is a unit or header mistake.
+VOXEL_SIZE_RANGE = (0.1, 1000.0)
 
 
 def str2bool(text: str) -> bool:
@@ -29,19 +35,50 @@ def int_triplet(text: str) -> tuple[int, ...]:
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0 (NaN, inf, zero and negatives refused)."""
     try:
         v = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return v
+
+
+def voxel_size_angst(text: str) -> float:
+    """A voxel size in Å: finite, positive and within :data:`VOXEL_SIZE_RANGE` (0.1-1000 Å)."""
+    v = positive_float(text)
+    lo, hi = VOXEL_SIZE_RANGE
+    if not lo <= v <= hi:
+        raise argparse.ArgumentTypeError(f"expected a voxel size between {lo:g} and {hi:g} Å, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    v = nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def format_list(text: str) -> tuple[str, ...]:
+    """``csv,star`` -> ("csv", "star"): known output formats only, each once, at least one."""
+    from ..exports import FORMATS
+
+    values = tuple(dict.fromkeys(v.strip().lower() for v in str(text).split(",") if v.strip()))
+    unknown = [v for v in values if v not in FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(unknown)} in {text!r}; choose among "
+                                         f"{','.join(FORMATS)}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one of {','.join(FORMATS)}, got {text!r}")
+    return values
 
 
 def fraction(text: str) -> float:
     try:
         v = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
@@ -51,7 +88,7 @@ def fraction(text: str) -> float:
 def nonneg_float(text: str) -> float:
     try:
         v = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
@@ -69,7 +106,7 @@ def finite_nonneg_float(text: str) -> float:
 def nonneg_int(text: str) -> int:
     try:
         v = int(text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from ..errors import InputError, ParameterError
 from ._common import (
     finite_nonneg_float,
+    format_list,
     fraction,
     int_triplet,
     nonneg_float,
     nonneg_int,
     positive_float,
+    positive_int,
     show_progress,
     str2bool,
+    voxel_size_angst,
 )
 
 #: CLI destination -> DetectParams field, for every parameter flag.
@@ -27,6 +32,44 @@ PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "cent
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
           "device", "batch_size", "keep_intermediate", "formats", "rescale")
+
+
+def _text(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        t = str(text).strip().lower()
+        if t not in allowed:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return t
+    return parse
+
+
+def _connectivity(text: str) -> int:
+    try:
+        v = int(str(text))
+    except ValueError:
+        v = 0
+    if v not in (1, 2, 3):
+        raise argparse.ArgumentTypeError(f"expected 1, 2 or 3, got {text!r}")
+    return v
+
+
+#: The parser of every parameter, shared by its command-line flag and its YAML config key.
+TYPES: dict[str, Callable[[str], Any]] = {
+    "segnet": _text, "centernet": _text, "chunks": int_triplet, "halo": int_triplet,
+    "device": _choice("auto", "cpu", "cuda"), "batch_size": positive_int, "voxel_size": voxel_size_angst,
+    "rescale": str2bool, "mask_threshold": fraction, "center_threshold": fraction, "remove_min_size": nonneg_int,
+    "center_min_distance": finite_nonneg_float, "min_particle_size": nonneg_int, "min_score": finite_nonneg_float,
+    "particle_diameter": positive_float, "check_center": str2bool, "filter_outlier": str2bool,
+    "neighbor_number": nonneg_int, "distance_threshold": nonneg_float, "connectivity": _connectivity,
+    "formats": format_list, "keep_intermediate": str2bool,
+}
+assert set(TYPES) == set(PARAMS)
 
 
 def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, off: str) -> None:
@@ -62,17 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", dest="out", default="./results", metavar="OUT_DIR",
                    help="output folder (default: ./results)")
     g = p.add_argument_group("networks")
-    g.add_argument("-m", "--segnet", metavar="CKPT", help="SegNet checkpoint, or one two-head checkpoint "
+    g.add_argument("-m", "--segnet", type=TYPES["segnet"], metavar="CKPT", help="SegNet checkpoint, or one two-head checkpoint "
                    "(default: the shipped demo weights)")
-    g.add_argument("-c", "--centernet", metavar="CKPT", help="CenterNet checkpoint (default: shipped weights)")
+    g.add_argument("-c", "--centernet", type=TYPES["centernet"], metavar="CKPT", help="CenterNet checkpoint (default: shipped weights)")
     g.add_argument("-ps", "--chunks", type=int_triplet, metavar="N|Z,Y,X",
                    help="chunk (patch) size in voxels for inference and post-processing (default: 128)")
     g.add_argument("--halo", type=int_triplet, metavar="N|Z,Y,X",
                    help="inference halo in voxels (default: half the receptive field)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the networks run (default: auto)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="chunks per forward call (default: 1)")
-    g.add_argument("-vs", "--voxel-size", type=positive_float, metavar="ANGSTROM",
-                   help="voxel size in Å (default: from the file header; 14.08 with a warning if absent)")
+    g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
+    g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
+    g.add_argument("-vs", "--voxel-size", type=TYPES["voxel_size"], metavar="ANGSTROM",
+                   help="voxel size in Å, 0.1-1000 (default: from the file header; 14.08 with a warning if absent)")
     g.add_argument("--rescale", action="store_const", const=True,
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
@@ -108,13 +151,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"filter_outlier: particles needed within the distance (default: {d.neighbor_number})")
     g.add_argument("-dt", "--distance-threshold", type=nonneg_float, metavar="VOXELS",
                    help=f"filter_outlier: neighbour distance in voxels (default: {d.distance_threshold:g})")
-    g.add_argument("--connectivity", type=int, choices=(1, 2, 3),
+    g.add_argument("--connectivity", type=TYPES["connectivity"], metavar="{1,2,3}",
                    help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners "
                    f"(default: {d.connectivity})")
     g = p.add_argument_group("outputs and runs")
-    g.add_argument("--formats", type=lambda s: tuple(v for v in s.split(",") if v), metavar="LIST",
+    g.add_argument("--formats", type=TYPES["formats"], metavar="LIST",
                    help="outputs among mrc,txt,csv,star,zarr (default: all)")
-    g.add_argument("--keep-intermediate", dest="keep_intermediate", type=str2bool, metavar="true|false",
+    g.add_argument("--keep-intermediate", dest="keep_intermediate", type=TYPES["keep_intermediate"], metavar="true|false",
                    help="keep the converted tomogram and predicted maps (Zarr) for resuming (default: true)")
     g.add_argument("--config", metavar="YAML", help="read parameters from a YAML file (flags override it)")
     g.add_argument("--save-config", metavar="YAML", help="write the effective parameters to a YAML file")
@@ -135,6 +178,31 @@ def _expand(patterns: list[str]) -> list[Path]:
     return out
 
 
+def _config_value(path: Path, key: str, value: Any) -> Any:
+    """One YAML value through the parser of its command-line flag (None: the default, where that is None)."""
+    from ..detection import DetectParams
+
+    if value is None:
+        default = {f.name: f.default for f in DetectParams.__dataclass_fields__.values()}[key]
+        if default is None:
+            return None
+        raise ParameterError(f"{path}: {key}: needs a value (remove the line to use the default {default!r})")
+    if isinstance(value, dict):
+        raise ParameterError(f"{path}: {key}: expected a value, got a mapping")
+    if isinstance(value, list | tuple):
+        if any(isinstance(v, dict | list | tuple | bool) or v is None for v in value):
+            raise ParameterError(f"{path}: {key}: expected a list of plain values, got {value!r}")
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    try:
+        return TYPES[key](text)
+    except argparse.ArgumentTypeError as exc:
+        raise ParameterError(f"{path}: {key}: {exc}") from None
+
+
 def params_from_args(args: argparse.Namespace):
     from ..detection import DetectParams
 
@@ -147,9 +215,16 @@ def params_from_args(args: argparse.Namespace):
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ParameterError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot be read ({exc})") from None
         if not isinstance(loaded, dict):
             raise ParameterError(f"{path}: expected a mapping of parameter: value")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+        unknown = sorted(set(loaded) - set(TYPES))
+        if unknown:
+            raise ParameterError(f"{path}: unknown parameter(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(TYPES))}")
+        values.update({k: _config_value(path, k, v) for k, v in loaded.items()})
     for name in PARAMS:
         if hasattr(args, name):
             values[name] = getattr(args, name)
@@ -159,42 +234,106 @@ def params_from_args(args: argparse.Namespace):
         raise ParameterError(str(exc)) from None
 
 
+def _batch_names(tomos: list[Path]) -> list[str]:
+    """The output name (folder and file stem) of each tomogram of a batch.
+
+    The file's stem, unless two tomograms of the batch share it (``a/tomo.mrc``, ``b/tomo.mrc``; compared
+    case-insensitively): then ``<stem>-<8 hex digits of the SHA-1 of its resolved path>``, stable across runs.
+    """
+    stems = [_stem(t) for t in tomos]
+    count: dict[str, int] = {}
+    for n in stems:
+        count[n.casefold()] = count.get(n.casefold(), 0) + 1
+    return [n if count[n.casefold()] == 1 else
+            f"{n}-{hashlib.sha1(str(t.resolve()).encode()).hexdigest()[:8]}" for n, t in zip(stems, tomos)]
+
+
+def _stem(t: Path) -> str:
+    return t.name.removesuffix(".zarr").rsplit(".", 1)[0] if t.suffix != ".zarr" else t.stem
+
+
+def _precheck(tomos: list[Path], names: list[str], params) -> None:
+    """Everything about the inputs that can be checked without work: readable headers, voxel sizes, names."""
+    from ..detection import _voxel_size, check_tomo_name
+    from ..io import load
+
+    for t, name in zip(tomos, names):
+        if "star" in params.formats:
+            check_tomo_name(name, str(t))
+        tomo = load(t)
+        if params.voxel_size is None and tomo.voxel_size:
+            _voxel_size(tomo, None)  # a header voxel size outside 0.1-1000 Å: one line, before any work
+
+
+def _check_device(params, args: argparse.Namespace) -> None:
+    """``--device cuda`` on this machine's cluster needs a GPU here (remote workers are checked there)."""
+    if not str(params.device).startswith("cuda"):
+        return
+    remote = getattr(args, "scheduler_address", None) or getattr(args, "scheduler_file", None) or \
+        getattr(args, "cluster", "local") not in ("local", "threads", "local-cuda")
+    if remote:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ParameterError("--device cuda was asked for but no CUDA GPU is visible on this machine; "
+                             "use --device cpu (or auto)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args
-    from ..detection import check_chunks, detect
+    from ..detection import check_chunks, detect, output_lock
     params = params_from_args(args)
     params.validate()
-    if getattr(args, "save_config", None):
-        Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
-        print(f"wrote {args.save_config}", file=sys.stderr)
     tomos = _expand(list(args.tomograms) + list(args.tomo_flag))
     if not tomos:
         if getattr(args, "save_config", None):
+            Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+            print(f"wrote {args.save_config}", file=sys.stderr)
             return 0
         raise ParameterError("no tomogram given (positional TOMO or -tomo)")
     for t in tomos:
         if not t.exists():
             raise InputError(f"{t}: no such file or directory")
-    check_chunks(params)  # also loads the checkpoints: a wrong or corrupt one fails here, before any work
+    unique: dict[Path, Path] = {}
+    for t in tomos:  # the same file named twice (a/t.mrc, ./a/t.mrc) is processed once
+        unique.setdefault(t.resolve(), t)
+    if len(unique) < len(tomos):
+        print(f"{len(tomos) - len(unique)} tomogram(s) given more than once: each is processed once",
+              file=sys.stderr)
+    tomos = list(unique.values())
     out = Path(args.out)
     batch = len(tomos) > 1
+    names = _batch_names(tomos) if batch else [_stem(tomos[0])]
+    targets = [(out / n) if batch else out for n in names]
+    for t, target in zip(tomos, targets):
+        if batch and not _inside(target, out):
+            raise InputError(f"{t}: its output folder {target} would lie outside {out}; rename the tomogram")
+    _precheck(tomos, names, params)
+    _check_device(params, args)
+    check_chunks(params)  # also loads the checkpoints: a wrong or corrupt one fails here, before any work
+    if getattr(args, "save_config", None):
+        Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+        print(f"wrote {args.save_config}", file=sys.stderr)
     progress = show_progress(args)
-    with cluster_from_args(args) as client:
-        for t in tomos:
-            name = t.name.removesuffix(".zarr").rsplit(".", 1)[0] if t.suffix != ".zarr" else t.stem
-            target = (out / name) if batch else out
-            if batch and not _inside(target, out):
-                raise InputError(f"{t}: its output folder {target} would lie outside {out}; rename the tomogram")
-            if batch and not args.overwrite and _complete(target, params):
-                print(f"{t}: outputs complete in {target}, skipped")
+    with output_lock(out):  # one run per output folder: a second one stops here, naming this one
+        pending = []
+        for t, name, target in zip(tomos, names, targets):
+            if batch and not args.overwrite and _complete(target, t, name, params):
+                print(f"{t}: outputs complete in {target} for this input and these parameters, skipped")
                 continue
-            res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
-                         progress=progress)
-            if not args.quiet:
-                tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
-                pr = res.prediction
-                print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
-                      f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
+            pending.append((t, name, target))
+        if not pending:
+            return 0
+        with cluster_from_args(args) as client:
+            for t, name, target in pending:
+                res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
+                             progress=progress)
+                if not args.quiet:
+                    tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
+                    pr = res.prediction
+                    print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
+                          f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
     return 0
 
 
@@ -203,12 +342,24 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def _complete(target: Path, params) -> bool:
-    run_json = target / "run.json"
-    if not run_json.exists():
-        return False
+def _complete(target: Path, tomo: Path, name: str, params) -> bool:
+    """True if ``target`` holds complete outputs of this input's content with these parameters and weights.
+
+    Recognized by ``run.json``: the input's content identity and the weights' digests (recomputed now), the
+    parameters and the name, and every output of the current ``--formats`` present; never by name alone.
+    """
+    from ..detection import _OUTPUT_SUFFIX, _identity
+
     try:
-        run = json.loads(run_json.read_text())
+        run = json.loads((target / "run.json").read_text())
     except (OSError, ValueError):
         return False
-    return run.get("parameters") == params.to_dict() and all(Path(f).exists() for f in run.get("outputs", {}).values())
+    if not isinstance(run, dict) or run.get("name") != name or run.get("parameters") != params.to_dict():
+        return False
+    try:
+        fp = run["stages"]["export"]["fingerprint"]
+    except (KeyError, TypeError):
+        return False
+    if not fp or not all((target / f"{name}{_OUTPUT_SUFFIX[f]}").exists() for f in params.formats):
+        return False
+    return run.get("identity") == _identity(tomo, params)
