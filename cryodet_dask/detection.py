@@ -499,6 +499,20 @@ def _rescaled_ok(path: Path, shape: tuple[int, ...], voxel_size: float) -> bool:
     return t.shape == shape and t.voxel_size is not None and abs(t.voxel_size / voxel_size - 1) < 1e-6
 
 
+def _same_input_as_before(out: Path, identity: dict[str, Any] | None) -> bool:
+    """True if the last complete run in ``out`` (its ``run.json``) had an input of this content identity.
+
+    Guards what is reused by name and shape alone (the rescaled tomogram of a Zarr input, which is not
+    converted); no ``run.json`` (an interrupted run) counts as unknown: rebuilt, which is cheap next to the
+    prediction, and a rebuilt store of the same voxels keeps the prediction's chunks.
+    """
+    try:
+        old = json.loads((out / "run.json").read_text())["identity"]["input"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return identity is not None and old == identity.get("input")
+
+
 def _final_outputs(out: Path, stem: str) -> list[Path]:
     names = (f"{stem}_labels.mrc", f"{stem}_labels.zarr", f"{stem}_centers.txt", f"{stem}_centers.csv",
              f"{stem}_centers.star")
@@ -691,7 +705,7 @@ def detect(
     factor = voxel_size / trained if (p.rescale and trained) else None
     if out_dir is not None and "star" in p.formats:
         check_tomo_name(stem, str(src_path) if src_path is not None else stem)
-    identity = _identity(src_path, p)
+    identity = _identity(src_path, p) if out_dir is not None else None
 
     # one run per output folder: the lock is taken before anything in it is touched (cleaning included)
     guard = ExitStack()
@@ -712,7 +726,7 @@ def _identity(src_path: Path | None, p: DetectParams) -> dict[str, Any]:
 
 
 def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
-                   voxel_size: float, factor: float | None, identity: dict[str, Any], client: Any,
+                   voxel_size: float, factor: float | None, identity: dict[str, Any] | None, client: Any,
                    overwrite: bool, progress: bool, tmp: Any, timings: dict[str, float]) -> DetectionResult:
     if out.is_dir():
         _clean_stale(out, stem)
@@ -780,7 +794,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     if factor is not None:  # the tomogram on the weights' grid, stored so that prediction can resume
         rescaled = out / f"{stem}_rescaled.zarr"
         new_shape = tuple(max(int(round(n * factor)), 1) for n in stored.shape)
-        if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor):
+        if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor) or \
+                not _same_input_as_before(out, identity):
             log.info("rescaling %s by %.3f to %s voxels of %.4g Å", stem, factor, new_shape, voxel_size / factor)
             chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
             convert(resample(stored.reader, new_shape, factor, tuple(min(c, n) for c, n in zip(chunks, new_shape))),

@@ -432,3 +432,25 @@ def test_lock_is_reentrant_in_one_thread(tmp_path):
             pass
         assert (tmp_path / "o" / LOCK_NAME).exists()
     assert not (tmp_path / "o").exists()
+
+
+def test_rescaled_store_input_changed_in_place_is_rescaled_again(net, tmp_path):
+    """A Zarr input is not converted, so its rescaled copy must be recognized by the input's content."""
+    from cryodet_dask import models
+    from cryodet_dask.io import convert
+
+    torch.manual_seed(3)
+    coarse = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"),
+                                                         voxel_size=20.0)), tmp_path / "coarse.pt")
+    store = tmp_path / "in" / "tomo.zarr"
+    make_mrc(tmp_path / "v1.mrc", _volume(1), voxel_size=10.0)
+    make_mrc(tmp_path / "v2.mrc", _volume(2), voxel_size=10.0)
+    convert(tmp_path / "v1.mrc", store, chunks=(32,))
+    argv = lambda out: _argv([store], out, coarse, "--rescale", "-mt", "0.3", "-rs", "1")  # noqa: E731
+    out = tmp_path / "o"
+    assert main(argv(out)) == 0
+    convert(tmp_path / "v2.mrc", store, chunks=(32,), overwrite=True)  # new content, same name
+    assert main(argv(out)) == 0
+    fresh = tmp_path / "fresh"
+    assert main(argv(fresh)) == 0
+    same_outputs(fresh, out)
