@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from ._progress import current_client
-from .errors import DiskSpaceError, OutputBusyError, ParameterError
+from .errors import DiskSpaceError, InputError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing._params import PostprocessParams, from_particle_diameter
 from .resampling import resample
@@ -278,8 +278,13 @@ def output_lock(folder: str | os.PathLike[str]):
         return
 
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:  # a file, below a file, read-only, ...: one line, before any work
+        raise InputError(f"{folder}: cannot be used as the output folder ({exc.strerror or exc}); "
+                         "choose another -o") from None
     fd = None
     for _ in range(20):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

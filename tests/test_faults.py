@@ -454,3 +454,26 @@ def test_rescaled_store_input_changed_in_place_is_rescaled_again(net, tmp_path):
     fresh = tmp_path / "fresh"
     assert main(argv(fresh)) == 0
     same_outputs(fresh, out)
+
+
+@pytest.mark.parametrize("where", ["a-file", "below-a-file"])
+def test_output_folder_that_cannot_be_one(where, inputs, net, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("not a folder")
+    out = f if where == "a-file" else f / "sub"
+    assert main(_argv([inputs / "tomo.mrc"], out, net)) == 2
+    assert "cannot be used as the output folder" in one_line_error(capsys)
+    assert f.read_text() == "not a folder"
+
+
+def test_batch_particle_diameter_needs_every_voxel_size_before_any_work(inputs, net, tmp_path, capsys):
+    import mrcfile
+
+    novs = tmp_path / "novs.mrc"
+    with mrcfile.new(novs) as m:
+        m.set_data(_volume(2))
+        m.voxel_size = 0.0
+    out = tmp_path / "o"
+    assert main(_argv([inputs / "tomo.mrc", novs], out, net, "--particle-diameter", "100")) == 2
+    assert "--particle-diameter needs the voxel size" in one_line_error(capsys)
+    assert not out.exists()

@@ -263,6 +263,9 @@ def _precheck(tomos: list[Path], names: list[str], params) -> None:
         tomo = load(t)
         if params.voxel_size is None and tomo.voxel_size:
             _voxel_size(tomo, None)  # a header voxel size outside 0.1-1000 Å: one line, before any work
+        if params.particle_diameter is not None and params.voxel_size is None and not tomo.voxel_size:
+            raise ParameterError(f"--particle-diameter needs the voxel size: {t} has none in its header; "
+                                 "give -vs/--voxel-size")
 
 
 def _check_device(params, args: argparse.Namespace) -> None:
