@@ -675,6 +675,17 @@ def detect(
     -------
     DetectionResult
 
+    Raises
+    ------
+    OutputBusyError
+        Another run (process or thread) holds ``out_dir``'s lock (``.cryodet.lock``).
+
+    Notes
+    -----
+    Cleaning never deletes the input (paths resolved first), nor an output of
+    a format this run does not write; ``keep_intermediate=False`` removes only
+    the intermediate stores this run wrote or used.
+
     Examples
     --------
     >>> res = detect("tomo.mrc", "out/", mask_threshold=0.2)   # doctest: +SKIP

@@ -99,11 +99,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-filter_outlier, -nn, -dt) work with their meaning and defaults.",
     )
     p.add_argument("tomograms", nargs="*", default=[], metavar="TOMO",
-                   help="tomograms (MRC or Zarr; globs allowed); several = batch, one folder each")
+                   help="tomograms (MRC or Zarr; globs allowed); several = batch, one folder each, named by the "
+                   "file's stem, or <stem>-<8 hex digits from its resolved path> when stems collide; a batch rerun "
+                   "skips a tomogram whose run.json records the same input content, weights and parameters")
     p.add_argument("-tomo", "--tomogram", dest="tomo_flag", action="append", default=[], metavar="TOMO",
                    help="a tomogram (the seed's flag; repeatable)")
     p.add_argument("-o", "--out", dest="out", default="./results", metavar="OUT_DIR",
-                   help="output folder (default: ./results)")
+                   help="output folder (default: ./results); one run at a time: a run holds the lock "
+                   "OUT_DIR/.cryodet.lock, and a second run into the same folder exits at once with status 75, "
+                   "naming the holder's PID and host")
     g = p.add_argument_group("networks")
     g.add_argument("-m", "--segnet", type=TYPES["segnet"], metavar="CKPT", help="SegNet checkpoint, or one two-head checkpoint "
                    "(default: the shipped demo weights)")
@@ -159,7 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="outputs among mrc,txt,csv,star,zarr (default: all)")
     g.add_argument("--keep-intermediate", dest="keep_intermediate", type=TYPES["keep_intermediate"], metavar="true|false",
                    help="keep the converted tomogram and predicted maps (Zarr) for resuming (default: true)")
-    g.add_argument("--config", metavar="YAML", help="read parameters from a YAML file (flags override it)")
+    g.add_argument("--config", metavar="YAML", help="read parameters from a YAML file (flags override it); keys are the long flags' names, "
+                   "each value is checked by its flag's parser (booleans: true/false, yes/no, 1/0)")
     g.add_argument("--save-config", metavar="YAML", help="write the effective parameters to a YAML file")
     g.add_argument("--overwrite", action="store_true", default=False, help="recompute everything")
     from ..cluster import add_cluster_arguments
