@@ -477,3 +477,31 @@ def test_batch_particle_diameter_needs_every_voxel_size_before_any_work(inputs, 
     assert main(_argv([inputs / "tomo.mrc", novs], out, net, "--particle-diameter", "100")) == 2
     assert "--particle-diameter needs the voxel size" in one_line_error(capsys)
     assert not out.exists()
+
+
+def test_two_detect_runs_into_one_folder(net, tmp_path, capsys):
+    """The original fault: two runs into one folder deleted each other's temporaries.  Now the second
+    exits at once (75, naming the first), and the first completes identical to an undisturbed run."""
+    tomo = make_mrc(tmp_path / "tomo.mrc", np.random.default_rng(4).normal(size=(32, 96, 96)).astype(np.float32),
+                    voxel_size=10.0)
+    ref = tmp_path / "ref"
+    assert main(_argv([tomo], ref, net)) == 0
+    out = tmp_path / "o"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    first = subprocess.Popen([sys.executable, "-m", "cryodet_dask", *_argv([tomo], out, net)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        done = out / ".tomo_prediction.zarr.partial" / ".done"
+        t0 = time.monotonic()
+        while not (done.is_dir() and os.listdir(done)) and first.poll() is None:
+            assert time.monotonic() - t0 < 120
+            time.sleep(0.01)
+        assert first.poll() is None, first.communicate()
+        code = main(_argv([tomo], out, net))
+        line = one_line_error(capsys)
+    finally:
+        first.communicate(timeout=300)
+    assert code == 75 and f"pid {first.pid} on host" in line
+    assert first.returncode == 0
+    same_outputs(ref, out)
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporaries, lock released
