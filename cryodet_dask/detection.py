@@ -277,7 +277,11 @@ def output_lock(folder: str | os.PathLike[str]):
                 _held[key] = (tid, depth - 1)
         return
 
-    created = not folder.exists()
+    created = []  # the folders this lock creates (deepest first), removed again if left empty
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
     path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -325,11 +329,11 @@ def output_lock(folder: str | os.PathLike[str]):
             except OSError:
                 pass
             os.close(fd)
-        if created:
+        for made in created:
             try:
-                folder.rmdir()  # only if the run left nothing in it
+                made.rmdir()  # only if the run left nothing in it
             except OSError:
-                pass
+                break
 
 
 # ------------------------------------------------------------------ identity of inputs and names

@@ -32,8 +32,10 @@ from cryodet_dask.testing import make_mrc, tiny_two_head_checkpoint
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--cluster", "threads", "-ps", "32", "--halo", "16", "-mt", "0.5", "-rs", "2", "--no-filter-outlier",
-         "--device", "cpu"]
+#: every post-processing parameter explicit: the cases must not depend on the shipped defaults
+FLAGS = ["--cluster", "threads", "-ps", "32", "--halo", "16", "-mt", "0.5", "-ct", "0.1", "-rs", "2",
+         "--no-filter-outlier", "--check-center", "--center-min-distance", "0", "--min-particle-size", "0",
+         "--min-score", "0", "--connectivity", "1", "--device", "cpu"]
 FILES = ("_labels.mrc", "_centers.txt", "_centers.csv", "_centers.star")
 
 
@@ -57,6 +59,7 @@ def reference(inputs, net, tmp_path_factory):
     """The undisturbed run every case is compared with."""
     out = tmp_path_factory.mktemp("reference")
     assert main(_argv([inputs / "tomo.mrc"], out, net)) == 0
+    assert json.loads((out / "run.json").read_text())["particles"] > 10  # the comparisons compare something
     return out
 
 
@@ -426,12 +429,13 @@ def test_lock_between_threads_of_one_process(inputs, net, tmp_path):
 
 
 def test_lock_is_reentrant_in_one_thread(tmp_path):
-    with output_lock(tmp_path / "o"):
-        assert (tmp_path / "o" / LOCK_NAME).read_text().startswith(f"pid={os.getpid()} host=")
-        with output_lock(tmp_path / "o"):
+    deep = tmp_path / "o" / "p" / "q"
+    with output_lock(deep):
+        assert (deep / LOCK_NAME).read_text().startswith(f"pid={os.getpid()} host=")
+        with output_lock(deep):
             pass
-        assert (tmp_path / "o" / LOCK_NAME).exists()
-    assert not (tmp_path / "o").exists()
+        assert (deep / LOCK_NAME).exists()
+    assert not (tmp_path / "o").exists()  # every folder it created, left empty, is removed
 
 
 def test_rescaled_store_input_changed_in_place_is_rescaled_again(net, tmp_path):
@@ -453,6 +457,7 @@ def test_rescaled_store_input_changed_in_place_is_rescaled_again(net, tmp_path):
     assert main(argv(out)) == 0
     fresh = tmp_path / "fresh"
     assert main(argv(fresh)) == 0
+    assert json.loads((fresh / "run.json").read_text())["particles"] > 0
     same_outputs(fresh, out)
 
 
@@ -486,6 +491,7 @@ def test_two_detect_runs_into_one_folder(net, tmp_path, capsys):
                     voxel_size=10.0)
     ref = tmp_path / "ref"
     assert main(_argv([tomo], ref, net)) == 0
+    assert json.loads((ref / "run.json").read_text())["particles"] > 0
     out = tmp_path / "o"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     first = subprocess.Popen([sys.executable, "-m", "cryodet_dask", *_argv([tomo], out, net)], env=env,
