@@ -18,6 +18,8 @@ Commands (each caches what it computes in DIR)::
     python benchmarks/bench_quality.py make DIR [--sets validation,test,robustness]
     python benchmarks/bench_quality.py predict DIR --set validation --weights pair|twohead|SEG,CEN|TWOHEAD
     python benchmarks/bench_quality.py sweep DIR --weights pair [--json out.json] [--png curves.png]
+    python benchmarks/bench_quality.py table DIR --set test        # the README's Results table
+    python benchmarks/bench_quality.py around DIR --weights twohead --png docs/img/validation_curves.png
     python benchmarks/bench_quality.py score DIR --set robustness --weights pair [--params JSON]
     python benchmarks/bench_quality.py curve DIR --weights 'out/twohead.epoch*.pt' [--params JSON]
 
@@ -265,6 +267,70 @@ def sweep(root: Path, tag: str, radius: float, rounds: int = 1, objective: str =
             "per_tomogram": final, "curves": curves}
 
 
+def around(root: Path, tag: str, radius: float, params: dict[str, Any]) -> dict[str, Any]:
+    """Each parameter varied alone around ``params`` (the chosen defaults), the others held there."""
+    tomos = _tomograms(root, "validation")
+    grids = {
+        "center_min_distance": [0.0, 2.0, 4.0, 6.0, 7.0, 8.0, 10.0],
+        "min_particle_size": [0, 64, 128, 256, 384, 512, 768, 1024],
+        "min_score": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25],
+        "mask_threshold": [0.1, 0.3, 0.5, 0.7],
+        "center_threshold": [0.02, 0.05, 0.1, 0.2],
+        "filter_outlier": [False, True],
+    }
+    curves = {}
+    for name, values in grids.items():
+        curve = []
+        for v in values:
+            pooled = _pooled([score_one(d, tag, {**params, name: v}, radius) for d in tomos])
+            curve.append({"value": v, **pooled})
+            print(f"{name}={v}: F1 {pooled['f1']:.3f} mean F1 {pooled['mean_f1']:.3f}", flush=True)
+        curves[f"{name} (round 1)"] = curve
+    return {"weights": tag, "radius": radius, "chosen": params, "curves": curves,
+            "validation": _pooled([score_one(d, tag, params, radius) for d in tomos])}
+
+
+SEED = dict(mask_threshold=0.1, center_threshold=0.1, remove_min_size=64, check_center=True, filter_outlier=True,
+            center_min_distance=0.0, min_particle_size=0, min_score=0.0)
+
+#: The rows of the README's Results table: (networks tag, label, parameters); ``None`` = the defaults.
+RESULT_ROWS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("old_pair", "seed defaults (check_center + filter_outlier)", SEED),
+    ("old_pair", "new defaults", None),
+    ("new_pair", "seed defaults (check_center + filter_outlier)", SEED),
+    ("new_pair", "new defaults", None),
+    ("new_pair", "tuned for the pair on validation (`-mt 0.2 -ct 0.05 --center-min-distance 6 "
+                 "--min-particle-size 768 --min-score 0`)",
+     dict(mask_threshold=0.2, center_threshold=0.05, center_min_distance=6.0, min_particle_size=768,
+          min_score=0.0)),
+    ("new_twohead", "baseline (no check_center, no filter_outlier)", {**SEED, "check_center": False,
+                                                                     "filter_outlier": False}),
+    ("new_twohead", "check_center", {**SEED, "filter_outlier": False}),
+    ("new_twohead", "filter_outlier", {**SEED, "check_center": False}),
+    ("new_twohead", "seed defaults (check_center + filter_outlier)", SEED),
+    ("new_twohead", "new defaults without centre fusion (`--center-min-distance 0`)", {"center_min_distance": 0.0}),
+    ("new_twohead", "new defaults without the fragment filter (`--min-particle-size 0`)", {"min_particle_size": 0}),
+    ("new_twohead", "new defaults without the score filter (`--min-score 0`)", {"min_score": 0.0}),
+    ("new_twohead", "new defaults + filter_outlier", {"filter_outlier": True}),
+    ("new_twohead", "**new defaults**", None),
+]
+
+
+def results_table(root: Path, which: str, radius: float) -> list[dict[str, Any]]:
+    rows = []
+    defaults = dict(PostprocessParams().__dict__)
+    for tag, label, params in RESULT_ROWS:
+        p = {**defaults, **(params or {})}
+        tomos = _tomograms(root, which)
+        if not all((d / f"maps_{tag}.npz").exists() for d in tomos):
+            continue
+        pooled = _pooled([score_one(d, tag, p, radius) for d in tomos])
+        rows.append({"networks": tag, "post-processing": label, **pooled})
+        print(f"| {tag} | {label} | {pooled['precision']:.3f} | {pooled['recall']:.3f} | {pooled['f1']:.3f} | "
+              f"{pooled['fbeta']:.3f} | {pooled['cz_f4']:.3f} | {pooled['ap']:.3f} |", flush=True)
+    return rows
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -273,11 +339,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     last = max(int(k.split("round ")[1].rstrip(")")) for k in result["curves"])
     names = [k for k in result["curves"] if k.endswith(f"(round {last})")]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    ncol = (len(names) + 1) // 2
+    fig, axes = plt.subplots(2, ncol, figsize=(3.3 * ncol, 5.6), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names):
         c = result["curves"][name]
         xs = [float(v["value"]) for v in c]
-        for key, style in (("f1", "-o"), ("precision", "--"), ("recall", ":")):
+        for key, style in (("f1", "-o"), ("mean_f1", "-s"), ("precision", "--"), ("recall", ":")):
             ax.plot(xs, [v[key] for v in c], style, label=key, ms=3)
         chosen = result["chosen"][name.split(" (")[0]]
         ax.axvline(float(chosen), color="grey", lw=0.8)
@@ -285,15 +354,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"validation set ({result['weights']}): each parameter varied with the others at their chosen "
-                 "values", fontsize=9)
+    fig.suptitle(f"validation set ({result['weights']}, match within {result['radius']:g} voxels): each parameter "
+                 "varied, the others at the chosen defaults (grey line)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("make", "predict", "sweep", "score", "curve"))
+    ap.add_argument("command", choices=("make", "predict", "sweep", "around", "score", "curve", "table"))
     ap.add_argument("dir", type=Path)
     ap.add_argument("--sets", default="validation,test,robustness")
     ap.add_argument("--set", default="validation")
@@ -316,6 +385,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "sweep":
         res = sweep(args.dir, tag, args.radius, args.rounds, args.objective)
         print(json.dumps({"chosen": res["chosen"], "validation": res["validation"]}, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1, default=float))
+        if args.png:
+            plot(res, args.png)
+    elif args.command == "table":
+        rows = results_table(args.dir, args.set, args.radius)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1, default=float))
+    elif args.command == "around":
+        params = {**PostprocessParams().__dict__, **json.loads(args.params)}
+        res = around(args.dir, tag, args.radius, params)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1, default=float))
         if args.png:
