@@ -26,7 +26,7 @@ def sim(tmp_path_factory):
 
 def _run(sim, net, out, chunks):
     return detect(sim / "tomogram.mrc", out, segnet=str(net), chunks=(chunks,), device="cpu",
-                  mask_threshold=0.5, center_threshold=0.1, remove_min_size=8, filter_outlier=False)
+                  mask_threshold=0.5, center_threshold=0.1, remove_min_size=8, filter_outlier=False, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
 
 
 def test_outputs_and_chunk_invariance(sim, net, tmp_path):
@@ -75,7 +75,7 @@ def test_peak_memory_counts_only_the_run(sim, net, tmp_path):
 def test_array_input_and_temporary_output(sim, net):
     vol = load(sim / "tomogram.mrc").data.compute()
     res = detect(vol, segnet=str(net), chunks=(32,), device="cpu", voxel_size=10.0, mask_threshold=0.5,
-                 remove_min_size=8, filter_outlier=False)
+                 remove_min_size=8, filter_outlier=False, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
     assert res.files == {} and res.labels.shape == vol.shape
     assert len(res.particles) == int(res.labels.max().compute())
 

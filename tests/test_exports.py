@@ -42,7 +42,7 @@ def det(maps):
     m, c, _ = maps
     with dask.config.set(scheduler="sync"):
         return postprocess(da.from_array(m, chunks=(8, 16, 16)), da.from_array(c, chunks=(8, 16, 16)),
-                           remove_min_size=4, filter_outlier=False)
+                           remove_min_size=4, filter_outlier=False, mask_threshold=0.1, center_threshold=0.1, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
 
 
 def test_txt_matches_the_seed_format(det, tmp_path):
@@ -151,10 +151,12 @@ def test_postprocess_command(maps, tmp_path):
     m, c, _ = maps
     store = _prediction_store(tmp_path / "pred.zarr", m, c)
     rc = main(["-q", "postprocess", str(store), "-o", str(tmp_path / "out"), "-mt", "0.2", "-rs", "5",
-               "-check_center", "false", "-filter_outlier", "true", "-nn", "1", "-dt", "12"])
+               "-check_center", "false", "-filter_outlier", "true", "-nn", "1", "-dt", "12", "-ct", "0.1",
+               "--min-particle-size", "0", "--min-score", "0", "--center-min-distance", "0"])
     assert rc == 0
     ref = postprocess_reference(m, c, mask_threshold=0.2, remove_min_size=5, check_center=False,
-                                neighbor_number=1, distance_threshold=12.0)
+                                neighbor_number=1, distance_threshold=12.0, filter_outlier=True,
+                                center_threshold=0.1, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
     with mrcfile.open(tmp_path / "out" / "pred_labels.mrc") as mrc:
         np.testing.assert_array_equal(mrc.data, ref.labels)
         assert float(mrc.voxel_size.x) == pytest.approx(8.0)

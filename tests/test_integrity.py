@@ -316,7 +316,7 @@ def test_stores_carry_checksums_and_every_chunk(ref):
 
 def test_detect_recomputes_a_damaged_prediction_chunk(ref, tmp_path, net):
     kw = dict(segnet=str(net), chunks=(CHUNKS,), device="cpu", mask_threshold=0.5, center_threshold=0.1,
-              remove_min_size=8, filter_outlier=False)
+              remove_min_size=8, filter_outlier=False, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
     first = cryodet_dask.detect(ref["mrc"], tmp_path, **kw)
     assert len(first.particles) > 0
     overwrite_4k(_chunk_file(tmp_path / "tomogram_prediction.zarr", "center"))
@@ -332,7 +332,7 @@ def test_detect_with_a_damaged_conversion_never_answers_wrong(ref, tmp_path, net
     """detect after a chunk of NAME.zarr is damaged (prediction store gone, so the tomogram is read again):
     the conversion is rebuilt and the particles equal the undisturbed run's, or the run stops with one line."""
     kw = dict(segnet=str(net), chunks=(CHUNKS,), device="cpu", mask_threshold=0.5, center_threshold=0.1,
-              remove_min_size=8, filter_outlier=False)
+              remove_min_size=8, filter_outlier=False, min_particle_size=0, min_score=0.0, center_min_distance=0.0)
     first = cryodet_dask.detect(ref["mrc"], tmp_path, **kw)
     FAULTS[fault](_chunk_file(tmp_path / "tomogram.zarr", "0"))
     shutil.rmtree(tmp_path / "tomogram_prediction.zarr")
