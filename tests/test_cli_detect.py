@@ -21,11 +21,14 @@ def parse(*argv: str):
     return args, params_from_args(args)
 
 
-def test_defaults_are_the_seeds():
+def test_defaults_are_the_validated_ones():
     _, p = parse("t.mrc")
     kw = p.postprocess_kwargs()
-    assert (kw["mask_threshold"], kw["center_threshold"], kw["remove_min_size"]) == (0.1, 0.1, 64)
-    assert (p.check_center, p.filter_outlier, p.neighbor_number, p.distance_threshold) == (True, True, 3, 30.0)
+    assert (kw["mask_threshold"], kw["center_threshold"], kw["remove_min_size"]) == (0.5, 0.05, 32)
+    assert (p.check_center, p.filter_outlier, p.neighbor_number, p.distance_threshold) == (True, False, 3, 30.0)
+    # the seed's flags still parse with their meaning
+    _, s = parse("t.mrc", "-mt", "0.1", "-ct", "0.1", "-rs", "64", "-filter_outlier", "true")
+    assert (s.mask_threshold, s.center_threshold, s.remove_min_size, s.filter_outlier) == (0.1, 0.1, 64, True)
     assert p == DetectParams()
     assert kw == dataclasses.asdict(PostprocessParams())  # every default comes from PostprocessParams
 

@@ -60,17 +60,21 @@ class PostprocessParams:
         outlier filter (finite, >= 0; 0 keeps all).
     """
 
-    mask_threshold: float = 0.1
-    center_threshold: float = 0.1
-    remove_min_size: int = 64
+    # Defaults chosen on validation tomograms (never the test ones) for the shipped two-head network:
+    # `python benchmarks/bench_quality.py sweep` (README, Results; docs/img/validation_curves.png).
+    # The seed's defaults were 0.1, 0.1, 64, True, True, 3, 30 (-mt, -ct, -rs, check_center,
+    # filter_outlier, -nn, -dt); the flags keep their meaning.
+    mask_threshold: float = 0.5
+    center_threshold: float = 0.05
+    remove_min_size: int = 32
     check_center: bool = True
-    filter_outlier: bool = True
+    filter_outlier: bool = False
     neighbor_number: int = 3
     distance_threshold: float = 30.0
     connectivity: int = DEFAULT_CONNECTIVITY
-    center_min_distance: float = 0.0
-    min_particle_size: int = 0
-    min_score: float = 0.0
+    center_min_distance: float = 7.0
+    min_particle_size: int = 384
+    min_score: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("mask_threshold", "center_threshold"):
