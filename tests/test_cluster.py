@@ -117,8 +117,10 @@ def test_detect_end_to_end_through_slurm(tmp_path):
     torch.manual_seed(0)
     ckpt = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"))),
                        tmp_path / "net.pt")
-    kwargs = dict(segnet=str(ckpt), chunks=(32,), device="cpu", mask_threshold=0.5, remove_min_size=8,
-                  filter_outlier=False)
+    # every post-processing parameter explicit: the shipped defaults would filter a random network's blobs
+    kwargs = dict(segnet=str(ckpt), chunks=(32,), device="cpu", mask_threshold=0.5, center_threshold=0.1,
+                  remove_min_size=8, filter_outlier=False, check_center=True, center_min_distance=0.0,
+                  min_particle_size=0, min_score=0.0)
     local = detect(tmp_path / "sim" / "tomogram.mrc", tmp_path / "local", **kwargs)
     with dask.config.set({"jobqueue.slurm.cores": 1, "jobqueue.slurm.memory": "3GiB",
                           "jobqueue.slurm.walltime": "00:20:00", "jobqueue.slurm.local-directory": str(tmp_path),
