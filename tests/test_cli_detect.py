@@ -151,3 +151,20 @@ def test_particle_diameter_without_voxel_size_is_a_clean_error(tmp_path, capsys)
     with pytest.raises(ParameterError, match="voxel size"):
         detect(np.zeros((8, 8, 8), np.float32), tmp_path / "api", particle_diameter=200.0)
     assert not (tmp_path / "api").exists()
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
+    import sys
+
+    from cryodet_dask.cli import build_parser
+    from cryodet_dask.cli._common import show_progress
+
+    def flags(*argv):
+        return build_parser().parse_args([*argv, "detect", "t.mrc"])
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not show_progress(flags())  # a redirected log: no bars
+    assert show_progress(flags("--progress"))
+    assert not show_progress(flags("-q", "--progress"))  # -q wins
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert show_progress(flags()) and not show_progress(flags("--no-progress"))

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryodet-dask {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                          help="progress bars even when stderr is not a terminal")
+    progress.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                          help="no progress bars (default when stderr is not a terminal, e.g. a log file)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
     sub.required = True
     for name in _command_modules():

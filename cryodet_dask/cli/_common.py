@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 __all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int",
            "positive_int", "voxel_size_angst", "format_list", "add_bool_flag", "show_progress",
@@ -125,4 +126,12 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, hel
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False)
+    """Progress bars: never with ``-q``; with ``--progress`` / ``--no-progress`` as asked; otherwise only
+    when stderr is a terminal (a redirected log gets the one-line stage messages, not ~10 bar
+    updates a second)."""
+    if getattr(args, "quiet", False):
+        return False
+    asked = getattr(args, "progress", None)
+    if asked is not None:
+        return bool(asked)
+    return sys.stderr.isatty()

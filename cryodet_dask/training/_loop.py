@@ -449,8 +449,8 @@ def train(
         epoch += 1
         history.append({"epoch": epoch, "train_loss": float(np.mean(running)), "validation_loss": val_loss,
                         "lr": float(opt.param_groups[0]["lr"]), "seconds": time.monotonic() - t0})
-        if progress:
-            log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, history[-1]["train_loss"], val_loss)
+        # one line per epoch, also in a log file where the progress bar is off
+        log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, history[-1]["train_loss"], val_loss)
         if val_loss < best - cfg.min_delta:
             best, bad = val_loss, 0
             net.config = mcfg.replace(training={**description, "epochs": epoch, "best_validation_loss": best})
