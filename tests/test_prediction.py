@@ -185,3 +185,19 @@ def test_centre_smoothing_is_in_the_receptive_field_and_chunk_invariant(tmp_path
     assert pred.plan.halo == (40, 40, 40)  # 34 + 5 rounded up to the pooling factor
     np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5)
     np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_anywhere_is_an_error_not_an_empty_result(bad, tmp_path):
+    import dask.array as da
+
+    from cryodet_dask.errors import InputError
+    from cryodet_dask.prediction import global_stats
+
+    vol = np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32)
+    vol[9, 30, 1] = bad
+    with pytest.raises(InputError, match="NaN or infinite.*--nan-policy zero"):
+        global_stats(da.from_array(vol, chunks=8))
+    vol[9, 30, 1] = 0
+    mean, std = global_stats(da.from_array(vol, chunks=8))
+    assert np.isfinite(mean) and std > 0

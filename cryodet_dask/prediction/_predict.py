@@ -21,7 +21,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._progress import compute, current_client
-from ..errors import CheckpointError, OutputExistsError, ParameterError
+from ..errors import CheckpointError, InputError, OutputExistsError, ParameterError
 from ..io import ArrayReader, Tomogram, lazy_array, load, normalize_chunks, partial_path
 from ..io._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest,
                               content_identity, has_checksum, open_for_write, verify_array)
@@ -125,11 +125,17 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
     """Mean and standard deviation of the whole tomogram: one Dask reduction pass, float64.
 
-    A constant volume gets ``std = 1`` so that normalization never divides by zero.
+    A constant volume gets ``std = 1`` so that normalization never divides by zero; NaN or Inf
+    anywhere raises :class:`~cryodet_dask.errors.InputError` (every entry point passes here).
     """
     v = volume.astype(np.float64)
     mean, std = compute(v.mean(), v.std(), progress=progress, desc="normalization statistics (one pass)")
     mean, std = float(mean), float(std)
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        # NaN or Inf anywhere (a Zarr store or an array skips the MRC conversion's check): never a
+        # silently empty result
+        raise InputError(f"the tomogram holds NaN or infinite values (mean {mean}, std {std}); write a clean copy "
+                         f"with `cryodet-dask convert TOMO OUT.zarr --nan-policy zero` and detect that")
     return mean, (std if std > 0 else 1.0)
 
 
