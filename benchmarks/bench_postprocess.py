@@ -235,13 +235,7 @@ def main(argv=None) -> int:
         results["throughput"] = throughput(client, store, tmp, nvox, args.repeats, "tuned", refs, **extra)
         results["peak_worker_rss_mib"] = peak_worker_rss(client)
         if args.throughput_only:
-            results["load_avg_end"] = os.getloadavg()
-            print(json.dumps(results, indent=1, default=str))
-            if args.json:
-                Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-            if not args.tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return 0 if all(v.get("equal_to_reference", True) for v in results["throughput"].values()) else 1
+            return _finish(results, args, tmp)
         # 3. labelling alone
         print("## labelling step alone (mask > 0.1, connectivity 1)", flush=True)
         from scipy import ndimage as ndi
@@ -313,13 +307,18 @@ def main(argv=None) -> int:
         print(f"  completed in {wall:.1f} s ({np.prod(big_shape) / wall / 1e6:.1f} Mvox/s), N={len(det.centers)}, "
               f"peak worker RSS {rss} MiB, workers alive {n_workers_alive}", flush=True)
 
+    return _finish(results, args, tmp)
+
+
+def _finish(results: dict, args, tmp: Path) -> int:
+    """Print and save the results, remove the scratch folder; 0 if every run equalled the reference."""
     results["load_avg_end"] = os.getloadavg()
     print(json.dumps(results, indent=1, default=str))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     if not args.tmp:
         shutil.rmtree(tmp, ignore_errors=True)
-    ok = all(r["equal"] for r in results["equality"]) and all(
+    ok = all(r["equal"] for r in results.get("equality", [])) and all(
         v.get("equal_to_reference", True) for v in results["throughput"].values())
     return 0 if ok else 1
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ._components import paste_overlap
+
 __all__ = ["halo_width", "ball_offsets", "block_slabs", "assemble_padded", "strict_maxima", "ball_maxima"]
 
 _OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
@@ -99,25 +101,14 @@ def assemble_padded(core: np.ndarray, box: Box, neighbours: Sequence[tuple[Box, 
     P = np.zeros(tuple(s + 2 * h for s in core.shape), dtype=core.dtype)
     P[h:-h, h:-h, h:-h] = core
     lo = [box[a][0] - h for a in range(3)]
-    hi = [box[a][1] + h for a in range(3)]
     for nbox, slabs in neighbours:
         a = next(i for i in range(3) if tuple(nbox[i]) != tuple(box[i]))
         above = nbox[a][0] >= box[a][1]
         slab = slabs[2 * a + (0 if above else 1)]
-        sbox = [list(nbox[i]) for i in range(3)]
-        if above:
-            sbox[a][1] = sbox[a][0] + slab.shape[a]
-        else:
-            sbox[a][0] = sbox[a][1] - slab.shape[a]
-        src, dst = [], []
-        for i in range(3):
-            s, e = max(sbox[i][0], lo[i]), min(sbox[i][1], hi[i])
-            if e <= s:
-                break
-            src.append(slice(s - sbox[i][0], e - sbox[i][0]))
-            dst.append(slice(s - lo[i], e - lo[i]))
-        else:
-            P[tuple(dst)] = slab[tuple(src)]
+        slab_lo = [nbox[i][0] for i in range(3)]
+        if not above:  # the neighbour's far slab ends where the neighbour ends
+            slab_lo[a] = nbox[a][1] - slab.shape[a]
+        paste_overlap(P, lo, slab, slab_lo)
     n = core.shape
     for a in range(3):
         def at(i: int) -> tuple[Any, ...]:

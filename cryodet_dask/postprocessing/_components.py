@@ -24,6 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "paste_overlap",
     "structure",
     "label_block",
     "drop_small_interior",
@@ -38,6 +39,22 @@ __all__ = [
 SHIFT = 32
 LOCAL_MASK = (1 << SHIFT) - 1
 
+
+
+def paste_overlap(dst: np.ndarray, dst_lo: Sequence[int], src: np.ndarray, src_lo: Sequence[int]) -> None:
+    """Copy into ``dst`` the part of ``src`` that overlaps it (in place).
+
+    Both arrays are placed in one frame of volume coordinates by their lowest
+    corners ``dst_lo`` and ``src_lo``; nothing is copied when they do not meet.
+    """
+    d_sl, s_sl = [], []
+    for d0, dn, s0, sn in zip(dst_lo, dst.shape, src_lo, src.shape):
+        lo, hi = max(d0, s0), min(d0 + dn, s0 + sn)
+        if hi <= lo:
+            return
+        d_sl.append(slice(lo - d0, hi - d0))
+        s_sl.append(slice(lo - s0, hi - s0))
+    dst[tuple(d_sl)] = src[tuple(s_sl)]
 
 def structure(connectivity: int) -> np.ndarray:
     """3x3x3 structuring element of ``connectivity`` 1, 2 or 3."""
@@ -186,16 +203,7 @@ def face_pairs(
     shape = [box[a][1] - box[a][0] + 2 for a in other]
     padded = np.zeros(shape, dtype=np.int64)
     for face, fbox in beyond:
-        src, dst = [], []
-        for k, a in enumerate(other):
-            s = max(fbox[a][0], lo[k])
-            e = min(fbox[a][1], lo[k] + shape[k])
-            if e <= s:
-                break
-            src.append(slice(s - fbox[a][0], e - fbox[a][0]))
-            dst.append(slice(s - lo[k], e - lo[k]))
-        else:
-            padded[tuple(dst)] = face[tuple(src)]
+        paste_overlap(padded, lo, face, [fbox[a][0] for a in other])
     n1, n2 = plane.shape
     found = []
     has = plane > 0
