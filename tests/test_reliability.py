@@ -132,37 +132,26 @@ def test_sigkill_of_the_process_tree_then_resume(sim, net, reference, tmp_path):
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # temporaries gone
 
 
-def test_sigint_exits_130_and_resumes(sim, net, reference, tmp_path, capsys):
+@pytest.mark.parametrize("sig, code, line", [
+    (signal.SIGINT, 130, "cryodet-dask: interrupted; run the same command again to resume"),
+    # SLURM and PBS send SIGTERM at the walltime: the same kind of line, exit 143, resumable state
+    (signal.SIGTERM, 143, "cryodet-dask: terminated (SIGTERM); run the same command again to resume"),
+], ids=["sigint", "sigterm"])
+def test_interrupt_mid_prediction_exits_with_one_line_and_resumes(sig, code, line, sim, net, reference, tmp_path,
+                                                                  capsys):
     out = tmp_path / "o"
     proc = _spawn(_cli(sim, net, out, "--cluster", "threads"))
     _wait(lambda: _done(out) >= 1 or proc.poll() is not None)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "cryodet-dask: interrupted; run the same command again to resume"
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == line
     done_at_stop = _done(out)
     _no_final_outputs(out)
     assert main(_cli(sim, net, out, "--cluster", "threads")) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["chunks_skipped"] == done_at_stop > 0
     assert f"skipped {done_at_stop}" in capsys.readouterr().out
-    assert_same_outputs(out, reference)
-
-
-def test_sigterm_mid_prediction_resumes_like_ctrl_c(sim, net, reference, tmp_path, capsys):
-    # SLURM and PBS send SIGTERM at the walltime: the same one line, exit 143, resumable state
-    out = tmp_path / "o"
-    proc = _spawn(_cli(sim, net, out, "--cluster", "threads"))
-    _wait(lambda: _done(out) >= 1 or proc.poll() is not None)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == ("cryodet-dask: terminated (SIGTERM); run the same command again "
-                                               "to resume")
-    done_at_stop = _done(out)
-    _no_final_outputs(out)
-    assert main(_cli(sim, net, out, "--cluster", "threads")) == 0
-    assert json.loads((out / "run.json").read_text())["chunks_skipped"] == done_at_stop > 0
     assert_same_outputs(out, reference)
 
 
