@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
-import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ParameterError
+from .errors import ClusterError, CryodetError, ParameterError
 
 __all__ = ["ClusterConfig", "add_cluster_arguments", "cluster_from_args", "open_client", "local_cluster_size"]
 
@@ -53,6 +55,45 @@ class ClusterConfig:
     walltime: str | None = None
     adapt: tuple[int, int] | None = None
     dashboard: bool = True
+    worker_timeout: float | None = None
+    #: bytes one task needs (a prediction tile): the default LocalCluster then starts fewer workers
+    #: rather than workers too small for it
+    task_memory: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what would hang or crash the cluster later (``n_workers=0``, ``memory_limit="banana"``)."""
+        if self.kind not in KINDS:
+            raise ParameterError(f"unknown cluster kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        for name, low in (("n_workers", 1), ("threads_per_worker", 1), ("jobs", 1), ("gpus_per_job", 0)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ParameterError(f"{name} must be a whole number >= {low}, got {v!r}")
+        if self.memory_limit is not None:
+            parse_memory_limit(self.memory_limit)
+        if self.worker_timeout is not None and not (self.worker_timeout > 0 and math.isfinite(self.worker_timeout)):
+            raise ParameterError(f"worker_timeout must be a positive number of seconds, got {self.worker_timeout!r}")
+        if self.adapt is not None and not (1 <= self.adapt[0] <= self.adapt[1]):
+            raise ParameterError(f"adapt takes MIN,MAX job counts with 1 <= MIN <= MAX, got {self.adapt!r}")
+
+    @property
+    def wait_for_workers(self) -> float:
+        """Seconds a run waits while the cluster has no worker: 120, or 1 h for a batch queue."""
+        if self.worker_timeout is not None:
+            return self.worker_timeout
+        return 3600.0 if self.kind in JOBQUEUE else 120.0
+
+
+def parse_memory_limit(text: str) -> str:
+    """``4GiB``, ``500MB``, ``2e9`` -> the same text, checked: a byte size Dask understands, at least 64 MiB."""
+    from dask.utils import parse_bytes
+
+    try:
+        n = parse_bytes(str(text))
+    except (ValueError, TypeError):
+        raise ParameterError(f"--memory-limit must be a size such as 4GiB or 500MB, got {text!r}") from None
+    if n < 64 * 2**20:
+        raise ParameterError(f"--memory-limit {text} is below 64 MiB, too little for a Dask worker")
+    return str(text)
 
 
 def _cores() -> int:
@@ -63,14 +104,26 @@ def _cores() -> int:
 
 
 def local_cluster_size(n_workers: int | None = None, threads_per_worker: int = 1,
-                       memory_limit: str | None = None) -> dict[str, Any]:
-    """LocalCluster arguments sized to this machine: one single-threaded worker per core, memory shared."""
+                       memory_limit: str | None = None, task_memory: int | None = None) -> dict[str, Any]:
+    """LocalCluster arguments sized to this machine: one single-threaded worker per core, 80 % of the
+    memory shared among them.
+
+    With ``task_memory`` (bytes one task needs) and neither ``n_workers`` nor ``memory_limit`` given,
+    fewer workers are started when a core's share would be too small for one task.
+    """
     import psutil
 
     cores = _cores()
     n = n_workers or max(1, cores // max(threads_per_worker, 1))
     if memory_limit is None:
-        memory_limit = f"{int(psutil.virtual_memory().total * 0.8 / n / 2**20)}MiB"
+        usable = psutil.virtual_memory().total * 0.8
+        if task_memory and n_workers is None and usable / n < task_memory:
+            fit = max(1, int(usable // task_memory))
+            if fit < n:
+                log.info("starting %d worker(s), not %d: one prediction task needs about %.1f GiB", fit, n,
+                         task_memory / 2**30)
+                n = fit
+        memory_limit = f"{int(usable / n / 2**20)}MiB"
     return dict(n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit)
 
 
@@ -113,12 +166,20 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         yield existing
         return
     if cfg.scheduler_address or cfg.scheduler_file:
-        client = Client(address=cfg.scheduler_address, scheduler_file=cfg.scheduler_file)
+        where = cfg.scheduler_address or f"the scheduler file {cfg.scheduler_file}"
+        if cfg.scheduler_file and not os.path.isfile(cfg.scheduler_file):
+            raise ClusterError(f"--scheduler-file {cfg.scheduler_file} does not exist")
+        before = _scheduler_setting()
         try:
-            _announce(client)
-            yield client
+            client = Client(address=cfg.scheduler_address, scheduler_file=cfg.scheduler_file)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {where} ({_first_line(exc)}); is it running? "
+                               "check --scheduler-address/--scheduler-file") from None
+        try:
+            with _guarded(client, cfg, where):
+                yield client
         finally:
-            client.close()
+            _close(client, before)
         return
     if cfg.kind == "threads":
         yield None
@@ -129,7 +190,7 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
 
         from .postprocessing import WORKER_ENV
 
-        size = local_cluster_size(cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)
+        size = local_cluster_size(cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit, cfg.task_memory)
         env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
         with dask.config.set(env):
             cluster = LocalCluster(processes=True, dashboard_address=":0" if cfg.dashboard else None, **size)
@@ -143,21 +204,137 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         cluster = _jobqueue_cluster(cfg)
     else:
         raise ParameterError(f"unknown cluster kind {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+    before = _scheduler_setting()
     client = Client(cluster)
     try:
-        _announce(client)
-        yield client
+        with _guarded(client, cfg, f"the {cfg.kind} cluster"):
+            yield client
     finally:
-        client.close()
+        _close(client, before)
         cluster.close()
+
+
+def _scheduler_setting() -> tuple[bool, Any]:
+    import dask
+
+    return "scheduler" in dask.config.config, dask.config.config.get("scheduler")
+
+
+def _close(client: Any, before: tuple[bool, Any]) -> None:
+    """Close ``client`` and leave Dask's default scheduler as it was ``before`` it: a client closed
+    from the watchdog's thread leaves ``scheduler: dask.distributed`` behind, and the next plain
+    ``dask.compute`` in this process would then fail."""
+    import dask
+    from distributed.client import _get_global_client
+
+    client.close()
+    if _get_global_client() is None and _scheduler_setting() != before:
+        had, value = before
+        if had:
+            dask.config.config["scheduler"] = value
+        else:
+            dask.config.config.pop("scheduler", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    try:
+        text = str(exc).strip().splitlines()
+    except Exception:  # noqa: BLE001 - an exception whose str() fails still gets its line
+        text = []
+    return text[0] if text else type(exc).__name__
+
+
+class _Watchdog(threading.Thread):
+    """Ends a run that cannot finish: no worker for ``wait`` seconds, or the scheduler lost for 30 s.
+
+    It closes the client, which cancels every pending future at once; :func:`_guarded` then turns
+    the cancellation into a :class:`ClusterError` carrying :attr:`reason`.
+    """
+
+    def __init__(self, client: Any, wait: float, where: str, poll: float = 1.0, lost_after: float = 30.0) -> None:
+        super().__init__(name="cryodet-cluster-watchdog", daemon=True)
+        self.client, self.wait, self.where, self.poll, self.lost_after = client, wait, where, poll, lost_after
+        self.reason: str | None = None
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        no_workers_since: float | None = None
+        lost_since: float | None = None
+        while not self._stop_event.wait(self.poll):
+            now = time.monotonic()
+            try:
+                if self.client.status != "running":
+                    raise OSError(self.client.status)
+                n = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+                lost_since = None
+            except Exception:  # the scheduler does not answer
+                lost_since = lost_since or now
+                if now - lost_since >= self.lost_after:
+                    self._abort(f"lost the connection to the Dask scheduler at {self.where} for "
+                                f"{self.lost_after:.0f} s; finished "
+                                "chunks are kept: run the same command again once the cluster is back")
+                    return
+                continue
+            if n:
+                no_workers_since = None
+            else:
+                no_workers_since = no_workers_since or now
+                if now - no_workers_since >= self.wait:
+                    self._abort(f"{self.where} has had no worker for {self.wait:.0f} s (all workers gone or none "
+                                "started); start workers or raise --worker-timeout, then run the same command "
+                                "again to resume")
+                    return
+
+    def _abort(self, reason: str) -> None:
+        self.reason = reason
+        log.error("%s", reason)
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+@contextlib.contextmanager
+def _guarded(client: Any, cfg: ClusterConfig, where: str) -> Iterator[None]:
+    """Announce the client, watch it, and turn cluster failures into one-line :class:`ClusterError`."""
+    from distributed.scheduler import KilledWorker
+
+    _announce(client)
+    dog = _Watchdog(client, cfg.wait_for_workers, where)
+    dog.start()
+    try:
+        yield
+    except KilledWorker as exc:
+        limit = f" (--memory-limit {cfg.memory_limit})" if cfg.memory_limit else ""
+        raise ClusterError(f"Dask workers died {_killed_times()} times in a row running one task, most often "
+                           f"because it needs more memory than a worker may use{limit}: raise --memory-limit or "
+                           f"lower -ps/--chunks, then run the same command again ({_first_line(exc)[:120]}...)"
+                           ) from None
+    except CryodetError:
+        raise
+    except Exception as exc:
+        if dog.reason is not None:
+            raise ClusterError(dog.reason) from None
+        if client.status != "running":
+            raise ClusterError(f"lost the Dask scheduler at {where} ({_first_line(exc)}); finished chunks are "
+                               "kept: run the same command again once the cluster is back") from None
+        raise
+    finally:
+        dog.stop()
+
+
+def _killed_times() -> int:
+    import dask
+
+    return int(dask.config.get("distributed.scheduler.allowed-failures", 3)) + 1
 
 
 def _announce(client: Any) -> None:
     link = getattr(client, "dashboard_link", None)
     n = len(client.scheduler_info().get("workers", {}))
+    # one line, through logging, so that -q silences it
     log.info("Dask: %d workers; dashboard %s", n, link)
-    if link:
-        print(f"[cryodet-dask] Dask dashboard: {link}", file=sys.stderr, flush=True)
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,17 +347,56 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler-address", default=None, metavar="URL",
                    help="connect to a running scheduler, e.g. tcp://10.0.0.1:8786")
     g.add_argument("--scheduler-file", default=None, metavar="JSON", help="connect via a scheduler file")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="LocalCluster workers (default: one per core)")
-    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="(default: 1)")
-    g.add_argument("--memory-limit", default=None, metavar="SIZE",
-                   help="memory per LocalCluster worker, e.g. 4GiB (default: 80%% of RAM shared)")
-    g.add_argument("--jobs", type=int, default=1, metavar="N", help="jobqueue: worker jobs to submit (default: 1)")
-    g.add_argument("--gpus-per-job", type=int, default=0, metavar="N",
+    g.add_argument("--threads-per-worker", type=_positive, default=1, metavar="N", help="(default: 1)")
+    g.add_argument("--memory-limit", type=_memory, default=None, metavar="SIZE",
+                   help="memory per LocalCluster worker, e.g. 4GiB; a run refuses a limit below what one "
+                   "prediction task needs (default: 80%% of RAM shared)")
+    g.add_argument("--worker-timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="give up (exit 69) when the cluster has had no worker for this long (default: 120; "
+                   "slurm/pbs/lsf/sge: 3600, for the queue)")
+    g.add_argument("--jobs", type=_positive, default=1, metavar="N", help="jobqueue: worker jobs to submit (default: 1)")
+    g.add_argument("--gpus-per-job", type=_nonneg, default=0, metavar="N",
                    help="jobqueue: GPUs per job; workers get the Dask resource GPU=N (default: 0)")
     g.add_argument("--queue", default=None, help="jobqueue: queue/partition")
     g.add_argument("--walltime", default=None, metavar="HH:MM:SS", help="jobqueue: walltime per job")
     g.add_argument("--adapt", default=None, metavar="MIN,MAX", help="jobqueue: adaptive scaling between MIN and MAX jobs")
+
+
+def _whole(text: str, low: int) -> int:
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+    return v
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _nonneg(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _memory(text: str) -> str:
+    try:
+        return parse_memory_limit(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--memory-limit ")) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
@@ -203,11 +419,14 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         queue=args.queue,
         walltime=args.walltime,
         adapt=adapt,
+        worker_timeout=getattr(args, "worker_timeout", None),
     )
 
 
 @contextlib.contextmanager
-def cluster_from_args(args: argparse.Namespace) -> Iterator[Any]:
-    """:func:`open_client` for parsed command-line options."""
-    with open_client(config_from_args(args)) as client:
+def cluster_from_args(args: argparse.Namespace, task_memory: int | None = None) -> Iterator[Any]:
+    """:func:`open_client` for parsed command-line options (``task_memory``: see :class:`ClusterConfig`)."""
+    import dataclasses
+
+    with open_client(dataclasses.replace(config_from_args(args), task_memory=task_memory)) as client:
         yield client

@@ -36,7 +36,8 @@ from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing._params import PostprocessParams, from_particle_diameter
 from .resampling import resample
 
-__all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "estimate_space", "FALLBACK_VOXEL_SIZE",
+__all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "check_worker_memory", "inference_halo", "memory_refusal",
+           "prediction_memory", "estimate_space", "FALLBACK_VOXEL_SIZE",
            "output_lock", "input_identity", "check_tomo_name", "LOCK_NAME"]
 
 log = logging.getLogger("cryodet_dask")
@@ -92,6 +93,7 @@ class DetectParams:
     keep_intermediate: bool = True
     formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
     rescale: bool = False
+    nan_policy: str = "error"
 
     def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
         """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and
@@ -184,6 +186,27 @@ def _versions() -> dict[str, str]:
             "torch": torch.__version__}
 
 
+def _provenance(identity: dict[str, Any] | None, p: DetectParams) -> dict[str, Any]:
+    """Who ran what, where and when: the command line, UTC date, host, working folder, weights."""
+    import datetime
+    import shlex
+    import sys
+
+    from .prediction import resolve_models
+
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    if argv[0] in ("__main__.py", "-m"):
+        argv[0] = "cryodet-dask"
+    weights = (identity or {}).get("weights_sha256") or []
+    return {
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "working_directory": os.getcwd(),
+        "weights": [{"path": s.path, "sha256": h} for s, h in zip(resolve_models(_model_arg(p)), weights)],
+    }
+
+
 def _voxel_size(tomo: Tomogram, given: float | None) -> float:
     if given is not None:
         return _check_voxel_size(given, "-vs/--voxel-size")
@@ -192,6 +215,21 @@ def _voxel_size(tomo: Tomogram, given: float | None) -> float:
     warnings.warn(f"the tomogram has no voxel size in its header; assuming {FALLBACK_VOXEL_SIZE} Å "
                   "(the seed's default); give -vs/--voxel-size to set it", stacklevel=3)
     return FALLBACK_VOXEL_SIZE
+
+
+def output_voxel_size(tomo: Tomogram, given: float | None, voxel_size: float) -> tuple[float, float, float]:
+    """The voxel size (z, y, x) in Å of the outputs: ``-vs`` on every axis when given, else the header's
+    per-axis sizes when they differ (warned: the networks see the grid as isotropic), else
+    ``voxel_size`` on every axis."""
+    zyx = tuple(float(v) for v in getattr(tomo, "voxel_size_zyx", (0.0, 0.0, 0.0)))
+    if given is None and all(np.isfinite(v) and v > 0 for v in zyx) and max(zyx) - min(zyx) > 0.01 * max(zyx):
+        for v in zyx:
+            _check_voxel_size(v, "from the file header")
+        warnings.warn(f"anisotropic voxel size (z, y, x) = ({', '.join(f'{v:g}' for v in zyx)}) Å: the networks "
+                      f"treat the grid as isotropic ({voxel_size:g} Å); coordinates in Å, the label MRC header and "
+                      "the OME-Zarr scale keep the per-axis sizes (give -vs to use one size)", stacklevel=3)
+        return zyx  # type: ignore[return-value]
+    return (voxel_size,) * 3
 
 
 def _check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False) -> float | None:
@@ -396,6 +434,8 @@ def _check_params(p: DetectParams) -> None:
     unknown = [f for f in p.formats if f not in FORMATS]
     if unknown or not p.formats:
         raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
+    if p.nan_policy not in ("error", "zero"):
+        raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
     if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):
         raise ParameterError(f"device must be auto, cpu or cuda, got {p.device!r}")
     if isinstance(p.batch_size, bool) or not isinstance(p.batch_size, int | np.integer) or p.batch_size < 1:
@@ -425,6 +465,18 @@ def _check_voxel_size(v: Any, source: str) -> float:
     return f
 
 
+def inference_halo(p: DetectParams) -> tuple[int, ...]:
+    """The halo (z, y, x) prediction will use: ``p.halo``, or the networks' receptive field extent
+    rounded up to the pooling factor, exactly as :func:`~cryodet_dask.prediction.predict` derives it."""
+    from .prediction import resolve_models
+    from .prediction._tiling import default_halo
+
+    specs = resolve_models(_model_arg(p))
+    pool = max(s.pool_factor for s in specs)
+    halo = p.halo or (default_halo(max(s.halo for s in specs), pool),)
+    return tuple(halo) * 3 if len(halo) == 1 else tuple(halo)
+
+
 def check_chunks(p: DetectParams) -> tuple[int, ...]:
     """Refuse a chunk smaller than the inference halo; return the halo (z, y, x).
 
@@ -434,15 +486,7 @@ def check_chunks(p: DetectParams) -> tuple[int, ...]:
     therefore refuses ``c < h`` on any axis (an axis shorter than the chunk is
     exempt, it has a single chunk anyway); the Python API only logs it.
     """
-    from .prediction import resolve_models
-    from .prediction._tiling import default_halo
-
-    specs = resolve_models(_model_arg(p))
-    pool = max(s.pool_factor for s in specs)
-    # the default halo exactly as predict derives it (one-sided extent of the receptive field)
-    extent = max(s.halo for s in specs)
-    halo = p.halo or (default_halo(extent, pool),)
-    halo3 = tuple(halo) * 3 if len(halo) == 1 else tuple(halo)
+    halo3 = inference_halo(p)
     chunks3 = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
     small = [(c, h) for c, h in zip(chunks3, halo3) if c < h]
     if small:
@@ -451,6 +495,66 @@ def check_chunks(p: DetectParams) -> tuple[int, ...]:
             f"{','.join(map(str, halo3))} voxels (each chunk would read {((small[0][0] + 2 * small[0][1]) / small[0][0]) ** 3:.0f}x "
             f"its own size); use chunks of at least {max(halo3)} voxels (128 or more is efficient)")
     return halo3
+
+
+def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+    """Memory (bytes) a Dask worker needs for one CPU prediction task of this run, and the tile read.
+
+    :func:`~cryodet_dask.prediction._tiling.task_memory_bytes` for the tile (chunk plus halo on each
+    side, clipped to the volume ``shape``), divided by the ``distributed.worker.memory.terminate``
+    fraction of the limit at which a worker's nanny kills it.
+    """
+    import dask
+
+    from .prediction import resolve_models
+    from .prediction._tiling import task_memory_bytes
+
+    halo = inference_halo(p)
+    specs = resolve_models(_model_arg(p))
+    pool = max(s.pool_factor for s in specs)
+    chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+    tile = tuple(min(c + 2 * h, -(-int(n) // pool) * pool) for c, h, n in zip(chunks, halo, shape))
+    usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
+    return int(task_memory_bytes(tile, max(s.width for s in specs), p.batch_size) / usable), tile
+
+
+def memory_refusal(p: DetectParams, shape: Sequence[int], limit: int) -> str | None:
+    """The one-line reason a worker memory ``limit`` (bytes) is too small for this run, or ``None``."""
+    need, tile = prediction_memory(p, shape)
+    if limit >= need:
+        return None
+    smaller = None
+    halo = inference_halo(p)
+    for c in (96, 64, 48, 32):
+        if min(p.chunks) > c >= max(halo) and prediction_memory(dataclasses.replace(p, chunks=(c,)), shape)[0] <= limit:
+            smaller = c
+            break
+    hint = f" or lower -ps/--chunks (-ps {smaller} fits)" if smaller else ""
+    return (f"a Dask worker may use {_gib(limit)} (--memory-limit) but one prediction task needs about "
+            f"{_gib(need)} (a {'x'.join(map(str, tile))} tile: chunk plus halo); raise --memory-limit{hint}")
+
+
+def check_worker_memory(client: Any, p: DetectParams, shape: Sequence[int]) -> int | None:
+    """Refuse, before any work, Dask workers whose memory limit is below what one prediction task needs
+    (:func:`prediction_memory`).  Returns the need (bytes), or ``None`` when there is nothing to check
+    (no client, GPU inference, workers without a limit or not started yet).
+    """
+    if client is None or str(p.device).startswith("cuda"):
+        return None
+    workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values())
+    if any((w.get("resources") or {}).get("GPU") for w in workers):
+        return None
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    if not limits or min(limits) <= 0:
+        return None
+    reason = memory_refusal(p, shape, max(limits))
+    if reason:
+        raise ParameterError(reason)
+    need = prediction_memory(p, shape)[0]
+    if min(limits) < need:
+        log.warning("some Dask workers have less memory (%s) than one prediction task needs (about %s); "
+                    "they may be restarted", _gib(min(limits)), _gib(need))
+    return need
 
 
 def _gib(nbytes: float) -> str:
@@ -487,7 +591,8 @@ def _clean_stale(out: Path, stem: str) -> list[str]:
     from .io._atomic import remove_path
 
     finals = (f"{stem}.zarr", f"{stem}_rescaled.zarr", f"{stem}_labels.mrc", f"{stem}_labels.zarr",
-              f"{stem}_centers.txt", f"{stem}_centers.csv", f"{stem}_centers.star", "run.json")
+              f"{stem}_centers.txt", f"{stem}_centers.csv", f"{stem}_centers.star", f"{stem}{RUN_SUFFIX}",
+              "run.json")
     stale = [partial_path(out / n) for n in finals] + sorted(out.glob(".cryodet-pieces-*"))
     removed = []
     for path in stale:
@@ -508,7 +613,7 @@ def _rescaled_ok(path: Path, shape: tuple[int, ...], voxel_size: float) -> bool:
     return t.shape == shape and t.voxel_size is not None and abs(t.voxel_size / voxel_size - 1) < 1e-6
 
 
-def _same_input_as_before(out: Path, identity: dict[str, Any] | None) -> bool:
+def _same_input_as_before(out: Path, stem: str, identity: dict[str, Any] | None) -> bool:
     """True if the last complete run in ``out`` (its ``run.json``) had an input of this content identity.
 
     Guards what is reused by name and shape alone (the rescaled tomogram of a Zarr input, which is not
@@ -516,10 +621,34 @@ def _same_input_as_before(out: Path, identity: dict[str, Any] | None) -> bool:
     prediction, and a rebuilt store of the same voxels keeps the prediction's chunks.
     """
     try:
-        old = json.loads((out / "run.json").read_text())["identity"]["input"]
-    except (OSError, ValueError, KeyError, TypeError):
+        old = (read_run(out, stem) or {})["identity"]["input"]
+    except (KeyError, TypeError):
         return False
     return identity is not None and old == identity.get("input")
+
+
+def run_record_path(out: str | os.PathLike[str], stem: str) -> Path:
+    """Where a tomogram's run record lies: ``OUT/<stem>_run.json`` (``OUT/run.json`` is the folder's last run)."""
+    return Path(out) / f"{stem}{RUN_SUFFIX}"
+
+
+#: File name of a tomogram's run record, after the stem.
+RUN_SUFFIX = "_run.json"
+
+
+def read_run(out: str | os.PathLike[str], stem: str) -> dict[str, Any] | None:
+    """The record of the last complete run of ``stem`` in ``out``, or ``None``.
+
+    ``<stem>_run.json``, or (a folder written before per-tomogram records) ``run.json`` when it names ``stem``.
+    """
+    for path, must_name in ((run_record_path(out, stem), False), (Path(out) / "run.json", True)):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(run, dict) and (not must_name or run.get("name") == stem):
+            return run
+    return None
 
 
 def _final_outputs(out: Path, stem: str) -> list[Path]:
@@ -561,12 +690,18 @@ def _retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str]
     from .io._atomic import remove_path
 
     try:
-        old = json.loads((out / "run.json").read_text())["stages"]["export"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        old = (read_run(out, stem) or {})["stages"]["export"]["fingerprint"]
+    except (KeyError, TypeError):
         old = None
     if old == export_fp:
         return
-    for path in [out / "run.json", *(out / f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats if f in _OUTPUT_SUFFIX)]:
+    records = [run_record_path(out, stem)]
+    try:
+        if json.loads((out / "run.json").read_text()).get("name") == stem:
+            records.append(out / "run.json")
+    except (OSError, ValueError, AttributeError):
+        pass
+    for path in [*records, *(out / f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats if f in _OUTPUT_SUFFIX)]:
         if _deletable(path, out, src_path):
             remove_path(path)
     kept = [p.name for p in _final_outputs(out, stem) if p.name not in {f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats}]
@@ -751,8 +886,13 @@ def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     if out.is_dir():
         _clean_stale(out, stem)
 
-    is_store = src_path is not None and Path(src_path).is_dir()
+    # a Zarr store is used in place, unless NaN/Inf must become 0 (--nan-policy zero): then it is copied
+    # like an MRC file, with the check and the replacement on the way
+    is_store = src_path is not None and Path(src_path).is_dir() and p.nan_policy == "error"
     zpath = out / f"{stem}.zarr"
+    if not is_store and src_path is not None and zpath.resolve() == Path(src_path).resolve():
+        raise ParameterError(f"{src_path}: --nan-policy zero writes the cleaned copy to {zpath}, which is the "
+                             "input itself; choose another -o")
     needs_convert = not is_store and (overwrite or not _converted_from(zpath, src_path))
     pred_path = out / f"{stem}_prediction.zarr"
     need = estimate_space(tomo.shape, np.dtype(tomo.data.dtype).itemsize,
@@ -777,6 +917,8 @@ def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     ctx = client.as_current() if client is not None else nullcontext()
     try:
         with ctx:
+            check_worker_memory(client if client is not None else current_client(), p,
+                                tuple(max(int(round(n * factor)), 1) for n in tomo.shape) if factor else tomo.shape)
             peak_reset = _reset_peak_memory(client if client is not None else current_client())
             return _detect_stages(tomo, src_path, out, out_dir, stem, p, voxel_size, needs_convert, is_store,
                                   zpath, pred_path, client, overwrite, progress, tmp, timings, factor,
@@ -806,7 +948,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     else:
         if needs_convert:
             convert(tomo if src_path is None else src_path, zpath, chunks=p.chunks, voxel_size=voxel_size,
-                    overwrite=True, progress=progress)
+                    nan_policy="zero" if p.nan_policy == "zero" else "error", overwrite=True, progress=progress)
         else:
             log.info("%s is a complete conversion of %s: reused", zpath.name, src_path)
         stored = load(zpath)
@@ -815,7 +957,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         rescaled = out / f"{stem}_rescaled.zarr"
         new_shape = tuple(max(int(round(n * factor)), 1) for n in stored.shape)
         if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor) or \
-                not _same_input_as_before(out, identity):
+                not _same_input_as_before(out, stem, identity):
             log.info("rescaling %s by %.3f to %s voxels of %.4g Å", stem, factor, new_shape, voxel_size / factor)
             chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
             convert(resample(stored.reader, new_shape, factor, tuple(min(c, n) for c, n in zip(chunks, new_shape))),
@@ -829,7 +971,9 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     timings["predict"] = time.perf_counter() - t
 
     pp_kwargs = p.postprocess_kwargs(voxel_size)
-    export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), voxel_size,
+    vs_zyx = output_voxel_size(tomo, p.voxel_size, voxel_size)
+    export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats),
+                         voxel_size if len(set(vs_zyx)) == 1 else list(vs_zyx),
                          list(tomo.origin_zyx)])
     if out_dir is not None:
         _retire_outputs(out, stem, export_fp, p.formats, src_path)
@@ -854,14 +998,14 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         t = time.perf_counter()
         files: dict[str, Path] = {}
         if out_dir is not None:
-            files = export(dets, out, stem, voxel_size=voxel_size, origin_zyx=tomo.origin_zyx,
+            files = export(dets, out, stem, voxel_size=vs_zyx, origin_zyx=tomo.origin_zyx,
                            formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
         timings["export"] = time.perf_counter() - t
     finally:
         if scratch is not None:
             scratch.cleanup()
 
-    particles = dets.to_dataframe(voxel_size)
+    particles = dets.to_dataframe(vs_zyx)
     labels = dets.labels  # lazy; recomputes the pieces when no label image was written
     if "zarr" in files:
         labels = load(files["zarr"]).data
@@ -886,6 +1030,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             "name": stem,
             "shape_zyx": list(tomo.shape),
             "voxel_size_angst": voxel_size,
+            "voxel_size_zyx_angst": list(vs_zyx),
             "parameters": p.to_dict(),
             "postprocess_parameters": pp_kwargs,
             "rescale": None if factor is None else {
@@ -913,10 +1058,13 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "outputs": {k: str(Path(v).resolve()) for k, v in files.items()},
             "versions": _versions(),
+            **_provenance(identity, p),
         }
-        with atomic_output(out / "run.json", overwrite=True) as tmp_json:
-            tmp_json.write_text(json.dumps(run, indent=2))
-        files["run"] = out / "run.json"
+        # the tomogram's own record, then the folder's last run (both written last: they vouch for the outputs)
+        for record in (run_record_path(out, stem), out / "run.json"):
+            with atomic_output(record, overwrite=True) as tmp_json:
+                tmp_json.write_text(json.dumps(run, indent=2))
+        files["run"] = run_record_path(out, stem)
     return DetectionResult(labels=labels, particles=particles, voxel_size=voxel_size, detections=dets,
                            prediction=pred, files=files, timings=timings, out_dir=out if out_dir else None,
                            _tmp=tmp)

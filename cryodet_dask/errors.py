@@ -18,6 +18,7 @@ __all__ = [
     "DiskSpaceError",
     "StoreIntegrityError",
     "OutputBusyError",
+    "ClusterError",
 ]
 
 
@@ -64,3 +65,14 @@ class OutputBusyError(CryodetError):
     """
 
     exit_code = 75
+
+
+class ClusterError(CryodetError):
+    """The Dask cluster cannot do the work: the scheduler is unreachable or lost, no worker joined in
+    time, or the workers kept dying on one task (most often for memory).
+
+    Exit status 69 (``EX_UNAVAILABLE`` of sysexits.h).  Finished chunks are kept: once the cluster is
+    fixed, the same command resumes.
+    """
+
+    exit_code = 69

@@ -155,6 +155,18 @@ REFUSED = [
     ("name-with-space", [], _spaced_name, "cannot be the STAR file's rlnTomoName (it contains white space)"),
     ("name-star-keyword", [], _star_keyword_name, "cannot be the STAR file's rlnTomoName (it starts with a STAR"),
     ("batch-one-bad-name", [], _batch_with_one_bad_name, "it starts with '#'"),
+    ("yaml-nan-policy-typo", lambda t: _write_cfg(t, "nan_policy: ignore\n"), None,
+     "nan_policy: expected one of error, zero"),
+    ("flag-memory-limit-banana", ["--memory-limit", "banana"], None, "must be a size such as 4GiB or 500MB"),
+    ("flag-memory-limit-10MiB", ["--memory-limit", "10MiB"], None, "below 64 MiB"),
+    ("flag-workers-negative", ["--workers", "-2"], None, "--workers: expected a whole number >= 1"),
+    ("flag-workers-zero", ["--workers", "0"], None, "--workers: expected a whole number >= 1"),
+    ("flag-threads-zero", ["--threads-per-worker", "0"], None, "expected a whole number >= 1"),
+    ("flag-worker-timeout-zero", ["--worker-timeout", "0"], None, "expected a positive number of seconds"),
+    ("flag-adapt-reversed", ["--cluster", "slurm", "--adapt", "4,1"], None, "1 <= MIN <= MAX"),
+    # the local cluster is sized before it starts: a limit below one prediction task (~370 MiB here)
+    ("memory-limit-below-one-task", ["--cluster", "local", "--workers", "1", "--memory-limit", "300MiB"], None,
+     "one prediction task needs about"),
 ]
 if not torch.cuda.is_available():
     REFUSED.append(("device-cuda-without-gpu", ["--device", "cuda"], None, "no CUDA GPU is visible"))

@@ -205,11 +205,13 @@ def test_existing_output_refused_unless_overwrite(small_mrc, tmp_path, capsys):
     path, data = small_mrc
     out = tmp_path / "o.zarr"
     cd.convert(path, out)
-    with pytest.raises(OutputExistsError):
-        cd.convert(path, out)
-    code, err = _cli_error(capsys, "convert", str(path), str(out))
+    assert cd.convert(path, out) == out  # the same conversion again: a no-op (issue 15), not an error
+    other = make_mrc(tmp_path / "other.mrc", data + 1, voxel_size=13.48)
+    with pytest.raises(OutputExistsError):  # another source into an existing store: refused
+        cd.convert(other, out)
+    code, err = _cli_error(capsys, "convert", str(other), str(out))
     assert code != 0 and "--overwrite" in err
-    assert cd.convert(path, out, overwrite=True) == out
+    assert cd.convert(other, out, overwrite=True) == out
 
 
 def test_interrupted_conversion_leaves_no_valid_store(small_mrc, tmp_path, monkeypatch):

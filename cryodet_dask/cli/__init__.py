@@ -15,6 +15,7 @@ import pkgutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,13 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logging.getLogger("cryodet_dask").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logging.captureWarnings(True)
+    # a warning is one line: its message, without the source line that raised it
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return str(message).splitlines()[0] if str(message) else category.__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

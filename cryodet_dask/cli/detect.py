@@ -31,7 +31,7 @@ from ._common import (
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "device", "batch_size", "keep_intermediate", "formats", "rescale")
+          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy")
 
 
 def _text(text: str) -> str:
@@ -67,17 +67,17 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "center_min_distance": finite_nonneg_float, "min_particle_size": nonneg_int, "min_score": finite_nonneg_float,
     "particle_diameter": positive_float, "check_center": str2bool, "filter_outlier": str2bool,
     "neighbor_number": nonneg_int, "distance_threshold": nonneg_float, "connectivity": _connectivity,
-    "formats": format_list, "keep_intermediate": str2bool,
+    "formats": format_list, "keep_intermediate": str2bool, "nan_policy": _choice("error", "zero"),
 }
 assert set(TYPES) == set(PARAMS)
 
 
-def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, off: str) -> None:
+def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, off: str, default: bool) -> None:
     dest = name.replace("-", "_")
     g.add_argument(f"--{name}", dest=dest, action="store_const", const=True, default=argparse.SUPPRESS,
-                   help=f"{on} (default)")
+                   help=f"{on}" + (" (default)" if default else ""))
     g.add_argument(f"--no-{name}", dest=dest, action="store_const", const=False, default=argparse.SUPPRESS,
-                   help=off)
+                   help=off + ("" if default else " (default)"))
     g.add_argument(seed_flag, dest=dest, type=str2bool, nargs="?", const=True, default=argparse.SUPPRESS,
                    metavar="true|false", help=f"seed spelling of --{name}/--no-{name}")
 
@@ -94,14 +94,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Find and instance-label particles in one or more tomograms on a Dask cluster "
         "(default: a LocalCluster sized to this machine). Writes <name>_labels.mrc, <name>_centers.txt "
         "(seed format), <name>_centers.csv, <name>_centers.star (RELION 5), <name>_labels.zarr "
-        "(OME-Zarr label image) and run.json into OUT_DIR. Distances and sizes are in voxels unless "
+        "(OME-Zarr label image) and <name>_run.json (what ran, where, when; run.json is the folder's last run) into OUT_DIR. Distances and sizes are in voxels unless "
         "marked Å. The seed's flags (-tomo, -m, -c, -o, -ps, -vs, -mt, -ct, -rs, -check_center, "
         "-filter_outlier, -nn, -dt) work with their meaning and defaults.",
     )
     p.add_argument("tomograms", nargs="*", default=[], metavar="TOMO",
                    help="tomograms (MRC or Zarr; globs allowed); several = batch, one folder each, named by the "
                    "file's stem, or <stem>-<8 hex digits from its resolved path> when stems collide; a batch rerun "
-                   "skips a tomogram whose run.json records the same input content, weights and parameters")
+                   "skips a tomogram whose <name>_run.json records the same input content, weights and parameters")
     p.add_argument("-tomo", "--tomogram", dest="tomo_flag", action="append", default=[], metavar="TOMO",
                    help="a tomogram (the seed's flag; repeatable)")
     p.add_argument("-o", "--out", dest="out", default="./results", metavar="OUT_DIR",
@@ -124,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
                    "centres stay on the tomogram's grid")
+    g.add_argument("--nan-policy", type=TYPES["nan_policy"], metavar="{error,zero}",
+                   help="NaN or infinite voxels in the tomogram: refuse it with one line (default), or read them "
+                   "as 0 (a Zarr input is then copied, with the replacement, into OUT_DIR/<name>.zarr)")
     g = p.add_argument_group("post-processing (sizes and distances in voxels)")
     g.add_argument("-mt", "--mask-threshold", type=fraction, metavar="[0-1]",
                    help=f"foreground = mask probability > this (default: {d.mask_threshold:g})")
@@ -147,10 +150,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "a sphere of half of it (in voxels, from the voxel size) unless those are given")
     _bool_pair(g, "check-center", "-check_center",
                "split a connected component only by the centres inside it, and only if it holds 2 or more",
-               "assign every foreground voxel to its nearest centre, wherever it is")
+               "assign every foreground voxel to its nearest centre, wherever it is", d.check_center)
     _bool_pair(g, "filter-outlier", "-filter_outlier",
                "remove particles with fewer than -nn other particles within -dt voxels",
-               "keep isolated particles")
+               "keep isolated particles", d.filter_outlier)
     g.add_argument("-nn", "--neighbor-number", type=nonneg_int, metavar="N",
                    help=f"filter_outlier: particles needed within the distance (default: {d.neighbor_number})")
     g.add_argument("-dt", "--distance-threshold", type=nonneg_float, metavar="VOXELS",
@@ -288,11 +291,37 @@ def _check_device(params, args: argparse.Namespace) -> None:
                              "use --device cpu (or auto)")
 
 
+def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> int | None:
+    """The memory one prediction task needs on a LocalCluster this command starts (bytes), after
+    refusing an explicit ``--memory-limit`` below it, or a machine too small for it, before any work."""
+    import psutil
+    from dask.utils import parse_bytes
+
+    from ..detection import memory_refusal, prediction_memory
+    from ..io import load
+
+    local = args.cluster == "local" and not (args.scheduler_address or args.scheduler_file)
+    if not local or str(params.device).startswith("cuda"):
+        return None
+    shapes = [load(t).shape for t in tomos]
+    need = max(prediction_memory(params, s)[0] for s in shapes)
+    limit = parse_bytes(args.memory_limit) if args.memory_limit else int(psutil.virtual_memory().total * 0.8)
+    for s in shapes:
+        reason = memory_refusal(params, s, limit)
+        if reason:
+            if not args.memory_limit:
+                reason = reason.replace("a Dask worker may use", "this machine offers Dask").replace(
+                    " (--memory-limit)", " (80% of its memory)").replace("raise --memory-limit", "use a larger machine")
+            raise ParameterError(reason)
+    return need
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..cluster import cluster_from_args
+    from ..cluster import cluster_from_args, config_from_args
     from ..detection import check_chunks, detect, output_lock
     params = params_from_args(args)
     params.validate()
+    config_from_args(args)  # the cluster options too, before any work
     tomos = _expand(list(args.tomograms) + list(args.tomo_flag))
     if not tomos:
         if getattr(args, "save_config", None):
@@ -320,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
     _precheck(tomos, names, params)
     _check_device(params, args)
     check_chunks(params)  # also loads the checkpoints: a wrong or corrupt one fails here, before any work
+    task_memory = _check_local_memory(tomos, params, args)
     if getattr(args, "save_config", None):
         Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
         print(f"wrote {args.save_config}", file=sys.stderr)
@@ -333,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
             pending.append((t, name, target))
         if not pending:
             return 0
-        with cluster_from_args(args) as client:
+        with cluster_from_args(args, task_memory=task_memory) as client:
             for t, name, target in pending:
                 res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
                              progress=progress)
@@ -353,16 +383,13 @@ def _inside(path: Path, folder: Path) -> bool:
 def _complete(target: Path, tomo: Path, name: str, params) -> bool:
     """True if ``target`` holds complete outputs of this input's content with these parameters and weights.
 
-    Recognized by ``run.json``: the input's content identity and the weights' digests (recomputed now), the
+    Recognized by its run record (``<name>_run.json``): the input's content identity and the weights' digests (recomputed now), the
     parameters and the name, and every output of the current ``--formats`` present; never by name alone.
     """
-    from ..detection import _OUTPUT_SUFFIX, _identity
+    from ..detection import _OUTPUT_SUFFIX, _identity, read_run
 
-    try:
-        run = json.loads((target / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(run, dict) or run.get("name") != name or run.get("parameters") != params.to_dict():
+    run = read_run(target, name)
+    if run is None or run.get("name") != name or run.get("parameters") != params.to_dict():
         return False
     try:
         fp = run["stages"]["export"]["fingerprint"]

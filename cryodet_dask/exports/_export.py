@@ -64,7 +64,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ParameterError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # tasks write here: workers may run in another folder
     out.mkdir(parents=True, exist_ok=True)
     vs_zyx = None
     if voxel_size is not None:
@@ -80,7 +80,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         labels = da.from_zarr(str(written["zarr"] / "0"))
     if "mrc" in formats:
         written["mrc"] = write_labels_mrc(labels, out / f"{name}_labels.mrc",
-                                          voxel_size=vs_zyx[2] if vs_zyx else None, origin_zyx=origin_zyx,
+                                          voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx,
                                           dtype=label_dtype, n_labels=n, overwrite=overwrite, progress=progress)
     if "txt" in formats:
         written["txt"] = write_centers_txt(detections, out / f"{name}_centers.txt", vs_zyx or voxel_size,
@@ -91,3 +91,10 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         written["star"] = write_centers_star(detections, out / f"{name}_centers.star", vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written
+
+
+def _one_or_three(vs_zyx: tuple[float, ...] | None) -> float | tuple[float, ...] | None:
+    """One voxel size when the axes agree (the MRC header written as before), else (z, y, x)."""
+    if vs_zyx is None:
+        return None
+    return vs_zyx[2] if max(vs_zyx) - min(vs_zyx) <= 1e-6 * max(vs_zyx) else vs_zyx

@@ -59,7 +59,8 @@ def _n_labels(detections: Any, n_labels: int | None, labels: da.Array) -> int:
     return int(labels.max().compute())
 
 
-def write_labels_mrc(detections: Any, path: str | os.PathLike[str], *, voxel_size: float | None = None,
+def write_labels_mrc(detections: Any, path: str | os.PathLike[str], *,
+                     voxel_size: float | Sequence[float] | None = None,
                      origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
                      n_labels: int | None = None, overwrite: bool = False, progress: bool = False) -> Path:
     """Write the instance label image as MRC, block by block (no whole-volume array).

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -31,6 +31,18 @@ def _identity(path: str | os.PathLike[str]) -> str:
     size is recognized and a copied or touched one is not converted again.
     """
     return source_identity(path)
+
+
+def _same_conversion(destination: Path, tomo: Tomogram, attrs: dict[str, Any]) -> bool:
+    """True if ``destination`` holds, intact, what converting ``tomo`` with ``attrs``' settings would write."""
+    if tomo.path is None or Path(tomo.path).is_dir():
+        return False
+    try:
+        meta = load(destination).metadata
+    except CryodetError:
+        return False
+    same = all(meta.get(k) == attrs[k] for k in ("settings", "voxel_size_zyx", "origin_angst_zyx"))
+    return same and conversion_reusable(destination, tomo.path)
 
 
 def conversion_reusable(destination: str | os.PathLike[str], source: str | os.PathLike[str] | None) -> bool:
@@ -135,7 +147,7 @@ def convert(
     Path
         The destination.
     """
-    destination = Path(destination)
+    destination = Path(destination).absolute()  # tasks write here: workers may run in another folder
     if reuse:
         src_file = source.path if isinstance(source, Tomogram) else (
             None if isinstance(source, np.ndarray | da.Array) else source)
@@ -181,7 +193,14 @@ def convert(
         "source_identity": _identity(tomo.path) if tomo.path is not None else None,
         "source_header": tomo.metadata,
         "integrity": dict(INTEGRITY_ATTRS),
+        "settings": {"chunks": list(chunk_shape), "shards": None if shard_shape is None else list(shard_shape),
+                     "levels": int(levels), "codec": codec, "nan_policy": nan_policy},
     }
+    if not overwrite and destination.exists() and _same_conversion(destination, tomo, attrs):
+        # the same command again: nothing to do (as predict resumes), rather than an error
+        log.info("%s is already a complete conversion of %s with these settings: nothing to do",
+                 destination.name, Path(str(tomo.path)).name)
+        return destination
     volume = tomo.data.rechunk(unit)
 
     with atomic_output(destination, overwrite=overwrite) as tmp:

@@ -67,6 +67,10 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists())
 
 
+#: MRC files already warned about (ispg 0): once per file and process, however often it is opened
+_WARNED_STACKS: set[str] = set()
+
+
 def load(
     path: str | os.PathLike[str],
     chunks: int | tuple[int, int, int] | str | None = None,
@@ -101,6 +105,7 @@ def load(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
+    path = path.absolute()  # what the tasks carry: workers of a remote cluster run in another folder
     if _is_zarr(path):
         return open_zarr_image(path, chunks=chunks, array=array)
     if path.is_dir():
@@ -108,6 +113,10 @@ def load(
     if path.suffix.lower() not in MRC_SUFFIXES:
         warnings.warn(f"{path.name}: unknown suffix, trying to read it as MRC", stacklevel=2)
     info = read_mrc_header(path)
+    if info.fields.get("ispg") == 0 and str(path) not in _WARNED_STACKS:
+        _WARNED_STACKS.add(str(path))
+        warnings.warn(f"{path.name}: the header's space group is 0, which marks a stack of images (a tilt "
+                      "series?), not a volume; reading it as a tomogram", stacklevel=2)
     proxy = MrcVolume(info)
     chunk_shape = normalize_chunks(chunks if chunks is not None else DEFAULT_CHUNKS, info.shape)
     disk_chunks = tuple(chunk_shape[info.axis_order.index(i)] for i in range(3))
@@ -150,7 +159,7 @@ def open_zarr_image(
     must exist; a missing one is refused here, before any work, rather than
     read as zeros.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # what the tasks carry: workers may run in another folder
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for unreadable stores

@@ -11,6 +11,7 @@ name and renamed when complete (:mod:`._atomic`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def write_mrc(
     volume: da.Array | np.ndarray,
     path: str | os.PathLike[str],
     *,
-    voxel_size: float | None = None,
+    voxel_size: float | Sequence[float] | None = None,
     origin_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0),
     overwrite: bool = False,
     progress: bool = False,
@@ -90,7 +91,10 @@ def write_mrc(
             # mrcfile's "Created by mrcfile.py <time>" label would make reruns differ byte for byte
             mrc.header.label[:] = b""
             mrc.header.nlabl = 0
-            if voxel_size:
+            if voxel_size is not None and np.ndim(voxel_size) == 1:
+                vz, vy, vx = (float(v) for v in voxel_size)  # mrcfile takes (x, y, z)
+                mrc.voxel_size = (vx, vy, vz)
+            elif voxel_size:
                 mrc.voxel_size = float(voxel_size)
             mrc.header.origin.z, mrc.header.origin.y, mrc.header.origin.x = origin_zyx
             if label:

@@ -313,7 +313,7 @@ def _scratch_array(scratch: str | os.PathLike[str], mask: da.Array) -> str | Non
     if not _regular(mask.chunks):
         log.info("mask chunks are irregular; labels will recompute the pieces instead of caching them")
         return None
-    path = Path(scratch) / "pieces.zarr"
+    path = Path(scratch).absolute() / "pieces.zarr"
     zarr.create_array(str(path), shape=mask.shape, dtype=np.int32, chunks=tuple(c[0] for c in mask.chunks),
                       compressors=[make_compressor("lz4-shuffle", np.dtype(np.int32))], fill_value=0,
                       overwrite=True)

@@ -32,6 +32,7 @@ class ModelSpec:
     pool_factor: int
     receptive_field: int
     halo: int = 0  # largest one-sided extent of the receptive field (voxels)
+    width: int = 32  # feature channels at full resolution: what sets the activation memory per voxel
 
 
 def resolve_device(device: str) -> str:

@@ -108,11 +108,13 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
     for p in paths:
         if p is None:
             continue
-        net = models.load(p)
-        cfg = net.config
-        specs.append(ModelSpec(path=str(Path(p).resolve()), heads=tuple(cfg.heads),
-                               pool_factor=int(cfg.pool_factor), receptive_field=int(cfg.receptive_field),
-                               halo=int(cfg.halo)))
+        path = Path(p).resolve()
+        try:
+            st = path.stat()
+        except OSError:
+            models.load(p)  # raises the one-line CheckpointError for a missing or unreadable file
+            raise
+        specs.append(_spec(str(path), st.st_mtime_ns, st.st_size))
     heads = [h for s in specs for h in s.heads]
     missing = [h for h in HEADS if h not in heads]
     if missing:
@@ -120,6 +122,16 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
             f"the checkpoints predict {heads}; also needed: {missing} (give a SegNet and a CenterNet, or a two-head model)"
         )
     return specs
+
+
+@functools.lru_cache(maxsize=16)
+def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
+    """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
+    from .. import models
+
+    cfg = models.load(path).config
+    return ModelSpec(path=path, heads=tuple(cfg.heads), pool_factor=int(cfg.pool_factor),
+                     receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]))
 
 
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
@@ -134,8 +146,9 @@ def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, fl
     if not (np.isfinite(mean) and np.isfinite(std)):
         # NaN or Inf anywhere (a Zarr store or an array skips the MRC conversion's check): never a
         # silently empty result
-        raise InputError(f"the tomogram holds NaN or infinite values (mean {mean}, std {std}); write a clean copy "
-                         f"with `cryodet-dask convert TOMO OUT.zarr --nan-policy zero` and detect that")
+        raise InputError(f"the tomogram holds NaN or infinite values (mean {mean}, std {std}); give "
+                         "`detect --nan-policy zero` to read them as 0 (or write a clean copy with "
+                         "`cryodet-dask convert TOMO OUT.zarr --nan-policy zero`)")
     return mean, (std if std > 0 else 1.0)
 
 
@@ -347,7 +360,7 @@ def predict(
     }
     repaired = 0
     if out is not None:
-        out = Path(out)
+        out = Path(out).absolute()  # tasks write here: workers may run in another folder
         done_attrs = _existing_complete(out, fingerprint)
         if done_attrs is not None and not overwrite:
             bad = _verify_complete(out, done_attrs)
