@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_CPU)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,cluster,bench]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,37 +90,13 @@ def compute_keys(graph: Mapping[Any, Any], keys: Sequence[Any], *, progress: boo
     futures = client.get(graph, keys, sync=False)
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
-    bar = _Bar(len(futures), unit) if progress else None
-    for fut in as_completed(futures):
-        results[position[fut.key]] = fut.result()
-        fut.release()
-        if bar is not None:
-            bar.step()
-    if bar is not None:
-        bar.close()
+    from tqdm import tqdm
+
+    # tqdm on stderr, redrawn at most 4 times a second (progress is on only on a terminal unless asked)
+    with tqdm(total=len(futures), unit=f" {unit}", disable=not progress, file=sys.stderr, mininterval=0.25,
+              leave=True, dynamic_ncols=True) as bar:
+        for fut in as_completed(futures):
+            results[position[fut.key]] = fut.result()
+            fut.release()
+            bar.update(1)
     return results
-
-
-class _Bar:
-    """A one-line text progress bar on stderr (redrawn at most 4 times a second)."""
-
-    def __init__(self, total: int, unit: str) -> None:
-        self.total, self.unit, self.done = total, unit, 0
-        self.start = self.last = time.perf_counter()
-        self._draw()
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.perf_counter()
-        if now - self.last >= 0.25 or self.done == self.total:
-            self.last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        frac = self.done / self.total if self.total else 1.0
-        fill = int(round(40 * frac))
-        print(f"\r[{'#' * fill}{' ' * (40 - fill)}] {100 * frac:3.0f}% {self.done}/{self.total} {self.unit} "
-              f"| {time.perf_counter() - self.start:5.1f}s", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        print(file=sys.stderr, flush=True)

@@ -131,7 +131,7 @@ def _jobqueue_cluster(cfg: ClusterConfig) -> Any:
     try:
         import dask_jobqueue
     except ImportError as exc:  # pragma: no cover - dependency
-        raise ParameterError("--cluster slurm/pbs/lsf/sge needs dask-jobqueue (pip install dask-jobqueue)") from exc
+        raise ParameterError("--cluster slurm/pbs/lsf/sge needs dask-jobqueue: pip install 'cryodet-dask[cluster]'") from exc
     cls = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}[cfg.kind]
     kwargs: dict[str, Any] = {"scheduler_options": {"dashboard_address": ":0"}}
     if cfg.queue:

@@ -15,7 +15,6 @@ import cryodet_dask as cd
 from cryodet_dask.cli import main
 from cryodet_dask.errors import InputError, OutputExistsError, TomogramFormatError
 from cryodet_dask.io import partial_path, read_mrc_header
-
 from cryodet_dask.testing import make_mrc
 
 MODES = [np.int8, np.int16, np.uint16, np.float16, np.float32]

@@ -25,8 +25,8 @@ from ..errors import CryodetError
 __all__ = ["main", "build_parser"]
 
 # The order subcommands appear in --help; modules not listed come after.
-_ORDER = ["detect", "demo", "simulate", "convert", "train", "labels", "predict", "postprocess",
-          "export", "evaluate", "picks", "show"]
+_ORDER = ["detect", "demo", "simulate", "simulate_pool", "convert", "train", "labels", "predict", "postprocess",
+          "evaluate", "picks"]
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

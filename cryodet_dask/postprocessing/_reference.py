@@ -110,7 +110,10 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         probability per particle), ``center_scores`` (largest centre-map value over
         each particle, NaN ignored) and the centre voxels ``peaks``.
     """
-    from skimage.measure import label as sk_label  # imported here: heavy, and only the reference needs it
+    try:  # imported here: heavy, and only the reference needs it (an independent labeller)
+        from skimage.measure import label as sk_label
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ImportError("postprocess_reference needs scikit-image: pip install 'cryodet-dask[test]'") from exc
 
     p = PostprocessParams.from_kwargs(params, **kwargs)
     mask = np.asarray(mask)
