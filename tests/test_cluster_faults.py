@@ -350,3 +350,20 @@ def test_run_in_a_thread_is_not_interrupted_by_the_watchdog(net, tmp_path):
 def test_missing_input_stays_an_input_error(tmp_path):
     with pytest.raises(InputError):
         load(tmp_path / "nope.mrc")
+
+
+def test_unknown_voxel_size_asks_for_vs_before_rescale(net, tmp_path):
+    path = tmp_path / "novs.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(_volume())  # no voxel size in the header
+    from cryodet_dask import models
+
+    torch.manual_seed(0)
+    net10 = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"),
+                                                        voxel_size=10.0)), tmp_path / "net10.pt")
+    with pytest.warns(UserWarning) as record:
+        detect(path, tmp_path / "o", segnet=str(net10), **_pp())
+    texts = [str(w.message) for w in record]
+    assert any("no voxel size in its header" in t and "-vs/--voxel-size" in t for t in texts)
+    mismatch = [t for t in texts if "were trained at" in t]
+    assert mismatch and all("give -vs/--voxel-size first" in t for t in mismatch)

@@ -33,6 +33,7 @@ class ModelSpec:
     receptive_field: int
     halo: int = 0  # largest one-sided extent of the receptive field (voxels)
     width: int = 32  # feature channels at full resolution: what sets the activation memory per voxel
+    voxel_size: float | None = None  # Å per voxel of the training data (checkpoint config), if recorded
 
 
 def resolve_device(device: str) -> str:

@@ -131,7 +131,8 @@ def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
 
     cfg = models.load(path).config
     return ModelSpec(path=path, heads=tuple(cfg.heads), pool_factor=int(cfg.pool_factor),
-                     receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]))
+                     receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]),
+                     voxel_size=float(cfg.voxel_size) if cfg.voxel_size else None)
 
 
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
