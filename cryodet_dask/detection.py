@@ -982,7 +982,11 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
 
     pp_kwargs = p.postprocess_kwargs(voxel_size)
     vs_zyx = output_voxel_size(tomo, p.voxel_size, voxel_size)
+    # the label image names its tomogram (NGFF image-label.source) where that image stays:
+    # the user's store, or the kept conversion beside it (not a rescaled copy)
+    source = src_path if is_store else (zpath if p.keep_intermediate else None)
     export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats),
+                         str(Path(source).resolve()) if source is not None else None,
                          voxel_size if len(set(vs_zyx)) == 1 else list(vs_zyx),
                          list(tomo.origin_zyx)])
     if out_dir is not None:
@@ -1008,7 +1012,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         t = time.perf_counter()
         files: dict[str, Path] = {}
         if out_dir is not None:
-            files = export(dets, out, stem, voxel_size=vs_zyx, origin_zyx=tomo.origin_zyx,
+            files = export(dets, out, stem, voxel_size=vs_zyx, origin_zyx=tomo.origin_zyx, source_image=source,
                            formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
         timings["export"] = time.perf_counter() - t
     finally:

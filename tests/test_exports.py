@@ -227,3 +227,44 @@ def test_postprocess_command_rejects_bad_values(maps, tmp_path, capsys):
     assert exc.value.code != 0
     assert main(["postprocess", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "o")]) != 0
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_label_image_follows_ome_ngff(net, tmp_path, keep):
+    """The label image names its tomogram by a path that resolves (NGFF image-label.source.image, relative
+    to the label group), only where that image stays, and declares no averaging for its pyramid."""
+    import json
+
+    from cryodet_dask import detect
+    from cryodet_dask.testing import make_mrc
+
+    vol = np.random.default_rng(3).normal(size=(16, 40, 40)).astype(np.float32)
+    make_mrc(tmp_path / "t.mrc", vol)
+    out = tmp_path / "o"
+    detect(tmp_path / "t.mrc", out, segnet=str(net), chunks=(32,), halo=(16,), device="cpu",
+           keep_intermediate=keep, min_particle_size=0, min_score=0.0)
+    ome = json.loads((out / "t_labels.zarr" / "zarr.json").read_text())["attributes"]["ome"]
+    assert ome["multiscales"][0]["type"] == "nearest"
+    if keep:
+        source = ome["image-label"]["source"]["image"]
+        assert source == "../t.zarr"
+        assert ((out / "t_labels.zarr") / source).resolve() == (out / "t.zarr").resolve()
+        image = json.loads((out / "t.zarr" / "zarr.json").read_text())["attributes"]["ome"]
+        assert image["multiscales"][0]["type"] == "mean"  # intensities are averaged
+    else:  # the converted tomogram was removed: no source is claimed
+        assert "source" not in ome["image-label"] and not (out / "t.zarr").exists()
+
+
+def test_label_image_of_a_zarr_input_names_that_store(net, tmp_path):
+    import json
+
+    from cryodet_dask import convert, detect
+
+    vol = np.random.default_rng(4).normal(size=(16, 40, 40)).astype(np.float32)
+    store = convert(vol, tmp_path / "data" / "tomo.zarr", chunks=16, voxel_size=10.0)
+    out = tmp_path / "results" / "run1"
+    detect(store, out, segnet=str(net), chunks=(32,), halo=(16,), device="cpu", formats=("zarr", "csv"),
+           min_particle_size=0, min_score=0.0)
+    source = json.loads((out / "tomo_labels.zarr" / "zarr.json").read_text())["attributes"]["ome"][
+        "image-label"]["source"]["image"]
+    assert ((out / "tomo_labels.zarr") / source).resolve() == store.resolve()

@@ -22,7 +22,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
            *, origin_zyx: Sequence[float] | None = None, origin: Sequence[float] | None = None,
            formats: Sequence[str] = FORMATS,
            tomo_name: str | None = None, label_dtype: str = "auto", overwrite: bool = False,
-           progress: bool = False) -> dict[str, Path]:
+           progress: bool = False, source_image: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Write labels and centres of ``detections`` in the chosen formats.
 
     Parameters
@@ -46,6 +46,9 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         ``auto`` (uint16 when the particles fit), ``uint16``, ``int16``, ``float32`` (like the seed).
     overwrite, progress : bool
         Replace existing outputs; show progress bars.
+    source_image : path-like, optional
+        The tomogram's OME-Zarr image the labels belong to; recorded in the label image as NGFF
+        ``image-label.source.image``, relative to it.  Without it no source is claimed.
 
     Returns
     -------
@@ -74,7 +77,11 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
     n = len(detections.centers)
     labels: Any = detections
     if "zarr" in formats:
+        source = None
+        if source_image is not None:  # NGFF image-label.source.image: relative to the label group
+            source = os.path.relpath(Path(source_image).absolute(), out / f"{name}_labels.zarr")
         written["zarr"] = write_labels_zarr(detections, out / f"{name}_labels.zarr", voxel_size_zyx=vs_zyx,
+                                            source_image=source,
                                             origin_zyx=origin_zyx, n_labels=n, overwrite=overwrite,
                                             progress=progress)
         labels = da.from_zarr(str(written["zarr"] / "0"))

@@ -92,13 +92,17 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
                       voxel_size_zyx: float | Sequence[float] | None = None,
                       origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
                       n_labels: int | None = None, overwrite: bool = False, progress: bool = False,
-                      name: str = "labels") -> Path:
+                      name: str = "labels", source_image: str | None = None) -> Path:
     """Write the instance label image as an OME-Zarr (NGFF 0.5) label image.
 
     The group holds one full-resolution array ``0`` chunked like the labels,
-    OME ``multiscales`` metadata in Å and an ``image-label`` entry; the
-    ``cryodet`` attributes record the voxel size, origin and number of labels.
-    Written block by block under a temporary name, renamed when complete.
+    OME ``multiscales`` metadata in Å (downscaling ``type`` ``"nearest"``: labels
+    are never averaged) and an ``image-label`` entry; the ``cryodet`` attributes
+    record the voxel size, origin and number of labels.  ``source_image`` is the
+    path of the tomogram's OME-Zarr image relative to this label group (NGFF
+    ``image-label.source.image``, e.g. ``"../NAME.zarr"`` beside it); without it
+    no source is claimed.  Written block by block under a temporary name,
+    renamed when complete.
     """
     labels = _as_labels(detections)
     n = _n_labels(detections, n_labels, labels)
@@ -115,11 +119,12 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         group = create_image_group(tmp, shape=labels.shape, dtype=dt, chunks=chunks, name=name,
-                                   voxel_size_zyx=vs, origin_zyx=tuple(origin_zyx),
+                                   voxel_size_zyx=vs, origin_zyx=tuple(origin_zyx), method="nearest",
                                    attributes={"voxel_size_zyx": list(vs), "origin_angst_zyx": list(origin_zyx),
                                                "n_labels": n, "kind": "instance-labels"})
         ome = dict(group.attrs["ome"])
-        ome["image-label"] = {"version": "0.5", "colors": [], "source": {"image": "../../"}}
+        ome["image-label"] = {"version": "0.5", "colors": [],
+                              **({"source": {"image": source_image}} if source_image else {})}
         group.attrs["ome"] = ome
         (bad,) = compute(write_blocks(labels.astype(dt), tmp / "0"), progress=progress,
                          desc=f"writing {path.name}")

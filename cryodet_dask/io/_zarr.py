@@ -108,8 +108,13 @@ def ome_multiscales(
     n_levels: int,
     voxel_size_zyx: Sequence[float],
     origin_zyx: Sequence[float] = (0.0, 0.0, 0.0),
+    method: str = "mean",
 ) -> dict[str, Any]:
-    """OME-NGFF 0.5 ``multiscales`` metadata for a (z, y, x) image in Å."""
+    """OME-NGFF 0.5 ``multiscales`` metadata for a (z, y, x) image in Å.
+
+    ``method`` is the pyramid's downscaling ``type``: ``"mean"`` (2x2x2 averages) for intensities,
+    ``"nearest"`` for label images, whose values must never be averaged.
+    """
     vs = [float(v) if v and v > 0 else 1.0 for v in voxel_size_zyx]
     datasets = []
     for level in range(n_levels):
@@ -128,7 +133,7 @@ def ome_multiscales(
                 "name": name,
                 "axes": [{"name": ax, "type": "space", "unit": "angstrom"} for ax in "zyx"],
                 "datasets": datasets,
-                "type": "mean",
+                "type": method,
             }
         ],
     }
@@ -148,6 +153,7 @@ def create_image_group(
     origin_zyx: Sequence[float] = (0.0, 0.0, 0.0),
     attributes: dict[str, Any] | None = None,
     fill_value: Any = 0,
+    method: str = "mean",
 ) -> zarr.Group:
     """Create an OME-Zarr image group with empty arrays for every level."""
     group = zarr.open_group(str(path), mode="w")
@@ -172,7 +178,7 @@ def create_image_group(
             dimension_names=("z", "y", "x"),
             config=WRITE_CONFIG,
         )
-    attrs: dict[str, Any] = {"ome": ome_multiscales(name, n_levels, voxel_size_zyx, origin_zyx)}
+    attrs: dict[str, Any] = {"ome": ome_multiscales(name, n_levels, voxel_size_zyx, origin_zyx, method)}
     attrs["cryodet"] = dict(attributes or {})
     group.attrs.update(attrs)
     return group
