@@ -173,7 +173,7 @@ class DetectionResult:
         return len(self.particles)
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> dict[str, Any]:
     import dask
     import distributed
     import torch
@@ -183,7 +183,7 @@ def _versions() -> dict[str, str]:
 
     return {"cryodet_dask": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "dask": dask.__version__, "distributed": distributed.__version__, "zarr": zarr.__version__,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
 
 
 def _provenance(identity: dict[str, Any] | None, p: DetectParams) -> dict[str, Any]:

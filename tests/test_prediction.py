@@ -201,3 +201,18 @@ def test_nan_or_inf_anywhere_is_an_error_not_an_empty_result(bad, tmp_path):
     vol[9, 30, 1] = 0
     mean, std = global_stats(da.from_array(vol, chunks=8))
     assert np.isfinite(mean) and std > 0
+
+
+@pytest.mark.parametrize("torch_version, cudnn, ok, warns", [
+    ("2.13.0", 90500, True, False),
+    ("2.13.0+cu128", None, True, False),
+    ("2.13.0", 90800, False, True),   # wrong bf16 results: refused, fp32 instead
+    ("2.13.0", 91400, False, True),
+    ("2.13.0", 91500, True, False),
+    ("2.9.0+cu126", 90300, True, True),  # correct but slow
+])
+def test_known_bad_torch_and_cudnn_for_bf16(torch_version, cudnn, ok, warns):
+    from cryodet_dask.prediction._engine import bf16_allowed
+
+    allowed, why = bf16_allowed(torch_version, cudnn)
+    assert allowed is ok and (why is not None) is warns

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,42 @@ def get_model(path: str, device: str) -> Any:
     return model
 
 
+#: cuDNN releases that compute wrong bf16 3D convolutions for large shapes (as ``cudnn.version()``).
+BAD_BF16_CUDNN = (90800, 91499)
+#: torch releases that disable cuDNN for bf16 3D convolutions (about 4x slower, still correct).
+SLOW_BF16_TORCH = ("2.9.0",)
+
+
+def bf16_allowed(torch_version: str, cudnn_version: int | None) -> tuple[bool, str | None]:
+    """Whether bf16 autocast may run with these versions, and the warning to give (``None``: none).
+
+    A cuDNN in :data:`BAD_BF16_CUDNN` gives wrong bf16 results: refused (the forward runs in fp32).
+    A torch in :data:`SLOW_BF16_TORCH` is correct but slow: allowed, with a warning.
+    """
+    if cudnn_version is not None and BAD_BF16_CUDNN[0] <= int(cudnn_version) <= BAD_BF16_CUDNN[1]:
+        return False, (f"cuDNN {cudnn_version} computes wrong bf16 3D convolutions for large shapes: the networks "
+                       "run in fp32 on this GPU (about 2x slower); use a cuDNN outside 9.8-9.14")
+    if torch_version.split("+")[0] in SLOW_BF16_TORCH:
+        return True, (f"torch {torch_version} disables cuDNN for bf16 3D convolutions (about 4x slower); "
+                      "use another torch release")
+    return True, None
+
+
+_BF16: dict[str, bool] = {}
+
+
+def _bf16_ok(device: str) -> bool:
+    """:func:`bf16_allowed` for this process's torch and cuDNN, decided (and warned about) once."""
+    import torch
+
+    if device not in _BF16:
+        ok, why = bf16_allowed(torch.__version__, torch.backends.cudnn.version())
+        if why:
+            warnings.warn(why, stacklevel=3)
+        _BF16[device] = ok
+    return _BF16[device]
+
+
 def normalize_block(block: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Global z-score normalization, in float32 exactly as the whole-volume reference does it."""
     return ((block.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32, copy=False)
@@ -94,7 +131,7 @@ def forward_block(
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, b in enumerate(blocks):
         groups.setdefault(tuple(b.shape), []).append(i)
-    use_amp = amp and device.startswith("cuda")
+    use_amp = amp and device.startswith("cuda") and _bf16_ok(device)
     for shape, members in groups.items():
         pad = [(0, (-n) % p) for n in shape]
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
