@@ -25,13 +25,16 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import google_crc32c
 import numpy as np
 import zarr
 
 from ..errors import StoreIntegrityError
+
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
 
 __all__ = [
     "CheckedArray",
@@ -50,7 +53,7 @@ __all__ = [
 
 #: Zarr array runtime configuration for every write: chunks equal to the fill
 #: value are written too, so that a missing chunk file always means damage.
-WRITE_CONFIG: dict[str, Any] = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 #: What a store's ``cryodet`` attributes say about its integrity.
 INTEGRITY_ATTRS: dict[str, Any] = {"checksum": "crc32c", "all_chunks_written": True}
@@ -189,7 +192,8 @@ def verify_array(array: zarr.Array, indices: Iterable[Sequence[int]] | None = No
             want = digests.get(idx)
             if want is None:
                 return "no recorded digest"
-            if chunk_digest(values) != int(want):
+            # a region of slices reads back as an ndarray (zarr's annotation also allows scalars)
+            if chunk_digest(cast(np.ndarray, values)) != int(want):
                 return "content differs from what was written"
         return None
 
@@ -297,7 +301,8 @@ def content_identity(array: zarr.Array) -> str | None:
     """
     if getattr(array, "shards", None) is not None or not has_checksum(array):
         return None
-    meta_codecs = array.metadata.to_dict().get("codecs") or []
+    # Zarr v3 metadata: "codecs" is a list of {"name": ..., "configuration": ...} objects
+    meta_codecs = cast("list[dict[str, Any]]", array.metadata.to_dict().get("codecs") or [])
     if not meta_codecs or meta_codecs[-1].get("name") != "crc32c":
         return None
     h = hashlib.sha256(json.dumps(array.metadata.to_dict(), sort_keys=True, default=str).encode())

@@ -221,7 +221,7 @@ def open_zarr_image(
     if "voxel_size_zyx" in meta:
         vs_zyx = tuple(float(v) for v in meta["voxel_size_zyx"])
     elif "voxel_size" in attrs or "voxel_size" in meta:
-        v = float(meta.get("voxel_size", attrs.get("voxel_size")))
+        v = float(meta["voxel_size"] if "voxel_size" in meta else attrs["voxel_size"])
         vs_zyx = (v, v, v)
     elif scale is not None:
         vs_zyx = tuple(scale)
@@ -266,7 +266,7 @@ class TransposedReader:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        inverse = [0] * self.ndim
+        inverse: list[int | slice] = [0] * self.ndim
         for out_axis, in_axis in enumerate(self.axes):
             inverse[in_axis] = key[out_axis]
         return np.transpose(self.base[tuple(inverse)], self.axes)

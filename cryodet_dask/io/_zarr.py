@@ -40,7 +40,7 @@ __all__ = [
 #: compress (about 1.1x for float32 whatever the codec), so speed decides:
 #: LZ4 with bit-shuffle for multi-byte types (1.11x, ~2x the speed of Zstd),
 #: Zstd level 5 for 1-byte types where shuffling has nothing to reorder.
-CODECS = {
+CODECS: dict[str, dict[str, Any] | None] = {
     "auto": None,
     "zstd3-bitshuffle": dict(cname="zstd", clevel=3, shuffle="bitshuffle"),
     "zstd5-shuffle": dict(cname="zstd", clevel=5, shuffle="shuffle"),

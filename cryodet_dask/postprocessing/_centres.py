@@ -181,7 +181,7 @@ def strict_maxima(padded: np.ndarray, threshold: float, halo: int = 1) -> np.nda
 
 
 def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets: np.ndarray,
-                origin: Sequence[int], volume_shape: Sequence[int], halo: int) -> np.ndarray:
+                origin: Sequence[int] | np.ndarray, volume_shape: Sequence[int], halo: int) -> np.ndarray:
     """The peaks that no voxel of the volume within the ball exceeds (centre fusion).
 
     Parameters

@@ -157,7 +157,7 @@ def block_faces(labels: np.ndarray, block_index: int) -> tuple[Face, ...]:
     out = []
     for axis in range(3):
         for end in (0, -1):
-            sl = [slice(None)] * 3
+            sl: list[slice | int] = [slice(None)] * 3
             sl[axis] = end
             out.append(Face.from_plane(labels[tuple(sl)], block_index))
     return tuple(out)

@@ -158,7 +158,7 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     n = int(flat.max()) if flat.size else 0
     counts = np.bincount(labs, minlength=n + 1)
     zyx = np.stack(np.unravel_index(idx, comp.shape), axis=1).astype(np.float64)
-    centroids = np.stack([np.bincount(labs, weights=zyx[:, a], minlength=n + 1) for a in range(3)], axis=1)
+    centroids: np.ndarray = np.stack([np.bincount(labs, weights=zyx[:, a], minlength=n + 1) for a in range(3)], axis=1)
     centroids = centroids[1:] / np.maximum(counts[1:, None], 1)
     msum = np.bincount(labs, weights=mask.ravel()[idx].astype(np.float64), minlength=n + 1)[1:]
     cmax = np.full(n + 1, -np.inf)
