@@ -79,7 +79,7 @@ def conversion_reusable(destination: str | os.PathLike[str], source: str | os.Pa
         group_attrs: dict[str, Any] = dict(group.attrs)
         levels = [ds["path"] for ds in group_attrs["ome"]["multiscales"][0]["datasets"]]
         # the OME multiscales datasets this project writes are arrays, never groups
-        arrays = [(lv, cast(zarr.Array, group[lv])) for lv in levels]
+        arrays = [(lv, cast("zarr.Array[Any]", group[lv])) for lv in levels]
     except Exception as exc:  # noqa: BLE001 - any unreadable metadata is damage
         log.warning("%s is damaged (%s): converting again", destination.name, str(exc).splitlines()[0][:200])
         return False

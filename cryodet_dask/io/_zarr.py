@@ -202,7 +202,7 @@ def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_ze
     write to the same stored object.  Returns a small lazy array holding the
     number of NaN/Inf voxels per block (set to 0 when ``nan_to_zero``).
     """
-    return da.map_blocks(
+    counts: da.Array = da.map_blocks(
         _store_block,
         volume,
         path=str(array_path),
@@ -211,6 +211,7 @@ def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_ze
         chunks=tuple((1,) * len(c) for c in volume.chunks),
         meta=np.empty((0,) * volume.ndim, np.int64),
     )
+    return counts
 
 
 def write_unit_chunks(array_path: str | os.PathLike[str]) -> tuple[int, ...]:
@@ -230,4 +231,5 @@ def downsample2(volume: da.Array) -> da.Array:
     if np.issubdtype(volume.dtype, np.integer):
         info = np.iinfo(volume.dtype)
         out = da.clip(da.round(out), info.min, info.max)
-    return out.astype(volume.dtype)
+    downsampled: da.Array = out.astype(volume.dtype)
+    return downsampled

@@ -46,7 +46,7 @@ def ball_offsets(min_distance: float) -> np.ndarray:
     """
     r = int(math.floor(float(min_distance)))
     if r < 2:
-        out = np.zeros((0, 3), dtype=np.int64)
+        out: np.ndarray = np.zeros((0, 3), dtype=np.int64)
         out.flags.writeable = False
         return out
     g = np.arange(-r, r + 1, dtype=np.int64)

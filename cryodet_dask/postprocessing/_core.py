@@ -204,13 +204,15 @@ def _relabel_block(mask: np.ndarray, box: Box, p: PostprocessParams, tables: Blo
     offset = tuple(b[0] for b in box)
     pieces, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, p.remove_min_size,  # type: ignore[arg-type]
                                tables)
-    return final[pieces]
+    relabelled: np.ndarray = final[pieces]
+    return relabelled
 
 
 def _relabel_cached(box: Box, scratch: str, final: np.ndarray) -> np.ndarray:
     # a region of slices reads back as an ndarray (zarr's annotation also allows scalars)
     pieces = cast(np.ndarray, zarr.open_array(scratch, mode="r")[tuple(slice(a, b) for a, b in box)])
-    return final[pieces]
+    relabelled: np.ndarray = final[pieces]
+    return relabelled
 
 
 def _pass1_task(mask: np.ndarray, center: np.ndarray, slab_list: list[tuple[np.ndarray, ...]], *,
@@ -251,7 +253,8 @@ def _as_dask(x: Any, chunks: Any = None) -> da.Array:
     if isinstance(x, da.Array):
         return x
     arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
-    return da.from_array(arr, chunks=chunks or DEFAULT_CHUNKS)
+    lazy: da.Array = da.from_array(arr, chunks=chunks or DEFAULT_CHUNKS)
+    return lazy
 
 
 def _grid(chunks: tuple[tuple[int, ...], ...]) -> tuple[list[np.ndarray], tuple[int, ...]]:
@@ -328,7 +331,8 @@ def _scratch_array(scratch: str | os.PathLike[str], mask: da.Array) -> str | Non
 def _compact(gids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Provisional ids ``block << 32 | local`` -> compact node index ``offsets[block] + local - 1``."""
     gids = np.asarray(gids, dtype=np.int64)
-    return offsets[gids >> SHIFT] + (gids & LOCAL_MASK) - 1
+    compact: np.ndarray = offsets[gids >> SHIFT] + (gids & LOCAL_MASK) - 1
+    return compact
 
 
 # --------------------------------------------------------------------------- reductions

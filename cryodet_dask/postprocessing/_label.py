@@ -46,7 +46,8 @@ def _label_pass(block: np.ndarray, *, threshold: float, connectivity: int, box: 
 
 def _relabel(block: np.ndarray, threshold: float, connectivity: int, table: np.ndarray) -> np.ndarray:
     lab, _ = label_block(block, threshold, connectivity)
-    return table[lab]
+    relabelled: np.ndarray = table[lab]
+    return relabelled
 
 
 def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,

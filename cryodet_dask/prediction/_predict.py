@@ -468,7 +468,8 @@ def _verify_chunks(store: Path, done: dict[tuple[int, ...], dict[str, int] | Non
     for h in HEADS:
         digests = {idx: d[h] for idx, d in done.items() if d is not None}
         # every entry was checked to be a zarr.Array above
-        for idx, reason in verify_array(cast(zarr.Array, arrays[h]), list(done), digests=digests, threads=True).items():
+        checked = verify_array(cast("zarr.Array[Any]", arrays[h]), list(done), digests=digests, threads=True)
+        for idx, reason in checked.items():
             bad.setdefault(idx, f"{h} {reason}")
     return bad
 
@@ -497,7 +498,7 @@ def _verify_complete(out: Path, attrs: dict[str, Any]) -> dict[tuple[int, ...], 
 def _grid_of(store: Path) -> tuple[int, ...] | None:
     try:
         # a head is an array in the stores written here; a group lacks .shape and lands in except
-        arr = cast(zarr.Array, zarr.open_group(str(store), mode="r")[HEADS[0]])
+        arr = cast("zarr.Array[Any]", zarr.open_group(str(store), mode="r")[HEADS[0]])
         return tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
     except Exception:  # noqa: BLE001
         return None
@@ -510,7 +511,7 @@ def _remove_chunks(store: Path, indices: Sequence[tuple[int, ...]]) -> None:
         for h in HEADS:
             # a head is an array in the stores written here; a group lacks .metadata.encode_chunk_key
             # and lands in except
-            arr = cast(zarr.Array, group[h])
+            arr = cast("zarr.Array[Any]", group[h])
             for idx in indices:
                 key = arr.metadata.encode_chunk_key(tuple(idx))
                 path = store / h / key
