@@ -23,6 +23,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/cryodet-dask demo $(DEMO_DIR)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/mypy cryodet_dask
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(VENV)/.installed

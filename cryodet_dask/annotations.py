@@ -18,7 +18,7 @@ import os
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from pathlib import Path
 
 import dask.array as da
@@ -88,7 +88,8 @@ def read_coordinates(path: str | os.PathLike[str], *, voxel_size: float | None =
     from .particles import TomogramInfo, read_particles
 
     if tomogram is None and shape is not None:
-        tomogram = TomogramInfo(shape=tuple(int(v) for v in shape), voxel_size=voxel_size)
+        tomogram = TomogramInfo(shape=cast(tuple[int, int, int], tuple(int(v) for v in shape)),  # (z, y, x)
+                                voxel_size=voxel_size)
     df = read_particles(path, voxel_size=voxel_size, tomogram=tomogram, tomogram_name=tomogram_name,
                         binning=binning, allow_empty=allow_empty, units=units)
     if tomogram_name is None and "tomo_name" in df.columns and df["tomo_name"].nunique() > 1:
@@ -102,7 +103,7 @@ def read_coordinates(path: str | os.PathLike[str], *, voxel_size: float | None =
 
 
 def paint_spheres(shape: Sequence[int], centres: np.ndarray, radius: float | np.ndarray,
-                  offset: Sequence[int] = (0, 0, 0), ids: np.ndarray | None = None) -> np.ndarray:
+                  offset: Sequence[int] | np.ndarray = (0, 0, 0), ids: np.ndarray | None = None) -> np.ndarray:
     """Instance label map of balls.
 
     Parameters
@@ -159,7 +160,7 @@ def paint_spheres(shape: Sequence[int], centres: np.ndarray, radius: float | np.
 
 
 def paint_masks(shape: Sequence[int], corners: np.ndarray, masks: Sequence[np.ndarray],
-                offset: Sequence[int] = (0, 0, 0), ids: np.ndarray | None = None) -> np.ndarray:
+                offset: Sequence[int] | np.ndarray = (0, 0, 0), ids: np.ndarray | None = None) -> np.ndarray:
     """Instance label map from per-particle boolean masks placed at ``corners`` (first id wins overlaps)."""
     shape = tuple(int(s) for s in shape)
     ids = np.arange(1, len(masks) + 1) if ids is None else np.asarray(ids)

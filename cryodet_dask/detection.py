@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -849,6 +849,7 @@ def detect(
     else:
         out = Path(out_dir)  # created after the checks below: a refused run writes nothing
 
+    src_path: Path | None
     if isinstance(tomogram, str | os.PathLike):
         src_path = Path(tomogram)
         tomo = load(src_path)
@@ -1028,7 +1029,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     if out_dir is not None:
         if not p.keep_intermediate:
             # only the intermediates this run wrote or used, never the input (paths resolved first)
-            ours = [Path(pred.path)]
+            ours = [Path(cast(Path, pred.path))]  # predict(out=...) records the store's path
             if not is_store:
                 ours.append(zpath)
             if factor is not None:

@@ -40,7 +40,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask
 import dask.array as da
@@ -206,7 +206,8 @@ def overlap_counts(true_labels: Any, pred_labels: Any) -> pd.DataFrame:
     (parts,) = compute(_overlap_tasks(t, p))
     allp = np.concatenate([np.asarray(x).reshape(-1, 3) for x in parts]) if parts else np.zeros((0, 3), np.int64)
     df = pd.DataFrame(allp, columns=["true", "pred", "voxels"])
-    return df.groupby(["true", "pred"], as_index=False)["voxels"].sum()
+    # as_index=False: a DataFrame (pandas-stubs types the selected column's sum as a Series)
+    return cast(pd.DataFrame, df.groupby(["true", "pred"], as_index=False)["voxels"].sum())
 
 
 def overlap_scores(counts: pd.DataFrame, min_overlap: float = 0.5) -> OverlapScores:

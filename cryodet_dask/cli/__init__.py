@@ -32,7 +32,7 @@ _ORDER = ["detect", "demo", "simulate", "simulate_pool", "convert", "train", "la
 class _OneLineErrorParser(argparse.ArgumentParser):
     """Argument errors as one line (plus where to look), not the whole usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

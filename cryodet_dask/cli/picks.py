@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ._common import positive_float
 
@@ -102,7 +103,9 @@ def run_merge(args: argparse.Namespace) -> int:
     from ..particles import WRITE_FORMATS, format_from_path, read_particles, write_particles
 
     out_fmt = args.to or format_from_path(args.output, None, known=WRITE_FORMATS)
-    tables, shapes, sizes = [], {}, set()
+    tables: list[pd.DataFrame] = []
+    shapes: dict[str, Any] = {}
+    sizes: set[float] = set()
     for path in args.inputs:
         df = read_particles(path, voxel_size=args.voxel_size)
         if "tomo_name" not in df.columns:  # named after its file: NAME_centers.csv -> NAME

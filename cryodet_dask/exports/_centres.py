@@ -48,7 +48,7 @@ def _vs3(voxel_size: float | Sequence[float] | None, required: bool, what: str) 
     return v
 
 
-def write_centers_txt(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float], *,
+def write_centers_txt(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None, *,
                       overwrite: bool = False) -> Path:
     """Write centres in the seed's TXT format.
 
@@ -112,7 +112,7 @@ def write_centers_csv(detections: Any, path: str | os.PathLike[str], voxel_size:
     return path
 
 
-def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float],
+def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None,
                        volume_shape: Sequence[int], tomo_name: str, *, overwrite: bool = False) -> Path:
     """Write a RELION 5 particles STAR file.
 

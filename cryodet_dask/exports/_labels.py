@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -107,6 +107,7 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
     labels = _as_labels(detections)
     n = _n_labels(detections, n_labels, labels)
     dt = label_dtype(n, dtype, fmt="zarr") if dtype != "float32" else np.dtype(np.float32)
+    vs: tuple[float, ...]
     if voxel_size_zyx is None:
         vs = (1.0, 1.0, 1.0)
     else:
@@ -122,7 +123,7 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
                                    voxel_size_zyx=vs, origin_zyx=tuple(origin_zyx), method="nearest",
                                    attributes={"voxel_size_zyx": list(vs), "origin_angst_zyx": list(origin_zyx),
                                                "n_labels": n, "kind": "instance-labels"})
-        ome = dict(group.attrs["ome"])
+        ome = dict(cast(dict[str, Any], group.attrs["ome"]))  # the OME object create_image_group wrote
         ome["image-label"] = {"version": "0.5", "colors": [],
                               **({"source": {"image": source_image}} if source_image else {})}
         group.attrs["ome"] = ome

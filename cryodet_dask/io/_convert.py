@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dask.array as da
 import numpy as np
@@ -76,8 +76,10 @@ def conversion_reusable(destination: str | os.PathLike[str], source: str | os.Pa
 
     try:
         group = zarr.open_group(str(destination), mode="r")
-        levels = [ds["path"] for ds in dict(group.attrs)["ome"]["multiscales"][0]["datasets"]]
-        arrays = [(lv, group[lv]) for lv in levels]
+        group_attrs: dict[str, Any] = dict(group.attrs)
+        levels = [ds["path"] for ds in group_attrs["ome"]["multiscales"][0]["datasets"]]
+        # the OME multiscales datasets this project writes are arrays, never groups
+        arrays = [(lv, cast("zarr.Array[Any]", group[lv])) for lv in levels]
     except Exception as exc:  # noqa: BLE001 - any unreadable metadata is damage
         log.warning("%s is damaged (%s): converting again", destination.name, str(exc).splitlines()[0][:200])
         return False
@@ -177,7 +179,7 @@ def convert(
         raise ParameterError(f"{levels} levels need every axis >= {2 ** (levels - 1)} voxels, shape is {shape}")
     try:
         chunk_shape = normalize_chunks(chunks, shape)
-        shard_shape = None if shards is None else normalize_chunks(shards, shape)
+        shard_shape: tuple[int, ...] | None = None if shards is None else normalize_chunks(shards, shape)
     except ValueError as exc:
         raise ParameterError(str(exc)) from None
     if shard_shape is not None:

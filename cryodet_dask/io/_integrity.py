@@ -25,13 +25,16 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import google_crc32c
 import numpy as np
 import zarr
 
 from ..errors import StoreIntegrityError
+
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
 
 __all__ = [
     "CheckedArray",
@@ -50,7 +53,7 @@ __all__ = [
 
 #: Zarr array runtime configuration for every write: chunks equal to the fill
 #: value are written too, so that a missing chunk file always means damage.
-WRITE_CONFIG: dict[str, Any] = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 #: What a store's ``cryodet`` attributes say about its integrity.
 INTEGRITY_ATTRS: dict[str, Any] = {"checksum": "crc32c", "all_chunks_written": True}
@@ -67,7 +70,7 @@ _SAMPLE_SIZE = 1 << 20
 _DECODE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, EOFError, AttributeError)
 
 
-def open_for_write(path: str | os.PathLike[str]) -> zarr.Array:
+def open_for_write(path: str | os.PathLike[str]) -> zarr.Array[Any]:
     """Open a stored array for writing with :data:`WRITE_CONFIG` (every chunk written, even all fill value)."""
     with zarr.config.set({"array.write_empty_chunks": True}):  # zarr < 3.1 reads it when the array opens
         arr = zarr.open_array(str(path), mode="r+")
@@ -86,7 +89,7 @@ def chunk_digest(values: np.ndarray) -> int:
     return int(google_crc32c.value(np.ascontiguousarray(values).tobytes()))
 
 
-def has_checksum(array: zarr.Array) -> bool:
+def has_checksum(array: zarr.Array[Any]) -> bool:
     """True if the array's codec pipeline (or its shards' inner pipeline) ends with a ``crc32c`` codec."""
 
     def walk(codecs: Any) -> bool:
@@ -105,22 +108,22 @@ def has_checksum(array: zarr.Array) -> bool:
         return False
 
 
-def _grid(array: zarr.Array) -> tuple[int, ...]:
+def _grid(array: zarr.Array[Any]) -> tuple[int, ...]:
     """Number of stored objects (shards, or chunks when unsharded) per axis."""
     unit = getattr(array, "shards", None) or array.chunks
     return tuple(math.ceil(s / c) for s, c in zip(array.shape, unit))
 
 
-def _unit(array: zarr.Array) -> tuple[int, ...]:
+def _unit(array: zarr.Array[Any]) -> tuple[int, ...]:
     return tuple(getattr(array, "shards", None) or array.chunks)
 
 
-def _region(array: zarr.Array, idx: Sequence[int]) -> tuple[slice, ...]:
+def _region(array: zarr.Array[Any], idx: Sequence[int]) -> tuple[slice, ...]:
     unit = _unit(array)
     return tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, unit, array.shape))
 
 
-def _key_path(array: zarr.Array, idx: Sequence[int]) -> str | None:
+def _key_path(array: zarr.Array[Any], idx: Sequence[int]) -> str | None:
     """The file holding stored object ``idx`` (local stores), else ``None``."""
     root = getattr(array.store, "root", None)
     if root is None:
@@ -129,7 +132,7 @@ def _key_path(array: zarr.Array, idx: Sequence[int]) -> str | None:
     return os.path.join(str(root), array.path, key) if array.path else os.path.join(str(root), key)
 
 
-def _exists(array: zarr.Array, idx: Sequence[int]) -> bool:
+def _exists(array: zarr.Array[Any], idx: Sequence[int]) -> bool:
     path = _key_path(array, idx)
     if path is not None:
         return os.path.isfile(path)
@@ -139,14 +142,14 @@ def _exists(array: zarr.Array, idx: Sequence[int]) -> bool:
     return bool(sync(array.store.exists(f"{array.path}/{key}" if array.path else key)))
 
 
-def missing_chunks(array: zarr.Array, indices: Iterable[Sequence[int]] | None = None) -> list[tuple[int, ...]]:
+def missing_chunks(array: zarr.Array[Any], indices: Iterable[Sequence[int]] | None = None) -> list[tuple[int, ...]]:
     """Stored objects (chunks or shards) of ``array`` that have no file."""
     if indices is None:
         indices = itertools.product(*(range(n) for n in _grid(array)))
     return [tuple(i) for i in indices if not _exists(array, i)]
 
 
-def _touched(array: zarr.Array, key: tuple[slice, ...]) -> Iterable[tuple[int, ...]]:
+def _touched(array: zarr.Array[Any], key: tuple[slice, ...]) -> Iterable[tuple[int, ...]]:
     unit = _unit(array)
     ranges = []
     for k, c, s in zip(key, unit, array.shape):
@@ -157,7 +160,7 @@ def _touched(array: zarr.Array, key: tuple[slice, ...]) -> Iterable[tuple[int, .
     return itertools.product(*ranges)
 
 
-def verify_array(array: zarr.Array, indices: Iterable[Sequence[int]] | None = None, *,
+def verify_array(array: zarr.Array[Any], indices: Iterable[Sequence[int]] | None = None, *,
                  digests: dict[tuple[int, ...], int] | None = None,
                  threads: bool = False) -> dict[tuple[int, ...], str]:
     """Check stored objects of ``array``: each exists, decodes (checksum) and, with ``digests``, holds those values.
@@ -189,7 +192,8 @@ def verify_array(array: zarr.Array, indices: Iterable[Sequence[int]] | None = No
             want = digests.get(idx)
             if want is None:
                 return "no recorded digest"
-            if chunk_digest(values) != int(want):
+            # a region of slices reads back as an ndarray (zarr's annotation also allows scalars)
+            if chunk_digest(cast(np.ndarray, values)) != int(want):
                 return "content differs from what was written"
         return None
 
@@ -227,11 +231,11 @@ class CheckedArray:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, require_all_chunks: bool = True,
-                 array: zarr.Array | None = None):
+                 array: zarr.Array[Any] | None = None):
         self.path = str(path)
         self.require_all_chunks = require_all_chunks
         arr = array if array is not None else zarr.open_array(self.path, mode="r")
-        self._arr: zarr.Array | None = arr
+        self._arr: zarr.Array[Any] | None = arr
         self.shape = tuple(int(s) for s in arr.shape)
         self.dtype = np.dtype(arr.dtype)
         self.ndim = len(self.shape)
@@ -243,7 +247,7 @@ class CheckedArray:
         return state
 
     @property
-    def array(self) -> zarr.Array:
+    def array(self) -> zarr.Array[Any]:
         if self._arr is None:
             try:
                 self._arr = zarr.open_array(self.path, mode="r")
@@ -285,7 +289,7 @@ class CheckedArray:
         return f"CheckedArray({self.path!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def content_identity(array: zarr.Array) -> str | None:
+def content_identity(array: zarr.Array[Any]) -> str | None:
     """Identity of an unsharded checksummed array's content, from its metadata and every chunk's stored CRC-32C.
 
     The ``crc32c`` codec ends each stored chunk with the checksum of its
@@ -297,7 +301,8 @@ def content_identity(array: zarr.Array) -> str | None:
     """
     if getattr(array, "shards", None) is not None or not has_checksum(array):
         return None
-    meta_codecs = array.metadata.to_dict().get("codecs") or []
+    # Zarr v3 metadata: "codecs" is a list of {"name": ..., "configuration": ...} objects
+    meta_codecs = cast("list[dict[str, Any]]", array.metadata.to_dict().get("codecs") or [])
     if not meta_codecs or meta_codecs[-1].get("name") != "crc32c":
         return None
     h = hashlib.sha256(json.dumps(array.metadata.to_dict(), sort_keys=True, default=str).encode())

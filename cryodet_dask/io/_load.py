@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class Tomogram:
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)
 
-    def __iter__(self):  # allows ``data, voxel_size = load(path)``
+    def __iter__(self) -> Iterator[Any]:  # allows ``data, voxel_size = load(path)``
         return iter((self.data, self.voxel_size))
 
 
@@ -141,7 +142,8 @@ def _integrity(*attr_dicts: Any) -> dict[str, Any]:
     for attrs in attr_dicts:
         meta = attrs.get("cryodet") if isinstance(attrs, dict) else None
         if isinstance(meta, dict) and isinstance(meta.get("integrity"), dict):
-            return meta["integrity"]
+            integrity: dict[str, Any] = meta["integrity"]
+            return integrity
     return {}
 
 
@@ -221,7 +223,7 @@ def open_zarr_image(
     if "voxel_size_zyx" in meta:
         vs_zyx = tuple(float(v) for v in meta["voxel_size_zyx"])
     elif "voxel_size" in attrs or "voxel_size" in meta:
-        v = float(meta.get("voxel_size", attrs.get("voxel_size")))
+        v = float(meta["voxel_size"] if "voxel_size" in meta else attrs["voxel_size"])
         vs_zyx = (v, v, v)
     elif scale is not None:
         vs_zyx = tuple(scale)
@@ -251,8 +253,9 @@ def _checked_dask(reader: CheckedArray, array_path: Path) -> da.Array:
         stamp = None
     name = "zarr-" + tokenize(str(Path(array_path).resolve()), stamp, reader.shape, str(reader.dtype),
                               reader.chunks)
-    return da.from_array(reader, chunks=reader.chunks, name=name, asarray=True, fancy=False,
-                         meta=np.empty((0,) * reader.ndim, reader.dtype))
+    lazy: da.Array = da.from_array(reader, chunks=reader.chunks, name=name, asarray=True, fancy=False,
+                                   meta=np.empty((0,) * reader.ndim, reader.dtype))
+    return lazy
 
 
 class TransposedReader:
@@ -266,7 +269,7 @@ class TransposedReader:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        inverse = [0] * self.ndim
+        inverse: list[int | slice] = [0] * self.ndim
         for out_axis, in_axis in enumerate(self.axes):
             inverse[in_axis] = key[out_axis]
         return np.transpose(self.base[tuple(inverse)], self.axes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import mrcfile
@@ -92,10 +92,11 @@ def write_mrc(
             mrc.header.label[:] = b""
             mrc.header.nlabl = 0
             if voxel_size is not None and np.ndim(voxel_size) == 1:
-                vz, vy, vx = (float(v) for v in voxel_size)  # mrcfile takes (x, y, z)
+                # np.ndim == 1: a sequence of three sizes (mypy cannot narrow on np.ndim)
+                vz, vy, vx = (float(v) for v in cast(Sequence[float], voxel_size))  # mrcfile takes (x, y, z)
                 mrc.voxel_size = (vx, vy, vz)
             elif voxel_size:
-                mrc.voxel_size = float(voxel_size)
+                mrc.voxel_size = float(cast(float, voxel_size))
             mrc.header.origin.z, mrc.header.origin.y, mrc.header.origin.x = origin_zyx
             if label:
                 mrc.add_label(label[:80])

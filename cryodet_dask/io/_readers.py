@@ -34,5 +34,6 @@ def lazy_array(array: Any, chunks: Any = 128, name: str | None = None) -> da.Arr
     if isinstance(array, da.Array):
         return array.rechunk(chunks) if chunks is not None else array
     reader = ArrayReader(array)
-    return da.from_array(reader, chunks=chunks, name=name or f"array-{uuid.uuid4().hex}", asarray=True,
-                         fancy=False, meta=np.empty((0,) * reader.ndim, reader.dtype))
+    lazy: da.Array = da.from_array(reader, chunks=chunks, name=name or f"array-{uuid.uuid4().hex}", asarray=True,
+                                   fancy=False, meta=np.empty((0,) * reader.ndim, reader.dtype))
+    return lazy

@@ -40,7 +40,7 @@ __all__ = [
 #: compress (about 1.1x for float32 whatever the codec), so speed decides:
 #: LZ4 with bit-shuffle for multi-byte types (1.11x, ~2x the speed of Zstd),
 #: Zstd level 5 for 1-byte types where shuffling has nothing to reorder.
-CODECS = {
+CODECS: dict[str, dict[str, Any] | None] = {
     "auto": None,
     "zstd3-bitshuffle": dict(cname="zstd", clevel=3, shuffle="bitshuffle"),
     "zstd5-shuffle": dict(cname="zstd", clevel=5, shuffle="shuffle"),
@@ -208,7 +208,7 @@ def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_ze
     write to the same stored object.  Returns a small lazy array holding the
     number of NaN/Inf voxels per block (set to 0 when ``nan_to_zero``).
     """
-    return da.map_blocks(
+    counts: da.Array = da.map_blocks(
         _store_block,
         volume,
         path=str(array_path),
@@ -217,6 +217,7 @@ def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_ze
         chunks=tuple((1,) * len(c) for c in volume.chunks),
         meta=np.empty((0,) * volume.ndim, np.int64),
     )
+    return counts
 
 
 def write_unit_chunks(array_path: str | os.PathLike[str]) -> tuple[int, ...]:
@@ -236,4 +237,5 @@ def downsample2(volume: da.Array) -> da.Array:
     if np.issubdtype(volume.dtype, np.integer):
         info = np.iinfo(volume.dtype)
         out = da.clip(da.round(out), info.min, info.max)
-    return out.astype(volume.dtype)
+    downsampled: da.Array = out.astype(volume.dtype)
+    return downsampled

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ _ALIASES = {"relion": "star", "relion5": "star", "stopgap": "star", "tomoman": "
 def format_from_path(path: str | os.PathLike[str], format: str | None = None, *, known=None) -> str:
     """Format name from ``format`` (or an alias) or the file extension; unknown -> one-line error."""
     known = known or READ_FORMATS
+    f: str | None
     if format:
         f = str(format).lower()
         f = f if f in known else _ALIASES.get(f, f)
@@ -68,7 +69,8 @@ def _tomogram_info(tomogram: Any) -> tuple[TomogramInfo | None, dict | None]:
     if isinstance(tomogram, TomogramInfo):
         return tomogram, None
     if hasattr(tomogram, "data") and hasattr(tomogram, "voxel_size"):
-        return TomogramInfo(tuple(int(s) for s in tomogram.data.shape), tomogram.voxel_size), None
+        shape = cast(tuple[int, int, int], tuple(int(s) for s in tomogram.data.shape))  # a tomogram is 3D
+        return TomogramInfo(shape, tomogram.voxel_size), None
     p = Path(tomogram)
     if p.suffix.lower() == ".star":
         if not p.is_file():
@@ -77,7 +79,8 @@ def _tomogram_info(tomogram: Any) -> tuple[TomogramInfo | None, dict | None]:
     from ..io import load
 
     t = load(p)
-    return TomogramInfo(tuple(int(s) for s in t.data.shape), t.voxel_size, p.stem), None
+    shape = cast(tuple[int, int, int], tuple(int(s) for s in t.data.shape))  # a loaded tomogram is 3D
+    return TomogramInfo(shape, t.voxel_size, p.stem), None
 
 
 def _read_raw(path: Path, fmt: str) -> RawTable:
@@ -250,6 +253,10 @@ def _to_voxels(c: np.ndarray, t: pd.DataFrame, raw: RawTable, path: Path, *, vox
     file_vs = raw.voxel_size
     tomo_vs = info.voxel_size if info is not None else None
     names = t["tomo_name"].astype(str).to_numpy() if "tomo_name" in t.columns else None
+    # binning, pixel size and voxel size: scalars for some units, per-row arrays for others
+    b: Any
+    ps: Any
+    vs: Any
 
     def star_rows(key: str) -> np.ndarray:
         """Per row, a tomograms.star field (sizes: (n, 3))."""

@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,7 @@ def _optional(df: pd.DataFrame, cols: dict[str, str], out: pd.DataFrame, path: P
     if angles:
         acols = [_pick(cols, names) for names in _ANGLES]
         if all(a is not None for a in acols):
-            for name, a in zip(("rot", "tilt", "psi"), acols):
+            for name, a in zip(("rot", "tilt", "psi"), cast(list[str], acols)):  # none is None: checked above
                 out[name] = _numeric(df, a, path)
 
 
@@ -173,7 +173,7 @@ def read_star(path: Path) -> RawTable:
     optics = blocks.get("optics")
     optics_cols = {_norm(c): c for c in optics.columns} if isinstance(optics, pd.DataFrame) else {}
     ts_ps = None
-    if "rlntomotiltseriespixelsize" in optics_cols:
+    if isinstance(optics, pd.DataFrame) and "rlntomotiltseriespixelsize" in optics_cols:  # cols imply a frame
         v = pd.to_numeric(optics[optics_cols["rlntomotiltseriespixelsize"]]).unique()
         if len(v) == 1:
             ts_ps = float(v[0])
@@ -240,13 +240,13 @@ def _voxel_size_from_both(raw: RawTable, df: pd.DataFrame, cols: dict[str, str],
         raw.voxel_size = vs
         names = raw.table["tomo_name"].astype(str) if "tomo_name" in raw.table.columns else pd.Series(
             ["tomogram"] * len(raw.table))
-        shapes = {}
+        shapes: dict[str, tuple[float, float, float]] = {}
         for nm in names.unique():
             sel = (names == nm).to_numpy()
             size = [float(np.median(2 * (raw.table[f"c{a}"].to_numpy()[sel]
                                          - _numeric(df, cols[f"rlncenteredcoordinate{a}angst"], path)[sel] / vs)))
                     for a in "zyx"]
-            shapes[nm] = tuple(round(v, 3) for v in size)
+            shapes[nm] = cast(tuple[float, float, float], tuple(round(v, 3) for v in size))  # one per axis
         raw.shapes = shapes
 
 
@@ -284,7 +284,7 @@ def find_tomograms_star(path: Path) -> Path | None:
     return None
 
 
-def read_tomograms_star(path: Path) -> dict[str, dict[str, float]]:
+def read_tomograms_star(path: Path) -> dict[str, dict[str, Any]]:
     """RELION 5 ``tomograms.star``: per rlnTomoName the unbinned size (x, y, z), pixel size and binning."""
     blocks = read_star_blocks(path)
     for t in blocks.values():
@@ -370,28 +370,28 @@ def read_delimited(path: Path) -> RawTable:
     if czii:
         if not all(vox):
             raise InputError(f"{path}: CZII layout (experiment, particle_type) without x, y, z columns")
-        for a, c in zip("xyz", vox):
+        for a, c in zip("xyz", cast(list[str], vox)):  # all set: checked above
             out[f"c{a}"] = _numeric(df, c, path)
         unit, fmt = "angstrom", "czii"
     elif all(vox):
-        for a, c in zip("xyz", vox):
+        for a, c in zip("xyz", cast(list[str], vox)):  # all set: checked above
             out[f"c{a}"] = _numeric(df, c, path)
         unit = "voxel"
         fmt = "seed_txt" if _norm(vox[0]) == "volumex" else ("csv" if path.suffix.lower() != ".txt" else "txt")
         if all(ang):  # both: the file states its voxel size (Å / voxel)
-            a_x = np.concatenate([_numeric(df, c, path) for c in ang])
+            a_x = np.concatenate([_numeric(df, c, path) for c in cast(list[str], ang)])  # all set: checked above
             v_x = np.concatenate([out[f"c{a}"].to_numpy() for a in "xyz"])
             ok = np.isfinite(a_x) & (np.abs(v_x) > 1e-9)
             if ok.any():
                 ratio = a_x[ok] / v_x[ok]
                 vs = float(np.median(ratio)) if np.median(ratio) > 0 else None
     elif all(ang):
-        for a, c in zip("xyz", ang):
+        for a, c in zip("xyz", cast(list[str], ang)):  # all set: checked above
             out[f"c{a}"] = _numeric(df, c, path)
         unit = "angstrom"
         fmt = "tardis" if "ids" in cols else "csv"
     elif all(cen):
-        for a, c in zip("xyz", cen):
+        for a, c in zip("xyz", cast(list[str], cen)):  # all set: checked above
             out[f"c{a}"] = _numeric(df, c, path)
         unit, fmt = "centred_angstrom", "csv"
     else:
@@ -467,7 +467,7 @@ def read_imod(path: Path) -> RawTable:
     vs = None
     h = model.header
     units = int(getattr(h, "units", 0))
-    if units != 0 and getattr(h, "pixelsize", 0):  # IMOD units: power of ten of a metre (-9 nm, -10 Å)
+    if units != 0 and bool(getattr(h, "pixelsize", 0)):  # IMOD units: power of ten of a metre (-9 nm, -10 Å)
         vs = float(h.pixelsize) * 10.0 ** (units + 10)
     return RawTable(out, "voxel", "imod", voxel_size=vs)
 
@@ -475,13 +475,13 @@ def read_imod(path: Path) -> RawTable:
 def read_dynamo(path: Path) -> RawTable:
     import dynamotable
 
-    counts = {}
+    counts: dict[int, int] = {}
     for k, line in enumerate(path.read_text(errors="replace").splitlines()):
         if line.strip():
             counts.setdefault(len(line.split()), k + 1)
     if len(counts) > 1:
         n, line_no = sorted(counts.items(), key=lambda kv: kv[1])[1]
-        first = min(counts, key=counts.get)
+        first = min(counts, key=counts.__getitem__)
         raise InputError(f"{path}: line {line_no} has {n} values where line {counts[first]} has {first} "
                          "(a short or ragged row)")
     try:

@@ -10,7 +10,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -138,8 +138,8 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
     with atomic_output(path, overwrite=overwrite) as tmp:
         if fmt == "csv":
             out = pd.DataFrame({"x": c[:, 0], "y": c[:, 1], "z": c[:, 2]})
-            for k, a in enumerate("xyz"):
-                out[f"{a}_angst"] = c[:, k] * vs if vs else np.nan
+            for k, axis in enumerate("xyz"):
+                out[f"{axis}_angst"] = c[:, k] * vs if vs else np.nan
             for col in ("tomo_name", "class", "score", "rot", "tilt", "psi", "instance"):
                 if col in df.columns:
                     out[col] = df[col].to_numpy()
@@ -166,7 +166,8 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
         elif fmt == "star":
             _write_star(df, c, vs, tmp, shape=shape, shapes=shapes, names=_names(df, tomogram_name, stem))
         elif fmt == "copick":
-            _write_copick(df, c * _need_vs(vs, "copick"), vs, tmp, tomogram_name=tomogram_name,
+            # not None: the _need_vs in the argument before raises otherwise
+            _write_copick(df, c * _need_vs(vs, "copick"), cast(float, vs), tmp, tomogram_name=tomogram_name,
                           object_name=object_name, user_id=user_id, session_id=session_id)
         elif fmt == "imod":
             import imodmodel
@@ -245,7 +246,7 @@ def _write_copick(df: pd.DataFrame, a: np.ndarray, vs: float, tmp: Path, *, tomo
     from ._angles import relion_to_matrices
 
     if object_name is None:
-        classes = df["class"].astype(str).unique() if "class" in df.columns else []
+        classes: np.ndarray | list[str] = df["class"].astype(str).unique() if "class" in df.columns else []
         if len(classes) > 1:
             raise ParameterError(f"a copick pick file holds one object; the table has {len(classes)} classes "
                                  "(write one file per class, or give object_name)")

@@ -81,7 +81,7 @@ def nearest_among(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     tree = cKDTree(centres.astype(np.float64))
     _, idx = tree.query(points.astype(np.float64), k=2)
     d = ((points[:, None, :] - centres[idx]) ** 2).sum(axis=-1)
-    out = np.where(d[:, 1] < d[:, 0], idx[:, 1], idx[:, 0])
+    out: np.ndarray = np.where(d[:, 1] < d[:, 0], idx[:, 1], idx[:, 0])
     tie = d[:, 0] == d[:, 1]
     if tie.any():
         tp = np.flatnonzero(tie)

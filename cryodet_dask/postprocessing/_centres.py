@@ -46,7 +46,7 @@ def ball_offsets(min_distance: float) -> np.ndarray:
     """
     r = int(math.floor(float(min_distance)))
     if r < 2:
-        out = np.zeros((0, 3), dtype=np.int64)
+        out: np.ndarray = np.zeros((0, 3), dtype=np.int64)
         out.flags.writeable = False
         return out
     g = np.arange(-r, r + 1, dtype=np.int64)
@@ -181,7 +181,7 @@ def strict_maxima(padded: np.ndarray, threshold: float, halo: int = 1) -> np.nda
 
 
 def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets: np.ndarray,
-                origin: Sequence[int], volume_shape: Sequence[int], halo: int) -> np.ndarray:
+                origin: Sequence[int] | np.ndarray, volume_shape: Sequence[int], halo: int) -> np.ndarray:
     """The peaks that no voxel of the volume within the ball exceeds (centre fusion).
 
     Parameters

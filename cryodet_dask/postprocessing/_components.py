@@ -58,7 +58,8 @@ def paste_overlap(dst: np.ndarray, dst_lo: Sequence[int], src: np.ndarray, src_l
 
 def structure(connectivity: int) -> np.ndarray:
     """3x3x3 structuring element of ``connectivity`` 1, 2 or 3."""
-    return ndi.generate_binary_structure(3, connectivity)
+    struct: np.ndarray = ndi.generate_binary_structure(3, connectivity)
+    return struct
 
 
 def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
@@ -157,7 +158,7 @@ def block_faces(labels: np.ndarray, block_index: int) -> tuple[Face, ...]:
     out = []
     for axis in range(3):
         for end in (0, -1):
-            sl = [slice(None)] * 3
+            sl: list[slice | int] = [slice(None)] * 3
             sl[axis] = end
             out.append(Face.from_plane(labels[tuple(sl)], block_index))
     return tuple(out)
@@ -229,4 +230,5 @@ def union_find(n_nodes: int, pairs: np.ndarray) -> np.ndarray:
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     g = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n_nodes, n_nodes))
     _, comp = connected_components(g, directed=False)
-    return comp.astype(np.int64)
+    comp_ids: np.ndarray = comp.astype(np.int64)
+    return comp_ids

@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask.array as da
 import numpy as np
@@ -71,6 +71,9 @@ from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, label_block
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._relabel import BlockTables, block_components, block_stats, instance_block
+
+if TYPE_CHECKING:
+    from zarr.codecs import BloscCodec
 
 __all__ = ["Detections", "WORKER_ENV", "postprocess"]
 
@@ -191,7 +194,7 @@ def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, sha
     if scratch is not None:
         zarr.open_array(scratch, mode="r+")[tuple(slice(a, b) for a, b in box)] = pieces
     n2 = len(piece_centre) - 1
-    out = block_stats(pieces, n2, mask, offset, shape, center)  # type: ignore[arg-type]
+    out: dict[str, Any] = block_stats(pieces, n2, mask, offset, shape, center)  # type: ignore[arg-type]
     out.update(n=n2, centre=piece_centre, faces=block_faces(pieces, index))
     return out
 
@@ -201,12 +204,15 @@ def _relabel_block(mask: np.ndarray, box: Box, p: PostprocessParams, tables: Blo
     offset = tuple(b[0] for b in box)
     pieces, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, p.remove_min_size,  # type: ignore[arg-type]
                                tables)
-    return final[pieces]
+    relabelled: np.ndarray = final[pieces]
+    return relabelled
 
 
 def _relabel_cached(box: Box, scratch: str, final: np.ndarray) -> np.ndarray:
-    pieces = zarr.open_array(scratch, mode="r")[tuple(slice(a, b) for a, b in box)]
-    return final[pieces]
+    # a region of slices reads back as an ndarray (zarr's annotation also allows scalars)
+    pieces = cast(np.ndarray, zarr.open_array(scratch, mode="r")[tuple(slice(a, b) for a, b in box)])
+    relabelled: np.ndarray = final[pieces]
+    return relabelled
 
 
 def _pass1_task(mask: np.ndarray, center: np.ndarray, slab_list: list[tuple[np.ndarray, ...]], *,
@@ -247,7 +253,8 @@ def _as_dask(x: Any, chunks: Any = None) -> da.Array:
     if isinstance(x, da.Array):
         return x
     arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
-    return da.from_array(arr, chunks=chunks or DEFAULT_CHUNKS)
+    lazy: da.Array = da.from_array(arr, chunks=chunks or DEFAULT_CHUNKS)
+    return lazy
 
 
 def _grid(chunks: tuple[tuple[int, ...], ...]) -> tuple[list[np.ndarray], tuple[int, ...]]:
@@ -259,7 +266,7 @@ def _box(bounds: list[np.ndarray], idx: tuple[int, ...]) -> Box:
     return tuple((int(bounds[a][i]), int(bounds[a][i + 1])) for a, i in enumerate(idx))  # type: ignore[return-value]
 
 
-def _neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
+def _neighbour_offsets(connectivity: int) -> list[tuple[int, tuple[int, ...]]]:
     """Offsets of the blocks beyond the upper faces that can hold an adjacent voxel."""
     out = []
     for axis in range(3):
@@ -271,7 +278,7 @@ def _neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
             others = [a for a in range(3) if a != axis]
             off[others[0]], off[others[1]] = d
             out.append((axis, tuple(off)))
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _pair_tasks(dsk: dict[Any, Any], name: str, results: dict[tuple[int, ...], Any], bounds: list[np.ndarray],
@@ -315,7 +322,8 @@ def _scratch_array(scratch: str | os.PathLike[str], mask: da.Array) -> str | Non
         return None
     path = Path(scratch).absolute() / "pieces.zarr"
     zarr.create_array(str(path), shape=mask.shape, dtype=np.int32, chunks=tuple(c[0] for c in mask.chunks),
-                      compressors=[make_compressor("lz4-shuffle", np.dtype(np.int32))], fill_value=0,
+                      # "lz4-shuffle" names a Blosc codec: make_compressor returns None only for "auto"/"none"
+                      compressors=[cast("BloscCodec", make_compressor("lz4-shuffle", np.dtype(np.int32)))], fill_value=0,
                       overwrite=True)
     return str(path)
 
@@ -323,7 +331,8 @@ def _scratch_array(scratch: str | os.PathLike[str], mask: da.Array) -> str | Non
 def _compact(gids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Provisional ids ``block << 32 | local`` -> compact node index ``offsets[block] + local - 1``."""
     gids = np.asarray(gids, dtype=np.int64)
-    return offsets[gids >> SHIFT] + (gids & LOCAL_MASK) - 1
+    compact: np.ndarray = offsets[gids >> SHIFT] + (gids & LOCAL_MASK) - 1
+    return compact
 
 
 # --------------------------------------------------------------------------- reductions
@@ -345,7 +354,7 @@ def _tables_from_components(s1: list[dict[str, Any]], pairs: np.ndarray, boxes: 
         np.where(s["peak_lab"] > 0, off[b] + s["peak_lab"] - 1, -1) for b, s in enumerate(s1)
     ]).astype(np.int64) if s1 else np.zeros(0, np.int64)
     shape = tuple(int(boxes[-1][a][1]) for a in range(3)) if boxes else (0, 0, 0)
-    order = np.argsort(np.ravel_multi_index(tuple(peaks.T), shape), kind="stable") if len(peaks) else []
+    order: np.ndarray | list[int] = np.argsort(np.ravel_multi_index(tuple(peaks.T), shape), kind="stable") if len(peaks) else []
     peaks = peaks[order].reshape(-1, 3)
     peak_node = peak_node[order]
     peak_comp = np.where(peak_node >= 0, node_comp[np.maximum(peak_node, 0)] if n_nodes else -1, -1)
@@ -392,7 +401,8 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
     ns = np.array([s["n"] for s in s2], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
-    cat = {k: np.concatenate([s[k][1:] for s in s2]) if n_nodes else None
+    # None when there are no nodes; the arrays are indexed only when n_nodes (hence n_inst) > 0
+    cat: dict[str, Any] = {k: np.concatenate([s[k][1:] for s in s2]) if n_nodes else None
            for k in ("count", "sum", "first", "mask_sum", "center_max", "centre")}
     if n_nodes:
         pr = _compact(pairs, off) if len(pairs) else np.zeros((0, 2), np.int64)
@@ -498,7 +508,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         raise ParameterError(f"mask and center maps must be 3D of the same shape, got {mask.shape} and {center.shape}")
     if center.chunks != mask.chunks:
         center = center.rechunk(mask.chunks)
-    shape = tuple(int(s) for s in mask.shape)
+    shape = cast(tuple[int, int, int], tuple(int(s) for s in mask.shape))  # 3D: checked above
     bounds, grid = _grid(mask.chunks)
     blocks = list(itertools.product(*(range(g) for g in grid)))
     boxes = [_box(bounds, idx) for idx in blocks]
@@ -531,10 +541,10 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
                         (mask.name, *idx), (center.name, *idx), slab_keys)
         dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
-    s1, pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center],
-                      progress, "post-processing: components and centres")
+    s1, block_pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center],
+                            progress, "post-processing: components and centres")
     clock.append(time.perf_counter())
-    pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *pairs1])
+    pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs1])
     tables, peaks, info = _tables_from_components(list(s1), pairs1, boxes, p)
     clock.append(time.perf_counter())
 
@@ -551,10 +561,10 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
                                           scratch=scratch_path), (mask.name, *idx), (center.name, *idx))
         dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
-    s2, pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask, center],
-                      progress, "post-processing: instances")
+    s2, block_pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask, center],
+                            progress, "post-processing: instances")
     clock.append(time.perf_counter())
-    pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *pairs2])
+    pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs2])
     res = _instances(list(s2), pairs2, p)
     info["n_instances"] = res["n_instances"]
     clock.append(time.perf_counter())

@@ -46,7 +46,8 @@ def _label_pass(block: np.ndarray, *, threshold: float, connectivity: int, box: 
 
 def _relabel(block: np.ndarray, threshold: float, connectivity: int, table: np.ndarray) -> np.ndarray:
     lab, _ = label_block(block, threshold, connectivity)
-    return table[lab]
+    relabelled: np.ndarray = table[lab]
+    return relabelled
 
 
 def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
@@ -90,12 +91,12 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
                          (image.name, *idx))
         dsk[(sum_n, *idx)] = (_summary, res[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-labelpairs-{token}", res, bounds, grid, connectivity)
-    s, pairs = _run(f"cryodet-labelling-{token}", dsk, [(sum_n, *i) for i in blocks], pair_keys, [image],
-                    progress, "labelling")
+    s, block_pairs = _run(f"cryodet-labelling-{token}", dsk, [(sum_n, *i) for i in blocks], pair_keys, [image],
+                          progress, "labelling")
     ns = np.array([x["n"] for x in s], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
-    pairs = np.concatenate([np.zeros((0, 2), np.int64), *pairs])
+    pairs = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs])
     comp = union_find(n_nodes, _compact(pairs, off) if len(pairs) else pairs)
     first = np.concatenate([x["first"] for x in s]) if n_nodes else np.zeros(0, np.int64)
     n_comp = int(comp.max()) + 1 if n_nodes else 0
@@ -111,6 +112,7 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
         b = bindex[idx]
         table = np.concatenate([[0], node_label[off[b] : off[b] + ns[b]]]).astype(np.int32)
         dsk[(name, *idx)] = (_relabel, (image.name, *idx), threshold, connectivity, table)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[image])
+    # dask.array.Array does not match dask's own DaskCollection protocol (__dask_scheduler__ staticmethod)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[image])  # type: ignore[list-item]
     return da.Array(graph, name, chunks=image.chunks, dtype=np.int32,
                     meta=np.empty((0, 0, 0), np.int32)), n_comp

@@ -8,7 +8,9 @@ and :func:`skimage.measure.label`.  Use it for small volumes and tests only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -31,7 +33,7 @@ class ReferenceResult:
     peaks: np.ndarray  # (K, 3) int64 centre voxels (local maxima, after fusion), raster order
     center_scores: np.ndarray = None  # type: ignore[assignment]  # (N,) float64 centre-map peak (ranking score)
 
-    def __iter__(self):  # labels, centers, n_voxels, scores
+    def __iter__(self) -> Iterator[np.ndarray]:  # labels, centers, n_voxels, scores
         return iter((self.labels, self.centers, self.n_voxels, self.scores))
 
 
@@ -61,7 +63,7 @@ def _nearest_all(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     d2 = ((points[:, None, :].astype(np.int64) - centres[idx].astype(np.int64)) ** 2).sum(-1)
     best = d2.min(axis=1)
     cand = np.where(d2 == best[:, None], idx, np.iinfo(np.int64).max)
-    out = cand.min(axis=1)
+    out: np.ndarray = cand.min(axis=1)
     unsure = d2[:, -1] == best  # all k candidates tie: there may be more
     if unsure.any():
         out[unsure] = nearest_centre_bruteforce(points[unsure], centres)
@@ -93,7 +95,7 @@ def fused_peaks(c: np.ndarray, peaks: np.ndarray, min_distance: float) -> np.nda
 
 
 def postprocess_reference(mask: np.ndarray, center: np.ndarray,
-                          params: PostprocessParams | None = None, **kwargs) -> ReferenceResult:
+                          params: PostprocessParams | None = None, **kwargs: Any) -> ReferenceResult:
     """Post-process whole in-memory maps (the definition; see the module notes).
 
     Parameters
@@ -158,7 +160,7 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     n = int(flat.max()) if flat.size else 0
     counts = np.bincount(labs, minlength=n + 1)
     zyx = np.stack(np.unravel_index(idx, comp.shape), axis=1).astype(np.float64)
-    centroids = np.stack([np.bincount(labs, weights=zyx[:, a], minlength=n + 1) for a in range(3)], axis=1)
+    centroids: np.ndarray = np.stack([np.bincount(labs, weights=zyx[:, a], minlength=n + 1) for a in range(3)], axis=1)
     centroids = centroids[1:] / np.maximum(counts[1:, None], 1)
     msum = np.bincount(labs, weights=mask.ravel()[idx].astype(np.float64), minlength=n + 1)[1:]
     cmax = np.full(n + 1, -np.inf)

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -93,6 +93,7 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
     """
     from .. import models
 
+    paths: list[str | os.PathLike[str] | None]
     if model is None:
         # the two-head network: more accurate than the shipped pair on validation data and half the cost
         # (README, Results); the pair is -m segnet.pt -c centernet.pt
@@ -382,7 +383,7 @@ def predict(
     if stats is None and out is not None:
         stats = _resume_stats(partial_path(out), fingerprint)
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
-    common = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
+    common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
                   torch_threads=torch_threads)
 
     if out is None:
@@ -391,6 +392,8 @@ def predict(
         deps = []
         if reader_key is not None:
             tasks[reader_key] = reader
+        source: str | tuple[str, int, int, int]
+        origin: tuple[int, ...] | None
         for idx in plan.indices():
             if reader_key is not None:
                 source, origin = reader_key, None
@@ -465,7 +468,9 @@ def _verify_chunks(store: Path, done: dict[tuple[int, ...], dict[str, int] | Non
     bad: dict[tuple[int, ...], str] = {}
     for h in HEADS:
         digests = {idx: d[h] for idx, d in done.items() if d is not None}
-        for idx, reason in verify_array(arrays[h], list(done), digests=digests, threads=True).items():
+        # every entry was checked to be a zarr.Array above
+        checked = verify_array(cast("zarr.Array[Any]", arrays[h]), list(done), digests=digests, threads=True)
+        for idx, reason in checked.items():
             bad.setdefault(idx, f"{h} {reason}")
     return bad
 
@@ -493,7 +498,8 @@ def _verify_complete(out: Path, attrs: dict[str, Any]) -> dict[tuple[int, ...], 
 
 def _grid_of(store: Path) -> tuple[int, ...] | None:
     try:
-        arr = zarr.open_group(str(store), mode="r")[HEADS[0]]
+        # a head is an array in the stores written here; a group lacks .shape and lands in except
+        arr = cast("zarr.Array[Any]", zarr.open_group(str(store), mode="r")[HEADS[0]])
         return tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
     except Exception:  # noqa: BLE001
         return None
@@ -504,7 +510,9 @@ def _remove_chunks(store: Path, indices: Sequence[tuple[int, ...]]) -> None:
     try:
         group = zarr.open_group(str(store), mode="r")
         for h in HEADS:
-            arr = group[h]
+            # a head is an array in the stores written here; a group lacks .metadata.encode_chunk_key
+            # and lands in except
+            arr = cast("zarr.Array[Any]", group[h])
             for idx in indices:
                 key = arr.metadata.encode_chunk_key(tuple(idx))
                 path = store / h / key
@@ -549,7 +557,8 @@ def _reopen_for_repair(out: Path, plan: ChunkPlan, attrs: dict[str, Any],
 
 def _read_attrs(store: Path) -> dict[str, Any] | None:
     try:
-        return dict(zarr.open_group(str(store), mode="r").attrs.get("cryodet", {}))
+        # the "cryodet" attribute is a JSON object; anything else fails in dict() and lands in except
+        return dict(cast(dict[str, Any], zarr.open_group(str(store), mode="r").attrs.get("cryodet", {})))
     except Exception:
         return None
 
@@ -658,7 +667,7 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
     if missing:  # a task finished without marking its chunk: never call such a store complete
         raise RuntimeError(f"{out}: chunks {missing[:3]} have no marker after prediction")
     group = zarr.open_group(str(tmp), mode="r+")
-    attrs = dict(group.attrs["cryodet"])
+    attrs = dict(cast(dict[str, Any], group.attrs["cryodet"]))  # the JSON object this run wrote
     attrs["complete"] = True
     attrs["chunk_digests"] = {_key(idx): [markers[idx][h] for h in HEADS]  # type: ignore[index]
                               for idx in sorted(markers)}

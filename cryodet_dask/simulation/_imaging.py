@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import fft as sfft
@@ -277,10 +277,10 @@ def image_volume(
         before = [halo - (s.start - a) for s, a in zip(core, lo)]
         after = [halo - (b - s.stop) for s, b in zip(core, hi)]
         sizes = [(s.stop - s.start) + 2 * halo for s in core]
-        fast = [sfft.next_fast_len(n, real=True) for n in sizes]
-        after = [a + (f - n) for a, f, n in zip(after, fast, sizes)]
+        fast_sizes = [sfft.next_fast_len(n, real=True) for n in sizes]
+        after = [a + (f - n) for a, f, n in zip(after, fast_sizes, sizes)]
         pad = list(zip(before, after))
-        padded_blocks.append((core, lo, hi, pad, tuple(fast)))
+        padded_blocks.append((core, lo, hi, pad, cast(tuple[int, int, int], tuple(fast_sizes))))  # 3D
         data = np.asarray(signal[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float32)
         data = np.pad(data, pad, mode="reflect" if min(data.shape) > 1 else "edge")
         res = _filter(data, params, True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..errors import OutputExistsError, ParameterError
@@ -324,7 +325,7 @@ def _run(cfg: SimulationConfig, arrays: dict[str, Any]) -> tuple[pd.DataFrame, d
     )
     table = pd.DataFrame(rows, columns=PARTICLE_COLUMNS)
     t2 = time.perf_counter()
-    stats = image_volume(arrays["signal"], arrays["tomogram"], cfg.imaging, noise_seed, clean=arrays.get("clean"),
+    stats: dict[str, Any] = image_volume(arrays["signal"], arrays["tomogram"], cfg.imaging, noise_seed, clean=arrays.get("clean"),
                          max_fft_voxels=cfg.max_fft_voxels, block=cfg.fft_block, halo=cfg.fft_halo)
     t3 = time.perf_counter()
     stats.update(
@@ -426,6 +427,7 @@ def write_simulation(
     out_dir.mkdir(parents=True, exist_ok=True)
     vs = cfg.voxel_size
     paths: dict[str, Path] = {}
+    dtypes: dict[str, npt.DTypeLike]
     if format == "zarr":
         chunks = normalize_chunks(128, cfg.shape)
         dtypes = {"tomogram": np.float32, "labels": np.int32, "mask": np.uint8, "center": np.float32,

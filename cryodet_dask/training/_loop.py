@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import CheckpointError, ParameterError
 from ..models import UNet3D, UNetConfig, read_checkpoint, save
 from ._augment import augment
-from ._sampler import TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
+from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 
 __all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path"]
 
@@ -107,7 +107,7 @@ class TrainingConfig:
     snapshot_every: int = 0
 
     def __post_init__(self) -> None:
-        ps = self.patch_size
+        ps: tuple[int, ...] = self.patch_size
         ps = (int(ps),) * 3 if isinstance(ps, (int, np.integer)) else tuple(int(v) for v in ps)
         if len(ps) == 1:
             ps = ps * 3
@@ -280,9 +280,9 @@ def train(
     cfg = config or TrainingConfig()
     if overrides:
         known = {f.name for f in fields(TrainingConfig)}
-        bad = set(overrides) - known
-        if bad:
-            raise ParameterError(f"unknown training parameter(s): {sorted(bad)}")
+        unknown = set(overrides) - known
+        if unknown:
+            raise ParameterError(f"unknown training parameter(s): {sorted(unknown)}")
         cfg = TrainingConfig(**{**asdict(cfg), **overrides})
     init_state = None
     init_record: dict[str, Any] | None = None
@@ -338,7 +338,8 @@ def train(
                                  "validation_fraction > 0")
         splits = [split_region(v.shape, cfg.validation_fraction, max(cfg.patch_size[1:])) for v in vols]
         train_regions = [s[0] for s in splits]
-        val_vols, val_regions = vols, [s[1] for s in splits]
+        # validation_fraction > 0 (checked above): split_region returns a validation region for each
+        val_vols, val_regions = vols, cast("list[Region]", [s[1] for s in splits])
     vsizes = {v.voxel_size for v in vols if v.voxel_size}
     if len(vsizes) > 1:
         log.warning("training tomograms have different voxel sizes %s; the network will be tied to none of them",

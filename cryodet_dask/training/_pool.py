@@ -189,7 +189,7 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
     for i in tqdm(range(count), desc="simulating pool", disable=not progress, unit="tomogram"):
         name = f"{i:04d}"
         cond = draw_conditions(seed, i, ranges)
-        entry = {"name": name, "conditions": cond, "shape": list(shape)}
+        entry: dict[str, Any] = {"name": name, "conditions": cond, "shape": list(shape)}
         folder = out / name
         done = old.get(name)
         if not (done and done.get("conditions") == cond and done.get("shape") == list(shape)
