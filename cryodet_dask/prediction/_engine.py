@@ -94,7 +94,8 @@ def _bf16_ok(device: str) -> bool:
     import torch
 
     if device not in _BF16:
-        ok, why = bf16_allowed(torch.__version__, torch.backends.cudnn.version())
+        cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        ok, why = bf16_allowed(torch.__version__, cudnn)
         if why:
             warnings.warn(why, stacklevel=3)
         _BF16[device] = ok
