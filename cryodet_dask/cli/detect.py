@@ -170,6 +170,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "each value is checked by its flag's parser (booleans: true/false, yes/no, 1/0)")
     g.add_argument("--save-config", metavar="YAML", help="write the effective parameters to a YAML file")
     g.add_argument("--overwrite", action="store_true", default=False, help="recompute everything")
+    g = p.add_argument_group("copick projects (CZ cryoET Data Portal); local filesystem")
+    g.add_argument("--copick", dest="copick", default=None, metavar="CONFIG.json",
+                   help="read the tomogram(s) from this copick project instead of TOMO, and write the picks and "
+                   "the instance labels back into its overlay (Picks/USER_SESSION_OBJECT.json, "
+                   "InstanceSegmentations/SPACING_USER_SESSION_OBJECT.zarr); the usual outputs go to OUT_DIR "
+                   "(one folder per run when there are several)")
+    g.add_argument("--run", dest="copick_run", action="append", default=[], metavar="NAME",
+                   help="copick run to process (repeatable)")
+    g.add_argument("--copick-runs", dest="copick_runs", default=None, metavar="all|NAME,NAME",
+                   help="copick runs to process: all, or a comma-separated list")
+    g.add_argument("--voxel-spacing", dest="copick_voxel_spacing", type=positive_float, default=10.0,
+                   metavar="ANGSTROM", help="copick voxel spacing of the tomogram, Å (default: 10)")
+    g.add_argument("--tomo-type", dest="copick_tomo_type", default="wbp", metavar="TYPE",
+                   help="copick tomogram type (default: wbp)")
+    g.add_argument("--copick-object", dest="copick_object", default=None, metavar="NAME",
+                   help="pickable object name of the picks and labels written back (default: the config's only "
+                   "object, else required)")
+    g.add_argument("--copick-user", dest="copick_user", default="cryodet-dask", metavar="ID",
+                   help="copick user_id of what is written back (default: cryodet-dask)")
+    g.add_argument("--copick-session", dest="copick_session", default="0", metavar="ID",
+                   help="copick session_id of what is written back (default: 0)")
+
     from ..cluster import add_cluster_arguments
 
     add_cluster_arguments(p)
@@ -322,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     params.validate()
     config_from_args(args)  # the cluster options too, before any work
-    tomos = _expand(list(args.tomograms) + list(args.tomo_flag))
+    copick = _copick_inputs(args, params)
+    tomos = _expand(list(args.tomograms) + list(args.tomo_flag)) if copick is None else copick[1]
     if not tomos:
         if getattr(args, "save_config", None):
             Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
@@ -342,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     batch = len(tomos) > 1
     names = _batch_names(tomos) if batch else [_stem(tomos[0])]
+    if copick is not None:  # one output name per run
+        names = list(copick[2])
     targets = [(out / n) if batch else out for n in names]
     for t, target in zip(tomos, targets):
         if batch and not _inside(target, out):
@@ -359,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
         for t, name, target in zip(tomos, names, targets):
             if batch and not args.overwrite and _complete(target, t, name, params):
                 print(f"{t}: outputs complete in {target} for this input and these parameters, skipped")
+                if copick is not None:
+                    _write_copick(copick[0], args, name, target)
                 continue
             pending.append((t, name, target))
         if not pending:
@@ -367,12 +394,71 @@ def run(args: argparse.Namespace) -> int:
             for t, name, target in pending:
                 res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
                              progress=progress)
+                if copick is not None:
+                    _write_copick(copick[0], args, name, target)
                 if not args.quiet:
                     tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
                     pr = res.prediction
                     print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
                           f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
     return 0
+
+
+def _copick_inputs(args: argparse.Namespace, params: Any) -> tuple[Any, list[Path], list[str]] | None:
+    """With ``--copick``: the project, the tomogram stores of the chosen runs and the run names;
+    everything checked (config, runs, tomograms, object name, output formats) before any work."""
+    if not args.copick:
+        if args.copick_run or args.copick_runs:
+            raise ParameterError("--run/--copick-runs need --copick CONFIG.json")
+        return None
+    from ..particles._copick import CopickProject
+
+    if args.tomograms or args.tomo_flag:
+        raise ParameterError("give either TOMO or --copick, not both")
+    project = CopickProject.open(args.copick)
+    if args.copick_runs:
+        runs = project.runs() if args.copick_runs.strip() == "all" else \
+            [r.strip() for r in args.copick_runs.split(",") if r.strip()]
+    else:
+        runs = list(args.copick_run)
+    if not runs:
+        raise ParameterError(f"{args.copick}: say which runs: --run NAME or --copick-runs all "
+                             f"(runs: {', '.join(project.runs()) or 'none'})")
+    if args.copick_object is None:
+        particles = [n for n, o in project.objects.items() if o.get("is_particle", True)]
+        if len(particles) != 1:
+            raise ParameterError(f"{args.copick}: give --copick-object (the config lists "
+                                 f"{', '.join(sorted(project.objects)) or 'no object'})")
+        args.copick_object = particles[0]
+    project.check_object(args.copick_object)
+    if "csv" not in params.formats:
+        raise ParameterError("--copick writes the picks from the CSV output: keep csv in --formats")
+    stores = [project.tomogram(r, args.copick_voxel_spacing, args.copick_tomo_type) for r in runs]
+    return project, stores, runs
+
+
+def _write_copick(project: Any, args: argparse.Namespace, name: str, target: Path) -> None:
+    """The run's picks (from ``NAME_centers.csv``) and instance labels (from ``NAME_labels.zarr``) into
+    the copick overlay."""
+    import pandas as pd
+
+    from ..io import load
+
+    run = json.loads((target / f"{name}_run.json").read_text())
+    vs = float(run["voxel_size_angst"])
+    particles = pd.read_csv(target / f"{name}_centers.csv")
+    picks = project.write_picks(name, particles, voxel_size=vs, user_id=args.copick_user,
+                                session_id=args.copick_session, object_name=args.copick_object)
+    written = [picks]
+    labels = target / f"{name}_labels.zarr"
+    if not labels.is_dir() and (target / f"{name}_labels.mrc").is_file():
+        labels = target / f"{name}_labels.mrc"
+    if labels.exists():
+        written.append(project.write_instance_labels(name, load(labels).data, voxel_size=vs,
+                                                     user_id=args.copick_user, session_id=args.copick_session,
+                                                     name=args.copick_object))
+    if not args.quiet:
+        print(f"{name}: copick {', '.join(str(p) for p in written)}")
 
 
 def _inside(path: Path, folder: Path) -> bool:
