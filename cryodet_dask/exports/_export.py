@@ -10,7 +10,7 @@ from typing import Any
 import dask.array as da
 
 from ..errors import ParameterError
-from ._centres import write_centers_csv, write_centers_star, write_centers_txt
+from ..particles import write_centers_csv, write_centers_star, write_centers_txt
 from ._labels import write_labels_mrc, write_labels_zarr
 
 __all__ = ["FORMATS", "export"]

@@ -11,14 +11,17 @@ the caller says raises a one-line :class:`~cryodet_dask.errors.ParameterError`
 naming the option that resolves it.
 
 :func:`write_particles` writes such a table as STAR (RELION 5), CSV, CZII CSV,
-TARDIS CSV, the seed's TXT, copick JSON, IMOD ``.mod`` or Dynamo ``.tbl``.
+TARDIS CSV, the seed's TXT, copick JSON, IMOD ``.mod`` or Dynamo ``.tbl``;
+``write_centers_txt/csv/star`` write a detection's centres (the files ``detect``
+writes), through the same STAR writer.
 """
 
 from __future__ import annotations
 
+from ._centres import TXT_HEADER, write_centers_csv, write_centers_star, write_centers_txt
 from ._read import READ_FORMATS, TomogramInfo, format_from_path, read_particles
 from ._tables import UNITS
 from ._write import WRITE_FORMATS, write_particles
 
 __all__ = ["read_particles", "write_particles", "READ_FORMATS", "WRITE_FORMATS", "UNITS", "TomogramInfo",
-           "format_from_path"]
+           "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt"]

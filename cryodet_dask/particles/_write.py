@@ -159,7 +159,7 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
                 out = pd.DataFrame({"IDs": ids, "X [A]": a[:, 0], "Y [A]": a[:, 1], "Z [A]": a[:, 2]})
             out.to_csv(tmp, index=False, float_format="%.6g")
         elif fmt == "txt":
-            from ..exports import write_centers_txt
+            from ._centres import write_centers_txt
 
             tmp.unlink(missing_ok=True)
             write_centers_txt(c[:, ::-1], tmp, _need_vs(vs, "the seed's TXT"), overwrite=True)
@@ -210,7 +210,9 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
     return path
 
 
-def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | None, tmp: Path, *, shape, shapes, names) -> None:
+def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | np.ndarray | None, tmp: Path, *, shape, shapes,
+                names) -> None:
+    """RELION 5 particles STAR; ``vs``: Å per voxel, one value or (x, y, z), for the centred Å columns."""
     import starfile
 
     out = pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
@@ -238,7 +240,17 @@ def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | None, tmp: Path, *,
         out["rlnClassNumber"] = cls
     if "score" in df.columns:
         out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy(float)
-    _via_tempdir(tmp, "particles.star", lambda p: starfile.write({"particles": out}, p))
+    def write(p: Path) -> None:
+        # 9 significant digits: coordinates keep 1e-3 voxel at 100,000 voxels, small scores keep theirs
+        starfile.write({"particles": out}, p, float_format="%.9g")
+        # RELION 5's version line in place of starfile's "Created ... at <time>" comment: the same
+        # table gives the same bytes, run after run
+        lines = [ln for ln in p.read_text().splitlines() if not ln.startswith("# Created by the starfile")]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        p.write_text("\n# version 50001\n\n" + "\n".join(lines) + "\n")
+
+    _via_tempdir(tmp, "particles.star", write)
 
 
 def _write_copick(df: pd.DataFrame, a: np.ndarray, vs: float, tmp: Path, *, tomogram_name, object_name, user_id,

@@ -140,6 +140,10 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     RELION 5 convention.  With Detections, ``rlnAutopickFigureOfMerit`` = the
     particle's score (centre-map peak), so picks can be thresholded afterwards.
     """
+    import pandas as pd
+
+    from ._write import _write_star
+
     c = _centers(centers)
     fom = getattr(centers, "center_scores", None)
     if fom is not None and len(fom) != len(c):
@@ -150,17 +154,14 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
         raise ParameterError(f"volume shape must be (Z, Y, X), got {volume_shape!r}")
     if not tomo_name or any(ch.isspace() for ch in str(tomo_name)):
         raise ParameterError(f"tomogram name for the STAR file must be one word, got {tomo_name!r}")
-    centred = (c - shape / 2.0) * vs
-    cols = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
-            "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
+    xyz = c[:, ::-1].reshape(-1, 3)
+    table = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if fom is not None:
-        cols.append("rlnAutopickFigureOfMerit")
-    lines = ["", "# version 50001", "", "data_particles", "", "loop_"]
-    lines += [f"_{name} #{i + 1}" for i, name in enumerate(cols)]
-    for k, ((z, y, x), (cz, cy, cx)) in enumerate(zip(c, centred)):
-        row = f"{tomo_name}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.3f}\t{cy:.3f}\t{cz:.3f}"
-        lines.append(row if fom is None else f"{row}\t{float(fom[k]):.6g}")
+        table["score"] = np.asarray(fom, dtype=np.float64)
+    # the one STAR writer (write_particles'), with the voxel size per axis (x, y, z) for the centred Å
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text("\n".join(lines) + "\n\n")
+        tmp.unlink(missing_ok=True)
+        _write_star(table, xyz, vs[::-1], tmp, shape=tuple(int(n) for n in shape), shapes=None,
+                    names=np.full(len(xyz), str(tomo_name), dtype=object))
     return path
