@@ -94,6 +94,7 @@ class DetectParams:
     formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
     rescale: bool = False
     nan_policy: str = "error"
+    tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
 
     def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
         """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and
@@ -443,6 +444,8 @@ def _check_params(p: DetectParams) -> None:
     unknown = [f for f in p.formats if f not in FORMATS]
     if unknown or not p.formats:
         raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
+    if p.tomogram_name is not None:
+        check_tomo_name(p.tomogram_name, "--tomogram-name")
     if p.nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
     if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):
@@ -870,7 +873,7 @@ def detect(
                                       assumed=p.voxel_size is None and not tomo.voxel_size)
     factor = voxel_size / trained if (p.rescale and trained) else None
     if out_dir is not None and "star" in p.formats:
-        check_tomo_name(stem, str(src_path) if src_path is not None else stem)
+        check_tomo_name(p.tomogram_name or stem, str(src_path) if src_path is not None else stem)
     identity = _identity(src_path, p) if out_dir is not None else None
 
     # one run per output folder: the lock is taken before anything in it is touched (cleaning included)
@@ -986,7 +989,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     # the label image names its tomogram (NGFF image-label.source) where that image stays:
     # the user's store, or the kept conversion beside it (not a rescaled copy)
     source = src_path if is_store else (zpath if p.keep_intermediate else None)
-    export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats),
+    export_fp = _digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), p.tomogram_name,
                          str(Path(source).resolve()) if source is not None else None,
                          voxel_size if len(set(vs_zyx)) == 1 else list(vs_zyx),
                          list(tomo.origin_zyx)])
@@ -1014,7 +1017,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         files: dict[str, Path] = {}
         if out_dir is not None:
             files = export(dets, out, stem, voxel_size=vs_zyx, origin_zyx=tomo.origin_zyx, source_image=source,
-                           formats=p.formats, tomo_name=stem, overwrite=True, progress=progress)
+                           formats=p.formats, tomo_name=p.tomogram_name or stem, overwrite=True,
+                           progress=progress)
         timings["export"] = time.perf_counter() - t
     finally:
         if scratch is not None:

@@ -117,6 +117,12 @@ def _batch_with_one_bad_name(tmp: Path, inputs: Path) -> list[str]:
     return [str(tmp / "fine.mrc"), str(tmp / "#bad.mrc")]
 
 
+def _batch_with_two(tmp: Path, inputs: Path) -> list[str]:
+    shutil.copy(inputs / "tomo.mrc", tmp / "a.mrc")
+    shutil.copy(inputs / "tomo.mrc", tmp / "b.mrc")
+    return [str(tmp / "a.mrc"), str(tmp / "b.mrc")]
+
+
 #: (id, extra flags or a function (tmp) -> extra flags, tomograms or a function (tmp, inputs) -> tomograms,
 #:  text the one-line error must contain)
 REFUSED = [
@@ -155,6 +161,8 @@ REFUSED = [
     ("name-with-space", [], _spaced_name, "cannot be the STAR file's rlnTomoName (it contains white space)"),
     ("name-star-keyword", [], _star_keyword_name, "cannot be the STAR file's rlnTomoName (it starts with a STAR"),
     ("batch-one-bad-name", [], _batch_with_one_bad_name, "it starts with '#'"),
+    ("flag-tomogram-name-space", ["--tomogram-name", "TS 01"], None, "cannot be the STAR file's rlnTomoName"),
+    ("flag-tomogram-name-in-a-batch", ["--tomogram-name", "TS_01"], _batch_with_two, "names one tomogram"),
     ("yaml-nan-policy-typo", lambda t: _write_cfg(t, "nan_policy: ignore\n"), None,
      "nan_policy: expected one of error, zero"),
     ("flag-memory-limit-banana", ["--memory-limit", "banana"], None, "must be a size such as 4GiB or 500MB"),
@@ -523,3 +531,15 @@ def test_two_detect_runs_into_one_folder(net, tmp_path, capsys):
     assert first.returncode == 0
     same_outputs(ref, out)
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporaries, lock released
+
+
+def test_tomogram_name_ties_the_star_file_to_the_tilt_series(inputs, net, reference, tmp_path):
+    """rec_TS_01.mrc with --tomogram-name TS_01: the STAR names TS_01; every other output is unchanged."""
+    shutil.copy(inputs / "tomo.mrc", tmp_path / "rec_TS_01.mrc")
+    out = tmp_path / "o"
+    assert main(_argv([tmp_path / "rec_TS_01.mrc"], out, net, "--tomogram-name", "TS_01")) == 0
+    from cryodet_dask import read_particles
+
+    star = read_particles(out / "rec_TS_01_centers.star", voxel_size=10.0)
+    assert set(star["tomo_name"]) == {"TS_01"}
+    same_outputs(reference, out, name_b="rec_TS_01", files=("_labels.mrc", "_centers.txt", "_centers.csv"))

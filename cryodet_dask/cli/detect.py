@@ -31,7 +31,7 @@ from ._common import (
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy")
+          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name")
 
 
 def _text(text: str) -> str:
@@ -68,6 +68,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "particle_diameter": positive_float, "check_center": str2bool, "filter_outlier": str2bool,
     "neighbor_number": nonneg_int, "distance_threshold": nonneg_float, "connectivity": _connectivity,
     "formats": format_list, "keep_intermediate": str2bool, "nan_policy": _choice("error", "zero"),
+    "tomogram_name": _text,
 }
 assert set(TYPES) == set(PARAMS)
 
@@ -162,6 +163,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners "
                    f"(default: {d.connectivity})")
     g = p.add_argument_group("outputs and runs")
+    g.add_argument("--tomogram-name", type=TYPES["tomogram_name"], metavar="NAME",
+                   help="rlnTomoName written to the STAR file, e.g. TS_01 for rec_TS_01.mrc: the tilt series' "
+                   "name in the RELION 5 project (default: the output name; one tomogram only)")
     g.add_argument("--formats", type=TYPES["formats"], metavar="LIST",
                    help="outputs among mrc,txt,csv,star,zarr (default: all)")
     g.add_argument("--keep-intermediate", dest="keep_intermediate", type=TYPES["keep_intermediate"], metavar="true|false",
@@ -364,6 +368,8 @@ def run(args: argparse.Namespace) -> int:
     tomos = list(unique.values())
     out = Path(args.out)
     batch = len(tomos) > 1
+    if batch and params.tomogram_name is not None:
+        raise ParameterError("--tomogram-name names one tomogram; a batch's STAR files take their output names")
     names = _batch_names(tomos) if batch else [_stem(tomos[0])]
     if copick is not None:  # one output name per run
         names = list(copick[2])
