@@ -16,14 +16,16 @@ use seeds 1000 (training) and 2000 (validation loss), see docs/models.md):
 Commands (each caches what it computes in DIR)::
 
     python benchmarks/bench_quality.py make DIR [--sets validation,test,robustness]
-    python benchmarks/bench_quality.py predict DIR --set validation --weights pair|twohead|SEG,CEN|TWOHEAD
+    python benchmarks/bench_quality.py predict DIR --set validation --weights pair|twohead|SEG,CEN|TWOHEAD \
+        [--polarity both|as-is] [--tag NAME]
     python benchmarks/bench_quality.py sweep DIR --weights pair [--json out.json] [--png curves.png]
     python benchmarks/bench_quality.py table DIR --set test        # the README's Results table
     python benchmarks/bench_quality.py around DIR --weights twohead --png docs/img/validation_curves.png
     python benchmarks/bench_quality.py score DIR --set robustness --weights pair [--params JSON]
     python benchmarks/bench_quality.py curve DIR --weights 'out/twohead.epoch*.pt' [--params JSON]
 
-Predictions are whole-volume forward passes (``models.predict_array``, equal to
+Predictions are whole-volume forward passes (``models.predict_array``, with ``--polarity``
+as ``detect``'s: ``both`` averages the outputs on the tomogram and on its inverted contrast; equal to
 the chunked ``predict`` to float rounding) and post-processing is the
 chunked ``postprocess`` on the synchronous scheduler (equal to the
 whole-volume reference voxel for voxel, and 2x faster); both are tested
@@ -123,7 +125,7 @@ def _rescaled(vol: np.ndarray, voxel_size: float, target: float) -> np.ndarray:
     return ndimage.zoom(vol, voxel_size / target, order=1)
 
 
-def predict(root: Path, which: str, spec: str, tag: str) -> None:
+def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "both") -> None:
     import mrcfile
     import torch
 
@@ -142,7 +144,7 @@ def predict(root: Path, which: str, spec: str, tag: str) -> None:
             vol = _rescaled(vol, vs, target)
         maps: dict[str, np.ndarray] = {}
         for net in nets:
-            y = models.predict_array(net, vol)
+            y = models.predict_array(net, vol, polarity=polarity)
             for i, h in enumerate(net.config.heads):
                 maps[h] = y[i]
         np.savez(out, mask=maps["mask"], center=maps["center"], scale=np.float64(vs / target))
@@ -312,7 +314,9 @@ RESULT_ROWS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("new_twohead", "new defaults without the fragment filter (`--min-particle-size 0`)", {"min_particle_size": 0}),
     ("new_twohead", "new defaults without the score filter (`--min-score 0`)", {"min_score": 0.0}),
     ("new_twohead", "new defaults + filter_outlier", {"filter_outlier": True}),
-    ("new_twohead", "**new defaults**", None),
+    ("new_twohead", "new defaults", None),
+    ("sym_twohead", "seed defaults (check_center + filter_outlier)", SEED),
+    ("sym_twohead", "**new defaults**", None),
 ]
 
 
@@ -374,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep: what the defaults maximize: the mean of the per-tomogram F1 (each imaging "
                          "condition counts the same; default) or the F1 of the pooled counts")
     ap.add_argument("--rounds", type=int, default=1, help="sweep: passes over the parameters (default 1)")
+    ap.add_argument("--polarity", choices=("both", "as-is"), default="both",
+                    help="predict, curve: the networks on the tomogram and its inverted contrast, averaged (the "
+                         "default of detect), or as-is (the tags old_*, new_* and twohead_epoch* of the README)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -381,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make":
         make(args.dir, args.sets.split(","))
     elif args.command == "predict":
-        predict(args.dir, args.set, args.weights, tag)
+        predict(args.dir, args.set, args.weights, tag, args.polarity)
     elif args.command == "sweep":
         res = sweep(args.dir, tag, args.radius, args.rounds, args.objective)
         print(json.dumps({"chosen": res["chosen"], "validation": res["validation"]}, indent=1))
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for ck in sorted(glob.glob(args.weights)):
             t = Path(ck).stem.replace(".", "_")
-            predict(args.dir, args.set, ck, t)
+            predict(args.dir, args.set, ck, t, args.polarity)
             info = torch.load(ck, weights_only=True)["config"]["training"]
             pooled = _pooled([score_one(d, t, params, args.radius) for d in _tomograms(args.dir, args.set)])
             rows.append({"checkpoint": ck, "epoch": info.get("epochs"), "steps": info.get("steps"),

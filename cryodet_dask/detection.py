@@ -95,6 +95,7 @@ class DetectParams:
     rescale: bool = False
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
+    polarity: str = "both"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
 
     def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
         """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and
@@ -446,6 +447,8 @@ def _check_params(p: DetectParams) -> None:
         raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
     if p.tomogram_name is not None:
         check_tomo_name(p.tomogram_name, "--tomogram-name")
+    if p.polarity not in ("both", "as-is"):
+        raise ParameterError(f"polarity must be both or as-is, got {p.polarity!r}")
     if p.nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
     if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):
@@ -981,7 +984,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
 
     t = time.perf_counter()
     pred = predict(stored, _model_arg(p), out=pred_path, chunks=p.chunks, halo=p.halo,
-                   device=p.device, batch_size=p.batch_size, overwrite=overwrite, replace=True, progress=progress)
+                   device=p.device, batch_size=p.batch_size, polarity=p.polarity, overwrite=overwrite, replace=True,
+                   progress=progress)
     timings["predict"] = time.perf_counter() - t
 
     pp_kwargs = p.postprocess_kwargs(voxel_size)

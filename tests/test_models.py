@@ -198,7 +198,7 @@ def test_predict_array_pads_and_crops():
     net = UNet3D(TINY.replace(heads=["mask", "center"])).eval()
     rng = np.random.default_rng(0)
     vol = rng.normal(5.0, 2.0, size=(9, 13, 16)).astype(np.float32)
-    out = predict_array(net, vol)
+    out = predict_array(net, vol, polarity="as-is")
     assert out.shape == (2, 9, 13, 16) and out.dtype == np.float32
     # identical to a manual forward of the normalized, end-padded volume
     x = (vol - vol.mean(dtype=np.float64)) / vol.std(dtype=np.float64)
@@ -207,7 +207,12 @@ def test_predict_array_pads_and_crops():
         ref = net(torch.from_numpy(x)[None, None])[0].numpy()[:, :9, :13, :16]
     np.testing.assert_allclose(out, ref, atol=1e-5)
     # global normalization: an affine change of the input leaves the output unchanged
-    np.testing.assert_allclose(predict_array(net, vol * 3 + 7), out, atol=1e-4)
+    np.testing.assert_allclose(predict_array(net, vol * 3 + 7, polarity="as-is"), out, atol=1e-4)
+    # polarity "both" (the default): the mean over the volume and its inverted contrast, the same for either
+    both = predict_array(net, vol)
+    flipped = predict_array(net, -vol, polarity="as-is")
+    np.testing.assert_allclose(both, 0.5 * (out + flipped), atol=1e-5)
+    np.testing.assert_allclose(predict_array(net, -vol), both, atol=1e-5)
 
 
 def test_default_weights_load_and_are_small():

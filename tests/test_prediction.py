@@ -8,7 +8,7 @@ import torch
 
 from cryodet_dask import models
 from cryodet_dask.cli import main
-from cryodet_dask.errors import CheckpointError, OutputExistsError
+from cryodet_dask.errors import CheckpointError, OutputExistsError, ParameterError
 from cryodet_dask.prediction import default_halo, plan_chunks, predict
 from cryodet_dask.prediction import _predict as predict_module
 from cryodet_dask.testing import make_mrc
@@ -216,3 +216,29 @@ def test_known_bad_torch_and_cudnn_for_bf16(torch_version, cudnn, ok, warns):
 
     allowed, why = bf16_allowed(torch_version, cudnn)
     assert allowed is ok and (why is not None) is warns
+
+
+@pytest.mark.parametrize("polarity", ["both", "as-is"])
+def test_polarity_chunked_equals_whole_volume_and_both_is_contrast_invariant(two_head, volume, polarity, tmp_path):
+    ref = models.predict_array(models.load(two_head), volume, polarity=polarity)
+    pred = predict(volume, two_head, chunks=16, device="cpu", polarity=polarity)
+    np.testing.assert_allclose(pred.mask.compute(), ref[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pred.center.compute(), ref[1], atol=1e-5, rtol=0)
+    inverted = predict(-volume, two_head, chunks=16, device="cpu", polarity=polarity)
+    diff = np.abs(inverted.mask.compute() - pred.mask.compute()).max()
+    if polarity == "both":  # the same maps for the inverted tomogram
+        assert diff < 1e-5
+    else:  # the plain network is not polarity invariant (what "both" fixes)
+        assert diff > 1e-3
+    # a stored prediction records its polarity: the other one is not reused
+    src = make_mrc(tmp_path / "v.mrc", volume)
+    first = predict(src, two_head, out=tmp_path / "p.zarr", chunks=16, device="cpu", polarity=polarity)
+    other = "as-is" if polarity == "both" else "both"
+    with pytest.raises(OutputExistsError):
+        predict(src, two_head, out=tmp_path / "p.zarr", chunks=16, device="cpu", polarity=other)
+    assert first.attrs["fingerprint"]["polarity"] == polarity
+
+
+def test_unknown_polarity_is_refused(two_head, volume):
+    with pytest.raises(ParameterError, match="polarity must be one of both, as-is"):
+        predict(volume, two_head, chunks=16, device="cpu", polarity="inverted")

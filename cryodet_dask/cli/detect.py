@@ -31,7 +31,7 @@ from ._common import (
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name")
+          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity")
 
 
 def _text(text: str) -> str:
@@ -68,7 +68,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "particle_diameter": positive_float, "check_center": str2bool, "filter_outlier": str2bool,
     "neighbor_number": nonneg_int, "distance_threshold": nonneg_float, "connectivity": _connectivity,
     "formats": format_list, "keep_intermediate": str2bool, "nan_policy": _choice("error", "zero"),
-    "tomogram_name": _text,
+    "tomogram_name": _text, "polarity": _choice("both", "as-is"),
 }
 assert set(TYPES) == set(PARAMS)
 
@@ -119,6 +119,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference halo in voxels (default: half the receptive field)")
     g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
     g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
+    g.add_argument("--polarity", type=TYPES["polarity"], metavar="{both,as-is}",
+                   help="both: the maps are the mean of the networks' outputs on the tomogram and on its "
+                   "contrast-inverted copy, the same whichever way the contrast was written (two forward passes; "
+                   "chosen on validation data); as-is: one pass, half the inference time (default: both)")
     g.add_argument("-vs", "--voxel-size", type=TYPES["voxel_size"], metavar="ANGSTROM",
                    help="voxel size in Å, 0.1-1000 (default: from the file header; 14.08 with a warning if absent)")
     g.add_argument("--rescale", action="store_const", const=True,

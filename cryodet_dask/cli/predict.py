@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="chunks per task/forward call (default: 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage type of the maps (default: float32, exact local maxima)")
+    p.add_argument("--polarity", choices=("both", "as-is"), default="both",
+                   help="both: the mean of the networks' outputs on the tomogram and on its contrast-inverted copy "
+                   "(two forward passes); as-is: one pass (default: both)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     from ..cluster import add_cluster_arguments
 
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             dtype=args.dtype,
+            polarity=args.polarity,
             overwrite=args.overwrite,
             progress=show_progress(args),
         )

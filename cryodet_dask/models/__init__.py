@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from ._checkpoint import FORMAT, FORMAT_VERSION, load, read_checkpoint, save
 from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
-from ._inference import predict_array, zscore_stats
+from ._inference import POLARITIES, check_polarity, forward, predict_array, zscore_stats
 from ._unet import UNet3D
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
     "default_weights",
     "load",
     "predict_array",
+    "forward",
+    "POLARITIES",
+    "check_polarity",
     "read_checkpoint",
     "receptive_extent",
     "receptive_field",

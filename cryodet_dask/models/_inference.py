@@ -8,7 +8,31 @@ import torch
 from ..errors import ParameterError
 from ._unet import UNet3D
 
-__all__ = ["predict_array", "zscore_stats"]
+__all__ = ["predict_array", "zscore_stats", "forward", "POLARITIES", "check_polarity"]
+
+#: How a network meets the tomogram's contrast polarity.  ``"both"``: the mean of its outputs on the
+#: normalized tomogram ``x`` and on ``-x`` (the same tomogram with inverted contrast), so the maps are
+#: exactly the same whichever way the reconstruction software wrote the contrast (two forward passes);
+#: ``"as-is"``: one pass on ``x``.  Chosen on validation data (README, Results).
+POLARITIES = ("both", "as-is")
+
+
+def check_polarity(polarity: str) -> str:
+    if polarity not in POLARITIES:
+        raise ParameterError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+    return polarity
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, polarity: str = "both") -> torch.Tensor:
+    """``model(x)`` in float32, or with ``polarity="both"`` the mean of ``model(x)`` and ``model(-x)``.
+
+    ``x`` is the normalized input (zero mean), so ``-x`` is the normalized contrast-inverted tomogram;
+    the mean is a pointwise operation on the two outputs, so chunked prediction stays exact.
+    """
+    y = model(x).float()
+    if check_polarity(polarity) == "both":
+        y = 0.5 * (y + model(-x).float())
+    return y
 
 
 def zscore_stats(volume: np.ndarray) -> tuple[float, float]:
@@ -21,7 +45,7 @@ def zscore_stats(volume: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = None,
-                  std: float | None = None) -> np.ndarray:
+                  std: float | None = None, polarity: str = "both") -> np.ndarray:
     """Run ``model`` on a whole volume held in memory.
 
     Parameters
@@ -33,6 +57,9 @@ def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = Non
     mean, std : float, optional
         Normalization statistics; default: the volume's own global mean and
         standard deviation (``config.normalization == "zscore"``).
+    polarity : {"both", "as-is"}
+        ``"both"`` (default): the mean of the outputs on the volume and on its
+        contrast-inverted copy (:data:`POLARITIES`); ``"as-is"``: the plain network.
 
     Returns
     -------
@@ -58,6 +85,6 @@ def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = Non
     model.eval()
     device = next(model.parameters()).device
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
-    y = model(t)[0].float().cpu().numpy()
+    y = forward(model, t, polarity)[0].cpu().numpy()
     z, yy, xx = vol.shape
     return np.ascontiguousarray(y[:, :z, :yy, :xx])

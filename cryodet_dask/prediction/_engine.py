@@ -114,15 +114,18 @@ def forward_block(
     device: str = "cpu",
     amp: bool = True,
     torch_threads: int | None = None,
+    polarity: str = "both",
 ) -> list[np.ndarray]:
     """Run every model on every (normalized) block; blocks of equal shape share one forward call.
 
     Each block is zero-padded at the end of each axis to a multiple of the
     pooling factor and cropped back afterwards.  Returns, per block, a float32
     array (n_heads, *block.shape) with the heads of all models stacked in
-    ``specs`` order.
+    ``specs`` order.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`.
     """
     import torch
+
+    from ..models import forward
 
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
@@ -138,7 +141,7 @@ def forward_block(
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            y = torch.cat([net(x) for net in nets], dim=1).float().cpu().numpy()
+            y = torch.cat([forward(net, x, polarity) for net in nets], dim=1).cpu().numpy()
         for j, i in enumerate(members):
             out[i] = np.ascontiguousarray(y[j, :, : shape[0], : shape[1], : shape[2]])
     return out  # type: ignore[return-value]

@@ -159,11 +159,11 @@ def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, fl
 
 def _predict_chunks(reader: Any, plan: ChunkPlan, indices: Sequence[tuple[int, int, int]], mean: float,
                     std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                    torch_threads: int | None) -> list[np.ndarray]:
+                    torch_threads: int | None, polarity: str = "both") -> list[np.ndarray]:
     """Read, normalize and predict the chunks ``indices``; return their cores (n_heads, *core)."""
     regions = [plan.region(i) for i in indices]
     blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
-    outs = forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads)
+    outs = forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads, polarity=polarity)
     cores = []
     for idx, region, out in zip(indices, regions, outs):
         core = plan.core(idx)
@@ -190,17 +190,17 @@ class _RegionBlock:
 
 def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[int] | None, plan: ChunkPlan,
                 mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                torch_threads: int | None) -> np.ndarray:
+                torch_threads: int | None, polarity: str = "both") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
-    (core,) = _predict_chunks(reader, plan, [index], mean, std, specs, device, amp, torch_threads)
+    (core,) = _predict_chunks(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity)
     return core[_head_order(specs)]
 
 
 def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan: ChunkPlan, mean: float,
                   std: float, specs: Sequence[ModelSpec], device: str, amp: bool, torch_threads: int | None,
-                  store: str) -> np.ndarray:
+                  store: str, polarity: str = "both") -> np.ndarray:
     """Predict chunks, write them to the Zarr store, then mark each done; return how many."""
-    cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads)
+    cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads, polarity)
     order = _head_order(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
     arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
@@ -282,6 +282,7 @@ def predict(
     dtype: str = "float32",
     amp: bool = True,
     torch_threads: int | None = None,
+    polarity: str = "both",
     stats: tuple[float, float] | None = None,
     overwrite: bool = False,
     replace: bool = False,
@@ -315,6 +316,10 @@ def predict(
         Storage type of the maps (``out`` only).
     amp : bool
         bfloat16 autocast on GPU.
+    polarity : {"both", "as-is"}
+        ``"both"`` (default): each map is the mean of the networks' outputs on the
+        tomogram and on its contrast-inverted copy, so it is the same for either
+        contrast polarity (two forward passes); ``"as-is"``: one pass.
     torch_threads : int, optional
         Threads torch uses per task (default: torch's, which Dask workers set to 1).
     stats : (mean, std), optional
@@ -337,6 +342,9 @@ def predict(
         raise ParameterError(f"dtype must be float32 or float16, got {dtype!r}")
     if batch_size < 1:
         raise ParameterError(f"batch size must be at least 1, got {batch_size}")
+    from ..models import check_polarity
+
+    check_polarity(polarity)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
     extent = max(s.halo for s in specs)
@@ -359,6 +367,7 @@ def predict(
         "halo": list(plan.halo),
         "models": [_sha256(s.path) for s in specs],
         "dtype": dtype,
+        "polarity": polarity,
     }
     repaired = 0
     if out is not None:
@@ -384,7 +393,7 @@ def predict(
         stats = _resume_stats(partial_path(out), fingerprint)
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
     common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
-                  torch_threads=torch_threads)
+                  torch_threads=torch_threads, polarity=polarity)
 
     if out is None:
         name = "predict-" + tokenize(fingerprint, mean, std)
