@@ -125,7 +125,7 @@ def _rescaled(vol: np.ndarray, voxel_size: float, target: float) -> np.ndarray:
     return ndimage.zoom(vol, voxel_size / target, order=1)
 
 
-def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "both") -> None:
+def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "as-is") -> None:
     import mrcfile
     import torch
 
@@ -314,9 +314,8 @@ RESULT_ROWS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("new_twohead", "new defaults without the fragment filter (`--min-particle-size 0`)", {"min_particle_size": 0}),
     ("new_twohead", "new defaults without the score filter (`--min-score 0`)", {"min_score": 0.0}),
     ("new_twohead", "new defaults + filter_outlier", {"filter_outlier": True}),
-    ("new_twohead", "new defaults", None),
-    ("sym_twohead", "seed defaults (check_center + filter_outlier)", SEED),
-    ("sym_twohead", "**new defaults**", None),
+    ("new_twohead", "**new defaults**", None),
+    ("sym_twohead", "new defaults, `--polarity both` (maps averaged over both contrasts)", None),
 ]
 
 
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep: what the defaults maximize: the mean of the per-tomogram F1 (each imaging "
                          "condition counts the same; default) or the F1 of the pooled counts")
     ap.add_argument("--rounds", type=int, default=1, help="sweep: passes over the parameters (default 1)")
-    ap.add_argument("--polarity", choices=("both", "as-is"), default="both",
+    ap.add_argument("--polarity", choices=("both", "as-is"), default="as-is",
                     help="predict, curve: the networks on the tomogram and its inverted contrast, averaged (the "
                          "default of detect), or as-is (the tags old_*, new_* and twohead_epoch* of the README)")
     ap.add_argument("--json", type=Path, default=None)

@@ -95,7 +95,7 @@ class DetectParams:
     rescale: bool = False
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
-    polarity: str = "both"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
+    polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
 
     def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
         """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and

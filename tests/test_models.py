@@ -209,10 +209,11 @@ def test_predict_array_pads_and_crops():
     # global normalization: an affine change of the input leaves the output unchanged
     np.testing.assert_allclose(predict_array(net, vol * 3 + 7, polarity="as-is"), out, atol=1e-4)
     # polarity "both" (the default): the mean over the volume and its inverted contrast, the same for either
-    both = predict_array(net, vol)
+    assert np.array_equal(predict_array(net, vol), out)  # as-is is the default
+    both = predict_array(net, vol, polarity="both")
     flipped = predict_array(net, -vol, polarity="as-is")
     np.testing.assert_allclose(both, 0.5 * (out + flipped), atol=1e-5)
-    np.testing.assert_allclose(predict_array(net, -vol), both, atol=1e-5)
+    np.testing.assert_allclose(predict_array(net, -vol, polarity="both"), both, atol=1e-5)
 
 
 def test_default_weights_load_and_are_small():

@@ -240,5 +240,5 @@ def test_polarity_chunked_equals_whole_volume_and_both_is_contrast_invariant(two
 
 
 def test_unknown_polarity_is_refused(two_head, volume):
-    with pytest.raises(ParameterError, match="polarity must be one of both, as-is"):
+    with pytest.raises(ParameterError, match="polarity must be one of as-is, both"):
         predict(volume, two_head, chunks=16, device="cpu", polarity="inverted")

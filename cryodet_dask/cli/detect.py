@@ -120,9 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
     g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
     g.add_argument("--polarity", type=TYPES["polarity"], metavar="{both,as-is}",
-                   help="both: the maps are the mean of the networks' outputs on the tomogram and on its "
-                   "contrast-inverted copy, the same whichever way the contrast was written (two forward passes; "
-                   "chosen on validation data); as-is: one pass, half the inference time (default: both)")
+                   help="as-is: one forward pass (default); both: the maps are the mean of the networks' outputs "
+                   "on the tomogram and on its contrast-inverted copy, exactly the same whichever way the contrast "
+                   "was written (two forward passes, twice the inference time)")
     g.add_argument("-vs", "--voxel-size", type=TYPES["voxel_size"], metavar="ANGSTROM",
                    help="voxel size in Å, 0.1-1000 (default: from the file header; 14.08 with a warning if absent)")
     g.add_argument("--rescale", action="store_const", const=True,

@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="chunks per task/forward call (default: 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage type of the maps (default: float32, exact local maxima)")
-    p.add_argument("--polarity", choices=("both", "as-is"), default="both",
+    p.add_argument("--polarity", choices=("both", "as-is"), default="as-is",
                    help="both: the mean of the networks' outputs on the tomogram and on its contrast-inverted copy "
-                   "(two forward passes); as-is: one pass (default: both)")
+                   "(two forward passes, exactly the same maps for either contrast polarity); as-is: one pass (default: as-is)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     from ..cluster import add_cluster_arguments
 

@@ -114,7 +114,7 @@ def forward_block(
     device: str = "cpu",
     amp: bool = True,
     torch_threads: int | None = None,
-    polarity: str = "both",
+    polarity: str = "as-is",
 ) -> list[np.ndarray]:
     """Run every model on every (normalized) block; blocks of equal shape share one forward call.
 

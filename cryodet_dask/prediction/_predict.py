@@ -159,7 +159,7 @@ def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, fl
 
 def _predict_chunks(reader: Any, plan: ChunkPlan, indices: Sequence[tuple[int, int, int]], mean: float,
                     std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                    torch_threads: int | None, polarity: str = "both") -> list[np.ndarray]:
+                    torch_threads: int | None, polarity: str = "as-is") -> list[np.ndarray]:
     """Read, normalize and predict the chunks ``indices``; return their cores (n_heads, *core)."""
     regions = [plan.region(i) for i in indices]
     blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
@@ -190,7 +190,7 @@ class _RegionBlock:
 
 def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[int] | None, plan: ChunkPlan,
                 mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                torch_threads: int | None, polarity: str = "both") -> np.ndarray:
+                torch_threads: int | None, polarity: str = "as-is") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
     (core,) = _predict_chunks(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity)
     return core[_head_order(specs)]
@@ -198,7 +198,7 @@ def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[in
 
 def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan: ChunkPlan, mean: float,
                   std: float, specs: Sequence[ModelSpec], device: str, amp: bool, torch_threads: int | None,
-                  store: str, polarity: str = "both") -> np.ndarray:
+                  store: str, polarity: str = "as-is") -> np.ndarray:
     """Predict chunks, write them to the Zarr store, then mark each done; return how many."""
     cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads, polarity)
     order = _head_order(specs)
@@ -282,7 +282,7 @@ def predict(
     dtype: str = "float32",
     amp: bool = True,
     torch_threads: int | None = None,
-    polarity: str = "both",
+    polarity: str = "as-is",
     stats: tuple[float, float] | None = None,
     overwrite: bool = False,
     replace: bool = False,
@@ -317,9 +317,9 @@ def predict(
     amp : bool
         bfloat16 autocast on GPU.
     polarity : {"both", "as-is"}
-        ``"both"`` (default): each map is the mean of the networks' outputs on the
-        tomogram and on its contrast-inverted copy, so it is the same for either
-        contrast polarity (two forward passes); ``"as-is"``: one pass.
+        ``"as-is"`` (default): one forward pass; ``"both"``: each map is the mean
+        of the networks' outputs on the tomogram and on its contrast-inverted
+        copy, so it is exactly the same for either contrast polarity (two passes).
     torch_threads : int, optional
         Threads torch uses per task (default: torch's, which Dask workers set to 1).
     stats : (mean, std), optional
