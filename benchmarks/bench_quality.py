@@ -125,7 +125,7 @@ def _rescaled(vol: np.ndarray, voxel_size: float, target: float) -> np.ndarray:
     return ndimage.zoom(vol, voxel_size / target, order=1)
 
 
-def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "as-is") -> None:
+def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "as-is", invert: bool = False) -> None:
     import mrcfile
     import torch
 
@@ -142,6 +142,8 @@ def predict(root: Path, which: str, spec: str, tag: str, polarity: str = "as-is"
         target = nets[0].config.voxel_size or vs
         if abs(vs - target) > 0.01 * target:
             vol = _rescaled(vol, vs, target)
+        if invert:  # the same tomogram with its contrast inverted
+            vol = -vol
         maps: dict[str, np.ndarray] = {}
         for net in nets:
             y = models.predict_array(net, vol, polarity=polarity)
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--polarity", choices=("both", "as-is"), default="as-is",
                     help="predict, curve: the networks on the tomogram and its inverted contrast, averaged (the "
                          "default of detect), or as-is (the tags old_*, new_* and twohead_epoch* of the README)")
+    ap.add_argument("--invert", action="store_true",
+                    help="predict: on each tomogram with its contrast inverted (the polarity gap, same tomograms)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make":
         make(args.dir, args.sets.split(","))
     elif args.command == "predict":
-        predict(args.dir, args.set, args.weights, tag, args.polarity)
+        predict(args.dir, args.set, args.weights, tag, args.polarity, args.invert)
     elif args.command == "sweep":
         res = sweep(args.dir, tag, args.radius, args.rounds, args.objective)
         print(json.dumps({"chosen": res["chosen"], "validation": res["validation"]}, indent=1))
