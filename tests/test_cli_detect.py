@@ -168,3 +168,22 @@ def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
     assert not show_progress(flags("-q", "--progress"))  # -q wins
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert show_progress(flags()) and not show_progress(flags("--no-progress"))
+
+
+@pytest.mark.parametrize("argv, dest, value", [
+    (["postprocess", "p.zarr", "--output", "o"], "out", "o"),
+    (["postprocess", "p.zarr", "-o", "o", "--tomo-name", "TS_01"], "tomogram_name", "TS_01"),
+    (["evaluate", "a.csv", "b.csv", "--radius-angst", "50"], "radius_angst", 50.0),
+    (["simulate", "out", "--voltage", "200"], "voltage", 200.0),
+])
+def test_old_flag_spellings_still_work_with_a_note(argv, dest, value, capsys):
+    """One vocabulary (-o/--out, --tomogram-name, --radius-angstrom, --voltage-kv); old spellings are hidden
+    aliases that say what to use instead."""
+    from cryodet_dask.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert getattr(args, dest) == value
+    err = capsys.readouterr().err
+    assert "is deprecated" in err and len(err.strip().splitlines()) == 1
+    helptext = build_parser()._subparsers._group_actions[0].choices[argv[0]].format_help()
+    assert argv[argv.index(next(a for a in argv if a.startswith("--") and a not in ("-o",)))] not in helptext.split()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import Any
 
 __all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int",
            "positive_int", "voxel_size_angst", "format_list", "add_bool_flag", "show_progress",
-           "VOXEL_SIZE_RANGE"]
+           "VOXEL_SIZE_RANGE", "deprecated_alias"]
 
 #: Physically plausible voxel sizes (Å): below 0.1 Å or above 1000 Å is a unit or header mistake.
 VOXEL_SIZE_RANGE = (0.1, 1000.0)
@@ -135,3 +136,29 @@ def show_progress(args: argparse.Namespace) -> bool:
     if asked is not None:
         return bool(asked)
     return sys.stderr.isatty()
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: hidden from ``--help``, stores into the new flag's ``dest``, with a note."""
+
+    def __init__(self, option_strings: Any, dest: str, new: str = "", parse: Any = None, **kwargs: Any) -> None:
+        self.new, self.parse = new, parse
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        value = values
+        if self.parse is not None:
+            try:
+                value = self.parse(values)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"argument {option_string}: {exc}")
+        # one line on stderr (the arguments are parsed before logging is set up)
+        print(f"cryodet-dask: note: {option_string} is deprecated and will be removed; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, value)
+
+
+def deprecated_alias(group: Any, old: str, new: str, dest: str, parse: Any = None) -> None:
+    """Accept ``old`` (hidden, with a deprecation warning) as another spelling of ``new``."""
+    group.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, parse=parse, default=argparse.SUPPRESS)

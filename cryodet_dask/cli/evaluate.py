@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ._common import positive_float
+from ._common import deprecated_alias, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("truth", help="ground truth: table or simulate output folder")
     r = p.add_mutually_exclusive_group()
     r.add_argument("--radius", type=positive_float, default=None, metavar="VOXELS",
-                   help="matching radius in voxels (default: 5, or from --radius-angst)")
-    r.add_argument("--radius-angst", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="matching radius in voxels (default: 5, or from --radius-angstrom)")
+    r.add_argument("--radius-angstrom", dest="radius_angst", type=positive_float, default=None, metavar="ANGSTROM",
                    help="matching radius in Å (needs the voxel size)")
+    deprecated_alias(p, "--radius-angst", "--radius-angstrom", "radius_angst", parse=positive_float)
     p.add_argument("--voxel-size", type=positive_float, default=None, metavar="ANGSTROM",
                    help="Å per voxel (default: from the tomogram or the run.json)")
     p.add_argument("--metric", choices=("one-to-one", "czii"), default="one-to-one",

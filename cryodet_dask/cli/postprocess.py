@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ._common import (
     add_bool_flag,
+    deprecated_alias,
     finite_nonneg_float,
     fraction,
     int_triplet,
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Sizes and distances are in voxels.",
     )
     p.add_argument("predictions", metavar="PRED.zarr", help="Zarr group with arrays 'mask' and 'center'")
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output directory")
+    p.add_argument("-o", "--out", dest="out", default=None, metavar="OUT_DIR", help="output directory (required)")
+    deprecated_alias(p, "--output", "-o/--out", "out")
     p.add_argument("--name", default=None, help="base name of the outputs (default: the store's name)")
     g = p.add_argument_group("detection parameters (the seed's short flags are aliases)")
     g.add_argument("--mask-threshold", "-mt", type=fraction, default=d.mask_threshold, metavar="P",
@@ -83,7 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma list of mrc, txt, csv, star, zarr (default: all)")
     o.add_argument("--voxel-size", "-vs", type=positive_float, default=None, metavar="ANGSTROM",
                    help="voxel size in Å (default: from the prediction store)")
-    o.add_argument("--tomo-name", default=None, help="rlnTomoName in the STAR file (default: --name)")
+    o.add_argument("--tomogram-name", dest="tomogram_name", default=None,
+                   help="rlnTomoName in the STAR file (default: --name)")
+    deprecated_alias(o, "--tomo-name", "--tomogram-name", "tomogram_name")
     o.add_argument("--label-dtype", choices=("auto", "uint16", "int16", "float32"), default="auto",
                    help="MRC label type: auto = uint16 when the particles fit (default), float32 like the seed")
     o.add_argument("--chunks", type=int_triplet, default=None, metavar="N|Z,Y,X",
@@ -121,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         min_particle_size=args.min_particle_size, min_score=args.min_score,
         **{k: v for k, v in given.items() if v is not None},  # the others: PostprocessParams' defaults
     )
-    out = Path(args.output)
+    if not args.out:
+        raise ParameterError("postprocess needs the output folder: -o/--out OUT_DIR")
+    out = Path(args.out)
     progress = show_progress(args)
     from ..cluster import cluster_from_args
 
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out))
         det = postprocess(mask_t.data, center_t.data, params, scratch=scratch, progress=progress)
         written = export(det, out, name, voxel_size if voxel_size else None,
-                         origin_zyx=mask_t.origin_zyx, formats=args.formats, tomo_name=args.tomo_name,
+                         origin_zyx=mask_t.origin_zyx, formats=args.formats, tomo_name=args.tomogram_name,
                          label_dtype=args.label_dtype, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
         print(f"{len(det.centers)} particles; wrote " + ", ".join(str(p) for p in written.values()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import fraction, int_triplet, nonneg_int, positive_float, show_progress
+from ._common import deprecated_alias, fraction, int_triplet, nonneg_int, positive_float, show_progress
 
 _DEFAULT_TEMPLATES = "4v4r,4cr2,3j9i,1bxn,7n4y,6pxm"
 
@@ -84,8 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="defocus in µm, negative = underfocus (default: -3)")
     m.add_argument("--amplitude-contrast", type=fraction, default=0.07, metavar="FRACTION",
                    help="amplitude contrast fraction (default: 0.07)")
-    m.add_argument("--voltage", type=positive_float, default=300.0, metavar="KV",
+    m.add_argument("--voltage-kv", dest="voltage", type=positive_float, default=300.0, metavar="KV",
                    help="acceleration voltage in kV (default: 300)")
+    deprecated_alias(m, "--voltage", "--voltage-kv", "voltage", parse=positive_float)
     m.add_argument("--cs", type=_number, default=2.7, metavar="MM",
                    help="spherical aberration in mm (default: 2.7)")
     m.add_argument("--bfactor", type=_number, default=200.0, metavar="ANGSTROM2",
