@@ -15,7 +15,7 @@ from typing import Any
 import dask
 import dask.threaded
 
-__all__ = ["compute", "compute_keys", "current_client"]
+__all__ = ["compute", "compute_keys", "current_client", "block_summaries"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -100,3 +100,36 @@ def compute_keys(graph: Mapping[Any, Any], keys: Sequence[Any], *, progress: boo
             fut.release()
             bar.update(1)
     return results
+
+
+def block_summaries(func: Any, arrays: Sequence[Any], *, extra: Any = None, progress: bool = False,
+                    desc: str = "") -> list[Any]:
+    """``func(block_a, block_b, ...[, extra(index)])`` for every block index of the equally chunked dask
+    ``arrays``, as a list in ``np.ndindex`` order: the one way this package collects small per-block
+    summaries (tables, counts) on the driver.
+
+    One task per block, reading only that block of each array; the results come back through
+    :func:`compute_keys`, so each is released on the cluster as soon as it has arrived.
+    """
+    import functools
+
+    import numpy as np
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    first = arrays[0]
+    if any(a.chunks != first.chunks for a in arrays[1:]):
+        raise ValueError("block_summaries needs arrays with the same chunks")
+    name = "summary-" + tokenize(func, extra, *[a.name for a in arrays])
+    tasks: dict[Any, Any] = {}
+    for idx in np.ndindex(*first.numblocks):
+        args = [(a.name, *idx) for a in arrays]
+        f = func if extra is None else functools.partial(_with_extra, func, extra(idx))
+        tasks[(name, *idx)] = (f, *args)
+    graph = HighLevelGraph.merge(HighLevelGraph.from_collections(name, tasks, dependencies=list(arrays)))
+    keys = [(name, *idx) for idx in np.ndindex(*first.numblocks)]
+    return compute_keys(graph, keys, progress=progress, desc=desc, unit="blocks")
+
+
+def _with_extra(func: Any, extra: Any, *blocks: Any) -> Any:
+    return func(*blocks, extra)

@@ -31,6 +31,7 @@ import numpy as np
 import zarr
 
 from ._progress import current_client
+from ._shapes import triplet
 from .errors import DiskSpaceError, InputError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing._params import PostprocessParams, from_particle_diameter
@@ -489,7 +490,7 @@ def inference_halo(p: DetectParams) -> tuple[int, ...]:
     specs = resolve_models(_model_arg(p))
     pool = max(s.pool_factor for s in specs)
     halo = p.halo or (default_halo(max(s.halo for s in specs), pool),)
-    return tuple(halo) * 3 if len(halo) == 1 else tuple(halo)
+    return triplet(tuple(halo))
 
 
 def check_chunks(p: DetectParams) -> tuple[int, ...]:
@@ -502,7 +503,7 @@ def check_chunks(p: DetectParams) -> tuple[int, ...]:
     exempt, it has a single chunk anyway); the Python API only logs it.
     """
     halo3 = inference_halo(p)
-    chunks3 = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+    chunks3 = triplet(p.chunks)
     small = [(c, h) for c, h in zip(chunks3, halo3) if c < h]
     if small:
         raise ParameterError(
@@ -527,7 +528,7 @@ def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple
     halo = inference_halo(p)
     specs = resolve_models(_model_arg(p))
     pool = max(s.pool_factor for s in specs)
-    chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+    chunks = triplet(p.chunks)
     tile = tuple(min(c + 2 * h, -(-int(n) // pool) * pool) for c, h, n in zip(chunks, halo, shape))
     usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
     return int(task_memory_bytes(tile, max(s.width for s in specs), p.batch_size) / usable), tile
@@ -976,7 +977,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor) or \
                 not _same_input_as_before(out, stem, identity):
             log.info("rescaling %s by %.3f to %s voxels of %.4g Å", stem, factor, new_shape, voxel_size / factor)
-            chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
+            chunks = triplet(p.chunks)
             convert(resample(stored.reader, new_shape, factor, tuple(min(c, n) for c, n in zip(chunks, new_shape))),
                     rescaled, chunks=p.chunks, voxel_size=voxel_size / factor, overwrite=True, progress=progress)
         stored = load(rescaled)
@@ -1002,11 +1003,10 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
 
     mask, center = pred.mask, pred.center
     if factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
-        chunks = tuple(p.chunks) * 3 if len(p.chunks) == 1 else tuple(p.chunks)
-        chunks = tuple(min(c, n) for c, n in zip(chunks, tomo.shape))
+        map_chunks = tuple(min(c, n) for c, n in zip(triplet(p.chunks), tomo.shape))
         group = zarr.open_group(str(pred.path), mode="r")
-        mask = resample(group["mask"], tomo.shape, 1 / factor, chunks)
-        center = resample(group["center"], tomo.shape, 1 / factor, chunks)
+        mask = resample(group["mask"], tomo.shape, 1 / factor, map_chunks)
+        center = resample(group["center"], tomo.shape, 1 / factor, map_chunks)
 
     t = time.perf_counter()
     # per-chunk instance pieces are kept on disk so that writing the labels does not recompute them

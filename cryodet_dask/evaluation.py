@@ -42,14 +42,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from ._progress import compute
+from ._progress import block_summaries
 from .errors import ParameterError
 
 __all__ = [
@@ -185,12 +184,6 @@ def _pair_counts_block(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.concatenate([pairs, counts[:, None]], axis=1)
 
 
-def _overlap_tasks(t: da.Array, p: da.Array) -> list:
-    """One task per block pair, each reading only its own block of each image."""
-    count = dask.delayed(_pair_counts_block, pure=True)
-    return [count(bt, bp) for bt, bp in zip(t.to_delayed().ravel(), p.to_delayed().ravel())]
-
-
 def overlap_counts(true_labels: Any, pred_labels: Any) -> pd.DataFrame:
     """Voxel counts of every (true id, predicted id) pair, id 0 meaning background.
 
@@ -203,7 +196,7 @@ def overlap_counts(true_labels: Any, pred_labels: Any) -> pd.DataFrame:
     if t.shape != p.shape:
         raise ValueError(f"label images differ in shape: {t.shape} vs {p.shape}")
     p = p.rechunk(t.chunks)
-    (parts,) = compute(_overlap_tasks(t, p))
+    parts = block_summaries(_pair_counts_block, [t, p])  # one task per block pair
     allp = np.concatenate([np.asarray(x).reshape(-1, 3) for x in parts]) if parts else np.zeros((0, 3), np.int64)
     df = pd.DataFrame(allp, columns=["true", "pred", "voxels"])
     # as_index=False: a DataFrame (pandas-stubs types the selected column's sum as a Series)

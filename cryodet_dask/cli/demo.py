@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from .._shapes import triplet
 from ._common import int_triplet, positive_float, show_progress
 
 #: Simulation seed of the demo tomogram; the shipped weights were trained on other seeds.
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     progress = show_progress(args)
-    shape = args.shape * 3 if len(args.shape) == 1 else args.shape
+    shape = triplet(args.shape)
     timings = {}
     t = time.perf_counter()
     sim_dir = out / "simulated"

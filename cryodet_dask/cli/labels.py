@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._shapes import triplet
 from ._common import int_triplet, positive_float, show_progress
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if not voxel_size:
             raise ParameterError("--radius-angstrom needs the voxel size (--voxel-size or --tomogram)")
         radius = args.radius_angstrom / voxel_size
-    chunks = args.chunks * 3 if len(args.chunks) == 1 else args.chunks
+    chunks = triplet(args.chunks)
     out = write_label_map(args.output, shape, table, radius=radius, template=args.template, voxel_size=voxel_size,
                           template_threshold=args.template_threshold, chunks=chunks, overwrite=args.overwrite,
                           progress=show_progress(args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._shapes import triplet
 from ._common import deprecated_alias, fraction, int_triplet, nonneg_int, positive_float, show_progress
 
 _DEFAULT_TEMPLATES = "4v4r,4cr2,3j9i,1bxn,7n4y,6pxm"
@@ -104,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..simulation import SHIPPED_TEMPLATES, simulate
 
-    shape = tuple(args.shape) * 3 if len(args.shape) == 1 else tuple(args.shape)
+    shape = triplet(args.shape)
     result = simulate(
         args.out_dir,
         shape=shape,

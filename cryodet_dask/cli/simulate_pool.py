@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._shapes import triplet
 from ._common import int_triplet, nonneg_int, show_progress
 
 
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import PoolRanges, simulate_pool
 
-    shape = tuple(args.shape) * 3 if len(args.shape) == 1 else tuple(args.shape)
+    shape = triplet(args.shape)
     ranges = PoolRanges(snr=args.snr, tilt_range=args.tilt_range, defocus_um=args.defocus,
                         voxel_size=args.voxel_size, density=args.density,
                         membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from .._shapes import triplet
 from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
 
 
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     provenance = {"pools": [{"path": str(d), "tomograms": len(ms), "conditions": [m.conditions for m in ms]}
                             for d, ms in pools],
                   "validation_pools": [{"path": str(d), "tomograms": len(ms)} for d, ms in vpools]}
-    ps = args.patch_size * 3 if len(args.patch_size) == 1 else args.patch_size
+    ps = triplet(args.patch_size)
     cfg = TrainingConfig(
         patch_size=ps, batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         validation_fraction=args.validation_fraction, validation_batches=args.validation_batches,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._shapes import end_padding
 from ..errors import ParameterError
 from ._unet import UNet3D
 
@@ -81,7 +82,7 @@ def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = Non
     m, s = zscore_stats(vol) if mean is None or std is None else (float(mean), float(std))
     x = ((vol.astype(np.float32) - np.float32(m)) / np.float32(s)).astype(np.float32, copy=False)
     p = model.config.pool_factor
-    pad = [(0, (-n) % p) for n in x.shape]
+    pad = end_padding(x.shape, p)
     x = np.pad(x, pad)
     model.eval()
     device = next(model.parameters()).device

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .._shapes import end_padding
+
 __all__ = ["ModelSpec", "get_model", "forward_block", "normalize_block", "resolve_device"]
 
 _MODELS: dict[tuple[str, int, int, str], Any] = {}
@@ -137,7 +139,7 @@ def forward_block(
         groups.setdefault(tuple(b.shape), []).append(i)
     use_amp = amp and device.startswith("cuda") and _bf16_ok(device)
     for shape, members in groups.items():
-        pad = [(0, (-n) % p) for n in shape]
+        pad = end_padding(shape, p)
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):

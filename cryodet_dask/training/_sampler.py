@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from scipy import ndimage
 
+from .._progress import block_summaries
 from ..errors import InputError, ParameterError
 from ._targets import center_target, mask_target
 
@@ -63,10 +63,8 @@ def particle_table(labels: da.Array) -> dict[str, np.ndarray]:
     chunks is counted once and the whole map is never in memory.
     """
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in labels.chunks]
-    blocks = labels.to_delayed()
-    tasks = [dask.delayed(_block_stats)(blocks[idx], tuple(int(offsets[a][i]) for a, i in enumerate(idx)))
-             for idx in np.ndindex(*labels.numblocks)]
-    parts = dask.compute(*tasks)
+    parts = block_summaries(_block_stats, [labels],
+                            extra=lambda idx: tuple(int(offsets[a][i]) for a, i in enumerate(idx)))
     ids = np.concatenate([p["ids"] for p in parts]) if parts else np.zeros(0, np.int64)
     if ids.size == 0:
         z = np.zeros((0, 3))
@@ -155,8 +153,9 @@ def open_training_volume(tomogram: Any, labels: Any, center: Any | None = None,
         cen, _, cname = _as_dask(center, "center")
         if cen.shape != img.shape:
             raise InputError(f"{cname}: centre target shape {cen.shape} differs from tomogram shape {img.shape}")
-    mean, std = dask.compute(img.astype(np.float64).mean(), img.astype(np.float64).std())
-    std = float(std) if float(std) > 0 else 1.0
+    from ..prediction import global_stats  # the one definition of the global z-score (NaN refused)
+
+    mean, std = global_stats(img)
     table = particle_table(lab)
     if table["ids"].size == 0:
         raise InputError(f"{lname}: the label map contains no particles (all zero)")
