@@ -34,7 +34,7 @@ from ._progress import current_client
 from ._shapes import triplet
 from .errors import DiskSpaceError, InputError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
-from .postprocessing._params import PostprocessParams, from_particle_diameter
+from .postprocessing import PostprocessParams, from_particle_diameter
 from .resampling import resample
 
 __all__ = ["DetectParams", "DetectionResult", "detect", "check_chunks", "check_worker_memory", "inference_halo", "memory_refusal",
@@ -485,7 +485,7 @@ def inference_halo(p: DetectParams) -> tuple[int, ...]:
     """The halo (z, y, x) prediction will use: ``p.halo``, or the networks' receptive field extent
     rounded up to the pooling factor, exactly as :func:`~cryodet_dask.prediction.predict` derives it."""
     from .prediction import resolve_models
-    from .prediction._tiling import default_halo
+    from .prediction import default_halo
 
     specs = resolve_models(_model_arg(p))
     pool = max(s.pool_factor for s in specs)
@@ -523,7 +523,7 @@ def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple
     import dask
 
     from .prediction import resolve_models
-    from .prediction._tiling import task_memory_bytes
+    from .prediction import task_memory_bytes
 
     halo = inference_halo(p)
     specs = resolve_models(_model_arg(p))
@@ -604,7 +604,7 @@ def estimate_space(shape: Sequence[int], itemsize: int, formats: Sequence[str], 
 
 def _clean_stale(out: Path, stem: str) -> list[str]:
     """Remove temporaries an interrupted run of ``stem`` left in ``out``; keep the resumable prediction."""
-    from .io._atomic import remove_path
+    from .io import remove_path
 
     finals = (f"{stem}.zarr", f"{stem}_rescaled.zarr", f"{stem}_labels.mrc", f"{stem}_labels.zarr",
               f"{stem}_centers.txt", f"{stem}_centers.csv", f"{stem}_centers.star", f"{stem}{RUN_SUFFIX}",
@@ -703,7 +703,7 @@ def _retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str]
     (its ``formats``) are removed, never an input; an older output of another
     format is left where it is (with a note: the new ``run.json`` does not list it).
     """
-    from .io._atomic import remove_path
+    from .io import remove_path
 
     try:
         old = (read_run(out, stem) or {})["stages"]["export"]["fingerprint"]
@@ -892,10 +892,10 @@ def detect(
 def _identity(src_path: Path | None, p: DetectParams) -> dict[str, Any]:
     """What completed work is recognized by: the input's content identity and the weights' digests."""
     from .prediction import resolve_models
-    from .prediction._predict import _sha256
+    from .prediction import file_sha256
 
     return {"input": input_identity(src_path) if src_path is not None else None,
-            "weights_sha256": [_sha256(s.path) for s in resolve_models(_model_arg(p))]}
+            "weights_sha256": [file_sha256(s.path) for s in resolve_models(_model_arg(p))]}
 
 
 def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
@@ -1044,7 +1044,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                 ours.append(out / f"{stem}_rescaled.zarr")
             for inter in ours:
                 if _deletable(inter, out, src_path):
-                    from .io._atomic import remove_path
+                    from .io import remove_path
 
                     remove_path(inter)
         run = {

@@ -421,7 +421,7 @@ def _copick_inputs(args: argparse.Namespace, params: Any) -> tuple[Any, list[Pat
         if args.copick_run or args.copick_runs:
             raise ParameterError("--run/--copick-runs need --copick CONFIG.json")
         return None
-    from ..particles._copick import CopickProject
+    from ..particles import CopickProject
 
     if args.tomograms or args.tomo_flag:
         raise ParameterError("give either TOMO or --copick, not both")

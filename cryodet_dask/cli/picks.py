@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     from ..particles import format_from_path, read_particles, write_particles
-    from ..particles._read import _tomogram_info
+    from ..particles import tomogram_info
 
     out_fmt = args.to
     if out_fmt is None:
@@ -82,7 +82,7 @@ def run_convert(args: argparse.Namespace) -> int:
                         format=args.from_format, units=args.units)
     shape = None
     if args.tomogram and not str(args.tomogram).lower().endswith(".star"):
-        info, _ = _tomogram_info(args.tomogram)
+        info, _ = tomogram_info(args.tomogram)
         shape = info.shape if info is not None else None
     path = write_particles(df, args.output, out_fmt, voxel_size=args.voxel_size, shape=shape,
                            tomogram_name=args.tomogram_name, object_name=args.object_name,

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ..exports import export
     from ..io import load
     from ..postprocessing import PostprocessParams, postprocess
-    from ..postprocessing._params import from_particle_diameter
+    from ..postprocessing import from_particle_diameter
 
     src = Path(args.predictions)
     chunks = args.chunks if args.chunks is None or len(args.chunks) == 3 else args.chunks * 3

@@ -19,9 +19,10 @@ writes), through the same STAR writer.
 from __future__ import annotations
 
 from ._centres import TXT_HEADER, write_centers_csv, write_centers_star, write_centers_txt
-from ._read import READ_FORMATS, TomogramInfo, format_from_path, read_particles
+from ._copick import CopickProject
+from ._read import READ_FORMATS, TomogramInfo, format_from_path, read_particles, tomogram_info
 from ._tables import UNITS
 from ._write import WRITE_FORMATS, write_particles
 
 __all__ = ["read_particles", "write_particles", "READ_FORMATS", "WRITE_FORMATS", "UNITS", "TomogramInfo",
-           "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt"]
+           "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt", "CopickProject", "tomogram_info"]

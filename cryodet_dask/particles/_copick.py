@@ -124,7 +124,7 @@ class CopickProject:
         one level ``0``), streamed chunk by chunk, written under a temporary name and renamed."""
         import zarr
 
-        from ..io._atomic import atomic_output
+        from ..io import atomic_output
 
         path = self.segmentation_path(run, voxel_size, user_id, session_id, name)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ class TomogramInfo:
     name: str | None = None
 
 
-def _tomogram_info(tomogram: Any) -> tuple[TomogramInfo | None, dict | None]:
+def tomogram_info(tomogram: Any) -> tuple[TomogramInfo | None, dict | None]:
     """``tomogram`` as given: a tomogram file, a loaded Tomogram, a TomogramInfo or a RELION 5 tomograms.star."""
     if tomogram is None:
         return None, None
@@ -188,7 +188,7 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
             and c.min() >= 0 and c.max() <= 1 and not np.allclose(c, np.round(c)):
         raise ParameterError(f"{path}: every coordinate lies in [0, 1], as Warp writes fractions of the volume; "
                              "pass units='fraction' (--units fraction) with the tomogram, or units='voxel'")
-    info, tomo_star = _tomogram_info(tomogram)
+    info, tomo_star = tomogram_info(tomogram)
     if tomo_star is None and info is None and raw.tomograms_star is not None:
         tomo_star = _tables.read_tomograms_star(raw.tomograms_star)
     if info is not None and tomogram_name is None and "tomo_name" in t.columns and t["tomo_name"].nunique() > 1 \

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._core import WORKER_ENV, Detections, postprocess
 from ._label import label
 from ._outliers import outlier_keep
-from ._params import DEFAULT_CONNECTIVITY, PostprocessParams
+from ._params import DEFAULT_CONNECTIVITY, PostprocessParams, from_particle_diameter
 from ._reference import ReferenceResult, postprocess_reference
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "outlier_keep",
     "postprocess",
     "postprocess_reference",
+    "from_particle_diameter",
 ]

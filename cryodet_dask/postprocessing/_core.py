@@ -315,7 +315,7 @@ def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
 
 def _scratch_array(scratch: str | os.PathLike[str], mask: da.Array) -> str | None:
     """Create the scratch Zarr array for the block pieces; returns its path (None: chunks irregular)."""
-    from ..io._zarr import make_compressor
+    from ..io import make_compressor
 
     if not _regular(mask.chunks):
         log.info("mask chunks are irregular; labels will recompute the pieces instead of caching them")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._engine import ModelSpec, forward_block, get_model, normalize_block, resolve_device
-from ._predict import Prediction, global_stats, predict, resolve_models
-from ._tiling import ChunkPlan, default_halo, plan_chunks
+from ._predict import Prediction, file_sha256, global_stats, predict, resolve_models
+from ._tiling import ChunkPlan, default_halo, plan_chunks, task_memory_bytes
 
 __all__ = [
     "ChunkPlan",
@@ -19,4 +19,6 @@ __all__ = [
     "predict",
     "resolve_device",
     "resolve_models",
+    "file_sha256",
+    "task_memory_bytes",
 ]

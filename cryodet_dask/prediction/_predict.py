@@ -22,10 +22,9 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._progress import compute, current_client
 from ..errors import CheckpointError, InputError, OutputExistsError, ParameterError
-from ..io import ArrayReader, Tomogram, lazy_array, load, normalize_chunks, partial_path
-from ..io._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest,
-                              content_identity, has_checksum, open_for_write, verify_array)
-from ..io._zarr import stored_codecs
+from ..io import (INTEGRITY_ATTRS, WRITE_CONFIG, ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity,
+                  has_checksum, lazy_array, load, normalize_chunks, open_for_write, partial_path, stored_codecs,
+                  verify_array)
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
 from ._tiling import ChunkPlan, default_halo, plan_chunks
 
@@ -77,7 +76,7 @@ class Prediction:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def _sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -365,7 +364,7 @@ def predict(
         "shape": list(plan.shape),
         "chunks": list(plan.chunk_shape),
         "halo": list(plan.halo),
-        "models": [_sha256(s.path) for s in specs],
+        "models": [file_sha256(s.path) for s in specs],
         "dtype": dtype,
         "polarity": polarity,
     }
