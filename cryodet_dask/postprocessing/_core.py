@@ -77,13 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Detections", "WORKER_ENV", "postprocess"]
 
-#: Environment recommended for Dask worker processes running the post-processing:
-#: distributed sets ``MALLOC_TRIM_THRESHOLD_``, which also freezes glibc's mmap threshold
-#: at 128 KiB, so every block-sized temporary array becomes a fresh ``mmap`` paid for in
-#: page faults.  Raising the threshold to glibc's maximum (32 MiB) cut the workers' minor
-#: page faults 3.4x and their CPU time by 30 % in ``benchmarks/bench_postprocess.py``.
-#: Pass it as ``distributed.nanny.pre-spawn-environ`` (see ``cryodet-dask postprocess --workers``).
-WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+from ..cluster import WORKER_ENV  # noqa: E402  (re-exported: it moved to cluster.py)
 
 DEFAULT_CHUNKS = 128
 log = logging.getLogger("cryodet_dask")
