@@ -32,6 +32,9 @@ import zarr
 
 from ._progress import current_client
 from ._shapes import triplet
+from .pipeline import LOCK_NAME as _LOCK_NAME
+from .pipeline import OUTPUT_SUFFIX as _OUTPUT_SUFFIX
+from .pipeline import RUN_SUFFIX, RunDirectory
 from .errors import DiskSpaceError, InputError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing import PostprocessParams, from_particle_diameter
@@ -277,7 +280,7 @@ def _converted_from(zpath: Path, src_path: Path | None) -> bool:
 # ------------------------------------------------------------------ one run per output folder
 
 #: The advisory lock file a run holds in its output folder (``fcntl.flock``; PID and host written into it).
-LOCK_NAME = ".cryodet.lock"
+LOCK_NAME = _LOCK_NAME  # pipeline.rundir names it
 
 _held_lock = threading.Lock()
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (owning thread id, depth): re-entry by the same thread
@@ -606,10 +609,7 @@ def _clean_stale(out: Path, stem: str) -> list[str]:
     """Remove temporaries an interrupted run of ``stem`` left in ``out``; keep the resumable prediction."""
     from .io import remove_path
 
-    finals = (f"{stem}.zarr", f"{stem}_rescaled.zarr", f"{stem}_labels.mrc", f"{stem}_labels.zarr",
-              f"{stem}_centers.txt", f"{stem}_centers.csv", f"{stem}_centers.star", f"{stem}{RUN_SUFFIX}",
-              "run.json")
-    stale = [partial_path(out / n) for n in finals] + sorted(out.glob(".cryodet-pieces-*"))
+    stale = [partial_path(p) for p in RunDirectory(out, stem).finals()] + sorted(out.glob(".cryodet-pieces-*"))
     removed = []
     for path in stale:
         if path.exists() or path.is_symlink():
@@ -645,11 +645,7 @@ def _same_input_as_before(out: Path, stem: str, identity: dict[str, Any] | None)
 
 def run_record_path(out: str | os.PathLike[str], stem: str) -> Path:
     """Where a tomogram's run record lies: ``OUT/<stem>_run.json`` (``OUT/run.json`` is the folder's last run)."""
-    return Path(out) / f"{stem}{RUN_SUFFIX}"
-
-
-#: File name of a tomogram's run record, after the stem.
-RUN_SUFFIX = "_run.json"
+    return RunDirectory.of(out, stem).record
 
 
 def read_run(out: str | os.PathLike[str], stem: str) -> dict[str, Any] | None:
@@ -657,7 +653,8 @@ def read_run(out: str | os.PathLike[str], stem: str) -> dict[str, Any] | None:
 
     ``<stem>_run.json``, or (a folder written before per-tomogram records) ``run.json`` when it names ``stem``.
     """
-    for path, must_name in ((run_record_path(out, stem), False), (Path(out) / "run.json", True)):
+    rd = RunDirectory.of(out, stem)
+    for path, must_name in ((rd.record, False), (rd.last_run, True)):
         try:
             run = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -668,14 +665,7 @@ def read_run(out: str | os.PathLike[str], stem: str) -> dict[str, Any] | None:
 
 
 def _final_outputs(out: Path, stem: str) -> list[Path]:
-    names = (f"{stem}_labels.mrc", f"{stem}_labels.zarr", f"{stem}_centers.txt", f"{stem}_centers.csv",
-             f"{stem}_centers.star")
-    return [out / n for n in names if (out / n).exists()]
-
-
-#: File name of each output format, after the stem.
-_OUTPUT_SUFFIX = {"mrc": "_labels.mrc", "zarr": "_labels.zarr", "txt": "_centers.txt", "csv": "_centers.csv",
-                  "star": "_centers.star"}
+    return [p for p in RunDirectory(out, stem).outputs() if p.exists()]
 
 
 def _deletable(path: Path, out: Path, src_path: Any) -> bool:
@@ -711,16 +701,17 @@ def _retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str]
         old = None
     if old == export_fp:
         return
-    records = [run_record_path(out, stem)]
+    rd = RunDirectory(out, stem)
+    records = [rd.record]
     try:
-        if json.loads((out / "run.json").read_text()).get("name") == stem:
-            records.append(out / "run.json")
+        if json.loads(rd.last_run.read_text()).get("name") == stem:
+            records.append(rd.last_run)
     except (OSError, ValueError, AttributeError):
         pass
-    for path in [*records, *(out / f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats if f in _OUTPUT_SUFFIX)]:
+    for path in [*records, *rd.outputs(list(formats))]:
         if _deletable(path, out, src_path):
             remove_path(path)
-    kept = [p.name for p in _final_outputs(out, stem) if p.name not in {f"{stem}{_OUTPUT_SUFFIX[f]}" for f in formats}]
+    kept = [p.name for p in _final_outputs(out, stem) if p not in rd.outputs(list(formats))]
     if kept:
         log.info("kept %s: not written by this run (--formats %s), so not listed in its run.json",
                  ", ".join(kept), ",".join(formats))
@@ -907,12 +898,13 @@ def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     # a Zarr store is used in place, unless NaN/Inf must become 0 (--nan-policy zero): then it is copied
     # like an MRC file, with the check and the replacement on the way
     is_store = src_path is not None and Path(src_path).is_dir() and p.nan_policy == "error"
-    zpath = out / f"{stem}.zarr"
+    rd = RunDirectory(out, stem)
+    zpath = rd.converted
     if not is_store and src_path is not None and zpath.resolve() == Path(src_path).resolve():
         raise ParameterError(f"{src_path}: --nan-policy zero writes the cleaned copy to {zpath}, which is the "
                              "input itself; choose another -o")
     needs_convert = not is_store and (overwrite or not _converted_from(zpath, src_path))
-    pred_path = out / f"{stem}_prediction.zarr"
+    pred_path = rd.prediction
     need = estimate_space(tomo.shape, np.dtype(tomo.data.dtype).itemsize,
                           p.formats if out_dir is not None else (), convert=needs_convert,
                           predict=overwrite or not pred_path.exists())
@@ -972,7 +964,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         stored = load(zpath)
     rescaled = None
     if factor is not None:  # the tomogram on the weights' grid, stored so that prediction can resume
-        rescaled = out / f"{stem}_rescaled.zarr"
+        rescaled = RunDirectory(out, stem).rescaled
         new_shape = tuple(max(int(round(n * factor)), 1) for n in stored.shape)
         if needs_convert or overwrite or not _rescaled_ok(rescaled, new_shape, voxel_size / factor) or \
                 not _same_input_as_before(out, stem, identity):
@@ -1041,7 +1033,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             if not is_store:
                 ours.append(zpath)
             if factor is not None:
-                ours.append(out / f"{stem}_rescaled.zarr")
+                ours.append(RunDirectory(out, stem).rescaled)
             for inter in ours:
                 if _deletable(inter, out, src_path):
                     from .io import remove_path
@@ -1084,7 +1076,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
             **_provenance(identity, p),
         }
         # the tomogram's own record, then the folder's last run (both written last: they vouch for the outputs)
-        for record in (run_record_path(out, stem), out / "run.json"):
+        for record in (RunDirectory(out, stem).record, RunDirectory(out, stem).last_run):
             with atomic_output(record, overwrite=True) as tmp_json:
                 tmp_json.write_text(json.dumps(run, indent=2))
         files["run"] = run_record_path(out, stem)

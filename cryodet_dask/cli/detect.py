@@ -454,15 +454,18 @@ def _write_copick(project: Any, args: argparse.Namespace, name: str, target: Pat
 
     from ..io import load
 
-    run = json.loads((target / f"{name}_run.json").read_text())
+    from ..pipeline import RunDirectory
+
+    rd = RunDirectory(target, name)
+    run = json.loads(rd.record.read_text())
     vs = float(run["voxel_size_angst"])
-    particles = pd.read_csv(target / f"{name}_centers.csv")
+    particles = pd.read_csv(rd.output("csv"))
     picks = project.write_picks(name, particles, voxel_size=vs, user_id=args.copick_user,
                                 session_id=args.copick_session, object_name=args.copick_object)
     written = [picks]
-    labels = target / f"{name}_labels.zarr"
-    if not labels.is_dir() and (target / f"{name}_labels.mrc").is_file():
-        labels = target / f"{name}_labels.mrc"
+    labels = rd.output("zarr")
+    if not labels.is_dir() and rd.output("mrc").is_file():
+        labels = rd.output("mrc")
     if labels.exists():
         written.append(project.write_instance_labels(name, load(labels).data, voxel_size=vs,
                                                      user_id=args.copick_user, session_id=args.copick_session,
@@ -482,7 +485,8 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
     Recognized by its run record (``<name>_run.json``): the input's content identity and the weights' digests (recomputed now), the
     parameters and the name, and every output of the current ``--formats`` present; never by name alone.
     """
-    from ..detection import _OUTPUT_SUFFIX, _identity, read_run
+    from ..detection import _identity, read_run
+    from ..pipeline import RunDirectory
 
     run = read_run(target, name)
     if run is None or run.get("name") != name or run.get("parameters") != params.to_dict():
@@ -491,6 +495,6 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
         fp = run["stages"]["export"]["fingerprint"]
     except (KeyError, TypeError):
         return False
-    if not fp or not all((target / f"{name}{_OUTPUT_SUFFIX[f]}").exists() for f in params.formats):
+    if not fp or not all(p.exists() for p in RunDirectory(target, name).outputs(list(params.formats))):
         return False
     return run.get("identity") == _identity(tomo, params)

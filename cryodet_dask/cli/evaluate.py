@@ -125,14 +125,17 @@ def _resolve(path: str, kind: str) -> tuple[Path, dict]:
         if kind == "truth" and (p / "particles.csv").exists():
             extra = {"labels": p / "labels.mrc", "tomogram": p / "tomogram.mrc"}
             return p / "particles.csv", extra
-        csvs = sorted(p.glob("*_centers.csv"))
-        if csvs:
-            labels = sorted(p.glob("*_labels.mrc"))
-            if labels:
-                extra["labels"] = labels[0]
-            run = p / "run.json"
-            if run.exists():
-                extra["voxel_size"] = json.loads(run.read_text()).get("voxel_size_angst")
+        from ..pipeline import OUTPUT_SUFFIX, RunDirectory
+
+        csvs = sorted(p.glob(f"*{OUTPUT_SUFFIX['csv']}"))
+        if csvs:  # a detect output folder: the first tomogram's files (by name)
+            rd = RunDirectory(p, csvs[0].name.removesuffix(OUTPUT_SUFFIX["csv"]))
+            if rd.output("mrc").exists():
+                extra["labels"] = rd.output("mrc")
+            for run in (rd.record, rd.last_run):
+                if run.exists():
+                    extra["voxel_size"] = json.loads(run.read_text()).get("voxel_size_angst")
+                    break
             return csvs[0], extra
         raise InputError(f"{p}: no particles.csv or *_centers.csv in this folder")
     if not p.exists():

@@ -11,6 +11,7 @@ import dask.array as da
 
 from ..errors import ParameterError
 from ..particles import write_centers_csv, write_centers_star, write_centers_txt
+from ..pipeline.rundir import RunDirectory
 from ._labels import write_labels_mrc, write_labels_zarr
 
 __all__ = ["FORMATS", "export"]
@@ -69,6 +70,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         raise ParameterError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
     out = Path(out_dir).absolute()  # tasks write here: workers may run in another folder
     out.mkdir(parents=True, exist_ok=True)
+    rd = RunDirectory(out, name)  # the file names
     vs_zyx = None
     if voxel_size is not None:
         v = [float(x) for x in (voxel_size if isinstance(voxel_size, Sequence) else [voxel_size] * 3)]
@@ -79,23 +81,23 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
     if "zarr" in formats:
         source = None
         if source_image is not None:  # NGFF image-label.source.image: relative to the label group
-            source = os.path.relpath(Path(source_image).absolute(), out / f"{name}_labels.zarr")
-        written["zarr"] = write_labels_zarr(detections, out / f"{name}_labels.zarr", voxel_size_zyx=vs_zyx,
+            source = os.path.relpath(Path(source_image).absolute(), rd.output("zarr"))
+        written["zarr"] = write_labels_zarr(detections, rd.output("zarr"), voxel_size_zyx=vs_zyx,
                                             source_image=source,
                                             origin_zyx=origin_zyx, n_labels=n, overwrite=overwrite,
                                             progress=progress)
         labels = da.from_zarr(str(written["zarr"] / "0"))
     if "mrc" in formats:
-        written["mrc"] = write_labels_mrc(labels, out / f"{name}_labels.mrc",
+        written["mrc"] = write_labels_mrc(labels, rd.output("mrc"),
                                           voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx,
                                           dtype=label_dtype, n_labels=n, overwrite=overwrite, progress=progress)
     if "txt" in formats:
-        written["txt"] = write_centers_txt(detections, out / f"{name}_centers.txt", vs_zyx or voxel_size,
+        written["txt"] = write_centers_txt(detections, rd.output("txt"), vs_zyx or voxel_size,
                                            overwrite=overwrite)
     if "csv" in formats:
-        written["csv"] = write_centers_csv(detections, out / f"{name}_centers.csv", vs_zyx, overwrite=overwrite)
+        written["csv"] = write_centers_csv(detections, rd.output("csv"), vs_zyx, overwrite=overwrite)
     if "star" in formats:
-        written["star"] = write_centers_star(detections, out / f"{name}_centers.star", vs_zyx or voxel_size,
+        written["star"] = write_centers_star(detections, rd.output("star"), vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written
 
