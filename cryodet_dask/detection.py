@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import socket
 import tempfile
 import threading
@@ -34,7 +33,8 @@ from ._progress import current_client
 from ._shapes import triplet
 from .pipeline import LOCK_NAME as _LOCK_NAME
 from .pipeline import OUTPUT_SUFFIX as _OUTPUT_SUFFIX
-from .pipeline import RUN_SUFFIX, RunDirectory
+from .pipeline import RunDirectory
+from .pipeline.provenance import peak_memory_mib, reset_peak_memory, run_provenance, versions
 from .errors import DiskSpaceError, InputError, OutputBusyError, ParameterError
 from .io import Tomogram, atomic_output, convert, load, partial_path
 from .postprocessing import PostprocessParams, from_particle_diameter
@@ -177,40 +177,6 @@ class DetectionResult:
 
     def __len__(self) -> int:
         return len(self.particles)
-
-
-def _versions() -> dict[str, Any]:
-    import dask
-    import distributed
-    import torch
-    import zarr
-
-    from . import __version__
-
-    return {"cryodet_dask": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "dask": dask.__version__, "distributed": distributed.__version__, "zarr": zarr.__version__,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
-
-
-def _provenance(identity: dict[str, Any] | None, p: DetectParams) -> dict[str, Any]:
-    """Who ran what, where and when: the command line, UTC date, host, working folder, weights."""
-    import datetime
-    import shlex
-    import sys
-
-    from .prediction import resolve_models
-
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    if argv[0] in ("__main__.py", "-m"):
-        argv[0] = "cryodet-dask"
-    weights = (identity or {}).get("weights_sha256") or []
-    return {
-        "command": " ".join(shlex.quote(a) for a in argv),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "working_directory": os.getcwd(),
-        "weights": [{"path": s.path, "sha256": h} for s, h in zip(resolve_models(_model_arg(p)), weights)],
-    }
 
 
 def _voxel_size(tomo: Tomogram, given: float | None) -> float:
@@ -721,60 +687,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _vmhwm_mib() -> float | None:
-    """This process's peak resident memory (``VmHWM``, MiB), or None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_vmhwm() -> bool:
-    """Restart this process's peak-RSS count (Linux ``clear_refs`` 5); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _reset_peak_memory(client: Any) -> bool:
-    """Restart the peak-memory counts of this process and of every worker; True if all were reset."""
-    ok = _reset_vmhwm()
-    if client is not None:
-        try:
-            ok = all(client.run(_reset_vmhwm).values()) and ok
-        except Exception:  # noqa: BLE001 - a scheduler without workers or without client.run
-            ok = False
-    return ok
-
-
-def _peak_memory_mib(client: Any, since_start: bool) -> dict[str, Any]:
-    """Peak resident memory (MiB, ``VmHWM``): this process, and each worker of ``client``.
-
-    ``since_start``: the counts were reset when the run started (otherwise they
-    cover the processes' whole lives, e.g. a tomogram written earlier by the caller).
-    """
-    import resource
-
-    own = _vmhwm_mib()
-    peak: dict[str, Any] = {
-        "driver": round(own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "since": "run start" if since_start else "process start",
-    }
-    if client is not None:
-        try:
-            workers = client.run(_vmhwm_mib)
-            peak["workers"] = {k: (round(v, 1) if v is not None else None) for k, v in workers.items()}
-            peak["workers_max"] = max((v for v in peak["workers"].values() if v is not None), default=None)
-        except Exception:  # noqa: BLE001 - a scheduler without workers or without client.run
-            pass
-    return peak
-
-
 def _model_arg(p: DetectParams) -> Any:
     given = [m for m in (p.segnet, p.centernet) if m]
     if not given:
@@ -929,7 +841,7 @@ def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
         with ctx:
             check_worker_memory(client if client is not None else current_client(), p,
                                 tuple(max(int(round(n * factor)), 1) for n in tomo.shape) if factor else tomo.shape)
-            peak_reset = _reset_peak_memory(client if client is not None else current_client())
+            peak_reset = reset_peak_memory(client if client is not None else current_client())
             return _detect_stages(tomo, src_path, out, out_dir, stem, p, voxel_size, needs_convert, is_store,
                                   zpath, pred_path, client, overwrite, progress, tmp, timings, factor,
                                   peak_reset=peak_reset, identity=identity)
@@ -950,7 +862,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                    peak_reset: bool = False, identity: dict[str, Any] | None = None) -> DetectionResult:
     from .exports import export
     from .postprocessing import postprocess
-    from .prediction import predict
+    from .prediction import predict, resolve_models
 
     t = time.perf_counter()
     if is_store:  # already a Zarr store
@@ -1067,13 +979,13 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                 "postprocess": {"ran": True, "fingerprint": _digest([pred.attrs.get("fingerprint"), pp_kwargs])},
                 "export": {"ran": True, "fingerprint": export_fp},
             },
-            "peak_memory_mib": _peak_memory_mib(client if client is not None else current_client(),
-                                                peak_reset),
+            "peak_memory_mib": peak_memory_mib(client if client is not None else current_client(), peak_reset),
             "particles": int(len(particles)),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "outputs": {k: str(Path(v).resolve()) for k, v in files.items()},
-            "versions": _versions(),
-            **_provenance(identity, p),
+            "versions": versions(),
+            **run_provenance(list(zip((s.path for s in resolve_models(_model_arg(p))),
+                                      (identity or {}).get("weights_sha256") or []))),
         }
         # the tomogram's own record, then the folder's last run (both written last: they vouch for the outputs)
         for record in (RunDirectory(out, stem).record, RunDirectory(out, stem).last_run):

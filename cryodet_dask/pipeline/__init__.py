@@ -1,5 +1,6 @@
 """The detection pipeline around a run folder (issue 16, in steps): :mod:`.rundir` names every file of
-a run folder; :func:`cryodet_dask.detect` (``detection.py``) runs the stages."""
+a run folder, :mod:`.provenance` says what a run record holds about the run itself (versions, command,
+host, date, peak memory); :func:`cryodet_dask.detect` (``detection.py``) runs the stages."""
 
 from __future__ import annotations
 
