@@ -1,0 +1,184 @@
+"""Every parameter of a detection run, validated in full when it is made (issue 16: ``pipeline/params``).
+
+One name per concept across the command line, the YAML config and the API; ``detect`` and the CLI
+refuse a bad value here, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..postprocessing import PostprocessParams, from_particle_diameter
+
+__all__ = ["DetectParams", "check_tomo_name", "check_voxel_size", "VOXEL_SIZE_RANGE"]
+
+#: DetectParams fields that ``particle_diameter`` sets when they are not given.
+_DERIVED = ("center_min_distance", "remove_min_size")
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Every parameter of a detection run; one name across the CLI, the YAML config and the API.
+
+    ``rescale``: when the weights were trained at a voxel size more than 5 %
+    away from the tomogram's, predict on the tomogram resampled to the
+    weights' voxel size and bring the maps back to the tomogram's grid
+    (see :func:`cryodet_dask.resampling.resample`).
+
+    Seed flag aliases: ``-m`` segnet, ``-c`` centernet, ``-ps`` chunks, ``-vs``
+    voxel_size, ``-mt`` mask_threshold, ``-ct`` center_threshold, ``-rs``
+    remove_min_size, ``-nn`` neighbor_number, ``-dt`` distance_threshold.
+
+    ``particle_diameter`` (Å, optional): sets ``center_min_distance = 0.5 * diameter /
+    voxel_size`` and ``remove_min_size = round((pi / 6) * (0.5 * diameter / voxel_size)**3)``
+    (:func:`~cryodet_dask.postprocessing._params.from_particle_diameter`) for the fields
+    left at None; it needs the voxel size (``voxel_size`` or the file header).
+    ``remove_min_size`` and ``center_min_distance`` at None mean: from
+    ``particle_diameter`` if given, else :class:`PostprocessParams`' defaults.
+    """
+
+    segnet: str | None = None
+    centernet: str | None = None
+    chunks: tuple[int, ...] = (128,)
+    voxel_size: float | None = None
+    # post-processing: the defaults are PostprocessParams' (the seed's), stated once there
+    mask_threshold: float = PostprocessParams.mask_threshold
+    center_threshold: float = PostprocessParams.center_threshold
+    remove_min_size: int | None = None  # None: PostprocessParams' default, or from particle_diameter
+    check_center: bool = PostprocessParams.check_center
+    filter_outlier: bool = PostprocessParams.filter_outlier
+    neighbor_number: int = PostprocessParams.neighbor_number
+    distance_threshold: float = PostprocessParams.distance_threshold
+    connectivity: int = PostprocessParams.connectivity
+    center_min_distance: float | None = None  # None: PostprocessParams' default, or from particle_diameter
+    min_particle_size: int = PostprocessParams.min_particle_size
+    min_score: float = PostprocessParams.min_score
+    particle_diameter: float | None = None
+    halo: tuple[int, ...] | None = None
+    device: str = "auto"
+    batch_size: int = 1
+    keep_intermediate: bool = True
+    formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
+    rescale: bool = False
+    nan_policy: str = "error"
+    tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
+    polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
+
+    def __post_init__(self) -> None:
+        self.validate()  # a DetectParams is valid from construction on: a bad option fails before any work
+
+    def postprocess_kwargs(self, voxel_size: float | None = None) -> dict[str, Any]:
+        """The :class:`PostprocessParams` fields, by name, with ``remove_min_size`` and
+        ``center_min_distance`` resolved: the value given, else derived from
+        ``particle_diameter`` (which then needs ``voxel_size``, Å), else the default."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
+        derived: dict[str, Any] = {}
+        if self.particle_diameter is not None and any(kw[k] is None for k in _DERIVED):
+            if voxel_size is None:
+                raise ParameterError("--particle-diameter needs the voxel size: the input has none in its "
+                                     "header; give -vs/--voxel-size")
+            derived = from_particle_diameter(self.particle_diameter, voxel_size)
+        for k in _DERIVED:
+            if kw[k] is None:
+                kw[k] = derived.get(k, getattr(PostprocessParams, k))
+        return kw
+
+    def validate(self) -> PostprocessParams:
+        """Check every parameter before any work (post-processing ones with any voxel size)."""
+        _check_params(self)
+        if self.particle_diameter is not None:
+            from_particle_diameter(self.particle_diameter, 1.0)
+        return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        d = dict(d)
+        for k in ("chunks", "halo", "formats"):
+            if d.get(k) is not None:
+                v = d[k]
+                d[k] = tuple(v) if isinstance(v, list | tuple) else (v,)
+        return cls(**d)
+
+
+#: Characters and prefixes a RELION STAR value cannot start with or hold unquoted.
+_STAR_RESERVED = ("data_", "loop_", "save_", "global_", "stop_")
+
+
+def check_tomo_name(name: str, what: str = "") -> str:
+    """Refuse a tomogram name that cannot become a RELION ``rlnTomoName`` (one unquoted STAR word)."""
+    bad = None
+    if not name:
+        bad = "it is empty"
+    elif any(ch.isspace() for ch in name):
+        bad = "it contains white space"
+    elif name[0] in "_#;'\"$":
+        bad = f"it starts with {name[0]!r}"
+    elif name.lower().startswith(_STAR_RESERVED):
+        bad = "it starts with a STAR keyword"
+    elif not name.isprintable():
+        bad = "it contains control characters"
+    if bad:
+        raise ParameterError(f"{what or name!r}: the name {name!r} cannot be the STAR file's rlnTomoName ({bad}); "
+                             "rename the file, or leave star out of --formats")
+    return name
+
+
+def _check_params(p: DetectParams) -> None:
+    """Types and ranges of the fields the post-processing check does not cover (the API's guard)."""
+    from ..exports import FORMATS
+
+    for k in ("check_center", "filter_outlier", "keep_intermediate", "rescale"):
+        if not isinstance(getattr(p, k), bool | np.bool_):
+            raise ParameterError(f"{k} must be true or false, got {getattr(p, k)!r}")
+    unknown = [f for f in p.formats if f not in FORMATS]
+    if unknown or not p.formats:
+        raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
+    if p.tomogram_name is not None:
+        check_tomo_name(p.tomogram_name, "--tomogram-name")
+    if p.polarity not in ("both", "as-is"):
+        raise ParameterError(f"polarity must be both or as-is, got {p.polarity!r}")
+    if p.nan_policy not in ("error", "zero"):
+        raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
+    if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):
+        raise ParameterError(f"device must be auto, cpu or cuda, got {p.device!r}")
+    if isinstance(p.batch_size, bool) or not isinstance(p.batch_size, int | np.integer) or p.batch_size < 1:
+        raise ParameterError(f"batch_size must be a whole number >= 1, got {p.batch_size!r}")
+    if p.voxel_size is not None:
+        check_voxel_size(p.voxel_size, "-vs/--voxel-size")
+    for k in ("chunks", "halo"):
+        v = getattr(p, k)
+        if v is not None and (len(v) not in (1, 3) or not all(isinstance(x, int | np.integer) and not isinstance(x, bool)
+                                                              and x >= 1 for x in v)):
+            raise ParameterError(f"{k} must be one or three whole numbers >= 1 (z,y,x), got {v!r}")
+
+
+#: Physically plausible voxel sizes, Å.
+VOXEL_SIZE_RANGE = (0.1, 1000.0)
+
+
+def check_voxel_size(v: Any, source: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ParameterError(f"voxel size ({source}) must be a number of Å, got {v!r}") from None
+    lo, hi = VOXEL_SIZE_RANGE
+    if not (np.isfinite(f) and lo <= f <= hi):
+        raise ParameterError(f"voxel size {v!r} Å ({source}) is not finite, positive and within {lo:g}-{hi:g} Å"
+                             + ("; give -vs/--voxel-size" if source != "-vs/--voxel-size" else ""))
+    return f
