@@ -292,13 +292,10 @@ def input_identity(path: str | os.PathLike[str]) -> str:
 def inference_halo(p: DetectParams) -> tuple[int, ...]:
     """The halo (z, y, x) prediction will use: ``p.halo``, or the networks' receptive field extent
     rounded up to the pooling factor, exactly as :func:`~cryodet_dask.prediction.predict` derives it."""
-    from .prediction import resolve_models
-    from .prediction import default_halo
+    from .prediction import model_halo, resolve_models
 
     specs = resolve_models(_model_arg(p))
-    pool = max(s.pool_factor for s in specs)
-    halo = p.halo or (default_halo(max(s.halo for s in specs), pool),)
-    return triplet(tuple(halo))
+    return model_halo([s.halo for s in specs], [s.pool_factor for s in specs], p.halo)
 
 
 def check_chunks(p: DetectParams) -> tuple[int, ...]:
@@ -330,14 +327,10 @@ def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple
     """
     import dask
 
-    from .prediction import resolve_models
-    from .prediction import task_memory_bytes
+    from .prediction import resolve_models, task_memory_bytes, task_tile
 
-    halo = inference_halo(p)
     specs = resolve_models(_model_arg(p))
-    pool = max(s.pool_factor for s in specs)
-    chunks = triplet(p.chunks)
-    tile = tuple(min(c + 2 * h, -(-int(n) // pool) * pool) for c, h, n in zip(chunks, halo, shape))
+    tile = task_tile(triplet(p.chunks), inference_halo(p), shape, max(s.pool_factor for s in specs))
     usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
     return int(task_memory_bytes(tile, max(s.width for s in specs), p.batch_size) / usable), tile
 

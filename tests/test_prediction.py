@@ -242,3 +242,16 @@ def test_polarity_chunked_equals_whole_volume_and_both_is_contrast_invariant(two
 def test_unknown_polarity_is_refused(two_head, volume):
     with pytest.raises(ParameterError, match="polarity must be one of as-is, both"):
         predict(volume, two_head, chunks=16, device="cpu", polarity="inverted")
+
+
+def test_one_halo_derivation_for_predict_and_detect(two_head, volume):
+    """predict's default halo and detect's chunk and memory checks come from prediction.model_halo."""
+    from cryodet_dask.detection import DetectParams, inference_halo
+    from cryodet_dask.prediction import model_halo, resolve_models, task_tile
+
+    (spec,) = resolve_models(two_head)
+    pred = predict(volume, two_head, chunks=16, device="cpu")
+    assert pred.plan.halo == model_halo([spec.halo], [spec.pool_factor])
+    assert inference_halo(DetectParams(segnet=str(two_head), chunks=(16,))) == pred.plan.halo
+    assert model_halo([34], [4], 8) == (8, 8, 8) and model_halo([34], [4], (4, 8, 8)) == (4, 8, 8)
+    assert task_tile((128,) * 3, (44,) * 3, (64, 1000, 1000), 4) == (64, 216, 216)  # clipped in z

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._engine import ModelSpec, forward_block, get_model, normalize_block, resolve_device
 from ._predict import Prediction, file_sha256, global_stats, predict, resolve_models
-from ._tiling import ChunkPlan, default_halo, plan_chunks, task_memory_bytes
+from ._tiling import ChunkPlan, default_halo, model_halo, plan_chunks, task_memory_bytes, task_tile
 
 __all__ = [
     "ChunkPlan",
@@ -21,4 +21,6 @@ __all__ = [
     "resolve_models",
     "file_sha256",
     "task_memory_bytes",
+    "model_halo",
+    "task_tile",
 ]

@@ -26,7 +26,7 @@ from ..io import (INTEGRITY_ATTRS, WRITE_CONFIG, ArrayReader, CheckedArray, Tomo
                   has_checksum, lazy_array, load, normalize_chunks, open_for_write, partial_path, stored_codecs,
                   verify_array)
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
-from ._tiling import ChunkPlan, default_halo, plan_chunks
+from ._tiling import ChunkPlan, model_halo, plan_chunks
 
 __all__ = ["Prediction", "predict", "global_stats", "resolve_models"]
 
@@ -346,11 +346,11 @@ def predict(
     check_polarity(polarity)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
-    extent = max(s.halo for s in specs)
     reader, data, voxel_size, ident = _source(volume, chunks)
     if data.ndim != 3:
         raise ParameterError(f"a tomogram has 3 dimensions, got shape {data.shape}")
-    halo_v = default_halo(extent, pool) if halo is None else halo
+    # the one derivation of the default halo (detect's checks call the same function)
+    halo_v = model_halo([s.halo for s in specs], [s.pool_factor for s in specs]) if halo is None else halo
     if min(np.atleast_1d(halo_v)) < 0:
         raise ParameterError(f"halo must be >= 0 voxels, got {halo_v}")
     plan = plan_chunks(data.shape, chunks, halo_v, pool)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ChunkPlan", "default_halo", "plan_chunks", "task_memory_bytes", "RUNTIME_BYTES",
+__all__ = ["ChunkPlan", "default_halo", "plan_chunks", "task_memory_bytes", "model_halo", "task_tile", "RUNTIME_BYTES",
            "ACTIVATION_BYTES_PER_VOXEL", "ACTIVATION_BYTES_PER_VOXEL_CHANNEL"]
 
 #: Resident memory of a Dask worker process once PyTorch, the package and a network are loaded
@@ -143,3 +143,29 @@ def plan_chunks(
     cs = tuple(min(_round_up(int(c), pool_factor), _round_up(s, pool_factor)) for c, s in zip(cs, shape_t))
     hs = tuple(_round_up(int(h), pool_factor) for h in hs)
     return ChunkPlan(shape=shape_t, chunk_shape=cs, halo=hs, pool_factor=pool_factor)  # type: ignore[arg-type]
+
+
+def model_halo(extents: Sequence[int], pool_factors: Sequence[int], halo: int | Sequence[int] | None = None
+               ) -> tuple[int, int, int]:
+    """The halo (z, y, x) prediction uses for networks with these receptive-field ``extents`` and pooling
+    factors: ``halo`` when given, else the largest extent rounded up to the largest pooling factor.
+
+    The one derivation: :func:`~cryodet_dask.prediction.predict` and ``detect``'s checks both call it.
+    """
+    if halo is None:
+        h = default_halo(max(int(e) for e in extents), max(int(p) for p in pool_factors))
+        return (h, h, h)
+    hs = (int(halo),) * 3 if isinstance(halo, int) else tuple(int(v) for v in halo)
+    if len(hs) == 1:
+        hs = hs * 3
+    if len(hs) != 3:
+        raise ValueError(f"halo needs one or three values (z, y, x), got {halo!r}")
+    return (hs[0], hs[1], hs[2])
+
+
+def task_tile(chunks: Sequence[int], halo: Sequence[int], shape: Sequence[int], pool_factor: int
+              ) -> tuple[int, int, int]:
+    """The input block a prediction task reads: its chunk plus the halo on each side, no larger than the
+    volume padded to the pooling factor."""
+    t = tuple(min(int(c) + 2 * int(h), _round_up(int(n), pool_factor)) for c, h, n in zip(chunks, halo, shape))
+    return (t[0], t[1], t[2])
