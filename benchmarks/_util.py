@@ -78,3 +78,14 @@ def table(rows: list[list], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def report(results: dict, json_path: str | None) -> None:
+    """Print a benchmark's results as JSON, and write them to ``json_path`` when given."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(results, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text)

@@ -26,6 +26,8 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from _util import report
+
 CUBE, PITCH = 12, 32
 
 
@@ -90,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                "evaluate_peak_rss_mib": round(max(peak, before) / 1024, 1),
                "ratio_image_to_peak": round(float(image_gib) * 1024 / (max(peak, before) / 1024), 1),
                "overlap": ov, "particles": n}
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args.json)
     return 0
 
 

@@ -12,7 +12,6 @@ CSV.  Every read is checked: the row count and the coordinates equal what was wr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from _util import report
 
 
 def _star(path: Path, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -79,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t, _ = _time(lambda: cd.write_particles(df, Path(tmp) / "out.csv", overwrite=True), args.repeats)
         results["write_csv_s"] = round(t, 3)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args.json)
     return 0
 
 

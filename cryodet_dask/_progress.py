@@ -126,7 +126,7 @@ def block_summaries(func: Any, arrays: Sequence[Any], *, extra: Any = None, prog
         args = [(a.name, *idx) for a in arrays]
         f = func if extra is None else functools.partial(_with_extra, func, extra(idx))
         tasks[(name, *idx)] = (f, *args)
-    graph = HighLevelGraph.merge(HighLevelGraph.from_collections(name, tasks, dependencies=list(arrays)))
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=list(arrays))
     keys = [(name, *idx) for idx in np.ndindex(*first.numblocks)]
     return compute_keys(graph, keys, progress=progress, desc=desc, unit="blocks")
 

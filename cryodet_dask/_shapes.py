@@ -19,8 +19,12 @@ T = TypeVar("T", int, float)
 
 def triplet(value: T | Sequence[T] | np.ndarray) -> tuple[T, T, T]:
     """``v`` or ``(v,)`` -> ``(v, v, v)``; ``(z, y, x)`` unchanged; anything else is a ``ValueError``."""
-    values = tuple(np.atleast_1d(np.asarray(value)).tolist()) if isinstance(value, np.ndarray) else (
-        tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,))
+    if isinstance(value, np.ndarray):
+        values = tuple(value.ravel().tolist())
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(value)
+    else:
+        values = (value,)
     if len(values) == 1:
         values = values * 3
     if len(values) != 3:

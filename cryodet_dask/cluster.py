@@ -206,10 +206,8 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         except ImportError as exc:
             raise ParameterError("--cluster local-cuda needs dask-cuda (pip install dask-cuda)") from exc
         cluster = LocalCUDACluster(resources={"GPU": 1})
-    elif cfg.kind in JOBQUEUE:
+    else:  # slurm, pbs, lsf, sge (ClusterConfig refused any other kind when it was made)
         cluster = _jobqueue_cluster(cfg)
-    else:
-        raise ParameterError(f"unknown cluster kind {cfg.kind!r}; choose one of {', '.join(KINDS)}")
     before = _scheduler_setting()
     client = Client(cluster)
     try:

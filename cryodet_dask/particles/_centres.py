@@ -50,13 +50,12 @@ def _vs3(voxel_size: float | Sequence[float] | None, required: bool, what: str) 
 
 def write_centers_txt(centers: Any, path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None, *,
                       overwrite: bool = False) -> Path:
-    """Write centres in the seed's TXT format.
+    """Write centres in the seed's TXT format (positions only: the format has no score column).
 
     Parameters
     ----------
     centers : ndarray (N, 3) or Detections
-        Centres (z, y, x) in voxels; from Detections also the ranking score
-        (``center_scores``, the centre-map peak) as ``rlnAutopickFigureOfMerit``.
+        Centres (z, y, x) in voxels.
     path : path-like
         Output file.
     voxel_size : float or (z, y, x) floats

@@ -20,6 +20,8 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from .._shapes import triplet
+
 __all__ = ["ChunkPlan", "default_halo", "plan_chunks", "task_memory_bytes", "model_halo", "task_tile", "RUNTIME_BYTES",
            "ACTIVATION_BYTES_PER_VOXEL", "ACTIVATION_BYTES_PER_VOXEL_CHANNEL"]
 
@@ -153,14 +155,9 @@ def model_halo(extents: Sequence[int], pool_factors: Sequence[int], halo: int | 
     The one derivation: :func:`~cryodet_dask.prediction.predict` and ``detect``'s checks both call it.
     """
     if halo is None:
-        h = default_halo(max(int(e) for e in extents), max(int(p) for p in pool_factors))
-        return (h, h, h)
-    hs = (int(halo),) * 3 if isinstance(halo, int) else tuple(int(v) for v in halo)
-    if len(hs) == 1:
-        hs = hs * 3
-    if len(hs) != 3:
-        raise ValueError(f"halo needs one or three values (z, y, x), got {halo!r}")
-    return (hs[0], hs[1], hs[2])
+        halo = default_halo(max(int(e) for e in extents), max(int(p) for p in pool_factors))
+    z, y, x = triplet(halo)
+    return (int(z), int(y), int(x))
 
 
 def task_tile(chunks: Sequence[int], halo: Sequence[int], shape: Sequence[int], pool_factor: int
