@@ -4,16 +4,17 @@
 ``--scheduler-address``        an existing cluster (``tcp://host:8786``)
 ``--scheduler-file``           an existing cluster started with ``--scheduler-file``
 ``--cluster slurm|pbs|lsf|sge`` a dask-jobqueue cluster from the user's ``jobqueue.yaml``
-``--cluster local-cuda``       dask-cuda's ``LocalCUDACluster`` (one worker per GPU)
+``--cluster local-cuda``       one worker per GPU running :data:`GPU_TASKS` prediction tasks at once,
+                               plus single-threaded CPU-only workers on the other cores
 ``--cluster threads``          no distributed scheduler: Dask's threads in this process
 
 Set ``CRYODET_SLURM_NO_GRES=1`` to leave out the ``--gres=gpu:N`` directive
 (a SLURM without GPU gres, as in the CI test that still gives the workers the
 ``GPU`` resource).
 
-GPU workers are started with the Dask resource ``GPU=1``; inference tasks
-require it when any worker has it, so a mixed cluster sends the networks to
-the GPUs and everything else to every worker.
+GPU workers carry the Dask resource ``GPU`` (one unit per prediction task it may
+run at once); inference tasks require one unit when any worker has it, so a
+mixed cluster sends the networks to the GPUs and everything else to every worker.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from typing import Any
 
 from .errors import ClusterError, CryodetError, ParameterError
 
-__all__ = ["WORKER_ENV", "ClusterConfig", "add_cluster_arguments", "cluster_from_args", "open_client", "local_cluster_size"]
+__all__ = ["GPU_TASKS", "WORKER_ENV", "ClusterConfig", "add_cluster_arguments", "cluster_from_args", "open_client",
+           "local_cluster_size", "local_cuda_workers"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -42,6 +44,11 @@ log = logging.getLogger("cryodet_dask")
 #: page faults 3.4x and their CPU time by 30 % in ``benchmarks/bench_postprocess.py``.
 #: Pass it as ``distributed.nanny.pre-spawn-environ`` (see ``cryodet-dask postprocess --workers``).
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+
+#: Prediction tasks in flight per GPU under ``--cluster local-cuda``: while one runs its forward pass the
+#: others read, normalize and write their tiles.  On one H200, 4 tasks in flight gave 3.5x the
+#: prediction throughput of 1 (../shared/gpu check, README "Performance").
+GPU_TASKS = 4
 
 JOBQUEUE = ("slurm", "pbs", "lsf", "sge")
 KINDS = ("local", "threads", "local-cuda", *JOBQUEUE)
@@ -135,6 +142,54 @@ def local_cluster_size(n_workers: int | None = None, threads_per_worker: int = 1
     return dict(n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit)
 
 
+def local_cuda_workers(n_gpus: int, n_workers: int | None = None, memory_limit: str | None = None,
+                       cores: int | None = None, total_memory: int | None = None) -> dict[str, dict[str, Any]]:
+    """Worker specs for ``--cluster local-cuda``: name -> Nanny options.
+
+    One worker per GPU (``CUDA_VISIBLE_DEVICES`` set to it) with :data:`GPU_TASKS` threads and as many
+    units of the ``GPU`` resource, and ``n_workers`` single-threaded CPU-only workers (default: one per
+    core left after one core per GPU) for conversion, statistics, post-processing and export.  Memory:
+    ``memory_limit`` per thread, default 80 % of ``total_memory`` shared per thread.
+    """
+    import psutil
+
+    if n_gpus < 1:
+        raise ParameterError("--cluster local-cuda needs a CUDA GPU, and torch sees none")
+    cores = cores or _cores()
+    n_cpu = n_workers if n_workers is not None else max(1, cores - n_gpus)
+    if memory_limit is None:
+        usable = (total_memory or psutil.virtual_memory().total) * 0.8
+        memory_limit = f"{int(usable / (n_cpu + n_gpus * GPU_TASKS) / 2**20)}MiB"
+    per_thread = parse_memory_limit(memory_limit)
+    from dask.utils import format_bytes, parse_bytes
+
+    gpu_memory = format_bytes(parse_bytes(per_thread) * GPU_TASKS).replace(" ", "")
+    workers: dict[str, dict[str, Any]] = {}
+    for g in range(n_gpus):
+        workers[f"gpu-{g}"] = {"nthreads": GPU_TASKS, "resources": {"GPU": GPU_TASKS}, "memory_limit": gpu_memory,
+                               "env": {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": str(g)}}
+    for i in range(n_cpu):
+        workers[f"cpu-{i}"] = {"nthreads": 1, "memory_limit": per_thread,
+                               "env": {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": ""}}
+    return workers
+
+
+def _local_cuda_cluster(cfg: ClusterConfig) -> Any:
+    import torch
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d for d in visible.split(",") if d.strip()] if visible is not None else None
+    n_gpus = torch.cuda.device_count()
+    specs = local_cuda_workers(n_gpus, cfg.n_workers, cfg.memory_limit)
+    if ids is not None:  # keep the user's selection: worker g sees the g-th device they made visible
+        for g in range(n_gpus):
+            specs[f"gpu-{g}"]["env"]["CUDA_VISIBLE_DEVICES"] = ids[g]
+    workers = {name: {"cls": Nanny, "options": opts} for name, opts in specs.items()}
+    scheduler = {"cls": Scheduler, "options": {"dashboard": cfg.dashboard, "dashboard_address": ":0"}}
+    return SpecCluster(workers=workers, scheduler=scheduler, name="cryodet-local-cuda")
+
+
 def _jobqueue_cluster(cfg: ClusterConfig) -> Any:
     try:
         import dask_jobqueue
@@ -201,11 +256,7 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         with dask.config.set(env):
             cluster = LocalCluster(processes=True, dashboard_address=":0" if cfg.dashboard else None, **size)
     elif cfg.kind == "local-cuda":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError as exc:
-            raise ParameterError("--cluster local-cuda needs dask-cuda (pip install dask-cuda)") from exc
-        cluster = LocalCUDACluster(resources={"GPU": 1})
+        cluster = _local_cuda_cluster(cfg)
     else:  # slurm, pbs, lsf, sge (ClusterConfig refused any other kind when it was made)
         cluster = _jobqueue_cluster(cfg)
     before = _scheduler_setting()
@@ -347,16 +398,18 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cluster", choices=KINDS, default="local",
                    help="local: LocalCluster sized to this machine (default); threads: no distributed "
                    "scheduler; slurm/pbs/lsf/sge: dask-jobqueue from your jobqueue.yaml; local-cuda: "
-                   "one worker per GPU (dask-cuda)")
+                   "one worker per GPU running 4 prediction tasks at once, plus CPU-only workers")
     g.add_argument("--scheduler-address", default=None, metavar="URL",
                    help="connect to a running scheduler, e.g. tcp://10.0.0.1:8786")
     g.add_argument("--scheduler-file", default=None, metavar="JSON", help="connect via a scheduler file")
     g.add_argument("--workers", type=_positive, default=None, metavar="N",
-                   help="LocalCluster workers (default: one per core)")
+                   help="LocalCluster workers (default: one per core); local-cuda: CPU-only workers (default: one per "
+                   "core left after one per GPU)")
     g.add_argument("--threads-per-worker", type=_positive, default=1, metavar="N", help="(default: 1)")
     g.add_argument("--memory-limit", type=_memory, default=None, metavar="SIZE",
-                   help="memory per LocalCluster worker, e.g. 4GiB; a run refuses a limit below what one "
-                   "prediction task needs (default: 80%% of RAM shared)")
+                   help="memory per LocalCluster worker, e.g. 4GiB (local-cuda: per CPU-only worker, 4x that for "
+                   "a GPU worker); a run refuses a limit below what one CPU prediction task needs (default: "
+                   "80%% of RAM shared)")
     g.add_argument("--worker-timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="give up (exit 69) when the cluster has had no worker for this long (default: 120; "
                    "slurm/pbs/lsf/sge: 3600, for the queue)")

@@ -39,6 +39,27 @@ def test_threads_kind_gives_no_client():
         assert client is None
 
 
+def test_local_cuda_layout_on_a_pretend_gpu(monkeypatch):
+    """--cluster local-cuda's workers as started (torch made to report one GPU, so this runs on the CPU):
+    one worker with GPU_TASKS threads and GPU units seeing device 0, and CPU-only workers seeing none."""
+    import torch
+
+    from cryodet_dask.cluster import GPU_TASKS
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with open_client(ClusterConfig(kind="local-cuda", n_workers=1, memory_limit="512MiB", dashboard=False)) as client:
+        client.wait_for_workers(2)
+        info = client.scheduler_info()["workers"]
+        by_name = {w["name"]: w for w in info.values()}
+        assert sorted(by_name) == ["cpu-0", "gpu-0"]
+        gpu, cpu = by_name["gpu-0"], by_name["cpu-0"]
+        assert gpu["nthreads"] == GPU_TASKS and gpu["resources"] == {"GPU": GPU_TASKS}
+        assert cpu["nthreads"] == 1 and not cpu.get("resources")
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert {info[a]["name"]: v for a, v in seen.items()} == {"gpu-0": "0", "cpu-0": ""}
+
+
 @pytest.mark.scheduler
 def test_existing_scheduler_on_loopback(tmp_path):
     sched_file = tmp_path / "scheduler.json"

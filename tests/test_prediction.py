@@ -136,6 +136,46 @@ def test_gpu_resource_annotation_and_distributed(tmp_path, two_head, volume):
     assert not any((lay.annotations or {}).get("resources") for lay in pred.mask.dask.layers.values())
 
 
+def test_stored_prediction_runs_only_on_gpu_workers_of_a_mixed_cluster(tmp_path, two_head, volume):
+    """Every prediction task lands on the worker with the GPU resource, none on the CPU-only one
+    (a dask array built on the annotated layer loses the annotation when computed: dask 2026.8)."""
+    from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+
+    ref_mask, _ = _reference([two_head], volume)
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    workers = {"gpu": {"cls": Worker, "options": {"nthreads": 2, "resources": {"GPU": 2}}},
+               "cpu": {"cls": Worker, "options": {"nthreads": 2}}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard": False}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        names = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
+        with get_task_stream(client) as ts:
+            stored = predict(path, two_head, chunks=16, device="cpu", out=tmp_path / "d.zarr")
+        placed = [t["worker"] for t in ts.data if "predict-store" in str(t["key"])]
+        assert len(placed) == stored.chunks_computed == 2 * 4 * 3
+        assert set(placed) == {names["gpu"]}
+        np.testing.assert_allclose(stored.mask.compute(), ref_mask, atol=1e-5)
+
+
+def test_local_cuda_workers_one_per_gpu_plus_cpu_workers():
+    from cryodet_dask.cluster import GPU_TASKS, local_cuda_workers
+
+    specs = local_cuda_workers(2, cores=16, total_memory=100 * 2**30)
+    gpus = [s for n, s in specs.items() if n.startswith("gpu")]
+    cpus = [s for n, s in specs.items() if n.startswith("cpu")]
+    assert len(gpus) == 2 and len(cpus) == 14
+    assert [g["env"]["CUDA_VISIBLE_DEVICES"] for g in gpus] == ["0", "1"]
+    assert all(g["resources"] == {"GPU": GPU_TASKS} and g["nthreads"] == GPU_TASKS for g in gpus)
+    assert all(c["env"]["CUDA_VISIBLE_DEVICES"] == "" and c["nthreads"] == 1 and "resources" not in c for c in cpus)
+    from dask.utils import parse_bytes
+
+    total = sum(parse_bytes(s["memory_limit"]) for s in specs.values())
+    assert 0.75 * 100 * 2**30 < total <= 0.8 * 100 * 2**30  # 80 % of the memory, shared per thread
+    assert len(local_cuda_workers(1, n_workers=3, memory_limit="2GiB", cores=8)) == 4
+    with pytest.raises(ParameterError, match="needs a CUDA GPU"):
+        local_cuda_workers(0)
+
+
 def test_one_task_per_chunk(two_head, tmp_path, volume):
     path = make_mrc(tmp_path / "v.mrc", volume)
     pred = predict(path, two_head, chunks=16, device="cpu")

@@ -56,6 +56,13 @@ def get_model(path: str, device: str) -> Any:
     """The model of checkpoint ``path`` on ``device``, loaded once per process."""
     from .. import models
 
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # a task placed on a CPU-only worker: say so, in one line
+            raise RuntimeError(f"a prediction task for device {device!r} ran on a Dask worker without a visible "
+                               "GPU; give every GPU worker the Dask resource GPU and predict with out=... (the "
+                               "stored prediction sends its tasks to those workers), or use --device cpu")
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, device)
     with _LOCK:
@@ -114,7 +121,7 @@ def forward_block(
     blocks: Sequence[np.ndarray],
     *,
     device: str = "cpu",
-    amp: bool = True,
+    amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
 ) -> list[np.ndarray]:
