@@ -315,11 +315,16 @@ def check_chunks(p: DetectParams) -> tuple[int, ...]:
             f"-ps/--chunks {','.join(map(str, chunks3))} is smaller than the inference halo "
             f"{','.join(map(str, halo3))} voxels (each chunk would read {((small[0][0] + 2 * small[0][1]) / small[0][0]) ** 3:.0f}x "
             f"its own size); use chunks of at least {max(halo3)} voxels (128 or more is efficient)")
+    if p.tile is not None and any(t < h for t, h in zip(triplet(p.tile), halo3)):
+        raise ParameterError(f"--tile {','.join(map(str, p.tile))} is smaller than the inference halo "
+                             f"{','.join(map(str, halo3))} voxels: most of each forward pass would be halo; give a "
+                             "larger tile (or none, to let it be planned)")
     return halo3
 
 
 def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
-    """Memory (bytes) a Dask worker needs for one CPU prediction task of this run, and the tile read.
+    """Memory (bytes) a Dask worker needs for one CPU prediction task of this run, and the tile read
+    (one chunk's, the smallest the planner uses, or ``--tile``'s).
 
     :func:`~cryodet_dask.prediction._tiling.task_memory_bytes` for the tile (chunk plus halo on each
     side, clipped to the volume ``shape``), divided by the ``distributed.worker.memory.terminate``
@@ -330,7 +335,10 @@ def prediction_memory(p: DetectParams, shape: Sequence[int]) -> tuple[int, tuple
     from .prediction import resolve_models, task_memory_bytes, task_tile
 
     specs = resolve_models(_model_arg(p))
-    tile = task_tile(triplet(p.chunks), inference_halo(p), shape, max(s.pool_factor for s in specs))
+    core: tuple[int, ...] = triplet(p.chunks)
+    if p.tile is not None:  # an explicit --tile: whole chunks (the planned tiles fit the memory by construction)
+        core = tuple(-(-int(t) // int(c)) * int(c) for t, c in zip(triplet(p.tile), core))
+    tile = task_tile(core, inference_halo(p), shape, max(s.pool_factor for s in specs))
     usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
     return int(task_memory_bytes(tile, max(s.width for s in specs), p.batch_size) / usable), tile
 
@@ -720,7 +728,7 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
     timings["convert"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pred = predict(stored, _model_arg(p), out=pred_path, chunks=p.chunks, halo=p.halo,
+    pred = predict(stored, _model_arg(p), out=pred_path, chunks=p.chunks, halo=p.halo, tile=p.tile,
                    device=p.device, batch_size=p.batch_size, polarity=p.polarity, overwrite=overwrite, replace=True,
                    progress=progress)
     timings["predict"] = time.perf_counter() - t
@@ -799,6 +807,8 @@ def _detect_stages(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: An
                           "predicted maps interpolated back linearly, post-processing on the tomogram's grid"},
             "halo": list(pred.plan.halo),
             "chunks": list(pred.plan.chunk_shape),
+            "tile_chunks": list(pred.plan.tile),
+            "computed_per_output_voxel": round(pred.plan.halo_overhead(), 3),
             "chunks_computed": pred.chunks_computed,
             "chunks_skipped": pred.chunks_skipped,
             "chunks_repaired": pred.chunks_repaired,

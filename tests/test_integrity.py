@@ -262,7 +262,7 @@ def test_checked_reader_never_returns_fill_for_a_missing_chunk(ref, tmp_path):
 
 def _interrupted(ref, net, out: Path, monkeypatch, after: int = 3) -> None:
     calls = {"n": 0}
-    real = predict_module._store_chunks
+    real = predict_module._store_tiles
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -270,10 +270,11 @@ def _interrupted(ref, net, out: Path, monkeypatch, after: int = 3) -> None:
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "_store_chunks", flaky)
+    monkeypatch.setattr(predict_module, "_store_tiles", flaky)
+    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
     with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
         cryodet_dask.predict(ref["mrc"], net, out=out, chunks=CHUNKS, device="cpu")
-    monkeypatch.setattr(predict_module, "_store_chunks", real)
+    monkeypatch.setattr(predict_module, "_store_tiles", real)
 
 
 @pytest.mark.parametrize("array,fault,expect", [

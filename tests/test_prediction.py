@@ -89,7 +89,7 @@ def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
     path = make_mrc(tmp_path / "v.mrc", volume)
     out = tmp_path / "pred.zarr"
     calls = {"n": 0}
-    real = predict_module._store_chunks
+    real = predict_module._store_tiles
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -97,14 +97,15 @@ def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "_store_chunks", flaky)
+    monkeypatch.setattr(predict_module, "_store_tiles", flaky)
+    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
     with pytest.raises(KeyboardInterrupt):
         import dask
 
         with dask.config.set(scheduler="synchronous"):
             predict(path, two_head, out=out, chunks=16, device="cpu")
     assert not out.exists()  # nothing complete-looking
-    monkeypatch.setattr(predict_module, "_store_chunks", real)
+    monkeypatch.setattr(predict_module, "_store_tiles", real)
     pred = predict(path, two_head, out=out, chunks=16, device="cpu")
     total = int(np.prod(pred.plan.grid))
     assert pred.chunks_skipped == 4 and pred.chunks_computed == total - 4
@@ -136,6 +137,77 @@ def test_gpu_resource_annotation_and_distributed(tmp_path, two_head, volume):
     assert not any((lay.annotations or {}).get("resources") for lay in pred.mask.dask.layers.values())
 
 
+@pytest.mark.parametrize("tile", [36, (36, 36, 48), (64, 64, 64), None])
+def test_tile_plans_give_the_whole_volume_maps(tmp_path, two_head, volume, tile):
+    """Tiles of 3x3x3, 3x3x3 / 2x3x3 and all chunks (and the planner's choice): one forward pass per tile, the
+    same maps as the whole-volume pass (issue 17: tiles decoupled from the 16^3 storage chunks)."""
+    import zarr
+
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    pred = predict(path, two_head, out=tmp_path / "p.zarr", chunks=16, tile=tile, device="cpu")
+    ref_mask, ref_center = _reference([two_head], volume)
+    np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+    np.testing.assert_allclose(pred.center.compute(), ref_center, atol=1e-5)
+    assert zarr.open_array(str(tmp_path / "p.zarr" / "mask")).chunks == (16, 16, 16)  # storage chunks stay
+    if tile is not None:
+        assert pred.plan.tile == tuple(min(-(-t // 16), g) for t, g in zip(np.broadcast_to(tile, 3), pred.plan.grid))
+        assert pred.plan.tile != (1, 1, 1)
+
+
+def test_resume_with_another_tile_plan(tmp_path, two_head, volume, monkeypatch):
+    """Interrupted with one chunk per tile, resumed with 2x2x2-chunk tiles: the finished chunks are kept,
+    a tile computes only for the chunks it still lacks, and the maps are the whole-volume ones."""
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    out = tmp_path / "pred.zarr"
+    calls = {"n": 0}
+    real = predict_module._store_tiles
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_store_tiles", flaky)
+    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
+    import dask
+
+    with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
+        predict(path, two_head, out=out, chunks=16, device="cpu")
+    monkeypatch.setattr(predict_module, "_store_tiles", real)
+    pred = predict(path, two_head, out=out, chunks=16, tile=(36, 36, 36), device="cpu")
+    assert pred.chunks_skipped == 5 and pred.chunks_computed == int(np.prod(pred.plan.grid)) - 5
+    ref_mask, _ = _reference([two_head], volume)
+    np.testing.assert_allclose(pred.mask.compute(), ref_mask, atol=1e-5)
+
+
+def test_tile_planner_fills_memory_and_keeps_every_worker_busy():
+    from cryodet_dask.prediction import plan_tiles
+
+    plan = plan_chunks((464, 928, 928), 128, 44, pool_factor=4)
+    assert plan.halo_overhead() == pytest.approx(4.28, abs=0.01)
+    big = plan_tiles(plan, budget=80 * 2**30, bytes_per_voxel=522, slots=1)
+    assert big.tile[0] == 4 and big.halo_overhead() < 1.5  # through the whole depth: no z halo
+    assert 522 * np.prod(big.tile_input_shape()) <= 80 * 2**30
+    shared = plan_tiles(plan, budget=80 * 2**30 // 4, bytes_per_voxel=522, slots=4)
+    assert 522 * np.prod(shared.tile_input_shape()) <= 20 * 2**30
+    assert big.halo_overhead() < shared.halo_overhead() < plan.halo_overhead()
+    # never fewer tiles than tasks that run at once, where the volume has that many chunks
+    many = plan_tiles(plan, budget=2**40, bytes_per_voxel=522, slots=16)
+    assert np.prod(many.tile_grid) >= 16
+    # a budget below one chunk's tile leaves one chunk per tile (the memory checks refuse such runs)
+    assert plan_tiles(plan, budget=2**20, bytes_per_voxel=522).tile == (1, 1, 1)
+
+
+def test_bad_tile_is_refused_before_any_work(tmp_path, two_head, volume):
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    with pytest.raises(ParameterError, match="smaller than the halo"):
+        predict(path, two_head, out=tmp_path / "p.zarr", chunks=16, halo=8, tile=4, device="cpu")
+    with pytest.raises(ParameterError, match="positive"):
+        predict(path, two_head, out=tmp_path / "p.zarr", chunks=16, tile=0, device="cpu")
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / ".p.zarr.partial").exists()
+
+
 def test_stored_prediction_runs_only_on_gpu_workers_of_a_mixed_cluster(tmp_path, two_head, volume):
     """Every prediction task lands on the worker with the GPU resource, none on the CPU-only one
     (a dask array built on the annotated layer loses the annotation when computed: dask 2026.8)."""
@@ -152,7 +224,7 @@ def test_stored_prediction_runs_only_on_gpu_workers_of_a_mixed_cluster(tmp_path,
         with get_task_stream(client) as ts:
             stored = predict(path, two_head, chunks=16, device="cpu", out=tmp_path / "d.zarr")
         placed = [t["worker"] for t in ts.data if "predict-store" in str(t["key"])]
-        assert len(placed) == stored.chunks_computed == 2 * 4 * 3
+        assert stored.chunks_computed == 2 * 4 * 3 and len(placed) >= 4  # tiles: at least one per thread
         assert set(placed) == {names["gpu"]}
         np.testing.assert_allclose(stored.mask.compute(), ref_mask, atol=1e-5)
 

@@ -31,7 +31,7 @@ from ._common import (
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity")
+          "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity")
 
 
 def _text(text: str) -> str:
@@ -61,7 +61,7 @@ def _connectivity(text: str) -> int:
 
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
 TYPES: dict[str, Callable[[str], Any]] = {
-    "segnet": _text, "centernet": _text, "chunks": int_triplet, "halo": int_triplet,
+    "segnet": _text, "centernet": _text, "chunks": int_triplet, "halo": int_triplet, "tile": int_triplet,
     "device": _choice("auto", "cpu", "cuda"), "batch_size": positive_int, "voxel_size": voxel_size_angst,
     "rescale": str2bool, "mask_threshold": fraction, "center_threshold": fraction, "remove_min_size": nonneg_int,
     "center_min_distance": finite_nonneg_float, "min_particle_size": nonneg_int, "min_score": finite_nonneg_float,
@@ -117,6 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chunk (patch) size in voxels for inference and post-processing (default: 128)")
     g.add_argument("--halo", type=int_triplet, metavar="N|Z,Y,X",
                    help="inference halo in voxels (default: half the receptive field)")
+    g.add_argument("--tile", type=TYPES["tile"], metavar="N|Z,Y,X",
+                   help="core of one forward pass in voxels, rounded up to whole -ps chunks (default: planned: the "
+                   "fewest computed voxels that fit a worker's or the GPU's memory, at least one tile per worker "
+                   "thread or GPU task; the maps are the same for any tile)")
     g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
     g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
     g.add_argument("--polarity", type=TYPES["polarity"], metavar="{both,as-is}",

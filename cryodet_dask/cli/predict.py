@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output chunk shape in voxels, rounded up to the pooling factor (default: 128)")
     p.add_argument("--halo", type=int_triplet, default=None, metavar="N|Z,Y,X",
                    help="halo in voxels on each side (default: half the receptive field)")
+    p.add_argument("--tile", type=int_triplet, default=None, metavar="N|Z,Y,X",
+                   help="core of one forward pass in voxels, rounded up to whole chunks (default: planned from the "
+                   "workers' or the GPU's memory; the maps are the same for any tile)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run (default: auto = cuda if available)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="chunks per task/forward call (default: 1)")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             out=args.out,
             chunks=args.chunks,
             halo=args.halo,
+            tile=args.tile,
             device=args.device,
             batch_size=args.batch_size,
             dtype=args.dtype,
@@ -65,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         print(f"wrote {pred.path}: mask and center {pred.plan.shape}, chunks {pred.plan.chunk_shape}, "
-              f"halo {pred.plan.halo}; {pred.chunks_computed} chunks computed, {pred.chunks_skipped} skipped")
+              f"halo {pred.plan.halo}, tiles of {pred.plan.tile} chunks; {pred.chunks_computed} chunks computed, {pred.chunks_skipped} skipped")
     return 0

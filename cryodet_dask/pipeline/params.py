@@ -60,6 +60,7 @@ class DetectParams:
     min_score: float = PostprocessParams.min_score
     particle_diameter: float | None = None
     halo: tuple[int, ...] | None = None
+    tile: tuple[int, ...] | None = None  # prediction tile core (voxels, whole chunks); None: planned from memory
     device: str = "auto"
     batch_size: int = 1
     keep_intermediate: bool = True
@@ -109,7 +110,7 @@ class DetectParams:
         if unknown:
             raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         d = dict(d)
-        for k in ("chunks", "halo", "formats"):
+        for k in ("chunks", "halo", "tile", "formats"):
             if d.get(k) is not None:
                 v = d[k]
                 d[k] = tuple(v) if isinstance(v, list | tuple) else (v,)
@@ -161,7 +162,7 @@ def _check_params(p: DetectParams) -> None:
         raise ParameterError(f"batch_size must be a whole number >= 1, got {p.batch_size!r}")
     if p.voxel_size is not None:
         check_voxel_size(p.voxel_size, "-vs/--voxel-size")
-    for k in ("chunks", "halo"):
+    for k in ("chunks", "halo", "tile"):
         v = getattr(p, k)
         if v is not None and (len(v) not in (1, 3) or not all(isinstance(x, int | np.integer) and not isinstance(x, bool)
                                                               and x >= 1 for x in v)):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._engine import ModelSpec, forward_block, get_model, normalize_block, resolve_device
-from ._predict import Prediction, file_sha256, global_stats, predict, resolve_models
-from ._tiling import ChunkPlan, default_halo, model_halo, plan_chunks, task_memory_bytes, task_tile
+from ._predict import Prediction, file_sha256, global_stats, predict, resolve_models, tile_budget
+from ._tiling import ChunkPlan, default_halo, model_halo, plan_chunks, plan_tiles, task_memory_bytes, task_tile, with_tile
 
 __all__ = [
     "ChunkPlan",
@@ -23,4 +23,7 @@ __all__ = [
     "task_memory_bytes",
     "model_halo",
     "task_tile",
+    "plan_tiles",
+    "tile_budget",
+    "with_tile",
 ]

@@ -124,13 +124,16 @@ def forward_block(
     amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
+    crops: Sequence[tuple[slice, ...] | None] | None = None,
 ) -> list[np.ndarray]:
     """Run every model on every (normalized) block; blocks of equal shape share one forward call.
 
     Each block is zero-padded at the end of each axis to a multiple of the
     pooling factor and cropped back afterwards.  Returns, per block, a float32
     array (n_heads, *block.shape) with the heads of all models stacked in
-    ``specs`` order.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`.
+    ``specs`` order, or, with ``crops``, only the part ``crops[i]`` (slices of
+    the block, e.g. its core without the halo): cut on the device, so only
+    that part is copied back.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`.
     """
     import torch
 
@@ -150,7 +153,8 @@ def forward_block(
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            y = torch.cat([forward(net, x, polarity) for net in nets], dim=1).cpu().numpy()
-        for j, i in enumerate(members):
-            out[i] = np.ascontiguousarray(y[j, :, : shape[0], : shape[1], : shape[2]])
+            y = torch.cat([forward(net, x, polarity) for net in nets], dim=1)
+            for j, i in enumerate(members):
+                crop: tuple[slice, ...] = (crops[i] if crops is not None else None) or tuple(slice(0, n) for n in shape)
+                out[i] = np.ascontiguousarray(y[j][(slice(None), *crop)].cpu().numpy())
     return out  # type: ignore[return-value]

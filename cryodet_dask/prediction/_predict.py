@@ -26,7 +26,9 @@ from ..io import (INTEGRITY_ATTRS, WRITE_CONFIG, ArrayReader, CheckedArray, Tomo
                   has_checksum, lazy_array, load, normalize_chunks, open_for_write, partial_path, stored_codecs,
                   verify_array)
 from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
-from ._tiling import ChunkPlan, model_halo, plan_chunks
+from .._shapes import triplet
+from ._tiling import (ACTIVATION_BYTES_PER_VOXEL, ACTIVATION_BYTES_PER_VOXEL_CHANNEL, GPU_CONTEXT_BYTES, RUNTIME_BYTES,
+                      ChunkPlan, model_halo, plan_chunks, plan_tiles, with_tile)
 
 __all__ = ["Prediction", "predict", "global_stats", "resolve_models"]
 
@@ -156,19 +158,17 @@ def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, fl
 # ------------------------------------------------------------------ tasks
 
 
-def _predict_chunks(reader: Any, plan: ChunkPlan, indices: Sequence[tuple[int, int, int]], mean: float,
-                    std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                    torch_threads: int | None, polarity: str = "as-is") -> list[np.ndarray]:
-    """Read, normalize and predict the chunks ``indices``; return their cores (n_heads, *core)."""
-    regions = [plan.region(i) for i in indices]
+def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int, int]], mean: float,
+                   std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
+                   torch_threads: int | None, polarity: str = "as-is") -> list[np.ndarray]:
+    """Read, normalize and predict the tiles ``tiles``; return their cores (n_heads, *tile core)."""
+    regions = [plan.tile_region(t) for t in tiles]
     blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
-    outs = forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads, polarity=polarity)
-    cores = []
-    for idx, region, out in zip(indices, regions, outs):
-        core = plan.core(idx)
-        local = (slice(None),) + tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
-        cores.append(out[local])
-    return cores
+    crops: list[tuple[slice, ...] | None] = [
+        tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(plan.tile_core(t), region))
+        for t, region in zip(tiles, regions)]
+    return forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads, polarity=polarity,
+                         crops=crops)
 
 
 def _head_order(specs: Sequence[ModelSpec]) -> list[int]:
@@ -191,32 +191,39 @@ def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[in
                 mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
                 torch_threads: int | None, polarity: str = "as-is") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
-    (core,) = _predict_chunks(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity)
+    (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity)
     return core[_head_order(specs)]
 
 
-def _store_chunks(reader: Any, *, indices: Sequence[tuple[int, int, int]], plan: ChunkPlan, mean: float,
-                  std: float, specs: Sequence[ModelSpec], device: str, amp: bool, torch_threads: int | None,
-                  store: str, polarity: str = "as-is") -> np.ndarray:
-    """Predict chunks, write them to the Zarr store, then mark each done; return how many."""
-    cores = _predict_chunks(reader, plan, indices, mean, std, specs, device, amp, torch_threads, polarity)
+def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]],
+                 plan: ChunkPlan, mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
+                 torch_threads: int | None, store: str, polarity: str = "as-is") -> np.ndarray:
+    """Predict tiles, write the chunks listed with each to the Zarr store, then mark each chunk done;
+    return how many chunks."""
+    outs = _predict_tiles(reader, plan, [t for t, _ in tiles], mean, std, specs, device, amp, torch_threads,
+                          polarity)
     order = _head_order(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
     arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
     done = Path(store) / ".done"
-    for idx, core in zip(indices, cores):
-        sl = plan.core(idx)
-        digests = {}
-        for k, h in enumerate(HEADS):
-            values = np.ascontiguousarray(core[order[k]].astype(arrays[h].dtype, copy=False))
-            arrays[h][sl] = values
-            digests[h] = chunk_digest(values)
-        # the marker, only after both maps are written, records what they hold (checked before any reuse)
-        marker = done / ".".join(map(str, idx))
-        tmp = marker.with_name(f".{marker.name}.tmp")
-        tmp.write_text(json.dumps(digests))
-        os.replace(tmp, marker)
-    return np.array([len(indices)], dtype=np.int64)
+    n = 0
+    for (tile, members), out in zip(tiles, outs):
+        origin = [c.start for c in plan.tile_core(tile)]
+        for idx in members:
+            sl = plan.core(idx)
+            core = out[(slice(None), *(slice(c.start - o, c.stop - o) for c, o in zip(sl, origin)))]
+            digests = {}
+            for k, h in enumerate(HEADS):
+                values = np.ascontiguousarray(core[order[k]].astype(arrays[h].dtype, copy=False))
+                arrays[h][sl] = values
+                digests[h] = chunk_digest(values)
+            # the marker, only after both maps are written, records what they hold (checked before any reuse)
+            marker = done / ".".join(map(str, idx))
+            tmp = marker.with_name(f".{marker.name}.tmp")
+            tmp.write_text(json.dumps(digests))
+            os.replace(tmp, marker)
+            n += 1
+    return np.array([n], dtype=np.int64)
 
 
 # ------------------------------------------------------------------ graph
@@ -247,6 +254,44 @@ def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]
     if isinstance(volume, da.Array):
         return None, volume, None, volume.name
     raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
+
+
+def tile_budget(device: str, specs: Sequence[ModelSpec], gpu: bool, batch_size: int = 1
+                ) -> tuple[int, int, int, int]:
+    """(memory budget of one task, bytes per tile voxel, fixed bytes, tasks at once) for :func:`plan_tiles`,
+    from where the tasks will run: the GPU's memory shared by the tasks in flight on it (the GPU
+    resource units of a GPU worker, else every thread), or a CPU worker's memory limit per thread."""
+    import psutil
+
+    width = max(s.width for s in specs)
+    per_voxel = (ACTIVATION_BYTES_PER_VOXEL + ACTIVATION_BYTES_PER_VOXEL_CHANNEL * width) * max(batch_size, 1)
+    client = current_client()
+    workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values()) if client is not None else []
+    threads = sum(int(w.get("nthreads") or 1) for w in workers) or _cores()
+    if device.startswith("cuda"):
+        import torch
+
+        total = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        units = [int((w.get("resources") or {}).get("GPU") or 0) for w in workers]
+        in_flight = max(units) if gpu and any(units) else threads
+        slots = sum(units) if gpu and any(units) else threads
+        return int(total * 0.85 / max(in_flight, 1)), per_voxel, GPU_CONTEXT_BYTES, slots
+    limits = [int(w.get("memory_limit") or 0) / max(int(w.get("nthreads") or 1), 1) for w in workers]
+    if limits and min(limits) > 0:
+        import dask
+
+        usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
+        budget = int(min(limits) * usable)
+    else:
+        budget = int(psutil.virtual_memory().available * 0.8 / threads)
+    return budget, per_voxel, RUNTIME_BYTES, threads
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
 
 
 def _gpu_workers_present() -> bool:
@@ -282,6 +327,7 @@ def predict(
     amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
+    tile: int | Sequence[int] | None = None,
     stats: tuple[float, float] | None = None,
     overwrite: bool = False,
     replace: bool = False,
@@ -321,6 +367,12 @@ def predict(
         ``"as-is"`` (default): one forward pass; ``"both"``: each map is the mean
         of the networks' outputs on the tomogram and on its contrast-inverted
         copy, so it is exactly the same for either contrast polarity (two passes).
+    tile : int or (z, y, x), optional
+        Core of one forward pass, in voxels, rounded up to whole chunks (``out`` only: a task computes
+        a tile from its core plus the halo and writes every chunk of it).  Default: planned from the
+        memory of where the tasks run (:func:`~cryodet_dask.prediction.plan_tiles`: the fewest
+        computed voxels that fit, at least one tile per worker thread or GPU task).  The maps are
+        the same for every tile plan.
     torch_threads : int, optional
         Threads torch uses per task (default: torch's, which Dask workers set to 1).
     stats : (mean, std), optional
@@ -388,6 +440,14 @@ def predict(
         if out.exists() and not (overwrite or replace):
             raise OutputExistsError(f"output {out} already exists for other inputs or parameters (use --overwrite)")
 
+    if out is not None:  # stored: the tasks are tiles of whole chunks (the lazy arrays keep one chunk per task)
+        plan = with_tile(plan, tile) if tile is not None else plan_tiles(plan, *tile_budget(device, specs, gpu,
+                                                                                           batch_size))
+        if tile is not None and any(t < h for t, h in zip(triplet(tile), plan.halo)):
+            raise ParameterError(f"--tile {tile} is smaller than the halo {plan.halo}: most of each forward pass "
+                                 "would be halo; give a larger tile (or none, to let it be planned)")
+        log.info("prediction tiles: %s chunks each (input up to %s voxels), %.2f computed voxels per output voxel",
+                 plan.tile, plan.tile_input_shape(), plan.halo_overhead())
     if reader is None:  # a dask array not backed by a file: materialize halo regions from its graph
         reader_key = None
     else:
@@ -663,16 +723,22 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
     name = "predict-store-" + tokenize(fingerprint, str(out), len(pending))
     reader_key = "reader-" + tokenize(fingerprint["input"])
     tasks: dict[Any, Any] = {reader_key: reader}
-    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    by_tile: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
+    for idx in pending:  # a tile computes once for all its chunks still to do
+        by_tile.setdefault(plan.tile_of(idx), []).append(idx)
+    work = [(t, tuple(members)) for t, members in by_tile.items()]
+    batches = [work[i : i + batch_size] for i in range(0, len(work), batch_size)]
     for b, batch in enumerate(batches):
-        tasks[(name, b)] = (functools.partial(_store_chunks, indices=tuple(batch), store=str(tmp), **common),
+        tasks[(name, b)] = (functools.partial(_store_tiles, tiles=tuple(batch), store=str(tmp), **common),
                             reader_key)
     if batches:
         # submitted as the annotated graph itself: a dask array built on it would lose the layer's
         # GPU resource annotation when computed (dask 2026.8), and the tasks would land on CPU-only workers
         graph = _build_layer(name, tasks, [], gpu)
+        tile_core = tuple(k * c for k, c in zip(plan.tile, plan.chunk_shape))
         compute_keys(graph, [(name, b) for b in range(len(batches))], progress=progress, unit="tasks",
-                     desc=f"predicting {len(pending)} chunks {plan.chunk_shape} with halo {plan.halo}")
+                     desc=f"predicting {len(pending)} chunks {plan.chunk_shape} in {len(work)} tiles of up to "
+                     f"{tile_core} with halo {plan.halo}")
     # the markers' digests move into the attributes, where the next reuse checks every chunk against them
     markers = _read_markers(tmp)
     missing = [idx for idx in plan.indices() if markers.get(idx) is None]

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from .._shapes import triplet
 
-__all__ = ["ChunkPlan", "default_halo", "plan_chunks", "task_memory_bytes", "model_halo", "task_tile", "RUNTIME_BYTES",
+__all__ = ["ChunkPlan", "default_halo", "plan_chunks", "plan_tiles", "with_tile", "task_memory_bytes", "model_halo",
+           "task_tile", "RUNTIME_BYTES", "GPU_CONTEXT_BYTES",
            "ACTIVATION_BYTES_PER_VOXEL", "ACTIVATION_BYTES_PER_VOXEL_CHANNEL"]
 
 #: Resident memory of a Dask worker process once PyTorch, the package and a network are loaded
@@ -33,6 +34,10 @@ RUNTIME_BYTES = 352 * 2**20
 #: networks on a 144-voxel cube: 321, 448 and 796 bytes per voxel at 8, 16 and 32 channels (and
 #: 438-518 for the shipped 16-channel network on cubes of 96-216 voxels); this fit lies above all.
 ACTIVATION_BYTES_PER_VOXEL = 170
+#: GPU memory a process holds before its first forward pass (CUDA context and cuDNN workspace; rounded up).
+#: The activations on a GPU follow the CPU estimate closely: the shipped network's fp32 forward peaked at
+#: 466 bytes per input voxel on an H200 (17.66 GiB for a 344^3 tile), below the 522 the CPU fit gives.
+GPU_CONTEXT_BYTES = 2**30
 ACTIVATION_BYTES_PER_VOXEL_CHANNEL = 22
 
 
@@ -81,6 +86,9 @@ class ChunkPlan:
     chunk_shape: tuple[int, int, int]
     halo: tuple[int, int, int]
     pool_factor: int
+    #: chunks per prediction tile along each axis: one forward pass computes a tile's core (a box of
+    #: chunks) from the core plus the halo, and the task writes every chunk of it (see :func:`plan_tiles`)
+    tile: tuple[int, int, int] = (1, 1, 1)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -113,12 +121,54 @@ class ChunkPlan:
             for c, h, s in zip(self.core(index), self.halo, self.shape)
         )
 
+    # ---- tiles: boxes of ``tile`` chunks, the unit of one forward pass
+    @property
+    def tile_grid(self) -> tuple[int, int, int]:
+        """Number of tiles along each axis."""
+        return tuple(math.ceil(g / t) for g, t in zip(self.grid, self.tile))  # type: ignore[return-value]
+
+    def tiles(self) -> Iterator[tuple[int, int, int]]:
+        """Tile indices in raster order."""
+        return itertools.product(*(range(n) for n in self.tile_grid))  # type: ignore[return-value]
+
+    def tile_of(self, index: Sequence[int]) -> tuple[int, int, int]:
+        """The tile holding chunk ``index``."""
+        return tuple(i // t for i, t in zip(index, self.tile))  # type: ignore[return-value]
+
+    def tile_members(self, tile: Sequence[int]) -> list[tuple[int, int, int]]:
+        """The chunks of ``tile``, in raster order."""
+        ranges = [range(i * t, min((i + 1) * t, g)) for i, t, g in zip(tile, self.tile, self.grid)]
+        return list(itertools.product(*ranges))  # type: ignore[arg-type]
+
+    def tile_core(self, tile: Sequence[int]) -> tuple[slice, slice, slice]:
+        """Global slices of the output of ``tile``: the union of its chunks' cores."""
+        return tuple(  # type: ignore[return-value]
+            slice(i * t * c, min((i + 1) * t * c, s)) for i, t, c, s in zip(tile, self.tile, self.chunk_shape, self.shape)
+        )
+
+    def tile_region(self, tile: Sequence[int]) -> tuple[slice, slice, slice]:
+        """Global slices of the input of ``tile`` (its core plus the halo, clipped to the volume).
+
+        Chunk edges and halos are multiples of the pooling factor, so a tile starts on the global
+        pooling grid exactly as a chunk does: the chunk-invariance argument holds for tiles unchanged.
+        """
+        return tuple(  # type: ignore[return-value]
+            slice(max(c.start - h, 0), min(c.stop + h, s))
+            for c, h, s in zip(self.tile_core(tile), self.halo, self.shape)
+        )
+
+    def tile_input_shape(self) -> tuple[int, int, int]:
+        """The largest tile input (core plus halo on each side, within the volume padded to the pooling factor)."""
+        t = tuple(min(k * c + 2 * h, _round_up(n, self.pool_factor))
+                  for k, c, h, n in zip(self.tile, self.chunk_shape, self.halo, self.shape))
+        return (t[0], t[1], t[2])
+
     def computed_voxels(self) -> int:
-        """Voxels the network processes (regions padded to the pooling grid), over all chunks."""
+        """Voxels the network processes (tile inputs padded to the pooling grid), over all tiles."""
         total = 0
-        for index in self.indices():
+        for tile in self.tiles():
             n = 1
-            for r in self.region(index):
+            for r in self.tile_region(tile):
                 n *= _round_up(r.stop - r.start, self.pool_factor)
             total += n
         return total
@@ -166,3 +216,47 @@ def task_tile(chunks: Sequence[int], halo: Sequence[int], shape: Sequence[int], 
     volume padded to the pooling factor."""
     t = tuple(min(int(c) + 2 * int(h), _round_up(int(n), pool_factor)) for c, h, n in zip(chunks, halo, shape))
     return (t[0], t[1], t[2])
+
+
+def with_tile(plan: ChunkPlan, tile: int | Sequence[int]) -> ChunkPlan:
+    """``plan`` with prediction tiles of at least ``tile`` voxels (core, per axis), rounded up to whole
+    storage chunks and clipped to the volume."""
+    from dataclasses import replace
+
+    from ..errors import ParameterError
+
+    want = triplet(tile)
+    if any(int(t) < 1 for t in want):
+        raise ParameterError(f"--tile must be a positive number of voxels, got {tile}")
+    k = tuple(min(max(1, math.ceil(int(t) / c)), g) for t, c, g in zip(want, plan.chunk_shape, plan.grid))
+    return replace(plan, tile=(k[0], k[1], k[2]))
+
+
+def plan_tiles(plan: ChunkPlan, budget: int, bytes_per_voxel: int, fixed: int = 0, slots: int = 1) -> ChunkPlan:
+    """The tiles (boxes of storage chunks) that compute the fewest voxels within a memory budget.
+
+    Every candidate tile input must satisfy ``fixed + bytes_per_voxel * voxels <= budget``, and there
+    must be at least ``slots`` tiles (the tasks that run at once: every worker thread, or every GPU
+    task in flight) where the volume has that many chunks.  Among those, the tiles with the fewest
+    computed voxels (halo included) win, then the fewest tiles.  Tiles through the whole depth cost
+    no z halo, so thin tomograms get them when memory allows.  One chunk per tile when even that
+    does not fit (the memory checks before the run say so).
+    """
+    from dataclasses import replace
+
+    gz, gy, gx = plan.grid
+    n_chunks = gz * gy * gx
+    need_tiles = min(max(int(slots), 1), n_chunks)
+    best: tuple[tuple[int, int], ChunkPlan] | None = None
+    for kz in range(1, gz + 1):
+        for ky in range(1, gy + 1):
+            for kx in {min(ky, gx), *([gx] if ky == gy else [])}:
+                cand = replace(plan, tile=(kz, ky, kx))
+                if math.prod(cand.tile_grid) < need_tiles:
+                    continue
+                if fixed + bytes_per_voxel * math.prod(cand.tile_input_shape()) > budget and (kz, ky, kx) != (1, 1, 1):
+                    continue
+                key = (cand.computed_voxels(), math.prod(cand.tile_grid))
+                if best is None or key < best[0]:
+                    best = (key, cand)
+    return best[1] if best is not None else replace(plan, tile=(1, 1, 1))
