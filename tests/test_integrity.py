@@ -271,7 +271,6 @@ def _interrupted(ref, net, out: Path, monkeypatch, after: int = 3) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "_store_tiles", flaky)
-    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
     with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
         cryodet_dask.predict(ref["mrc"], net, out=out, chunks=CHUNKS, device="cpu")
     monkeypatch.setattr(predict_module, "_store_tiles", real)

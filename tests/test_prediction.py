@@ -98,7 +98,6 @@ def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "_store_tiles", flaky)
-    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
     with pytest.raises(KeyboardInterrupt):
         import dask
 
@@ -169,7 +168,6 @@ def test_resume_with_another_tile_plan(tmp_path, two_head, volume, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "_store_tiles", flaky)
-    monkeypatch.setattr(predict_module, "plan_tiles", lambda plan, *a: plan)  # one chunk per task
     import dask
 
     with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):

@@ -41,7 +41,6 @@ CHUNK = 32  # = the halo given below: the smallest chunk the CLI accepts
 #: the chunk grid independent of how the default halo is derived from the network
 #: every post-processing parameter is explicit, so the cases do not depend on the shipped defaults
 PP = dict(mask_threshold=0.5, center_threshold=0.1, remove_min_size=8, filter_outlier=False, halo=(CHUNK,),
-          tile=(CHUNK,),  # one chunk per prediction task: the fault tests stop runs between chunks
           check_center=True, center_min_distance=0.0, min_particle_size=0, min_score=0.0, connectivity=1)
 PP_FLAGS = ["-mt", "0.5", "-ct", "0.1", "-rs", "8", "--no-filter-outlier", "--device", "cpu", "--halo", str(CHUNK),
             "--check-center", "--center-min-distance", "0", "--min-particle-size", "0", "--min-score", "0",

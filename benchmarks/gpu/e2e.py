@@ -236,6 +236,7 @@ def run_detect(name, tomo: Path, work: Path, sampler: Sampler, args_extra, env_e
     run = json.loads((out / "run.json").read_text())
     st = json.loads(stamps.read_text()) if stamps.exists() else {}
     res.update({"timings_s": run.get("timings_s"), "chunks": run.get("chunks"), "halo": run.get("halo"),
+                "tile_chunks": run.get("tile_chunks"), "computed_per_output_voxel": run.get("computed_per_output_voxel"),
                 "chunks_computed": run.get("chunks_computed"), "particles": run.get("particles"),
                 "peak_memory_mib": run.get("peak_memory_mib"), "shape": run.get("shape_zyx"), "stamps": st})
     if "predict_start" in st:
@@ -247,7 +248,8 @@ def run_detect(name, tomo: Path, work: Path, sampler: Sampler, args_extra, env_e
         nvox *= s
     if tm.get("predict"):
         res["predict_mvox_s"] = nvox / tm["predict"] / 1e6
-    log(f"{name}: wall {res['wall_s']:.1f} s, stages {tm}, particles {res['particles']}, "
+    log(f"{name}: wall {res['wall_s']:.1f} s, stages {tm}, tiles of {res['tile_chunks']} chunks "
+        f"({res['computed_per_output_voxel']} computed/output voxel), particles {res['particles']}, "
         f"GPU util during predict {res.get('gpu_during_predict', {}).get('util_mean', float('nan')):.0f} %")
     shutil.rmtree(out, ignore_errors=True)  # keep the disk small; run.json is in the result
     return res
@@ -280,6 +282,7 @@ def main():
         ("G local", None, ["--cluster", "local", "-ps", "128", *dev], 45),
         ("F local-cuda", None, ["--cluster", "local-cuda", "-ps", "128", *dev], 40),
         ("H local-cuda-256", None, ["--cluster", "local-cuda", "-ps", "256", *dev], 40),
+        ("T local-cuda-tile128", None, ["--cluster", "local-cuda", "-ps", "128", "--tile", "128", *dev], 40),
         ("B gpu1", dict(gpu_threads=1, gpu_slots=1, cpu_workers=0), ["-ps", "128", *dev], 40),
         ("C gpu4", dict(gpu_threads=4, gpu_slots=4, cpu_workers=0), ["-ps", "128", *dev], 35),
         ("D gpu1-256", dict(gpu_threads=1, gpu_slots=1, cpu_workers=0), ["-ps", "256", *dev], 35),

@@ -2,7 +2,9 @@
 # On a GPU machine, from the repository root with wheels/ beside it (bash benchmarks/gpu/gpu_check.sh
 # --build-wheels wheels): the GPU numerics tests, then `cryodet-dask detect` end to end on a simulated
 # 256x512x512 tomogram (layouts A threads, F local-cuda, H local-cuda -ps 256, E external GPU worker +
-# CPU workers) and on the seed-size 464x928x928 (F and H).  About 4.5 minutes on one H200.
+# CPU workers) and on the seed-size 464x928x928 (F local-cuda with planned tiles, T with --tile 128 = one
+# chunk per forward pass, H -ps 256).  About 5 minutes on one H200.  SKIP_256=1 skips the first size;
+# LAYOUTS_256 / LAYOUTS_464 choose the layouts (letters as in e2e.py).
 set -u
 REPO=$(pwd); OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 PY=python3; SITE=/tmp/cryodet_site; T0=$(date +%s)
@@ -14,7 +16,7 @@ timeout 110 $PY -m pytest -q -s -p no:cacheprovider tests/test_gpu.py 2>&1 | tee
 el tests
 W=/tmp/w1; W2=/tmp/w2; mkdir -p $W $W2
 timeout 60 $PY benchmarks/gpu/e2e.py --prepare --work $W --shape 256,512,512 --out $OUT/e2e.json
-timeout 170 $PY benchmarks/gpu/e2e.py --work $W --shape 256,512,512 --budget 150 --only F,A,E,H --out $OUT/e2e.json 2>&1 | grep -v "^\s" | tail -12
+[ -n "${SKIP_256:-}" ] || timeout 170 $PY benchmarks/gpu/e2e.py --work $W --shape 256,512,512 --budget 150 --only ${LAYOUTS_256:-F,A,E,H} --out $OUT/e2e.json 2>&1 | grep -v "^\s" | tail -12
 el e2e-256
 timeout 60 $PY - <<'PY'
 import mrcfile, numpy as np
@@ -25,7 +27,7 @@ with mrcfile.new("/tmp/w2/tomo.mrc", overwrite=True) as m:
 print("big tomogram", v.shape)
 PY
 el tile
-timeout 200 $PY benchmarks/gpu/e2e.py --work $W2 --shape 464,928,928 --budget 180 --only F,H --out $OUT/e2e_big.json 2>&1 | grep -v "^\s" | tail -8
+timeout 200 $PY benchmarks/gpu/e2e.py --work $W2 --shape 464,928,928 --budget 180 --only ${LAYOUTS_464:-F,T,H} --out $OUT/e2e_big.json 2>&1 | grep -v "^\s" | tail -8
 el e2e-464
 $PY benchmarks/gpu/summary.py $OUT/nofwd.json $OUT/e2e.json 2>&1 | tail -12
 $PY benchmarks/gpu/summary.py $OUT/nofwd.json $OUT/e2e_big.json 2>&1 | tail -6

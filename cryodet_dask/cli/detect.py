@@ -118,9 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--halo", type=int_triplet, metavar="N|Z,Y,X",
                    help="inference halo in voxels (default: half the receptive field)")
     g.add_argument("--tile", type=TYPES["tile"], metavar="N|Z,Y,X",
-                   help="core of one forward pass in voxels, rounded up to whole -ps chunks (default: planned: the "
-                   "fewest computed voxels that fit a worker's or the GPU's memory, at least one tile per worker "
-                   "thread or GPU task; the maps are the same for any tile)")
+                   help="core of one forward pass in voxels, rounded up to whole -ps chunks (default: on GPU "
+                   "workers, e.g. --cluster local-cuda, planned: the fewest computed voxels that fit the GPU's "
+                   "memory; elsewhere one chunk; the maps are the same for any tile)")
     g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
     g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
     g.add_argument("--polarity", type=TYPES["polarity"], metavar="{both,as-is}",

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--halo", type=int_triplet, default=None, metavar="N|Z,Y,X",
                    help="halo in voxels on each side (default: half the receptive field)")
     p.add_argument("--tile", type=int_triplet, default=None, metavar="N|Z,Y,X",
-                   help="core of one forward pass in voxels, rounded up to whole chunks (default: planned from the "
-                   "workers' or the GPU's memory; the maps are the same for any tile)")
+                   help="core of one forward pass in voxels, rounded up to whole chunks (default: on GPU workers "
+                   "planned from the GPU's memory, elsewhere one chunk; the maps are the same for any tile)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run (default: auto = cuda if available)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="chunks per task/forward call (default: 1)")

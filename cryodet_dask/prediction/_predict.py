@@ -256,42 +256,25 @@ def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]
     raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
 
 
-def tile_budget(device: str, specs: Sequence[ModelSpec], gpu: bool, batch_size: int = 1
+def tile_budget(device: str, specs: Sequence[ModelSpec], batch_size: int = 1, in_flight: int | None = None
                 ) -> tuple[int, int, int, int]:
-    """(memory budget of one task, bytes per tile voxel, fixed bytes, tasks at once) for :func:`plan_tiles`,
-    from where the tasks will run: the GPU's memory shared by the tasks in flight on it (the GPU
-    resource units of a GPU worker, else every thread), or a CPU worker's memory limit per thread."""
-    import psutil
+    """(memory budget of one task, bytes per tile voxel, fixed bytes, tasks at once) for :func:`plan_tiles`
+    on a GPU: the device's memory shared by the prediction tasks in flight on it (``in_flight``: the
+    largest ``GPU`` resource of the cluster's workers, a property of how they were started, never of
+    how many there are; :data:`~cryodet_dask.cluster.GPU_TASKS` by default)."""
+    import torch
+
+    from ..cluster import GPU_TASKS
 
     width = max(s.width for s in specs)
     per_voxel = (ACTIVATION_BYTES_PER_VOXEL + ACTIVATION_BYTES_PER_VOXEL_CHANNEL * width) * max(batch_size, 1)
-    client = current_client()
-    workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values()) if client is not None else []
-    threads = sum(int(w.get("nthreads") or 1) for w in workers) or _cores()
-    if device.startswith("cuda"):
-        import torch
-
-        total = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    if in_flight is None:
+        client = current_client()
+        workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values()) if client is not None else []
         units = [int((w.get("resources") or {}).get("GPU") or 0) for w in workers]
-        in_flight = max(units) if gpu and any(units) else threads
-        slots = sum(units) if gpu and any(units) else threads
-        return int(total * 0.85 / max(in_flight, 1)), per_voxel, GPU_CONTEXT_BYTES, slots
-    limits = [int(w.get("memory_limit") or 0) / max(int(w.get("nthreads") or 1), 1) for w in workers]
-    if limits and min(limits) > 0:
-        import dask
-
-        usable = float(dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
-        budget = int(min(limits) * usable)
-    else:
-        budget = int(psutil.virtual_memory().available * 0.8 / threads)
-    return budget, per_voxel, RUNTIME_BYTES, threads
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
+        in_flight = max(units) if any(units) else GPU_TASKS
+    total = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return int(total * 0.85 / max(in_flight, 1)), per_voxel, GPU_CONTEXT_BYTES, in_flight
 
 
 def _gpu_workers_present() -> bool:
@@ -369,10 +352,11 @@ def predict(
         copy, so it is exactly the same for either contrast polarity (two passes).
     tile : int or (z, y, x), optional
         Core of one forward pass, in voxels, rounded up to whole chunks (``out`` only: a task computes
-        a tile from its core plus the halo and writes every chunk of it).  Default: planned from the
-        memory of where the tasks run (:func:`~cryodet_dask.prediction.plan_tiles`: the fewest
-        computed voxels that fit, at least one tile per worker thread or GPU task).  The maps are
-        the same for every tile plan.
+        a tile from its core plus the halo and writes every chunk of it).  Default: on GPU workers
+        (a cluster whose workers carry the ``GPU`` resource), planned from the device's memory
+        shared by the tasks in flight on it (:func:`~cryodet_dask.prediction.plan_tiles`: the fewest
+        computed voxels that fit); elsewhere one chunk.  The maps are the same for every tile plan
+        (to float rounding, as for every chunking).
     torch_threads : int, optional
         Threads torch uses per task (default: torch's, which Dask workers set to 1).
     stats : (mean, std), optional
@@ -441,8 +425,13 @@ def predict(
             raise OutputExistsError(f"output {out} already exists for other inputs or parameters (use --overwrite)")
 
     if out is not None:  # stored: the tasks are tiles of whole chunks (the lazy arrays keep one chunk per task)
-        plan = with_tile(plan, tile) if tile is not None else plan_tiles(plan, *tile_budget(device, specs, gpu,
-                                                                                           batch_size))
+        # planned only for GPU workers (their GPU resource bounds the tasks in flight on a device), so that
+        # the tiles, like the chunks, never depend on how many workers there are: other tiles give maps
+        # equal to float rounding, not to the bit.  On CPU workers a tile is one chunk unless --tile says
+        if tile is not None:
+            plan = with_tile(plan, tile)
+        elif device.startswith("cuda") and gpu:
+            plan = plan_tiles(plan, *tile_budget(device, specs, batch_size))
         if tile is not None and any(t < h for t, h in zip(triplet(tile), plan.halo)):
             raise ParameterError(f"--tile {tile} is smaller than the halo {plan.halo}: most of each forward pass "
                                  "would be halo; give a larger tile (or none, to let it be planned)")
