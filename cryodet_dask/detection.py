@@ -111,36 +111,6 @@ def output_voxel_size(tomo: Tomogram, given: float | None, voxel_size: float) ->
     return (voxel_size,) * 3
 
 
-def _check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
-                            assumed: bool = False) -> float | None:
-    """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
-
-    ``assumed``: the tomogram's voxel size is the fallback (no header, no ``-vs``): the warning then
-    asks for ``-vs`` first, since ``--rescale`` would resample by a guess.
-    """
-    from .prediction import resolve_models
-
-    found = None
-    for spec in resolve_models(model):
-        trained = spec.voxel_size
-        if trained and abs(trained / voxel_size - 1) > 0.05:
-            if found is not None and abs(trained / found - 1) > 0.05:
-                raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
-                                     f"{trained:g} Å); give networks trained at one voxel size")
-            found = trained
-            if not rescale and assumed:
-                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
-                              f"tomogram's voxel size is unknown (assumed {voxel_size:g} Å): give -vs/--voxel-size "
-                              "first; add --rescale only if it really differs from "
-                              f"{trained:g} Å", stacklevel=3)
-            elif not rescale:
-                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
-                              f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
-                              f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
-                              stacklevel=3)
-    return found
-
-
 def _converted_from(zpath: Path, src_path: Path | None) -> bool:
     """True if ``zpath`` is a complete conversion of the file ``src_path`` as it is now."""
     from .io import conversion_reusable
@@ -589,8 +559,7 @@ def detect(
     >>> res = detect("tomo.mrc", "out/", mask_threshold=0.2)   # doctest: +SKIP
     >>> res.particles[["x", "y", "z", "score"]].head()          # doctest: +SKIP
     """
-    p = DetectParams.from_dict({**(params.to_dict() if params else {}), **kwargs})
-    p.validate()  # before any work
+    p = DetectParams.from_dict({**(params.to_dict() if params else {}), **kwargs})  # validated when made
     timings: dict[str, float] = {}
     tmp = None
     if out_dir is None:
@@ -616,7 +585,9 @@ def detect(
         raise ParameterError(f"--particle-diameter needs the voxel size: {stem} has none in its header; "
                              "give -vs/--voxel-size")
     voxel_size = _voxel_size(tomo, p.voxel_size)
-    trained = _check_model_voxel_size(_model_arg(p), voxel_size, p.rescale,
+    from .prediction import check_model_voxel_size
+
+    trained = check_model_voxel_size(_model_arg(p), voxel_size, p.rescale,
                                       assumed=p.voxel_size is None and not tomo.voxel_size)
     factor = voxel_size / trained if (p.rescale and trained) else None
     if out_dir is not None and "star" in p.formats:

@@ -353,8 +353,7 @@ def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args, config_from_args
     from ..detection import check_chunks, detect, output_lock
-    params = params_from_args(args)
-    params.validate()
+    params = params_from_args(args)  # a DetectParams is validated when made
     config_from_args(args)  # the cluster options too, before any work
     copick = _copick_inputs(args, params)
     tomos = _expand(list(args.tomograms) + list(args.tomo_flag)) if copick is None else copick[1]

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,34 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
 
 
 @functools.lru_cache(maxsize=16)
+def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
+                            assumed: bool = False) -> float | None:
+    """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
+
+    ``assumed``: the tomogram's voxel size is the fallback (no header, no ``-vs``): the warning then
+    asks for ``-vs`` first, since ``--rescale`` would resample by a guess.
+    """
+    found = None
+    for spec in resolve_models(model):
+        trained = spec.voxel_size
+        if trained and abs(trained / voxel_size - 1) > 0.05:
+            if found is not None and abs(trained / found - 1) > 0.05:
+                raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
+                                     f"{trained:g} Å); give networks trained at one voxel size")
+            found = trained
+            if not rescale and assumed:
+                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
+                              f"tomogram's voxel size is unknown (assumed {voxel_size:g} Å): give -vs/--voxel-size "
+                              "first; add --rescale only if it really differs from "
+                              f"{trained:g} Å", stacklevel=3)
+            elif not rescale:
+                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
+                              f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
+                              f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
+                              stacklevel=3)
+    return found
+
+
 def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
     """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
     from .. import models
