@@ -36,7 +36,7 @@ _LAZY = {
     "postprocess": ("cryodet_dask.postprocessing", "postprocess"),
     "export": ("cryodet_dask.exports", "export"),
     "evaluate": ("cryodet_dask.evaluation", "evaluate"),
-    "detect": ("cryodet_dask.detection", "detect"),
+    "detect": ("cryodet_dask.pipeline.detect", "detect"),
     "read_particles": ("cryodet_dask.particles", "read_particles"),
     "write_particles": ("cryodet_dask.particles", "write_particles"),
 }

@@ -365,3 +365,22 @@ def test_one_halo_derivation_for_predict_and_detect(two_head, volume):
     assert inference_halo(DetectParams(segnet=str(two_head), chunks=(16,))) == pred.plan.halo
     assert model_halo([34], [4], 8) == (8, 8, 8) and model_halo([34], [4], (4, 8, 8)) == (4, 8, 8)
     assert task_tile((128,) * 3, (44,) * 3, (64, 1000, 1000), 4) == (64, 216, 216)  # clipped in z
+
+
+def test_model_voxel_size_check_warns_every_time_and_takes_a_pair(tmp_path):
+    """The check beside resolve_models: a network trained at 10 Å against a 14 Å tomogram warns on every
+    call (nothing cached) and returns the trained size; a (SegNet, CenterNet) list is accepted."""
+    import warnings
+
+    from cryodet_dask.prediction import check_model_voxel_size
+
+    torch.manual_seed(0)
+    cfg = dict(channels=(4, 6, 8), voxel_size=10.0)
+    seg = models.save(models.UNet3D(models.UNetConfig(heads=("mask",), **cfg)), tmp_path / "s.pt")
+    cen = models.save(models.UNet3D(models.UNetConfig(heads=("center",), **cfg)), tmp_path / "c.pt")
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            assert check_model_voxel_size([str(seg), str(cen)], 14.0) == 10.0
+        assert any("were trained at 10" in str(w.message) for w in rec)
+    assert check_model_voxel_size([str(seg), str(cen)], 10.2) is None  # within 5 %: nothing to say

@@ -222,7 +222,7 @@ def _expand(patterns: list[str]) -> list[Path]:
 
 def _config_value(path: Path, key: str, value: Any) -> Any:
     """One YAML value through the parser of its command-line flag (None: the default, where that is None)."""
-    from ..detection import DetectParams
+    from ..pipeline.detect import DetectParams
 
     if value is None:
         default = {f.name: f.default for f in DetectParams.__dataclass_fields__.values()}[key]
@@ -246,7 +246,7 @@ def _config_value(path: Path, key: str, value: Any) -> Any:
 
 
 def params_from_args(args: argparse.Namespace):
-    from ..detection import DetectParams
+    from ..pipeline.detect import DetectParams
 
     values: dict = {}
     if getattr(args, "config", None):
@@ -296,7 +296,7 @@ def _stem(t: Path) -> str:
 
 def _precheck(tomos: list[Path], names: list[str], params) -> None:
     """Everything about the inputs that can be checked without work: readable headers, voxel sizes, names."""
-    from ..detection import _voxel_size, check_tomo_name
+    from ..pipeline.detect import _voxel_size, check_tomo_name
     from ..io import load
 
     for t, name in zip(tomos, names):
@@ -331,7 +331,7 @@ def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> 
     import psutil
     from dask.utils import parse_bytes
 
-    from ..detection import memory_refusal, prediction_memory
+    from ..pipeline.detect import memory_refusal, prediction_memory
     from ..io import load
 
     local = args.cluster == "local" and not (args.scheduler_address or args.scheduler_file)
@@ -352,7 +352,7 @@ def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> 
 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args, config_from_args
-    from ..detection import check_chunks, detect, output_lock
+    from ..pipeline.detect import check_chunks, detect, output_lock
     params = params_from_args(args)  # a DetectParams is validated when made
     config_from_args(args)  # the cluster options too, before any work
     copick = _copick_inputs(args, params)
@@ -488,7 +488,7 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
     Recognized by its run record (``<name>_run.json``): the input's content identity and the weights' digests (recomputed now), the
     parameters and the name, and every output of the current ``--formats`` present; never by name alone.
     """
-    from ..detection import _identity, read_run
+    from ..pipeline.detect import _identity, read_run
     from ..pipeline import RunDirectory
 
     run = read_run(target, name)

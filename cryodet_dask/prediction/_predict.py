@@ -127,7 +127,6 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
     return specs
 
 
-@functools.lru_cache(maxsize=16)
 def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
                             assumed: bool = False) -> float | None:
     """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
@@ -156,6 +155,7 @@ def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
     return found
 
 
+@functools.lru_cache(maxsize=16)
 def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
     """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
     from .. import models
