@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryodet_dask import models
-from cryodet_dask.detection import detect
+from cryodet_dask.pipeline.detect import detect
 from cryodet_dask.evaluation import match_centres, overlap_counts, overlap_scores, read_particles
 from cryodet_dask.exports import export
 from cryodet_dask.io import load

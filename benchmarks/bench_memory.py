@@ -73,7 +73,7 @@ def main() -> None:
     import distributed
 
     from cryodet_dask import models
-    from cryodet_dask.detection import detect
+    from cryodet_dask.pipeline.detect import detect
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="256,2048,2048")

@@ -114,7 +114,7 @@ def resume_rows(sim, net, ref, work, kills: int) -> list[list]:
 def worker_rows(sim, net, ref, work, kills: int) -> list[list]:
     import distributed
 
-    from cryodet_dask.detection import detect
+    from cryodet_dask.pipeline.detect import detect
 
     identical = completed = landed = 0
     n_kills = 0
@@ -157,7 +157,7 @@ def worker_rows(sim, net, ref, work, kills: int) -> list[list]:
 
 
 def stage_rows(sim, net, ref, work) -> list[list]:
-    from cryodet_dask.detection import detect
+    from cryodet_dask.pipeline.detect import detect
 
     out = work / "stages"
     detect(sim / "tomogram.mrc", out, segnet=str(net), chunks=(32,), device="cpu", **PP)
@@ -297,7 +297,7 @@ def fuzz_rows(work: Path, n: int) -> list[list]:
 
 def main() -> None:
     from cryodet_dask import models
-    from cryodet_dask.detection import detect
+    from cryodet_dask.pipeline.detect import detect
     from cryodet_dask.simulation import simulate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from cryodet_dask.detection import detect
+from cryodet_dask.pipeline.detect import detect
 from cryodet_dask.simulation import simulate
 
 from _util import table

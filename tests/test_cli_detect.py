@@ -11,7 +11,7 @@ import yaml
 
 from cryodet_dask.cli import build_parser, main
 from cryodet_dask.cli.detect import params_from_args
-from cryodet_dask.detection import DetectParams, detect
+from cryodet_dask.pipeline.detect import DetectParams, detect
 from cryodet_dask.errors import ParameterError
 from cryodet_dask.postprocessing import PostprocessParams
 

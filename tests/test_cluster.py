@@ -131,7 +131,7 @@ def test_detect_end_to_end_through_slurm(tmp_path):
     import torch
 
     from cryodet_dask import models
-    from cryodet_dask.detection import detect
+    from cryodet_dask.pipeline.detect import detect
     from cryodet_dask.simulation import simulate
 
     simulate(tmp_path / "sim", shape=(32, 64, 64), seed=11)

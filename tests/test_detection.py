@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cryodet_dask.cli import main
-from cryodet_dask.detection import detect
+from cryodet_dask.pipeline.detect import detect
 from cryodet_dask.io import load
 from cryodet_dask.simulation import simulate
 

@@ -26,7 +26,7 @@ import zarr
 
 from cryodet_dask import models
 from cryodet_dask.cli import main
-from cryodet_dask.detection import detect
+from cryodet_dask.pipeline.detect import detect
 from cryodet_dask.errors import DiskSpaceError, ParameterError
 from cryodet_dask.simulation import simulate
 
@@ -388,7 +388,7 @@ def test_chunk_smaller_than_the_halo(sim, net, tmp_path, capsys):
                  "--cluster", "threads"])
     _one_line_error(capsys, code, 2, "-ps/--chunks 16,16,16", "halo 32,32,32", "125x")
     assert not out.exists()
-    from cryodet_dask.detection import DetectParams, check_chunks
+    from cryodet_dask.pipeline.detect import DetectParams, check_chunks
     from cryodet_dask.prediction import default_halo, resolve_models
 
     (spec,) = resolve_models(str(net))  # the default halo is the one prediction uses

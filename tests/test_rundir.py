@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cryodet_dask.detection import _clean_stale, _retire_outputs, read_run
+from cryodet_dask.pipeline.detect import _clean_stale, _retire_outputs, read_run
 from cryodet_dask.io import partial_path
 from cryodet_dask.pipeline import LAST_RUN, OUTPUT_SUFFIX, RunDirectory
 
