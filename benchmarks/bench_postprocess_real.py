@@ -1,0 +1,95 @@
+"""Post-processing on maps the shipped network really produces (issue 17): distributed against the
+single-process whole-volume reference, on the same machine and load.
+
+    python benchmarks/bench_postprocess_real.py --maps A.npz B.npz C.npz D.npz [--repeats 3]
+
+Each ``.npz`` holds ``mask`` and ``center`` maps of one tomogram (``benchmarks/bench_quality.py`` caches
+them as ``maps_<tag>.npz`` for its held-out tomograms); four of equal shape are laid out 2 x 2 in y and x
+(no repeated content), so 96 x 256 x 256 maps give one 96 x 512 x 512 pair with the speckles, plateaus and
+fragments of real predictions.  A second pair has many small components: smoothed noise thresholded to
+about 20 % foreground.  Timed: `postprocess` on a LocalCluster of 2 workers x 1 thread from Zarr maps in
+128^3 chunks to labels in Zarr + centres CSV (detect's defaults; median after a warm-up), against
+`postprocess_reference` on the whole arrays in this process (the same parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_postprocess import cluster, run_pipeline  # noqa: E402
+
+from cryodet_dask.detection import DetectParams  # noqa: E402  (the shim: the same import works before issue 16)
+from cryodet_dask.postprocessing import postprocess_reference  # noqa: E402
+
+
+def _store(path: Path, mask: np.ndarray, center: np.ndarray) -> Path:
+    g = zarr.open_group(str(path), mode="w")
+    for name, a in (("mask", mask), ("center", center)):
+        g.create_array(name, data=a.astype(np.float32), chunks=(128, 128, 128))
+    return path
+
+
+def _speckles(shape: tuple[int, int, int], seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    noise = ndi.gaussian_filter(rng.normal(size=shape).astype(np.float32), 1.0)
+    mask = (noise > np.quantile(noise, 0.8)).astype(np.float32) * 0.9 + 0.05
+    center = ndi.gaussian_filter(rng.random(shape).astype(np.float32), 1.5)
+    return mask, (center - center.min()) / (center.max() - center.min())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--maps", nargs=4, required=True, metavar="NPZ")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--network-maps-only", action="store_true", help="skip the many-small-components pair")
+    args = ap.parse_args()
+    maps = [np.load(p) for p in args.maps]
+    mask = np.concatenate([np.concatenate([maps[0]["mask"], maps[1]["mask"]], 2),
+                           np.concatenate([maps[2]["mask"], maps[3]["mask"]], 2)], 1)
+    center = np.concatenate([np.concatenate([maps[0]["center"], maps[1]["center"]], 2),
+                             np.concatenate([maps[2]["center"], maps[3]["center"]], 2)], 1)
+    params = DetectParams().postprocess_kwargs()
+    cases = {"network maps": (mask, center)}
+    if not args.network_maps_only:
+        cases["many small components"] = _speckles(mask.shape)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cryodet-ppreal-") as tmp, cluster(True) as cl:
+        from distributed import Client
+
+        with Client(cl):
+            for name, (m, c) in cases.items():
+                store = _store(Path(tmp) / f"{name[:4]}.zarr", m, c)
+                nvox = m.size
+                t = time.perf_counter()
+                ref = postprocess_reference(m, c, **params)
+                t_ref = time.perf_counter() - t
+                run_pipeline(store, Path(tmp) / "warm", **params)
+                times = []
+                for _ in range(args.repeats):
+                    wall, det = run_pipeline(store, Path(tmp) / "out", **params)
+                    times.append(wall)
+                med = statistics.median(times)
+                same = np.array_equal(det.centers, ref.centers)
+                print(f"{name}: {m.shape}, {len(ref.centers)} particles; reference {t_ref:.2f} s "
+                      f"({nvox / t_ref / 1e6:.1f} Mvox/s); distributed median {med:.2f} s ({nvox / med / 1e6:.1f} "
+                      f"Mvox/s) of {[round(x, 2) for x in times]}; same centres: {same}", flush=True)
+                rows.append((name, m.shape, len(ref.centers), nvox / t_ref / 1e6, nvox / med / 1e6, t_ref / med, same))
+    print("\n| maps | shape | particles | reference, 1 process (Mvox/s) | distributed, 2 workers (Mvox/s) | "
+          "ratio | same centres |\n|---|---|---|---|---|---|---|")
+    for name, shape, n, r, d, ratio, same in rows:
+        print(f"| {name} | {' x '.join(map(str, shape))} | {n} | {r:.1f} | {d:.1f} | {ratio:.2f} | {same} |")
+
+
+if __name__ == "__main__":
+    main()
