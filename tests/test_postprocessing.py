@@ -285,6 +285,20 @@ def test_nearest_in_segments_uses_only_the_segment():
         assert got[i] == start[i] + _brute(pts[i : i + 1], seg)[0]
 
 
+def test_nearest_in_segments_mixes_short_and_long_segments_exactly():
+    """Segments of 1-60 centres, some sharing a start, in a small box full of exact ties: the long ones
+    take the KD-tree path, and every answer is the brute force's (lowest index on ties)."""
+    rng = np.random.default_rng(5)
+    centres = rng.integers(0, 10, (120, 3))
+    start = rng.integers(0, 100, 3000)
+    length = np.minimum(rng.choice([1, 3, 16, 17, 40, 60], 3000), 120 - start)
+    pts = rng.integers(-3, 13, (3000, 3))
+    got = nearest_in_segments(pts, start, length, centres)
+    for i in range(3000):
+        seg = centres[start[i] : start[i] + length[i]]
+        assert got[i] == start[i] + _brute(pts[i : i + 1], seg)[0]
+
+
 def test_candidate_centres_are_sufficient():
     rng = np.random.default_rng(4)
     for _ in range(50):
