@@ -115,14 +115,18 @@ def nonneg_int(text: str) -> int:
     return v
 
 
-def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str,
-                  aliases: tuple[str, ...] = ()) -> None:
-    """Add ``--name/--no-name`` plus value-taking aliases such as ``-check_center true``."""
+def add_bool_flag(parser: Any, name: str, default: bool, help: str,
+                  aliases: tuple[str, ...] = (), suppress: bool = False) -> None:
+    """Add ``--name/--no-name`` plus value-taking aliases such as ``-check_center true``.
+
+    ``suppress``: an unset flag stays out of the namespace (the help still states ``default``)."""
     dest = name.replace("-", "_")
-    parser.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction, default=default,
+    parser.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
+                        default=argparse.SUPPRESS if suppress else default,
                         help=f"{help} (default: {'on' if default else 'off'})")
     for alias in aliases:
-        parser.add_argument(alias, dest=dest, type=str2bool, metavar="true|false",
+        parser.add_argument(alias, dest=dest, type=str2bool, nargs="?", const=True, metavar="true|false",
+                            default=argparse.SUPPRESS if suppress else default,
                             help=f"same as --{name}/--no-{name}")
 
 

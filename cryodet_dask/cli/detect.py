@@ -14,18 +14,15 @@ import yaml
 
 from ..errors import InputError, ParameterError
 from ._common import (
-    finite_nonneg_float,
     format_list,
-    fraction,
     int_triplet,
-    nonneg_float,
-    nonneg_int,
     positive_float,
     positive_int,
     show_progress,
     str2bool,
     voxel_size_angst,
 )
+from ._postprocess_flags import BOOL_FLAGS, FLAGS, add_postprocess_flags
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
@@ -49,44 +46,18 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-def _connectivity(text: str) -> int:
-    try:
-        v = int(str(text))
-    except ValueError:
-        v = 0
-    if v not in (1, 2, 3):
-        raise argparse.ArgumentTypeError(f"expected 1, 2 or 3, got {text!r}")
-    return v
-
-
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
 TYPES: dict[str, Callable[[str], Any]] = {
     "segnet": _text, "centernet": _text, "chunks": int_triplet, "halo": int_triplet, "tile": int_triplet,
     "device": _choice("auto", "cpu", "cuda"), "batch_size": positive_int, "voxel_size": voxel_size_angst,
-    "rescale": str2bool, "mask_threshold": fraction, "center_threshold": fraction, "remove_min_size": nonneg_int,
-    "center_min_distance": finite_nonneg_float, "min_particle_size": nonneg_int, "min_score": finite_nonneg_float,
-    "particle_diameter": positive_float, "check_center": str2bool, "filter_outlier": str2bool,
-    "neighbor_number": nonneg_int, "distance_threshold": nonneg_float, "connectivity": _connectivity,
+    "rescale": str2bool, **{f.name: f.parse for f in FLAGS}, **{name: str2bool for name, _, _ in BOOL_FLAGS},
     "formats": format_list, "keep_intermediate": str2bool, "nan_policy": _choice("error", "zero"),
     "tomogram_name": _text, "polarity": _choice("both", "as-is"),
 }
 assert set(TYPES) == set(PARAMS)
 
 
-def _bool_pair(g: argparse._ArgumentGroup, name: str, seed_flag: str, on: str, off: str, default: bool) -> None:
-    dest = name.replace("-", "_")
-    g.add_argument(f"--{name}", dest=dest, action="store_const", const=True, default=argparse.SUPPRESS,
-                   help=f"{on}" + (" (default)" if default else ""))
-    g.add_argument(f"--no-{name}", dest=dest, action="store_const", const=False, default=argparse.SUPPRESS,
-                   help=off + ("" if default else " (default)"))
-    g.add_argument(seed_flag, dest=dest, type=str2bool, nargs="?", const=True, default=argparse.SUPPRESS,
-                   metavar="true|false", help=f"seed spelling of --{name}/--no-{name}")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..postprocessing import PostprocessParams
-
-    d = PostprocessParams()  # the defaults, stated once there
     p = sub.add_parser(
         "detect",
         allow_abbrev=False,
@@ -137,39 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NaN or infinite voxels in the tomogram: refuse it with one line (default), or read them "
                    "as 0 (a Zarr input is then copied, with the replacement, into OUT_DIR/<name>.zarr)")
     g = p.add_argument_group("post-processing (sizes and distances in voxels)")
-    g.add_argument("-mt", "--mask-threshold", type=fraction, metavar="[0-1]",
-                   help=f"foreground = mask probability > this (default: {d.mask_threshold:g})")
-    g.add_argument("-ct", "--center-threshold", type=fraction, metavar="[0-1]",
-                   help=f"centre-map values below this are ignored (default: {d.center_threshold:g})")
-    g.add_argument("-rs", "--remove-min-size", type=nonneg_int, metavar="VOXELS",
-                   help="remove connected components smaller than this many voxels, before the check_center "
-                   f"split (default: {d.remove_min_size}, or from --particle-diameter)")
-    g.add_argument("--center-min-distance", type=finite_nonneg_float, metavar="VOXELS",
-                   help="centre fusion: a centre-map maximum is a centre only if no voxel within this Euclidean "
-                   "distance is larger (equal values: the first in raster order wins); below 2 only the 26 "
-                   f"neighbours count (default: {d.center_min_distance:g}, or from --particle-diameter)")
-    g.add_argument("--min-particle-size", type=nonneg_int, metavar="VOXELS",
-                   help="remove particles smaller than this many voxels after the check_center split, before the "
-                   f"outlier filter (default: {d.min_particle_size})")
-    g.add_argument("--min-score", type=finite_nonneg_float, metavar="SCORE",
-                   help="remove particles whose score (the centre-map peak over the particle, 0-1) is below this, "
-                   f"before the outlier filter (default: {d.min_score:g})")
-    g.add_argument("--particle-diameter", type=positive_float, metavar="ANGSTROM",
-                   help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
-                   "a sphere of half of it (in voxels, from the voxel size) unless those are given")
-    _bool_pair(g, "check-center", "-check_center",
-               "split a connected component only by the centres inside it, and only if it holds 2 or more",
-               "assign every foreground voxel to its nearest centre, wherever it is", d.check_center)
-    _bool_pair(g, "filter-outlier", "-filter_outlier",
-               "remove particles with fewer than -nn other particles within -dt voxels",
-               "keep isolated particles", d.filter_outlier)
-    g.add_argument("-nn", "--neighbor-number", type=nonneg_int, metavar="N",
-                   help=f"filter_outlier: particles needed within the distance (default: {d.neighbor_number})")
-    g.add_argument("-dt", "--distance-threshold", type=nonneg_float, metavar="VOXELS",
-                   help=f"filter_outlier: neighbour distance in voxels (default: {d.distance_threshold:g})")
-    g.add_argument("--connectivity", type=TYPES["connectivity"], metavar="{1,2,3}",
-                   help="voxel connectivity of components: 1 faces, 2 +edges, 3 +corners "
-                   f"(default: {d.connectivity})")
+    add_postprocess_flags(g, suppress=True)
     g = p.add_argument_group("outputs and runs")
     g.add_argument("--tomogram-name", type=TYPES["tomogram_name"], metavar="NAME",
                    help="rlnTomoName written to the STAR file, e.g. TS_01 for rec_TS_01.mrc: the tilt series' "

@@ -7,17 +7,8 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from ._common import (
-    add_bool_flag,
-    deprecated_alias,
-    finite_nonneg_float,
-    fraction,
-    int_triplet,
-    nonneg_float,
-    nonneg_int,
-    positive_float,
-    show_progress,
-)
+from ._common import deprecated_alias, int_triplet, positive_float, show_progress
+from ._postprocess_flags import add_postprocess_flags
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -31,9 +22,6 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..postprocessing import PostprocessParams
-
-    d = PostprocessParams()
     p = sub.add_parser(
         "postprocess",
         help="turn predicted mask and centre maps into instance labels and particle centres",
@@ -46,40 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", dest="out", default=None, metavar="OUT_DIR", help="output directory (required)")
     deprecated_alias(p, "--output", "-o/--out", "out")
     p.add_argument("--name", default=None, help="base name of the outputs (default: the store's name)")
-    g = p.add_argument_group("detection parameters (the seed's short flags are aliases)")
-    g.add_argument("--mask-threshold", "-mt", type=fraction, default=d.mask_threshold, metavar="P",
-                   help=f"foreground is mask > P, P in [0, 1] (default: {d.mask_threshold})")
-    g.add_argument("--center-threshold", "-ct", type=fraction, default=d.center_threshold, metavar="P",
-                   help=f"centre-map values below P count as 0, P in [0, 1] (default: {d.center_threshold})")
-    g.add_argument("--remove-min-size", "-rs", type=nonneg_int, default=None, metavar="VOXELS",
-                   help="remove foreground components smaller than this many voxels, before the check_center split "
-                   f"(default: {d.remove_min_size}, or from --particle-diameter)")
-    g.add_argument("--center-min-distance", type=finite_nonneg_float, default=None, metavar="VOXELS",
-                   help="centre fusion: a centre-map maximum is a centre only if no voxel within this Euclidean "
-                   "distance is larger (equal values: the first in raster order wins); below 2 only the 26 "
-                   f"neighbours count (default: {d.center_min_distance:g}, or from --particle-diameter)")
-    g.add_argument("--min-particle-size", type=nonneg_int, default=d.min_particle_size, metavar="VOXELS",
-                   help="remove particles smaller than this many voxels after the check_center split, before the "
-                   f"outlier filter (default: {d.min_particle_size})")
-    g.add_argument("--min-score", type=finite_nonneg_float, default=d.min_score, metavar="SCORE",
-                   help="remove particles whose score (the centre-map peak over the particle, 0-1) is below this, "
-                   f"before the outlier filter (default: {d.min_score:g})")
-    g.add_argument("--particle-diameter", type=positive_float, default=None, metavar="ANGSTROM",
-                   help="particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of "
-                   "a sphere of half of it (in voxels, from the voxel size) unless those are given")
-    add_bool_flag(g, "check-center", d.check_center,
-                  "split a component only by the centres inside it, and only when it holds 2 or more",
-                  aliases=("-check_center",))
-    add_bool_flag(g, "filter-outlier", d.filter_outlier,
-                  "remove particles with fewer than --neighbor-number neighbours within --distance-threshold",
-                  aliases=("-filter_outlier",))
-    g.add_argument("--neighbor-number", "-nn", type=nonneg_int, default=d.neighbor_number, metavar="N",
-                   help=f"outlier filter: minimum number of other particles nearby (default: {d.neighbor_number})")
-    g.add_argument("--distance-threshold", "-dt", type=nonneg_float, default=d.distance_threshold,
-                   metavar="VOXELS", help=f"outlier filter: neighbour radius in voxels (default: {d.distance_threshold:g})")
-    g.add_argument("--connectivity", type=int, choices=(1, 2, 3), default=d.connectivity,
-                   help="voxels touching by a face (1), face or edge (2), or any of 26 neighbours (3); "
-                   f"used by every connected-component step (default: {d.connectivity})")
+    g = p.add_argument_group("detection parameters (sizes and distances in voxels; the seed's short flags are aliases)")
+    add_postprocess_flags(g)
     o = p.add_argument_group("output")
     o.add_argument("--formats", type=_formats, default=("mrc", "txt", "csv", "star", "zarr"), metavar="LIST",
                    help="comma list of mrc, txt, csv, star, zarr (default: all)")

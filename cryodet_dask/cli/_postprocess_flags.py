@@ -1,0 +1,111 @@
+"""The post-processing flags, declared once.
+
+``detect`` and ``postprocess`` add them from :data:`FLAGS` (same names, parsers, units and help), and
+``detect``'s YAML config parses each key (the long flag's name) with the same parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._common import add_bool_flag, finite_nonneg_float, fraction, nonneg_float, nonneg_int, positive_float
+
+__all__ = ["FLAGS", "BOOL_FLAGS", "Flag", "add_postprocess_flags", "connectivity"]
+
+
+def connectivity(text: str) -> int:
+    """1, 2 or 3."""
+    try:
+        v = int(str(text))
+    except ValueError:
+        v = 0
+    if v not in (1, 2, 3):
+        raise argparse.ArgumentTypeError(f"expected 1, 2 or 3, got {text!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One post-processing parameter on the command line: ``name`` is the PostprocessParams/DetectParams
+    field and the YAML key; ``help`` gets " (default: ...)" appended from PostprocessParams."""
+
+    name: str
+    short: str | None
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    from_diameter: bool = False  # None by default: derived from --particle-diameter when that is given
+
+    @property
+    def long(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("mask_threshold", "-mt", fraction, "[0-1]", "foreground = mask probability > this"),
+    Flag("center_threshold", "-ct", fraction, "[0-1]", "centre-map values below this are ignored"),
+    Flag("remove_min_size", "-rs", nonneg_int, "VOXELS",
+         "remove connected components smaller than this many voxels, before the check_center split",
+         from_diameter=True),
+    Flag("center_min_distance", None, finite_nonneg_float, "VOXELS",
+         "centre fusion: a centre-map maximum is a centre only if no voxel within this Euclidean distance is "
+         "larger (equal values: the first in raster order wins); below 2 only the 26 neighbours count",
+         from_diameter=True),
+    Flag("min_particle_size", None, nonneg_int, "VOXELS",
+         "remove particles smaller than this many voxels after the check_center split, before the outlier filter"),
+    Flag("min_score", None, finite_nonneg_float, "SCORE",
+         "remove particles whose score (the centre-map peak over the particle, 0-1) is below this, before the "
+         "outlier filter"),
+    Flag("particle_diameter", None, positive_float, "ANGSTROM",
+         "particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of a sphere of "
+         "half of it (in voxels, from the voxel size) unless those are given"),
+    Flag("neighbor_number", "-nn", nonneg_int, "N", "outlier filter: particles needed within the distance"),
+    Flag("distance_threshold", "-dt", nonneg_float, "VOXELS", "outlier filter: neighbour distance in voxels"),
+    Flag("connectivity", None, connectivity, "{1,2,3}",
+         "voxel connectivity of every connected-component step: 1 faces, 2 +edges, 3 +corners"),
+)
+
+#: (name, seed spelling, help) of the on/off post-processing switches.
+BOOL_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("check_center", "-check_center",
+     "split a connected component only by the centres inside it, and only if it holds 2 or more; off: assign "
+     "every foreground voxel to its nearest centre, wherever it is"),
+    ("filter_outlier", "-filter_outlier",
+     "remove particles with fewer than -nn other particles within -dt voxels"),
+)
+
+
+def _default_text(flag: Flag, value: Any) -> str:
+    if flag.name == "particle_diameter":
+        return ""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f" (default: {shown}" + (", or from --particle-diameter)" if flag.from_diameter else ")")
+
+
+def add_postprocess_flags(group: Any, *, suppress: bool = False) -> None:
+    """Add every post-processing flag to ``group``.
+
+    ``suppress``: leave unset flags out of the namespace (``detect``, whose YAML config fills them);
+    otherwise each flag defaults to its :class:`PostprocessParams` value (None for the ones
+    ``--particle-diameter`` derives).
+    """
+    from ..postprocessing import PostprocessParams
+
+    d = PostprocessParams()
+    for flag in FLAGS[:7]:
+        _add(group, flag, d, suppress)
+    for name, seed, text in BOOL_FLAGS:
+        add_bool_flag(group, name.replace("_", "-"), getattr(d, name), text, aliases=(seed,), suppress=suppress)
+    for flag in FLAGS[7:]:
+        _add(group, flag, d, suppress)
+
+
+def _add(group: Any, flag: Flag, d: Any, suppress: bool) -> None:
+    value = getattr(d, flag.name, None)
+    default: Any = argparse.SUPPRESS if suppress else (None if flag.from_diameter else value)
+    names = ([flag.short] if flag.short else []) + [flag.long]  # the seed's short flag first, as it names errors
+    group.add_argument(*names, dest=flag.name, type=flag.parse, metavar=flag.metavar, default=default,
+                       help=flag.help + _default_text(flag, value))
