@@ -15,14 +15,13 @@ import yaml
 from ..errors import InputError, ParameterError
 from ._common import (
     format_list,
-    int_triplet,
     positive_float,
-    positive_int,
     show_progress,
     str2bool,
     voxel_size_angst,
 )
-from ._postprocess_flags import BOOL_FLAGS, FLAGS, add_postprocess_flags
+from ._flags import (BOOL_FLAGS, FLAGS, NETWORK_FLAGS, add_network_flags, add_postprocess_flags,
+                                 choice, nonempty_text)
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
@@ -31,28 +30,12 @@ PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "cent
           "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity")
 
 
-def _text(text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
-    return text
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        t = str(text).strip().lower()
-        if t not in allowed:
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
-        return t
-    return parse
-
-
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
 TYPES: dict[str, Callable[[str], Any]] = {
-    "segnet": _text, "centernet": _text, "chunks": int_triplet, "halo": int_triplet, "tile": int_triplet,
-    "device": _choice("auto", "cpu", "cuda"), "batch_size": positive_int, "voxel_size": voxel_size_angst,
+    **{f.name: f.parse for f in NETWORK_FLAGS}, "voxel_size": voxel_size_angst,
     "rescale": str2bool, **{f.name: f.parse for f in FLAGS}, **{name: str2bool for name, _, _ in BOOL_FLAGS},
-    "formats": format_list, "keep_intermediate": str2bool, "nan_policy": _choice("error", "zero"),
-    "tomogram_name": _text, "polarity": _choice("both", "as-is"),
+    "formats": format_list, "keep_intermediate": str2bool, "nan_policy": choice("error", "zero"),
+    "tomogram_name": nonempty_text,
 }
 assert set(TYPES) == set(PARAMS)
 
@@ -81,23 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "OUT_DIR/.cryodet.lock, and a second run into the same folder exits at once with status 75, "
                    "naming the holder's PID and host")
     g = p.add_argument_group("networks")
-    g.add_argument("-m", "--segnet", type=TYPES["segnet"], metavar="CKPT", help="SegNet checkpoint, or one two-head checkpoint "
-                   "(default: the shipped demo weights)")
-    g.add_argument("-c", "--centernet", type=TYPES["centernet"], metavar="CKPT", help="CenterNet checkpoint (default: shipped weights)")
-    g.add_argument("-ps", "--chunks", type=int_triplet, metavar="N|Z,Y,X",
-                   help="chunk (patch) size in voxels for inference and post-processing (default: 128)")
-    g.add_argument("--halo", type=int_triplet, metavar="N|Z,Y,X",
-                   help="inference halo in voxels (default: half the receptive field)")
-    g.add_argument("--tile", type=TYPES["tile"], metavar="N|Z,Y,X",
-                   help="core of one forward pass in voxels, rounded up to whole -ps chunks (default: on GPU "
-                   "workers, e.g. --cluster local-cuda, planned: the fewest computed voxels that fit the GPU's "
-                   "memory; elsewhere one chunk; the maps are the same for any tile)")
-    g.add_argument("--device", type=TYPES["device"], metavar="{auto,cpu,cuda}", help="where the networks run (default: auto)")
-    g.add_argument("--batch-size", type=TYPES["batch_size"], metavar="N", help="chunks per forward call (default: 1)")
-    g.add_argument("--polarity", type=TYPES["polarity"], metavar="{both,as-is}",
-                   help="as-is: one forward pass (default); both: the maps are the mean of the networks' outputs "
-                   "on the tomogram and on its contrast-inverted copy, exactly the same whichever way the contrast "
-                   "was written (two forward passes, twice the inference time)")
+    add_network_flags(g, suppress=True)
     g.add_argument("-vs", "--voxel-size", type=TYPES["voxel_size"], metavar="ANGSTROM",
                    help="voxel size in Å, 0.1-1000 (default: from the file header; 14.08 with a warning if absent)")
     g.add_argument("--rescale", action="store_const", const=True,

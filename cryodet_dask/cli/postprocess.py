@@ -7,18 +7,8 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from ._common import deprecated_alias, int_triplet, positive_float, show_progress
-from ._postprocess_flags import add_postprocess_flags
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    from ..exports import FORMATS
-
-    values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
-    bad = [v for v in values if v not in FORMATS]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"formats are a comma list of {', '.join(FORMATS)}; got {text!r}")
-    return values
+from ._common import deprecated_alias, format_list, int_triplet, positive_float, show_progress
+from ._flags import add_postprocess_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("detection parameters (sizes and distances in voxels; the seed's short flags are aliases)")
     add_postprocess_flags(g)
     o = p.add_argument_group("output")
-    o.add_argument("--formats", type=_formats, default=("mrc", "txt", "csv", "star", "zarr"), metavar="LIST",
+    o.add_argument("--formats", type=format_list, default=("mrc", "txt", "csv", "star", "zarr"), metavar="LIST",
                    help="comma list of mrc, txt, csv, star, zarr (default: all)")
     o.add_argument("--voxel-size", "-vs", type=positive_float, default=None, metavar="ANGSTROM",
                    help="voxel size in Å (default: from the prediction store)")

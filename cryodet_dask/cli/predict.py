@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import int_triplet, show_progress
+from ._common import show_progress
+from ._flags import add_network_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,25 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("tomogram", help="input tomogram: MRC file or Zarr store")
     p.add_argument("-o", "--out", required=True, help="output Zarr store (group with 'mask' and 'center')")
-    p.add_argument("-m", "--segnet", default=None, metavar="CKPT",
-                   help="SegNet checkpoint, or a two-head checkpoint (default: shipped demo weights)")
-    p.add_argument("-c", "--centernet", default=None, metavar="CKPT",
-                   help="CenterNet checkpoint (default: shipped demo weights)")
-    p.add_argument("--chunks", "-ps", type=int_triplet, default=(128,), metavar="N|Z,Y,X",
-                   help="output chunk shape in voxels, rounded up to the pooling factor (default: 128)")
-    p.add_argument("--halo", type=int_triplet, default=None, metavar="N|Z,Y,X",
-                   help="halo in voxels on each side (default: half the receptive field)")
-    p.add_argument("--tile", type=int_triplet, default=None, metavar="N|Z,Y,X",
-                   help="core of one forward pass in voxels, rounded up to whole chunks (default: on GPU workers "
-                   "planned from the GPU's memory, elsewhere one chunk; the maps are the same for any tile)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the networks run (default: auto = cuda if available)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="chunks per task/forward call (default: 1)")
+    add_network_flags(p.add_argument_group("networks"))
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage type of the maps (default: float32, exact local maxima)")
-    p.add_argument("--polarity", choices=("both", "as-is"), default="as-is",
-                   help="both: the mean of the networks' outputs on the tomogram and on its contrast-inverted copy "
-                   "(two forward passes, exactly the same maps for either contrast polarity); as-is: one pass (default: as-is)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     from ..cluster import add_cluster_arguments
 

@@ -1,7 +1,8 @@
-"""The post-processing flags, declared once.
+"""The flags more than one command takes, declared once.
 
-``detect`` and ``postprocess`` add them from :data:`FLAGS` (same names, parsers, units and help), and
-``detect``'s YAML config parses each key (the long flag's name) with the same parser.
+``detect`` and ``postprocess`` add the post-processing flags from :data:`FLAGS` and :data:`BOOL_FLAGS`;
+``detect`` and ``predict`` add the networks' flags from :data:`NETWORK_FLAGS` (same names, parsers, units
+and help); ``detect``'s YAML config parses each key (the long flag's name) with the same parser.
 """
 
 from __future__ import annotations
@@ -11,9 +12,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._common import add_bool_flag, finite_nonneg_float, fraction, nonneg_float, nonneg_int, positive_float
+from ._common import (add_bool_flag, finite_nonneg_float, fraction, int_triplet, nonneg_float, nonneg_int,
+                      positive_float, positive_int)
 
-__all__ = ["FLAGS", "BOOL_FLAGS", "Flag", "add_postprocess_flags", "connectivity"]
+__all__ = ["FLAGS", "BOOL_FLAGS", "NETWORK_FLAGS", "Flag", "add_postprocess_flags", "add_network_flags",
+           "connectivity", "choice", "nonempty_text"]
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser accepting one of ``allowed`` (case-insensitive)."""
+    def parse(text: str) -> str:
+        t = str(text).strip().lower()
+        if t not in allowed:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return t
+    return parse
+
+
+def nonempty_text(text: str) -> str:
+    """A path or a name: any non-empty text."""
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
 
 
 def connectivity(text: str) -> int:
@@ -38,6 +58,7 @@ class Flag:
     metavar: str
     help: str
     from_diameter: bool = False  # None by default: derived from --particle-diameter when that is given
+    default_help: str | None = None  # the "(default: ...)" text, when the default is not a plain value
 
     @property
     def long(self) -> str:
@@ -78,7 +99,42 @@ BOOL_FLAGS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: The networks' flags (``detect`` and ``predict``); their defaults are :class:`DetectParams`'.
+NETWORK_FLAGS: tuple[Flag, ...] = (
+    Flag("segnet", "-m", nonempty_text, "CKPT", "SegNet checkpoint, or one two-head checkpoint",
+         default_help="the shipped two-head network"),
+    Flag("centernet", "-c", nonempty_text, "CKPT", "CenterNet checkpoint, with -m", default_help="none"),
+    Flag("chunks", "-ps", int_triplet, "N|Z,Y,X",
+         "storage chunk (patch) size in voxels, rounded up to the pooling factor: the maps' chunks and the "
+         "post-processing's blocks", default_help="128"),
+    Flag("halo", None, int_triplet, "N|Z,Y,X", "inference halo in voxels on each side",
+         default_help="half the receptive field"),
+    Flag("tile", None, int_triplet, "N|Z,Y,X",
+         "core of one forward pass in voxels, rounded up to whole chunks; the maps are the same for any tile",
+         default_help="on GPU workers, e.g. --cluster local-cuda, planned: the fewest computed voxels that fit "
+         "the GPU's memory; elsewhere one chunk"),
+    Flag("device", None, choice("auto", "cpu", "cuda"), "{auto,cpu,cuda}", "where the networks run",
+         default_help="auto: cuda when a GPU is visible"),
+    Flag("batch_size", None, positive_int, "N", "tiles per forward call", default_help="1"),
+    Flag("polarity", None, choice("both", "as-is"), "{both,as-is}",
+         "as-is: one forward pass; both: the maps are the mean of the networks' outputs on the tomogram and on "
+         "its contrast-inverted copy, exactly the same whichever way the contrast was written (two forward "
+         "passes, twice the inference time)", default_help="as-is"),
+)
+
+
+def add_network_flags(group: Any, *, suppress: bool = False) -> None:
+    """Add the networks' flags to ``group`` (``suppress``: as for :func:`add_postprocess_flags`)."""
+    from ..pipeline.params import DetectParams
+
+    d = DetectParams()
+    for flag in NETWORK_FLAGS:
+        _add(group, flag, d, suppress)
+
+
 def _default_text(flag: Flag, value: Any) -> str:
+    if flag.default_help is not None:
+        return f" (default: {flag.default_help})"
     if flag.name == "particle_diameter":
         return ""
     shown = f"{value:g}" if isinstance(value, float) else str(value)
