@@ -187,7 +187,7 @@ def template_masks(template: str | os.PathLike[str], table: ParticleTable, voxel
     and rotated by the particle's RELION ZYZ angles (identity when the table
     has none), exactly as the simulator renders particles.
     """
-    from .simulation import load_template, prepare_template, render_particle, rotation_from_euler
+    from .templates import load_template, prepare_template, render_particle, rotation_from_euler
 
     density, vs, name = load_template(template)
     tpl = prepare_template(density, source_voxel_size=vs, voxel_size=voxel_size, fraction=threshold, name=name)

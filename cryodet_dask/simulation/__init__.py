@@ -38,7 +38,7 @@ from ._simulate import (
     write_simulation,
 )
 from ._targets import center_target
-from ._templates import (
+from ..templates import (
     SHIPPED_TEMPLATES,
     Template,
     euler_from_rotation,

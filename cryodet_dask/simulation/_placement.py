@@ -32,7 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from ._membranes import Membrane, MembraneProfile, Vesicle, signed_distance, surface_point
 from ._targets import center_target
-from ._templates import Template, euler_from_rotation, render_particle
+from ..templates import Template, euler_from_rotation, render_particle
 
 __all__ = ["place_particles", "PARTICLE_COLUMNS"]
 

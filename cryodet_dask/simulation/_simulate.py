@@ -24,7 +24,7 @@ from ..io import atomic_output, create_image_group, lazy_array, normalize_chunks
 from ._imaging import ImagingParams, image_volume
 from ._membranes import MembraneProfile, plan_membranes, render_membranes
 from ._placement import PARTICLE_COLUMNS, place_particles
-from ._templates import SHIPPED_TEMPLATES, Template, load_template, prepare_template
+from ..templates import SHIPPED_TEMPLATES, Template, load_template, prepare_template
 
 __all__ = [
     "SimulationConfig",

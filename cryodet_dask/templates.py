@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from ..errors import InputError, ParameterError, TomogramFormatError
+from .errors import InputError, ParameterError, TomogramFormatError
 
 __all__ = [
     "SHIPPED_TEMPLATES",
