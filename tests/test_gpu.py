@@ -45,6 +45,12 @@ def _matched(p_ref: np.ndarray, p_other: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(d <= 2.0)), int(np.count_nonzero(d == 0.0))
 
 
+def _assert_same_particles(p_ref: np.ndarray, p_other: np.ndarray, matched: int) -> None:
+    """Every reference particle has one within 2 voxels (98 %), and the counts agree within 2 %."""
+    assert matched >= 0.98 * len(p_ref)
+    assert abs(len(p_other) - len(p_ref)) <= max(1, 0.02 * len(p_ref))
+
+
 def test_tf32_default_gives_the_strict_fp32_particles(simulated):
     """The GPU default, fp32 with TF32 convolutions (2x faster than strict fp32 on an H200), against
     strict fp32: the particles a user gets."""
@@ -61,8 +67,7 @@ def test_tf32_default_gives_the_strict_fp32_particles(simulated):
     print(f"\nTF32 vs strict fp32 on a simulated 96x256x256 block: max |mask diff| {np.abs(m32 - mtf).max():.4g}, "
           f"mask voxels across 0.5: {flips} of {m32.size}; particles fp32 {len(p32)}, TF32 {len(ptf)}, "
           f"matched within 2 voxels {matched}, same centre {exact}")
-    assert matched >= 0.98 * len(p32)
-    assert abs(len(ptf) - len(p32)) <= max(1, 0.02 * len(p32))
+    _assert_same_particles(p32, ptf, matched)
 
 
 def test_bf16_autocast_gives_the_fp32_particles(simulated):
@@ -79,8 +84,7 @@ def test_bf16_autocast_gives_the_fp32_particles(simulated):
     print(f"\nbf16 vs fp32 on a simulated 96x256x256 block: max |mask diff| {np.abs(m32 - m16).max():.4g}, "
           f"max |center diff| {np.abs(c32 - c16).max():.4g}, mask voxels across 0.5: {flips} of {m32.size}; "
           f"particles fp32 {len(p32)}, bf16 {len(p16)}, matched within 2 voxels {matched}, same centre {exact}")
-    assert matched >= 0.98 * len(p32)
-    assert abs(len(p16) - len(p32)) <= max(1, 0.02 * len(p32))
+    _assert_same_particles(p32, p16, matched)
 
 
 def test_predict_on_the_gpu_matches_the_cpu_in_fp32(simulated):

@@ -85,19 +85,25 @@ def test_too_small_halo_breaks_invariance(two_head, volume):
     assert np.abs(pred.mask.compute() - ref_mask).max() > 1e-4  # the default halo is needed
 
 
-def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
-    path = make_mrc(tmp_path / "v.mrc", volume)
-    out = tmp_path / "pred.zarr"
+def _interrupt_at_task(monkeypatch, n: int):
+    """Make the n-th prediction task raise KeyboardInterrupt; return the real task function."""
     calls = {"n": 0}
     real = predict_module._store_tiles
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == n:
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "_store_tiles", flaky)
+    return real
+
+
+def test_stored_prediction_resumes(tmp_path, two_head, volume, monkeypatch):
+    path = make_mrc(tmp_path / "v.mrc", volume)
+    out = tmp_path / "pred.zarr"
+    real = _interrupt_at_task(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         import dask
 
@@ -158,16 +164,7 @@ def test_resume_with_another_tile_plan(tmp_path, two_head, volume, monkeypatch):
     a tile computes only for the chunks it still lacks, and the maps are the whole-volume ones."""
     path = make_mrc(tmp_path / "v.mrc", volume)
     out = tmp_path / "pred.zarr"
-    calls = {"n": 0}
-    real = predict_module._store_tiles
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt("simulated interruption")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict_module, "_store_tiles", flaky)
+    real = _interrupt_at_task(monkeypatch, 6)
     import dask
 
     with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
