@@ -93,7 +93,8 @@ def cluster(tuned: bool, **kw):
 
     env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()} if tuned else {}
     with dask.config.set(env):
-        return LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, **kw)
+        kw.setdefault("n_workers", 2)
+        return LocalCluster(threads_per_worker=1, dashboard_address=None, **kw)
 
 
 def _cpu() -> float:

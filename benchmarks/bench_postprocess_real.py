@@ -8,7 +8,7 @@ them as ``maps_<tag>.npz`` for its held-out tomograms); four of equal shape are 
 (no repeated content), so 96 x 256 x 256 maps give one 96 x 512 x 512 pair with the speckles, plateaus and
 fragments of real predictions.  A second pair has many small components: smoothed noise thresholded to
 about 20 % foreground.  Timed: `postprocess` on a LocalCluster of 2 workers x 1 thread from Zarr maps in
-128^3 chunks to labels in Zarr + centres CSV (detect's defaults; median after a warm-up), against
+128^3 chunks (written with predict's codec) to labels in Zarr + centres CSV (detect's defaults; median after a warm-up), against
 `postprocess_reference` on the whole arrays in this process (the same parameters).
 """
 
@@ -32,9 +32,16 @@ from cryodet_dask.postprocessing import postprocess_reference  # noqa: E402
 
 
 def _store(path: Path, mask: np.ndarray, center: np.ndarray) -> Path:
+    """The maps as ``predict`` writes them: float32, 128^3 chunks, its codec for maps."""
+    try:
+        from cryodet_dask.io._zarr import stored_codecs
+        from cryodet_dask.prediction._predict import MAPS_CODEC
+        codecs = {"compressors": stored_codecs(MAPS_CODEC, np.dtype(np.float32)) or None}
+    except ImportError:  # the code before issue 17's codec change: zarr's default
+        codecs = {}
     g = zarr.open_group(str(path), mode="w")
     for name, a in (("mask", mask), ("center", center)):
-        g.create_array(name, data=a.astype(np.float32), chunks=(128, 128, 128))
+        g.create_array(name, data=a.astype(np.float32), chunks=(128, 128, 128), **codecs)
     return path
 
 

@@ -52,6 +52,7 @@ from cryodet_dask.postprocessing._centres import (
 from cryodet_dask.postprocessing._components import (
     block_faces,
     drop_small_interior,
+    label_binary,
     encode,
     face_pairs,
     in_plane_offsets,
@@ -330,6 +331,19 @@ def test_faces_are_sparse_and_decode_to_provisional_ids():
     for face, plane in zip(block_faces(lab, 5), planes):
         np.testing.assert_array_equal(face.provisional(), encode(plane, 5))
         assert face.nbytes == 8 * np.count_nonzero(plane)
+
+
+def test_label_binary_numbers_components_as_scipy_does():
+    """cc3d labels the blocks: the same components and numbers as scipy.ndimage.label, thin shapes included."""
+    rng = np.random.default_rng(5)
+    for trial in range(600):
+        shape = tuple(int(v) for v in rng.integers(1, 9, 3)) if trial < 500 else (40, 50, 60)
+        b = rng.random(shape) > rng.random()
+        for conn in (1, 2, 3):
+            expected, n = ndi.label(b, structure=ndi.generate_binary_structure(3, conn))
+            got, m = label_binary(b, conn)
+            assert m == n and got.dtype == np.int32
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_small_specks_inside_a_block_are_dropped_there():

@@ -67,18 +67,32 @@ def nearest_in_segments(points: np.ndarray, seg_start: np.ndarray, seg_len: np.n
 
 def _brute_segments(points: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray,
                     centres: np.ndarray) -> np.ndarray:
-    """:func:`nearest_in_segments` by brute force (int64 inputs)."""
+    """:func:`nearest_in_segments` by brute force (int64 inputs).
+
+    Coordinates are handled as three contiguous columns: a squared distance is
+    three subtractions and products on 1D arrays (about 2x faster than reducing
+    an (n, 3) array along its short axis).
+    """
     n = len(points)
     best_i = seg_start.copy()
     if n == 0:
         return best_i
-    c0 = centres[seg_start]
-    best_d = ((points - c0) ** 2).sum(axis=1)
+    p_cols = [np.ascontiguousarray(points[:, a]) for a in range(3)]
+    c_cols = [np.ascontiguousarray(centres[:, a]) for a in range(3)]
+
+    def dist2(sel: np.ndarray | None, ci: np.ndarray) -> np.ndarray:
+        d = np.zeros(len(ci), dtype=np.int64)
+        for pa, ca in zip(p_cols, c_cols):
+            t = (pa if sel is None else pa[sel]) - ca[ci]
+            d += t * t
+        return d
+
+    best_d = dist2(None, seg_start)
     active = np.flatnonzero(seg_len > 1)
     j = 1
     while len(active):
         ci = seg_start[active] + j
-        d = ((points[active] - centres[ci]) ** 2).sum(axis=1)
+        d = dist2(active, ci)
         better = d < best_d[active]
         upd = active[better]
         best_d[upd] = d[better]

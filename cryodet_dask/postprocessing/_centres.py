@@ -146,33 +146,35 @@ def strict_maxima(padded: np.ndarray, threshold: float, halo: int = 1) -> np.nda
 
     Notes
     -----
-    Since ``c >= 0``, a maximum has ``c > 0``, i.e. ``center >= threshold`` and
-    ``center > 0``: only those voxels are candidates.  A neighbour value ``v``
-    counts as ``c = 0`` when ``not v >= threshold`` (NaN too), so the strict test is
-    ``v < value or not v >= threshold``.  The test runs on flat indices of the
-    candidates, face neighbours first, dropping a candidate at its first
-    failure, so the cost is proportional to the thresholded voxels, not the block.
+    A maximum has ``c > 0``, i.e. ``center >= threshold`` and ``center > 0``.
+    The test runs on ``c+ = center if (center >= threshold and center > 0) else 0``
+    (NaN too): a positive value beats a neighbour's ``c`` iff it beats its ``c+``.
+    The two neighbours along x are compared on the whole block by slicing
+    (contiguous, cheap; on the networks' maps it leaves about 7 % of the
+    thresholded voxels), then the other 24 on the flat indices of the
+    survivors, the face neighbours first, dropping a candidate at its first
+    failure.
     """
     h = int(halo)
-    padded = np.ascontiguousarray(padded)
-    core = padded[h:-h, h:-h, h:-h]
-    above = (core >= threshold) & (core > 0)
-    f = np.flatnonzero(above)
+    ring = padded[h - 1 : padded.shape[0] - h + 1, h - 1 : padded.shape[1] - h + 1, h - 1 : padded.shape[2] - h + 1]
+    cp = np.where((ring >= threshold) & (ring > 0), ring, 0).astype(padded.dtype, copy=False)  # C-contiguous
+    core = cp[1:-1, 1:-1, 1:-1]
+    cand = (core > cp[1:-1, 1:-1, :-2]) & (core > cp[1:-1, 1:-1, 2:])  # beats both x neighbours (so > 0)
+    f = np.flatnonzero(cand)
     if len(f) == 0:
         return np.zeros((0, 3), dtype=np.int64)
     Z, Y, X = core.shape
-    PY, PX = Y + 2 * h, X + 2 * h
+    PY, PX = Y + 2, X + 2
     z, r = np.divmod(f, Y * X)
     y, x = np.divmod(r, X)
-    q = ((z + h) * PY + (y + h)) * PX + (x + h)  # flat index in the padded block
-    flat = padded.ravel()
+    q = ((z + 1) * PY + (y + 1)) * PX + (x + 1)  # flat index in the one-voxel ring
+    flat = cp.ravel()
     vals = flat[q]
-    # the 6 face neighbours first (they discard most candidates), then the other 20
-    steps = sorted({int((dz * PY + dy) * PX + dx) for dz, dy, dx in _OFFSETS},
-                   key=lambda s: (abs(s) not in (1, PX, PX * PY), s))
+    # the 4 other face neighbours first (they discard most candidates), then the other 20
+    steps = sorted({int((dz * PY + dy) * PX + dx) for dz, dy, dx in _OFFSETS if (dz, dy) != (0, 0)},
+                   key=lambda s: (abs(s) not in (PX, PX * PY), s))
     for s_ in steps:
-        v = flat[q + s_]
-        ok = (v < vals) | ~(v >= threshold)  # below threshold (or NaN) counts as 0
+        ok = flat[q + s_] < vals
         if not ok.all():
             q, vals, z, y, x = q[ok], vals[ok], z[ok], y[ok], x[ok]
             if len(q) == 0:

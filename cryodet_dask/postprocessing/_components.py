@@ -1,6 +1,7 @@
 """Block-wise connected components: per-block labels, face label pairs, union-find.
 
-Every block is labelled on its own (:func:`scipy.ndimage.label`); a label of
+Every block is labelled on its own (:func:`label_binary`: ``cc3d``, the same
+numbering as :func:`scipy.ndimage.label` and about 3x faster); a label of
 block ``b`` gets the provisional id ``b << 32 | local`` (:func:`encode`).  Two
 provisional labels belong to the same global component iff a chain of
 foreground voxel adjacencies joins them; adjacencies inside a block are already
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+import cc3d
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
@@ -26,7 +29,9 @@ from scipy.sparse.csgraph import connected_components
 __all__ = [
     "paste_overlap",
     "structure",
+    "label_binary",
     "label_block",
+    "small_interior_lut",
     "drop_small_interior",
     "encode",
     "Face",
@@ -62,6 +67,27 @@ def structure(connectivity: int) -> np.ndarray:
     return struct
 
 
+#: connectivity 1, 2, 3 (faces; + edges; + corners) as cc3d's neighbour counts
+_CC3D_CONNECTIVITY: dict[int, Literal[6, 18, 26]] = {1: 6, 2: 18, 3: 26}
+
+
+def label_binary(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean 3D array: int32 labels 1..n numbered by first voxel in raster order.
+
+    The numbering of :func:`scipy.ndimage.label` with :func:`structure` (``connectivity``), which the
+    tests check; computed by ``cc3d`` (connected-components-3d), about 3x faster on the networks' masks.
+    cc3d 4.1 raises on 26-connectivity when an axis has one voxel: :func:`scipy.ndimage.label` does those.
+    """
+    if connectivity == 3 and min(binary.shape) == 1:
+        flat_lab, flat_n = ndi.label(binary, structure=structure(3), output=np.int32)
+        return flat_lab, int(flat_n)
+    lab, n = cc3d.connected_components(np.ascontiguousarray(binary, dtype=bool),
+                                       connectivity=_CC3D_CONNECTIVITY[int(connectivity)],
+                                       out_dtype=np.uint32, return_N=True)
+    labels: np.ndarray = lab.view(np.int32)  # n < 2**31: a block never holds that many voxels
+    return labels, int(n)
+
+
 def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
     """Connected components of ``mask > threshold`` in one block.
 
@@ -72,8 +98,41 @@ def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[
     n : int
         Number of components.
     """
-    lab, n = ndi.label(np.asarray(mask) > threshold, structure=structure(connectivity), output=np.int32)
-    return lab, int(n)
+    return label_binary(np.asarray(mask) > threshold, connectivity)
+
+
+def small_interior_lut(labels: np.ndarray, n: int, min_size: int,
+                       counts: np.ndarray | None = None) -> tuple[np.ndarray | None, int, np.ndarray]:
+    """The renumbering of :func:`drop_small_interior`, as a lookup table, without applying it.
+
+    ``counts``: ``np.bincount(labels.ravel(), minlength=n + 1)`` when the caller has it
+    (index 0 is ignored, so a count of the foreground voxels alone does).
+
+    Returns
+    -------
+    lut : ndarray of int32, shape (n + 1,), or None
+        ``lut[label]`` is the label after the drop (0 = dropped); None when nothing is
+        dropped (the identity).
+    n : int
+        Components left.
+    sizes : ndarray of int64, shape (n + 1,)
+        Voxel count of each label left (index 0: background, not counted).
+    """
+    sizes = (np.bincount(labels.ravel(), minlength=n + 1) if counts is None else counts).astype(np.int64)
+    sizes[0] = 0
+    if min_size <= 1 or n == 0:
+        return None, n, sizes
+    keep = sizes >= min_size
+    for axis in range(3):
+        for end in (0, -1):
+            keep[np.take(labels, end, axis=axis)] = True
+    keep[0] = False
+    n_kept = int(keep.sum())
+    if n_kept == n:
+        return None, n, sizes
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, n_kept + 1, dtype=np.int32)
+    return lut, n_kept, np.concatenate([[0], sizes[keep]]).astype(np.int64)
 
 
 def drop_small_interior(labels: np.ndarray, n: int, min_size: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -84,7 +143,7 @@ def drop_small_interior(labels: np.ndarray, n: int, min_size: int) -> tuple[np.n
     applied on the spot, exactly, and the component never reaches the global
     tables (a noisy mask has tens of thousands of such specks per block).
     The others are renumbered 1..n' keeping their order (first voxel in
-    raster order).
+    raster order).  :func:`small_interior_lut` gives the renumbering alone.
 
     Returns
     -------
@@ -94,21 +153,8 @@ def drop_small_interior(labels: np.ndarray, n: int, min_size: int) -> tuple[np.n
     sizes : ndarray of int64, shape (n + 1,)
         Voxel count of each label (index 0: background, not counted).
     """
-    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
-    sizes[0] = 0
-    if min_size <= 1 or n == 0:
-        return labels, n, sizes
-    keep = sizes >= min_size
-    for axis in range(3):
-        for end in (0, -1):
-            keep[np.take(labels, end, axis=axis)] = True
-    keep[0] = False
-    n_kept = int(keep.sum())
-    if n_kept == n:
-        return labels, n, sizes
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[keep] = np.arange(1, n_kept + 1, dtype=np.int32)
-    return lut[labels], n_kept, np.concatenate([[0], sizes[keep]]).astype(np.int64)
+    lut, n_kept, sizes = small_interior_lut(labels, n, min_size)
+    return (labels if lut is None else np.take(lut, labels)), n_kept, sizes
 
 
 def encode(labels: np.ndarray, block_index: int) -> np.ndarray:
@@ -150,17 +196,19 @@ class Face:
         return int(self.index.nbytes + self.label.nbytes)
 
 
-def block_faces(labels: np.ndarray, block_index: int) -> tuple[Face, ...]:
+def block_faces(labels: np.ndarray, block_index: int, lut: np.ndarray | None = None) -> tuple[Face, ...]:
     """The six boundary planes of a block: (lo_z, hi_z, lo_y, hi_y, lo_x, hi_x).
 
-    ``face.provisional()`` gives each as provisional ids (:func:`encode`).
+    ``face.provisional()`` gives each as provisional ids (:func:`encode`).  With
+    ``lut``, the planes of ``lut[labels]`` (only the planes are looked up).
     """
     out = []
     for axis in range(3):
         for end in (0, -1):
             sl: list[slice | int] = [slice(None)] * 3
             sl[axis] = end
-            out.append(Face.from_plane(labels[tuple(sl)], block_index))
+            plane = labels[tuple(sl)]
+            out.append(Face.from_plane(plane if lut is None else np.take(lut, plane), block_index))
     return tuple(out)
 
 

@@ -7,7 +7,7 @@ small task per block extracts its six slabs -- with the one-voxel ring mirrored
 only on the true volume border)
 
 Pass 1, one task per block
-    threshold + :func:`scipy.ndimage.label` of the core -> block components,
+    threshold + connected components of the core (``cc3d``) -> block components,
     minus the specks below ``remove_min_size`` that touch no face (whole in the
     block, so dropped exactly on the spot); their voxel counts; the six face
     planes (sparse); the strict local maxima of the
@@ -165,30 +165,30 @@ def _voxel_size_zyx(voxel_size: float | Sequence[float] | None) -> np.ndarray:
 
 def _pass1_block(mask: np.ndarray, center: np.ndarray, neighbours: list[tuple[Box, tuple[np.ndarray, ...]]],
                  box: Box, shape: tuple[int, int, int], index: int, p: PostprocessParams) -> dict[str, Any]:
-    L1, n1, sizes = block_components(mask, p.mask_threshold, p.connectivity, p.remove_min_size)
+    comp = block_components(mask, p.mask_threshold, p.connectivity, p.remove_min_size)
     h = halo_width(p.center_min_distance)
     padded = assemble_padded(np.asarray(center), box, neighbours, shape, h)
     peaks = strict_maxima(padded, p.center_threshold, h)
     origin = np.array([b[0] for b in box], dtype=np.int64)
     peaks = ball_maxima(padded, peaks, p.center_threshold, ball_offsets(p.center_min_distance), origin, shape, h)
     del padded
-    peak_lab = L1[tuple(peaks.T)].astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
+    peak_lab = comp.at(comp.raw[tuple(peaks.T)]).astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
     if p.check_center:  # a centre outside the mask never takes a voxel: only split components use centres
         peaks, peak_lab = peaks[peak_lab > 0], peak_lab[peak_lab > 0]
     peaks = peaks + origin
-    return {"n": n1, "sizes": sizes, "peaks": peaks, "peak_lab": peak_lab,
-            "faces": block_faces(L1, index)}
+    return {"n": comp.n, "sizes": comp.sizes, "peaks": peaks, "peak_lab": peak_lab,
+            "faces": block_faces(comp.raw, index, comp.drop)}
 
 
 def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, shape: tuple[int, int, int],
                  p: PostprocessParams, tables: BlockTables, scratch: str | None) -> dict[str, Any]:
     offset = tuple(b[0] for b in box)
-    pieces, piece_centre = instance_block(mask, offset, p.mask_threshold, p.connectivity,  # type: ignore[arg-type]
-                                          p.remove_min_size, tables)
+    pieces, piece_centre, fg = instance_block(mask, offset, p.mask_threshold, p.connectivity,  # type: ignore[arg-type]
+                                              p.remove_min_size, tables)
     if scratch is not None:
         zarr.open_array(scratch, mode="r+")[tuple(slice(a, b) for a, b in box)] = pieces
     n2 = len(piece_centre) - 1
-    out: dict[str, Any] = block_stats(pieces, n2, mask, offset, shape, center)  # type: ignore[arg-type]
+    out: dict[str, Any] = block_stats(pieces, n2, mask, offset, shape, center, fg)  # type: ignore[arg-type]
     out.update(n=n2, centre=piece_centre, faces=block_faces(pieces, index))
     return out
 
@@ -196,8 +196,8 @@ def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, sha
 def _relabel_block(mask: np.ndarray, box: Box, p: PostprocessParams, tables: BlockTables,
                    final: np.ndarray) -> np.ndarray:
     offset = tuple(b[0] for b in box)
-    pieces, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, p.remove_min_size,  # type: ignore[arg-type]
-                               tables)
+    pieces, _, _ = instance_block(mask, offset, p.mask_threshold, p.connectivity, p.remove_min_size,  # type: ignore[arg-type]
+                                  tables)
     relabelled: np.ndarray = final[pieces]
     return relabelled
 
