@@ -33,12 +33,12 @@ from cryodet_dask.postprocessing import postprocess_reference  # noqa: E402
 
 def _store(path: Path, mask: np.ndarray, center: np.ndarray) -> Path:
     """The maps as ``predict`` writes them: float32, 128^3 chunks, its codec for maps."""
+    from cryodet_dask.io._zarr import stored_codecs
     try:
-        from cryodet_dask.io._zarr import stored_codecs
         from cryodet_dask.prediction._predict import MAPS_CODEC
-        codecs = {"compressors": stored_codecs(MAPS_CODEC, np.dtype(np.float32)) or None}
-    except ImportError:  # the code before issue 17's codec change: zarr's default
-        codecs = {}
+    except ImportError:  # the code before the maps were stored uncompressed: it wrote them with "auto"
+        MAPS_CODEC = "auto"
+    codecs = {"compressors": stored_codecs(MAPS_CODEC, np.dtype(np.float32)) or None}
     g = zarr.open_group(str(path), mode="w")
     for name, a in (("mask", mask), ("center", center)):
         g.create_array(name, data=a.astype(np.float32), chunks=(128, 128, 128), **codecs)

@@ -167,6 +167,8 @@ def test_cli_train_from_mrc(tmp_path, capsys):
     net = load(tmp_path / "c.pt", expect_heads=("center",))
     assert net.config.voxel_size == pytest.approx(12.0)
     assert "train" in net.config.training["command"]
+    # the default centre target is the seed's distance target, recorded with the other settings
+    assert net.config.training["settings"]["center_target"] == "distance"
     code = main(["train", str(tmp_path / "d.pt"), "-t", str(tmp_path / "t.mrc"), "-l", str(tmp_path / "missing.mrc")])
     assert code != 0 and "missing.mrc" in capsys.readouterr().err
 
@@ -274,3 +276,111 @@ def test_training_and_simulator_centre_targets_agree():
     assert int((t == 1.0).sum()) == 1  # one peak, as the simulator's, not a plateau of 8
     ref, peak = simulator_target(lab[1:7, 1:7, 1:7] == 3)
     np.testing.assert_array_equal(t[1:7, 1:7, 1:7], ref)
+
+
+def _gaussian_reference(lab, i):
+    """exp(-|x-c|^2 / (2 sigma^2)) of label ``i`` at its voxels, written out (sigma = equivalent radius / 2)."""
+    pts = np.argwhere(lab == i).astype(float)
+    c = pts.mean(axis=0)
+    sigma = (3 * len(pts) / (4 * np.pi)) ** (1 / 3) / 2
+    return pts.astype(int), np.exp(-((pts - c) ** 2).sum(axis=1) / (2 * sigma**2)), c
+
+
+def test_gaussian_center_target_per_particle():
+    from cryodet_dask.training import gaussian_center_target, make_center_target
+
+    lab = np.zeros((12, 12, 24), np.int32)
+    lab[2:9, 2:9, 2:9] = 1  # 7^3 cube, centroid on the voxel (5, 5, 5)
+    lab[2:9, 2:9, 9:17] = 2  # touching 7x7x8 box, other id: centroid between voxels
+    zz, yy, xx = np.indices(lab.shape)
+    ball = (zz - 6.3) ** 2 + (yy - 6.6) ** 2 + (xx - 20.2) ** 2 <= 3.2**2
+    lab[ball & (lab == 0)] = 5  # a ball touching box 2, ids need not be consecutive
+    t = gaussian_center_target(lab)
+    assert t.dtype == np.float32 and t.shape == lab.shape
+    assert np.all(t[lab == 0] == 0) and np.all(t[lab > 0] > 0) and t.max() <= 1
+    assert t[5, 5, 5] == 1.0  # exact at a centroid that is a voxel centre
+    for i in (1, 2, 5):
+        pts, ref, c = _gaussian_reference(lab, i)
+        # each voxel gets its own particle's value only (the touching faces included)
+        np.testing.assert_allclose(t[tuple(pts.T)], ref, rtol=1e-6)
+        # the particle's maximum is at its voxel nearest the centroid
+        peak = pts[np.argmax(t[tuple(pts.T)])]
+        assert np.linalg.norm(peak - c) <= np.linalg.norm(pts - c, axis=1).min() + 1e-9
+    # the cube's face touching box 2 has the values of its free face: no merging across the contact
+    assert t[5, 5, 8] == pytest.approx(t[5, 5, 2]) and t[5, 5, 9] != pytest.approx(t[5, 5, 8])
+    np.testing.assert_array_equal(make_center_target(lab, "gaussian"), t)
+    np.testing.assert_array_equal(make_center_target(lab, "distance"), center_target(lab))
+    np.testing.assert_array_equal(gaussian_center_target(np.zeros((3, 4, 5), np.uint16)), np.zeros((3, 4, 5)))
+    with pytest.raises(ValueError, match="centre target"):
+        make_center_target(lab, "box")
+
+
+def test_read_patch_gaussian_target_of_cut_particles_is_the_whole_particles():
+    from cryodet_dask.training import gaussian_center_target
+
+    img, lab = _spheres(shape=(32, 64, 64), n=14, seed=3)
+    fake = np.full(lab.shape, 0.5, np.float32)  # a precomputed centre target: used by distance only
+    vol = open_training_volume(img, lab, fake)
+    whole = gaussian_center_target(lab)
+    centres = np.round(vol.particles["centroid"][:5]).astype(int)
+    # patches whose low corner is 1 voxel before a particle's centre (it is cut), one partly outside the volume
+    for start in [*(centres - 1), np.array([-3, 50, 56])]:
+        x, y = read_patch(vol, start, (16, 16, 16), ("mask", "center"), center_target="gaussian")
+        ref = np.pad(whole, 16)[tuple(slice(s + 16, s + 32) for s in start)]
+        inside = np.zeros(lab.shape, bool)
+        inside[tuple(slice(max(s, 0), s + 16) for s in start)] = True
+        cut = np.intersect1d(np.unique(lab[inside]), np.unique(lab[~inside]))
+        assert cut[cut > 0].size > 0 or start[0] < 0  # the patch cuts particles...
+        # ...whose values are those computed on the whole particle
+        np.testing.assert_allclose(y[1], ref, atol=1e-6)
+        assert np.all((y[1] >= 0) & (y[1] <= 1)) and np.all(y[1][y[0] == 0] == 0)
+        _, yd = read_patch(vol, start, (16, 16, 16), ("center",))
+        np.testing.assert_array_equal(yd[0], np.pad(fake, 16)[tuple(slice(s + 16, s + 32) for s in start)])
+    # the values differ from those of the cut pieces alone (the margin matters)
+    z, yy, xx = centres[0] - 1
+    x, y = read_patch(vol, centres[0] - 1, (16, 16, 16), ("center",), center_target="gaussian")
+    alone = gaussian_center_target(lab[z:z + 16, yy:yy + 16, xx:xx + 16])
+    assert not np.allclose(y[0], alone)
+    with pytest.raises(ParameterError, match="center_target"):
+        read_patch(vol, np.array([0, 0, 0]), (16, 16, 16), ("center",), center_target="box")
+
+
+def test_center_target_setting_default_cli_and_resume(tmp_path, monkeypatch):
+    from cryodet_dask import training
+    from cryodet_dask.cli import main
+    from cryodet_dask.training import TrainingConfig
+
+    assert TrainingConfig().center_target == "distance"
+    with pytest.raises(ParameterError, match="center_target"):
+        TrainingConfig(center_target="box")
+    # the CLI flag reaches the training config; its default is the distance target
+    seen = []
+
+    def fake_train(*args, config=None, **kw):
+        seen.append(config)
+        raise SystemExit(0)
+
+    img, lab = _spheres(shape=(24, 48, 48), n=8, seed=5)
+    make_mrc(tmp_path / "t.mrc", img, voxel_size=12.0)
+    make_mrc(tmp_path / "l.mrc", lab.astype(np.int16), voxel_size=12.0)
+    args = ["-q", "train", str(tmp_path / "x.pt"), "-t", str(tmp_path / "t.mrc"), "-l", str(tmp_path / "l.mrc")]
+    with monkeypatch.context() as m:
+        m.setattr(training, "train", fake_train)
+        for extra, want in (([], "distance"), (["--center-target", "gaussian"], "gaussian"),
+                            (["--center-target", "distance"], "distance")):
+            with pytest.raises(SystemExit):
+                main(args + extra)
+            assert seen[-1].center_target == want
+    with pytest.raises(SystemExit):
+        main(args + ["--center-target", "mexican-hat"])
+    # training records the choice; resuming with the other target is refused
+    out = tmp_path / "g.pt"
+    kw = dict(heads=("mask", "center"), channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2,
+              steps_per_epoch=2, validation_batches=1, validation_fraction=0.34, progress=False, threads=1)
+    train(img, lab, out, epochs=1, center_target="gaussian", **kw)
+    assert load(out).config.training["settings"]["center_target"] == "gaussian"
+    assert load(out).config.training["center_target"] == "gaussian"
+    with pytest.raises(CheckpointError, match="'gaussian' centre target"):
+        train(img, lab, out, epochs=2, **kw)
+    r = train(img, lab, out, epochs=2, center_target="gaussian", **kw)
+    assert r.epochs == 2

@@ -90,6 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_bool_flag(p, "flip", True, "random flips of each axis")
     p.add_argument("--center-weight", type=positive_float, default=1.0, metavar="W",
                    help="weight of the centre MSE loss against the mask Dice loss (two-head; default 1)")
+    p.add_argument("--center-target", choices=("distance", "gaussian"), default="distance",
+                   help="what the centre head learns per particle: distance (normalized distance to the particle's "
+                        "boundary, the seed's; uses --center targets if given) or gaussian (exp(-d^2/2s^2) around "
+                        "its centroid, s = half its equivalent radius; always made from the labels) "
+                        "(default: distance)")
     p.add_argument("--invert", type=fraction, default=0.5, metavar="P",
                    help="probability of negating a patch, so both contrast polarities are learnt (default: 0.5)")
     p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
@@ -139,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, validation_batches=args.validation_batches,
         learning_rate=args.learning_rate, patience=args.patience, jitter=args.jitter,
         background_fraction=args.background_fraction, rotate=args.rotate, flip=args.flip,
-        intensity=args.intensity, center_weight=args.center_weight, invert=args.invert,
+        intensity=args.intensity, center_weight=args.center_weight, center_target=args.center_target,
+        invert=args.invert,
         lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
         max_minutes=args.max_minutes, snapshot_every=args.snapshot_every,
     )

@@ -12,9 +12,10 @@ from ._augment import augment
 from ._pool import POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool, simulate_pool
 from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
 from ._sampler import TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins, split_region
-from ._targets import center_target, mask_target
+from ._targets import CENTER_TARGETS, center_target, gaussian_center_target, make_center_target, mask_target
 
 __all__ = [
+    "CENTER_TARGETS",
     "POOL_MANIFEST",
     "PoolMember",
     "PoolRanges",
@@ -27,7 +28,9 @@ __all__ = [
     "TrainingVolume",
     "augment",
     "center_target",
+    "gaussian_center_target",
     "last_checkpoint_path",
+    "make_center_target",
     "mask_target",
     "open_training_volume",
     "particle_table",

@@ -20,6 +20,7 @@ from ..errors import CheckpointError, ParameterError
 from ..models import UNet3D, UNetConfig, read_checkpoint, save
 from ._augment import augment
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
+from ._targets import CENTER_TARGETS
 
 __all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path"]
 
@@ -64,6 +65,16 @@ class TrainingConfig:
         Intensity jitter amplitude (normalized units), see :func:`augment`.
     center_weight : float
         Weight of the centre-map MSE relative to the mask soft-Dice loss.
+    center_target : {"distance", "gaussian"}
+        What the centre head learns, per particle: ``"distance"`` (the seed's,
+        :func:`~cryodet_dask.training.center_target`: normalized distance to
+        the particle's boundary, 1 at its centre, 0 on its boundary; a
+        precomputed centre target given to :func:`train` is used as is) or
+        ``"gaussian"`` (:func:`~cryodet_dask.training.gaussian_center_target`:
+        ``exp(-|x - c|^2 / (2 sigma^2))`` around the centroid ``c``, ``sigma``
+        half the particle's equivalent radius; always computed from the labels,
+        precomputed centre targets are ignored).  The centre map's value scale
+        differs between the two: tune the post-processing for the network.
     invert : float
         Probability of negating a training patch (both contrast polarities).
     lr_schedule : {"plateau", "cosine"}
@@ -99,6 +110,7 @@ class TrainingConfig:
     flip: bool = True
     intensity: float = 0.1
     center_weight: float = 1.0
+    center_target: str = "distance"
     invert: float = 0.5
     lr_schedule: str = "plateau"
     seed: int = 0
@@ -125,6 +137,8 @@ class TrainingConfig:
             raise ParameterError(f"background_fraction must be in [0, 1], got {self.background_fraction}")
         if not 0 <= self.invert <= 1:
             raise ParameterError(f"invert must be a probability in [0, 1], got {self.invert}")
+        if self.center_target not in CENTER_TARGETS:
+            raise ParameterError(f"center_target must be one of {list(CENTER_TARGETS)}, got {self.center_target!r}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ParameterError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.jitter < 0 or self.patience < 1 or self.lr_patience < 0:
@@ -195,7 +209,7 @@ def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: Traini
     for _ in range(n):
         k = int(rng.integers(len(vols)))
         start = sample_origins(vols[k], regions[k], cfg.patch_size, 1, rng, cfg.jitter, cfg.background_fraction)[0]
-        x, y = read_patch(vols[k], start, cfg.patch_size, heads)
+        x, y = read_patch(vols[k], start, cfg.patch_size, heads, center_target=cfg.center_target)
         if aug:
             x, y = augment(x, y, rng, rotate=cfg.rotate, flip=cfg.flip, intensity=cfg.intensity,
                            invert=cfg.invert)
@@ -239,7 +253,8 @@ def train(
         next to it (:func:`last_checkpoint_path`).
     centers : path-like or array, or a list of them, optional
         Precomputed centre targets (e.g. the simulator's ``center.mrc``);
-        default: computed from ``labels`` per particle.
+        default: computed from ``labels`` per particle.  Used with
+        ``center_target="distance"`` only (ignored for ``"gaussian"``).
     validation : list of (tomogram, labels), optional
         Validation pairs; default: the last ``validation_fraction`` of each
         training tomogram (along y or x) is held out.
@@ -327,6 +342,10 @@ def train(
         raise ParameterError(
             f"give one label map (and centre target, if any) per tomogram: {len(tomo_list)} tomograms, "
             f"{len(lab_list)} label maps")
+    if cfg.center_target != "distance" and any(c is not None for c in cen_list):
+        log.info("centre target %r: the precomputed centre targets are not used (computed from the labels)",
+                 cfg.center_target)
+        cen_list = [None] * len(tomo_list)
     vols = [open_training_volume(t, lab, c) for t, lab, c in zip(tomo_list, lab_list, cen_list)]
     if validation:
         val_vols = [open_training_volume(t, lab) for t, lab in validation]
@@ -372,6 +391,13 @@ def train(
             raise CheckpointError(
                 f"{last_path}: a training run of another network (channels {stored.channels}, heads "
                 f"{stored.heads}) is there; delete it or train without resuming")
+        # runs from before the option trained the distance target
+        stored_target = ((stored.training or {}).get("settings") or {}).get("center_target", "distance")
+        if "center" in mcfg.heads and stored_target != cfg.center_target:
+            raise CheckpointError(
+                f"{last_path}: a training run with the {stored_target!r} centre target is there, not "
+                f"{cfg.center_target!r}; train it with center_target={stored_target!r}, delete it or train "
+                "without resuming")
         try:
             net.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
@@ -399,6 +425,7 @@ def train(
         "validation": ("held-out tomograms: " + ", ".join(v.name for v in val_vols)) if validation else
         f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
         "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)",
+        "center_target": cfg.center_target if "center" in mcfg.heads else None,
         "optimizer": "Adam",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "command": command,

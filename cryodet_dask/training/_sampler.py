@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from .._progress import block_summaries
 from ..errors import InputError, ParameterError
-from ._targets import center_target, mask_target
+from ._targets import CENTER_TARGETS, make_center_target, mask_target
 
 __all__ = ["TrainingVolume", "open_training_volume", "particle_table", "read_patch", "sample_origins",
            "split_region"]
@@ -227,8 +227,25 @@ def _read(arr: da.Array, start: np.ndarray, size: np.ndarray, fill: float = 0) -
 
 
 def read_patch(vol: TrainingVolume, start: np.ndarray, patch: tuple[int, int, int],
-               heads: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+               heads: tuple[str, ...], center_target: str = "distance") -> tuple[np.ndarray, np.ndarray]:
     """Normalized input patch and its targets.
+
+    Parameters
+    ----------
+    vol : TrainingVolume
+    start : numpy.ndarray
+        Patch origin (z, y, x); parts outside the volume are zero-padded.
+    patch : tuple of int
+        Patch size.
+    heads : tuple of str
+        Targets to make, in order (``"mask"``, ``"center"``).
+    center_target : {"distance", "gaussian"}
+        The centre target (:func:`~cryodet_dask.training.make_center_target`).
+        ``"distance"`` uses the volume's precomputed centre target if it has
+        one; ``"gaussian"`` is always computed from the labels.  A target
+        computed from the labels is computed on the patch plus ``vol.margin``
+        voxels, so a particle cut by the patch border gets the values of the
+        whole particle.
 
     Returns
     -------
@@ -236,7 +253,7 @@ def read_patch(vol: TrainingVolume, start: np.ndarray, patch: tuple[int, int, in
         float32 (Z, Y, X): ``(tomogram - mean) / std`` with the whole
         tomogram's statistics; zero outside the tomogram.
     y : numpy.ndarray
-        float32 (len(heads), Z, Y, X): binary mask and/or normalized distance.
+        float32 (len(heads), Z, Y, X): binary mask and/or centre target.
     """
     size = np.asarray(patch)
     start = np.asarray(start)
@@ -244,16 +261,18 @@ def read_patch(vol: TrainingVolume, start: np.ndarray, patch: tuple[int, int, in
     x = (raw - np.float32(vol.mean)) / np.float32(vol.std)
     x[~np.isfinite(x)] = 0.0
     targets = []
-    need_center = "center" in heads
-    m = vol.margin if (need_center and vol.center is None) else 0
+    if center_target not in CENTER_TARGETS:
+        raise ParameterError(f"center_target must be one of {list(CENTER_TARGETS)}, got {center_target!r}")
+    precomputed = vol.center if center_target == "distance" else None  # the gaussian is made from the labels
+    m = vol.margin if ("center" in heads and precomputed is None) else 0
     lab = _read(vol.labels, start - m, size + 2 * m)
     core = tuple(slice(m, m + int(s)) for s in size)
     for h in heads:
         if h == "mask":
             targets.append(mask_target(lab[core]))
         elif h == "center":
-            if vol.center is not None:
-                targets.append(_read(vol.center, start, size).astype(np.float32))
+            if precomputed is not None:
+                targets.append(_read(precomputed, start, size).astype(np.float32))
             else:
-                targets.append(center_target(lab)[core])
+                targets.append(make_center_target(lab, center_target)[core])
     return x, np.stack(targets)
