@@ -208,8 +208,8 @@ def block_stats(pieces: np.ndarray, n2: int, mask: np.ndarray, offset: tuple[int
         labs = flat[idx]
     else:
         labs = flat[fg]
-        idx = fg[labs > 0]
-        labs = labs[labs > 0]
+        inside = labs > 0
+        idx, labs = fg[inside], labs[inside]
     count = np.bincount(labs, minlength=n2 + 1).astype(np.int64)
     loc = np.unravel_index(idx, pieces.shape)
     sums = np.stack([np.bincount(labs, weights=loc[a], minlength=n2 + 1) for a in range(3)], axis=1).astype(np.float64)
