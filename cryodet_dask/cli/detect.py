@@ -27,7 +27,8 @@ from ._flags import (BOOL_FLAGS, FLAGS, NETWORK_FLAGS, add_network_flags, add_po
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity")
+          "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity",
+          "engine")
 
 
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             dtype=args.dtype,
             polarity=args.polarity,
+            engine=args.engine,
             overwrite=args.overwrite,
             progress=show_progress(args),
         )

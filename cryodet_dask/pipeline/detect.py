@@ -752,7 +752,8 @@ def _predict_stage(run: _Run, stored: Tomogram) -> Prediction:
 
     p, t = run.p, time.perf_counter()
     pred = predict(stored, _model_arg(p), out=run.folder.prediction, chunks=p.chunks, halo=p.halo, tile=p.tile,
-                   device=p.device, batch_size=p.batch_size, polarity=p.polarity, overwrite=run.overwrite,
+                   device=p.device, batch_size=p.batch_size, polarity=p.polarity, engine=p.engine,
+                   overwrite=run.overwrite,
                    replace=True, progress=run.progress)
     run.timings["predict"] = time.perf_counter() - t
     return pred

@@ -69,6 +69,7 @@ class DetectParams:
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
     polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
+    engine: str = "torch"  # prediction.ENGINES: torch, or openvino (CPU only, an optional dependency)
 
     def __post_init__(self) -> None:
         self.validate()  # a DetectParams is valid from construction on: a bad option fails before any work
@@ -154,6 +155,9 @@ def _check_params(p: DetectParams) -> None:
         check_tomo_name(p.tomogram_name, "--tomogram-name")
     if p.polarity not in ("both", "as-is"):
         raise ParameterError(f"polarity must be both or as-is, got {p.polarity!r}")
+    from ..prediction import check_engine
+
+    check_engine(p.engine, p.device if isinstance(p.device, str) else "cpu")
     if p.nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
     if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):

@@ -24,10 +24,16 @@ def versions() -> dict[str, Any]:
     from .. import __version__
 
     cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+    try:  # the optional CPU engine (--engine openvino), when installed
+        from importlib.metadata import version
+
+        openvino: str | None = version("openvino")
+    except Exception:
+        openvino = None
     return {"cryodet_dask": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "dask": dask.__version__, "distributed": distributed.__version__, "zarr": zarr.__version__,
             "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cudnn": cudnn}
+            "cudnn": cudnn, "openvino": openvino}
 
 
 def run_provenance(weights: Sequence[tuple[str, str]]) -> dict[str, Any]:

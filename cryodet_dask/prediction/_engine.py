@@ -20,9 +20,17 @@ import numpy as np
 
 from .._shapes import end_padding
 
-__all__ = ["ModelSpec", "get_model", "forward_block", "normalize_block", "resolve_device"]
+__all__ = ["ENGINES", "ModelSpec", "check_engine", "get_model", "forward_block", "normalize_block",
+           "resolve_device"]
 
-_MODELS: dict[tuple[str, int, int, str], Any] = {}
+#: Inference engines.  ``"torch"``: PyTorch, every device (the default).  ``"openvino"``: the same
+#: network converted once per worker process to OpenVINO and run by its CPU plugin in fp32; CPU only,
+#: the optional dependency ``pip install 'cryodet-dask[openvino]'``.  On this project's 2-core AVX2
+#: CPU it ran the 216^3 block of one 128^3 chunk 2.2x faster than PyTorch on one thread, with maps
+#: within 1e-5 of PyTorch's (README, Performance).
+ENGINES = ("torch", "openvino")
+
+_MODELS: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -52,8 +60,74 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def get_model(path: str, device: str) -> Any:
-    """The model of checkpoint ``path`` on ``device``, loaded once per process."""
+def check_engine(engine: str, device: str = "cpu") -> str:
+    """Refuse, in one line, an unknown engine, OpenVINO where it is not installed, or OpenVINO on a GPU."""
+    from ..errors import ParameterError
+
+    if engine not in ENGINES:
+        raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "openvino":
+        if device.startswith("cuda"):
+            raise ParameterError("--engine openvino runs on the CPU only: use --device cpu (or --engine torch "
+                                 "on a GPU)")
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            raise ParameterError("--engine openvino needs OpenVINO, which is not installed: "
+                                 "pip install 'cryodet-dask[openvino]' (or use --engine torch)")
+    return engine
+
+
+class OpenVinoNet:
+    """A network converted to OpenVINO and compiled for its CPU plugin in fp32 with ``threads`` threads.
+
+    Called with a float32 batch (n, 1, z, y, x) of any shape the network accepts (the input shape is
+    dynamic, so every tile shape shares one compiled model), it returns the network's float32 output
+    (n, heads, z, y, x).  Each call makes its own infer request, so tasks running on several threads
+    of one worker may share the model.
+    """
+
+    def __init__(self, model: Any, threads: int) -> None:
+        import openvino as ov  # type: ignore[import-untyped]  # no type information shipped
+        import torch
+
+        p = int(model.config.pool_factor)
+        with warnings.catch_warnings():  # the shape checks in UNet3D.features trace as constants: intended
+            warnings.simplefilter("ignore")
+            converted = ov.convert_model(model, example_input=torch.zeros(1, 1, 4 * p, 4 * p, 4 * p),
+                                         input=[ov.PartialShape([-1, 1, -1, -1, -1])])
+        self.compiled = ov.Core().compile_model(converted, "CPU", {
+            "INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})  # never bf16, even on CPUs that have it: the maps stay exact
+        self.threads = int(threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        request = self.compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+
+def _forward_openvino(nets: Sequence[OpenVinoNet], batch: np.ndarray, polarity: str) -> np.ndarray:
+    """:func:`cryodet_dask.models.forward` for OpenVINO networks: every network's heads, stacked; with
+    ``polarity="both"`` the mean of the outputs on ``batch`` and on ``-batch``, in float32."""
+    from ..models import check_polarity
+
+    both = check_polarity(polarity) == "both"
+    return np.concatenate([0.5 * (net(batch) + net(-batch)) if both else net(batch) for net in nets], axis=1)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def get_model(path: str, device: str, engine: str = "torch", threads: int | None = None) -> Any:
+    """The model of checkpoint ``path`` on ``device``, loaded once per process.
+
+    ``engine="openvino"``: an :class:`OpenVinoNet` compiled for ``threads`` CPU threads (default:
+    torch's thread count in this process), also once per process and thread count.
+    """
     from .. import models
 
     if device.startswith("cuda"):
@@ -64,12 +138,16 @@ def get_model(path: str, device: str) -> Any:
                                "GPU; give every GPU worker the Dask resource GPU and predict with out=... (the "
                                "stored prediction sends its tasks to those workers), or use --device cpu")
     st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, device)
+    key: tuple[Any, ...] = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, device)
+    if engine != "torch":
+        key += (check_engine(engine, device), threads or _torch_threads())
     with _LOCK:
         model = _MODELS.get(key)
         if model is None:
             model = models.load(path).to(device)
             model.eval()
+            if engine == "openvino":
+                model = OpenVinoNet(model, threads or _torch_threads())
             _MODELS[key] = model
     return model
 
@@ -125,6 +203,7 @@ def forward_block(
     torch_threads: int | None = None,
     polarity: str = "as-is",
     crops: Sequence[tuple[slice, ...] | None] | None = None,
+    engine: str = "torch",
 ) -> list[np.ndarray]:
     """Run every model on every (normalized) block; blocks of equal shape share one forward call.
 
@@ -134,6 +213,7 @@ def forward_block(
     ``specs`` order, or, with ``crops``, only the part ``crops[i]`` (slices of
     the block, e.g. its core without the halo): cut on the device, so only
     that part is copied back.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`.
+    ``engine``: see :data:`ENGINES`.
     """
     import torch
 
@@ -142,7 +222,7 @@ def forward_block(
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     p = max(s.pool_factor for s in specs)
-    nets = [get_model(s.path, device) for s in specs]
+    nets = [get_model(s.path, device, engine, torch_threads) for s in specs]
     out: list[np.ndarray | None] = [None] * len(blocks)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, b in enumerate(blocks):
@@ -151,10 +231,15 @@ def forward_block(
     for shape, members in groups.items():
         pad = end_padding(shape, p)
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
+        crop_of = [(crops[i] if crops is not None else None) or tuple(slice(0, n) for n in shape) for i in members]
+        if engine == "openvino":
+            y = _forward_openvino(nets, batch, polarity)
+            for j, i in enumerate(members):
+                out[i] = np.ascontiguousarray(y[j][(slice(None), *crop_of[j])], dtype=np.float32)
+            continue
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            y = torch.cat([forward(net, x, polarity) for net in nets], dim=1)
-            for j, i in enumerate(members):
-                crop: tuple[slice, ...] = (crops[i] if crops is not None else None) or tuple(slice(0, n) for n in shape)
-                out[i] = np.ascontiguousarray(y[j][(slice(None), *crop)].cpu().numpy())
+            yt = torch.cat([forward(net, x, polarity) for net in nets], dim=1)
+            for j, i in enumerate(members):  # cut on the device: only the core is copied back
+                out[i] = np.ascontiguousarray(yt[j][(slice(None), *crop_of[j])].cpu().numpy())
     return out  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from ..errors import CheckpointError, InputError, OutputExistsError, ParameterEr
 from ..io import (INTEGRITY_ATTRS, WRITE_CONFIG, ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity,
                   has_checksum, lazy_array, load, normalize_chunks, open_for_write, partial_path, stored_codecs,
                   verify_array)
-from ._engine import ModelSpec, forward_block, normalize_block, resolve_device
+from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device
 from .._shapes import triplet
 from ._tiling import (ACTIVATION_BYTES_PER_VOXEL, ACTIVATION_BYTES_PER_VOXEL_CHANNEL, GPU_CONTEXT_BYTES, RUNTIME_BYTES,
                       ChunkPlan, model_halo, plan_chunks, plan_tiles, with_tile)
@@ -193,7 +193,7 @@ def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, fl
 
 def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int, int]], mean: float,
                    std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                   torch_threads: int | None, polarity: str = "as-is") -> list[np.ndarray]:
+                   torch_threads: int | None, polarity: str = "as-is", engine: str = "torch") -> list[np.ndarray]:
     """Read, normalize and predict the tiles ``tiles``; return their cores (n_heads, *tile core)."""
     regions = [plan.tile_region(t) for t in tiles]
     blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
@@ -201,7 +201,7 @@ def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int,
         tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(plan.tile_core(t), region))
         for t, region in zip(tiles, regions)]
     return forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads, polarity=polarity,
-                         crops=crops)
+                         crops=crops, engine=engine)
 
 
 def _head_order(specs: Sequence[ModelSpec]) -> list[int]:
@@ -222,19 +222,19 @@ class _RegionBlock:
 
 def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[int] | None, plan: ChunkPlan,
                 mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                torch_threads: int | None, polarity: str = "as-is") -> np.ndarray:
+                torch_threads: int | None, polarity: str = "as-is", engine: str = "torch") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
-    (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity)
+    (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity, engine)
     return core[_head_order(specs)]
 
 
 def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]],
                  plan: ChunkPlan, mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                 torch_threads: int | None, store: str, polarity: str = "as-is") -> np.ndarray:
+                 torch_threads: int | None, store: str, polarity: str = "as-is", engine: str = "torch") -> np.ndarray:
     """Predict tiles, write the chunks listed with each to the Zarr store, then mark each chunk done;
     return how many chunks."""
     outs = _predict_tiles(reader, plan, [t for t, _ in tiles], mean, std, specs, device, amp, torch_threads,
-                          polarity)
+                          polarity, engine)
     order = _head_order(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
     arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
@@ -343,6 +343,7 @@ def predict(
     amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
+    engine: str = "torch",
     tile: int | Sequence[int] | None = None,
     stats: tuple[float, float] | None = None,
     overwrite: bool = False,
@@ -383,6 +384,10 @@ def predict(
         ``"as-is"`` (default): one forward pass; ``"both"``: each map is the mean
         of the networks' outputs on the tomogram and on its contrast-inverted
         copy, so it is exactly the same for either contrast polarity (two passes).
+    engine : {"torch", "openvino"}
+        ``"torch"`` (default): PyTorch on ``device``.  ``"openvino"``: the networks converted to OpenVINO
+        and run by its CPU plugin in fp32 (CPU only; ``pip install 'cryodet-dask[openvino]'``), 2.2x
+        faster on this project's CPU, maps within 1e-5 of PyTorch's (:data:`~cryodet_dask.prediction.ENGINES`).
     tile : int or (z, y, x), optional
         Core of one forward pass, in voxels, rounded up to whole chunks (``out`` only: a task computes
         a tile from its core plus the halo and writes every chunk of it).  Default: on GPU workers
@@ -415,6 +420,7 @@ def predict(
     from ..models import check_polarity
 
     check_polarity(polarity)
+    check_engine(engine, device)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
     reader, data, voxel_size, ident = _source(volume, chunks)
@@ -427,7 +433,7 @@ def predict(
     plan = plan_chunks(data.shape, chunks, halo_v, pool)
     if any(h and h > c for h, c in zip(plan.halo, plan.chunk_shape)) and max(plan.grid) > 1:
         log.info("halo %s is larger than the chunk %s: consider larger chunks", plan.halo, plan.chunk_shape)
-    device = resolve_device(device)
+    device = "cpu" if engine == "openvino" and device == "auto" else resolve_device(device)
     gpu = _gpu_workers_present()
 
     fingerprint = {
@@ -438,6 +444,8 @@ def predict(
         "models": [file_sha256(s.path) for s in specs],
         "dtype": dtype,
         "polarity": polarity,
+        # another engine's maps differ by float rounding: a store is never resumed with the other engine
+        "engine": engine,
         # bf16 maps differ from fp32 ones: a store is never resumed in the other precision
         "bf16": bool(amp and device.startswith("cuda")),
     }
@@ -478,7 +486,7 @@ def predict(
         stats = _resume_stats(partial_path(out), fingerprint)
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
     common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
-                  torch_threads=torch_threads, polarity=polarity)
+                  torch_threads=torch_threads, polarity=polarity, engine=engine)
 
     if out is None:
         name = "predict-" + tokenize(fingerprint, mean, std)
