@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,6 +56,21 @@ def _speckles(shape: tuple[int, int, int], seed: int = 3) -> tuple[np.ndarray, n
     return mask, (center - center.min()) / (center.max() - center.min())
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) so far of this process (with LocalCluster: the client, the scheduler and
+    the driver-side reductions) and of its child processes (the workers)."""
+    me = psutil.Process()
+    t = me.cpu_times()
+    kids = 0.0
+    for ch in me.children(recursive=True):
+        try:
+            c = ch.cpu_times()
+            kids += c.user + c.system
+        except psutil.Error:
+            pass
+    return t.user + t.system, kids
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--maps", nargs=4, required=True, metavar="NPZ")
@@ -82,11 +98,18 @@ def main() -> None:
                 ref = postprocess_reference(m, c, **params)
                 t_ref = time.perf_counter() - t
                 run_pipeline(store, Path(tmp) / "warm", **params)
-                times = []
+                times, cpu_driver, cpu_workers = [], [], []
                 for _ in range(args.repeats):
+                    d0, w0 = _cpu_seconds()
                     wall, det = run_pipeline(store, Path(tmp) / "out", **params)
+                    d1, w1 = _cpu_seconds()
                     times.append(wall)
+                    cpu_driver.append(d1 - d0)
+                    cpu_workers.append(w1 - w0)
                 med = statistics.median(times)
+                print(f"{name}: CPU seconds per run: this process (client, scheduler, driver-side reductions) "
+                      f"{statistics.median(cpu_driver):.2f}, the workers {statistics.median(cpu_workers):.2f}, "
+                      f"wall {med:.2f} on {psutil.cpu_count()} cores", flush=True)
                 same = np.array_equal(det.centers, ref.centers)
                 print(f"{name}: {m.shape}, {len(ref.centers)} particles; reference {t_ref:.2f} s "
                       f"({nvox / t_ref / 1e6:.1f} Mvox/s); distributed median {med:.2f} s ({nvox / med / 1e6:.1f} "

@@ -23,28 +23,6 @@ torch.set_num_threads(1)
 TOL = 1e-5  # the chunk-invariance tolerance of the PyTorch path (tests/test_prediction.py)
 
 
-@pytest.fixture(scope="module")
-def two_head(tmp_path_factory):
-    torch.manual_seed(0)
-    net = models.UNet3D(models.UNetConfig(channels=(6, 8, 10), heads=("mask", "center")))
-    return models.save(net, tmp_path_factory.mktemp("ck") / "two.pt")
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pair")
-    torch.manual_seed(1)
-    seg = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask",))), d / "seg.pt")
-    cen = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("center",))), d / "cen.pt")
-    return seg, cen
-
-
-@pytest.fixture(scope="module")
-def volume():
-    rng = np.random.default_rng(7)
-    return (rng.normal(size=(30, 50, 44)) * 3 + 10).astype(np.float32)
-
-
 def test_engines_listed():
     assert ENGINES == ("torch", "openvino")
 

@@ -121,8 +121,8 @@ NETWORK_FLAGS: tuple[Flag, ...] = (
          "its contrast-inverted copy, exactly the same whichever way the contrast was written (two forward "
          "passes, twice the inference time)", default_help="as-is"),
     Flag("engine", None, choice("torch", "openvino"), "{torch,openvino}",
-         "torch: PyTorch on --device; openvino: the networks run by OpenVINO's CPU plugin in fp32, 2.2x faster "
-         "than torch on a 2-core AVX2 CPU, maps within 1e-5 (CPU only; pip install 'cryodet-dask[openvino]')",
+         "torch: PyTorch on --device; openvino: the networks run by OpenVINO's CPU plugin in fp32, 1.8x faster "
+         "than torch in predict on a 2-core AVX2 CPU, maps within 1e-5 (CPU only; pip install 'cryodet-dask[openvino]')",
          default_help="torch"),
 )
 

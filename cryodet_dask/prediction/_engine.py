@@ -26,8 +26,8 @@ __all__ = ["ENGINES", "ModelSpec", "check_engine", "get_model", "forward_block",
 #: Inference engines.  ``"torch"``: PyTorch, every device (the default).  ``"openvino"``: the same
 #: network converted once per worker process to OpenVINO and run by its CPU plugin in fp32; CPU only,
 #: the optional dependency ``pip install 'cryodet-dask[openvino]'``.  On this project's 2-core AVX2
-#: CPU it ran the 216^3 block of one 128^3 chunk 2.2x faster than PyTorch on one thread, with maps
-#: within 1e-5 of PyTorch's (README, Performance).
+#: CPU, ``predict`` ran 1.8x faster with it (2 workers x 1 thread, 128 x 512 x 512), with maps within
+#: 1e-5 of PyTorch's and the same particles (README, Performance, "CPU inference engines").
 ENGINES = ("torch", "openvino")
 
 _MODELS: dict[tuple[Any, ...], Any] = {}
@@ -96,9 +96,12 @@ class OpenVinoNet:
             warnings.simplefilter("ignore")
             converted = ov.convert_model(model, example_input=torch.zeros(1, 1, 4 * p, 4 * p, 4 * p),
                                          input=[ov.PartialShape([-1, 1, -1, -1, -1])])
+        # fp32, never bf16 even on CPUs that have it: the maps stay exact.  No pinning of threads to cores:
+        # OpenVINO pins each process's threads to the first cores, so two worker processes of one thread
+        # each shared one core and the engine ran no faster than PyTorch in predict (benchmarks/bench_engine.py)
         self.compiled = ov.Core().compile_model(converted, "CPU", {
             "INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32"})  # never bf16, even on CPUs that have it: the maps stay exact
+            "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False})
         self.threads = int(threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -386,7 +386,7 @@ def predict(
         copy, so it is exactly the same for either contrast polarity (two passes).
     engine : {"torch", "openvino"}
         ``"torch"`` (default): PyTorch on ``device``.  ``"openvino"``: the networks converted to OpenVINO
-        and run by its CPU plugin in fp32 (CPU only; ``pip install 'cryodet-dask[openvino]'``), 2.2x
+        and run by its CPU plugin in fp32 (CPU only; ``pip install 'cryodet-dask[openvino]'``), 1.8x
         faster on this project's CPU, maps within 1e-5 of PyTorch's (:data:`~cryodet_dask.prediction.ENGINES`).
     tile : int or (z, y, x), optional
         Core of one forward pass, in voxels, rounded up to whole chunks (``out`` only: a task computes
