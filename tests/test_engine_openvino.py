@@ -137,3 +137,22 @@ def test_model_cache_compiles_once_per_process_and_thread_count(two_head):
     c = engine_module.get_model(str(two_head), "cpu", "openvino", 2)
     assert a is b and c is not a and c.threads == 2
     assert len(engine_module._MODELS) - before <= 2
+
+
+def test_engine_in_the_yaml_config(tmp_path, volume, capsys):
+    """`engine` is a YAML key like every parameter: saved by --save-config, read back, and a bad value is
+    one line naming the file and the key, exit 2, nothing written."""
+    import yaml
+
+    src = make_mrc(tmp_path / "v.mrc", volume)
+    cfg = tmp_path / "run.yaml"
+    out = tmp_path / "out"
+    assert main(["detect", "-o", str(out), "--engine", "openvino", "--save-config", str(cfg)]) == 0
+    assert yaml.safe_load(cfg.read_text())["engine"] == "openvino"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: onnx\n")
+    out2 = tmp_path / "out2"
+    capsys.readouterr()
+    assert main(["detect", str(src), "-o", str(out2), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml: engine" in err[0] and not out2.exists()
