@@ -7,6 +7,8 @@ centroid (``"gaussian"``, :func:`gaussian_center_target`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage
 
@@ -58,16 +60,23 @@ def center_target(labels: np.ndarray) -> np.ndarray:
 
     lab = np.asarray(labels)
     out = np.zeros(lab.shape, np.float32)
-    if not lab.any():
-        return out
-    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is None:
-            continue
-        big = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(sl, lab.shape))
-        inside = lab[big] == i
+    for big, inside in _particles(lab, pad=1):
         target, _ = particle_center_target(inside)
         out[big][inside] = target[inside]
     return out
+
+
+def _particles(lab: np.ndarray, pad: int = 0) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Each particle of a label map as (its bounding box grown by ``pad`` voxels and clipped to the
+    array, the particle's voxels in that box): the per-particle loop of both centre targets."""
+    if not lab.any():
+        return
+    objs = ndimage.find_objects(lab.astype(np.int64, copy=False) if lab.dtype.kind in "ub" else lab)
+    for i, sl in enumerate(objs, start=1):
+        if sl is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, lab.shape))
+        yield box, lab[box] == i
 
 
 def gaussian_center_target(labels: np.ndarray) -> np.ndarray:
@@ -109,13 +118,7 @@ def gaussian_center_target(labels: np.ndarray) -> np.ndarray:
     """
     lab = np.asarray(labels)
     out = np.zeros(lab.shape, np.float32)
-    if not lab.any():
-        return out
-    objs = ndimage.find_objects(lab.astype(np.int64, copy=False) if lab.dtype.kind in "ub" else lab)
-    for i, sl in enumerate(objs, start=1):
-        if sl is None:
-            continue
-        inside = lab[sl] == i
+    for sl, inside in _particles(lab):
         pts = np.argwhere(inside).astype(np.float64)
         n = pts.shape[0]
         centroid = pts.mean(axis=0)
