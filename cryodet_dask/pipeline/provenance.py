@@ -24,11 +24,11 @@ def versions() -> dict[str, Any]:
     from .. import __version__
 
     cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-    try:  # the optional CPU engine (--engine openvino), when installed
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:  # the optional CPU engine (--engine openvino), when installed
         openvino: str | None = version("openvino")
-    except Exception:
+    except PackageNotFoundError:
         openvino = None
     return {"cryodet_dask": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "dask": dask.__version__, "distributed": distributed.__version__, "zarr": zarr.__version__,

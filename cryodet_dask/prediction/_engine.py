@@ -20,7 +20,7 @@ import numpy as np
 
 from .._shapes import end_padding
 
-__all__ = ["ENGINES", "ModelSpec", "check_engine", "get_model", "forward_block", "normalize_block",
+__all__ = ["ENGINES", "ModelSpec", "OpenVinoNet", "check_engine", "get_model", "forward_block", "normalize_block",
            "resolve_device"]
 
 #: Inference engines.  ``"torch"``: PyTorch, every device (the default).  ``"openvino"``: the same
