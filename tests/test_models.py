@@ -16,6 +16,7 @@ from cryodet_dask.models import (
     receptive_extent,
     receptive_field,
     save,
+    widen,
 )
 
 torch.set_num_threads(1)
@@ -257,3 +258,39 @@ def test_heads_activations_and_smoothing_run_in_float32_under_autocast():
     torch.testing.assert_close(y, expect, rtol=0, atol=0)
     # and close to the float32 pass (the body's rounding only)
     assert float((y - ref).abs().max()) < 0.1
+
+
+@pytest.mark.parametrize("heads", [("mask",), ("mask", "center")])
+def test_widen_computes_the_same_function(heads):
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(channels=(4, 6, 8), convs_per_level=(2, 1, 2), heads=heads)).eval()
+    wide = widen(net, (7, 6, 13), seed=3).eval()
+    assert wide.config.channels == (7, 6, 13) and wide.config.heads == heads
+    assert wide.config.convs_per_level == net.config.convs_per_level
+    x = torch.randn(2, 1, 16, 20, 12)
+    with torch.no_grad():
+        a, b = net(x), wide(x)
+    assert float(a.abs().max()) > 0.1
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_widened_copies_get_different_gradients():
+    # equal split factors would keep a channel and its copy identical through training
+    torch.manual_seed(1)
+    net = UNet3D(UNetConfig(channels=(2, 4), convs_per_level=(1, 1)))
+    wide = widen(net, (4, 4), seed=0)
+    first = wide.encoders[0][0]
+    w = first.weight.detach()
+    copies = [(i, j) for i in range(2) for j in range(2, 4) if torch.equal(w[i], w[j])]
+    assert copies, "an added channel copies an old one"
+    wide(torch.randn(1, 1, 8, 8, 8)).sum().backward()
+    g = first.weight.grad
+    assert g is not None
+    assert all(not torch.allclose(g[i], g[j]) for i, j in copies)
+
+
+def test_widen_refuses_narrower_or_other_depth():
+    net = UNet3D(UNetConfig(channels=(4, 6, 8), convs_per_level=(1, 1, 1)))
+    for bad in [(3, 6, 8), (4, 6), (4, 6, 8, 8)]:
+        with pytest.raises(ParameterError, match="widen"):
+            widen(net, bad)

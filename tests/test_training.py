@@ -139,6 +139,25 @@ def test_training_lowers_the_loss_and_resumes(tmp_path):
         train(img, lab, out, epochs=5, **{**kw, "heads": ("mask",)})
 
 
+def test_fine_tuning_a_wider_network_starts_from_the_same_function(tmp_path):
+    img, lab = _spheres(shape=(24, 48, 48), n=12, seed=2)
+    kw = dict(patch_size=16, batch_size=2, steps_per_epoch=2, validation_batches=1, validation_fraction=0.34,
+              seed=0, progress=False, epochs=1)
+    train(img, lab, tmp_path / "a.pt", heads=("mask", "center"), channels=(4, 8), convs_per_level=(1, 1),
+          learning_rate=3e-3, **kw)
+    # a learning rate too small to move the weights: what is saved is the start
+    train(img, lab, tmp_path / "b.pt", init=tmp_path / "a.pt", channels=(6, 11), learning_rate=1e-12, **kw)
+    a, b = load(tmp_path / "a.pt").eval(), load(tmp_path / "b.pt").eval()
+    assert b.config.channels == (6, 11) and b.config.training["init"]["widened_from"] == [4, 8]
+    x = torch.from_numpy(img[None, None, :16, :32, :32].copy())
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
+    for bad in [(3, 8), (4, 8, 8)]:  # narrower, or another depth: refused before reading any data
+        with pytest.raises(ParameterError, match="widened"):
+            train(None, None, tmp_path / "c.pt", init=tmp_path / "a.pt", channels=bad, **kw)
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_training_errors(tmp_path):
     img, lab = _spheres(shape=(24, 48, 48))
     with pytest.raises(ParameterError, match="multiples"):
@@ -171,6 +190,13 @@ def test_cli_train_from_mrc(tmp_path, capsys):
     assert net.config.training["settings"]["center_target"] == "distance"
     code = main(["train", str(tmp_path / "d.pt"), "-t", str(tmp_path / "t.mrc"), "-l", str(tmp_path / "missing.mrc")])
     assert code != 0 and "missing.mrc" in capsys.readouterr().err
+    # --init with --channels widens; narrower channels are one line and exit 2, nothing written
+    capsys.readouterr()
+    code = main(["-q", "train", str(tmp_path / "e.pt"), "-t", str(tmp_path / "t.mrc"), "-l", str(tmp_path / "l.mrc"),
+                 "--init", str(tmp_path / "c.pt"), "--channels", "3,8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "widened" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("e*.pt"))
 
 
 def test_centre_loss_has_gradient_where_the_output_is_clipped():

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-pool", action="append", default=[], metavar="DIR",
                    help="a pool of validation tomograms (repeat; added to --validation)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="start from these weights (fine-tuning); the architecture is the checkpoint's")
+                   help="start from these weights (fine-tuning); the architecture is the checkpoint's, or "
+                        "with --channels a wider one that starts from the same function")
     p.add_argument("--center", action="append", default=None, metavar="FILE",
                    help="precomputed centre target per tomogram (e.g. the simulator's center.mrc); "
                         "default: computed from the labels")
@@ -63,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", type=_heads, default=None, metavar="segnet|centernet|twohead",
                    help="which network: segnet (mask), centernet (centre map) or twohead (both, shared; "
                         "half the inference cost); default: segnet, or the --init checkpoint's")
-    p.add_argument("--channels", type=_ints, default=(32, 48, 64), metavar="C0,C1,...",
-                   help="channels per level, finest first, last = bottleneck (default: 32,48,64, the seed)")
+    p.add_argument("--channels", type=_ints, default=None, metavar="C0,C1,...",
+                   help="channels per level, finest first, last = bottleneck (default: 32,48,64, the seed; "
+                        "with --init: the checkpoint's, or wider ones to widen it to)")
     p.add_argument("--convs-per-level", type=_ints, default=None, metavar="N0,N1,...",
                    help="3^3 convolutions per level (default: 2,2,4, the seed)")
     p.add_argument("--patch-size", type=int_triplet, default=(56,), metavar="N|Z,Y,X",
@@ -152,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         tomograms, labels, args.output, centers=centers, validation=validation or None,
         config=cfg, heads=args.network or (None if args.init else ("mask",)),
-        channels=None if args.init else args.channels,
-        convs_per_level=None if args.init else args.convs_per_level, init=args.init, provenance=provenance,
+        channels=args.channels if (args.init or args.channels) else (32, 48, 64),
+        convs_per_level=args.convs_per_level, init=args.init, provenance=provenance,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )

@@ -17,6 +17,7 @@ from ._checkpoint import FORMAT, FORMAT_VERSION, load, read_checkpoint, save
 from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
 from ._inference import POLARITIES, check_polarity, forward, predict_array, zscore_stats
 from ._unet import UNet3D
+from ._widen import widen
 
 __all__ = [
     "FORMAT",
@@ -35,6 +36,7 @@ __all__ = [
     "receptive_extent",
     "receptive_field",
     "save",
+    "widen",
     "zscore_stats",
 ]
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import CheckpointError, ParameterError
-from ..models import UNet3D, UNetConfig, read_checkpoint, save
+from ..models import UNet3D, UNetConfig, read_checkpoint, save, widen
 from ._augment import augment
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 from ._targets import CENTER_TARGETS
@@ -282,6 +282,10 @@ def train(
         Start from the weights of this checkpoint (fine-tuning); its
         architecture (and voxel size and centre smoothing) is used, and must
         have the requested ``heads``.  Its path and SHA-256 are recorded.
+        With ``channels`` wider than the checkpoint's (as many levels, none
+        narrower), training starts from the same function in the wider
+        network (:func:`cryodet_dask.models.widen`, seeded by the training
+        seed), and the checkpoint records ``widened_from``.
     provenance : dict, optional
         More to record under ``training`` in the checkpoint (e.g. the
         training pools and their imaging-condition ranges).
@@ -301,6 +305,7 @@ def train(
         cfg = TrainingConfig(**{**asdict(cfg), **overrides})
     init_state = None
     init_record: dict[str, Any] | None = None
+    widen_to: tuple[int, ...] | None = None
     if init is not None:
         import hashlib
 
@@ -308,12 +313,22 @@ def train(
         init_cfg = UNetConfig.from_dict(init_state["config"])
         if heads is not None and tuple(heads) != tuple(init_cfg.heads):
             raise ParameterError(f"{init}: holds a network with heads {list(init_cfg.heads)}, not {list(heads)}")
-        if model is not None or channels is not None or convs_per_level is not None:
-            raise ParameterError("give either init weights or an architecture (channels, convs), not both")
+        if model is not None or convs_per_level is not None:
+            raise ParameterError("give either init weights or an architecture (model, convs), not both")
         model = init_cfg.replace(training={})
         init_record = {"path": str(Path(init).resolve()),
                        "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest(),
                        "training_command": (init_cfg.training or {}).get("command")}
+        if channels is not None and tuple(int(c) for c in channels) != init_cfg.channels:
+            widen_to = tuple(int(c) for c in channels)
+            if len(widen_to) != len(init_cfg.channels) or min(
+                    n - o for n, o in zip(widen_to, init_cfg.channels)) < 0:
+                raise ParameterError(
+                    f"{init}: its network (channels {list(init_cfg.channels)}) can be widened to as many levels "
+                    f"with no fewer channels each, not to {list(widen_to)}")
+            init_record["widened_from"] = list(init_cfg.channels)
+            model = model.replace(channels=list(widen_to))
+        channels = None
     mcfg = model or UNetConfig()
     changes: dict[str, Any] = {}
     if heads is not None:
@@ -369,10 +384,14 @@ def train(
     torch.manual_seed(cfg.seed)
     net = UNet3D(mcfg).to(dev)
     if init_state is not None:
+        start = UNet3D(init_cfg)
         try:
-            net.load_state_dict(init_state["state_dict"])
+            start.load_state_dict(init_state["state_dict"])
         except RuntimeError as exc:
             raise CheckpointError(f"{init}: weights do not fit the network ({exc})") from None
+        if widen_to is not None:  # the same function in the wider network (Net2WiderNet)
+            start = widen(start, widen_to, seed=cfg.seed)
+        net.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     step_sched: torch.optim.lr_scheduler.LRScheduler | None = None
