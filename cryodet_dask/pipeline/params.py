@@ -153,10 +153,10 @@ def _check_params(p: DetectParams) -> None:
         raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
     if p.tomogram_name is not None:
         check_tomo_name(p.tomogram_name, "--tomogram-name")
-    if p.polarity not in ("both", "as-is"):
-        raise ParameterError(f"polarity must be both or as-is, got {p.polarity!r}")
+    from ..models import check_polarity
     from ..prediction import check_engine
 
+    check_polarity(p.polarity)
     check_engine(p.engine, p.device if isinstance(p.device, str) else "cpu")
     if p.nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
