@@ -15,7 +15,7 @@ use seeds 1000 (training) and 2000 (validation loss), see docs/models.md):
 
 Commands (each caches what it computes in DIR)::
 
-    python benchmarks/bench_quality.py make DIR [--sets validation,test,robustness]
+    python benchmarks/bench_quality.py make DIR [--sets validation,test,robustness] [--replicates 3]
     python benchmarks/bench_quality.py predict DIR --set validation --weights pair|twohead|SEG,CEN|TWOHEAD \
         [--polarity both|as-is] [--tag NAME]
     python benchmarks/bench_quality.py sweep DIR --weights pair [--json out.json] [--png curves.png]
@@ -61,7 +61,8 @@ VALIDATION_POOL = dict(count=8, seed=2000, shape=(64, 160, 160))
 ROBUST_SHAPE = (64, 192, 192)
 
 
-def _robustness_rows() -> list[dict[str, Any]]:
+def _robustness_rows(replicate: int = 0) -> list[dict[str, Any]]:
+    """The robustness rows; ``replicate`` k > 0 gives another tomogram per row (seeds 7000 + 100 k + row)."""
     rows = []
     for snr, tilt, defocus, inverted in itertools.product((0.1, 0.3, 1.0), (40.0, 60.0), (-1.5, -5.0),
                                                           (False, True)):
@@ -69,12 +70,12 @@ def _robustness_rows() -> list[dict[str, Any]]:
     for vs in (7.0, 14.0):
         rows.append(dict(snr=0.3, tilt_range=60.0, defocus_um=-3.0, inverted=False, voxel_size=vs))
     for i, r in enumerate(rows):
-        r["seed"] = 7000 + i
+        r["seed"] = 7000 + 100 * replicate + i
         r["name"] = f"r{i:02d}"
     return rows
 
 
-def make(root: Path, sets: list[str]) -> None:
+def make(root: Path, sets: list[str], replicates: int = 1) -> None:
     from cryodet_dask.simulation import simulate
     from cryodet_dask.training import invert_polarity, simulate_pool
 
@@ -92,9 +93,11 @@ def make(root: Path, sets: list[str]) -> None:
             d = root / "test" / f"t{s}"
             if not (d / "simulation.json").exists():
                 simulate(d, shape=(96, 256, 256), seed=s, overwrite=True)
-    if "robustness" in sets:
-        for r in _robustness_rows():
-            d = root / "robustness" / r["name"]
+    for k in range(replicates):
+        if "robustness" not in sets:
+            break
+        for r in _robustness_rows(k):
+            d = root / ("robustness" if k == 0 else f"robustness_rep{k}") / r["name"]
             if (d / "simulation.json").exists():
                 continue
             shape = tuple(int(round(s * 10.0 / r["voxel_size"])) for s in ROBUST_SHAPE)
@@ -370,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("make", "predict", "sweep", "around", "score", "curve", "table"))
     ap.add_argument("dir", type=Path)
     ap.add_argument("--sets", default="validation,test,robustness")
+    ap.add_argument("--replicates", type=int, default=1,
+                    help="make: tomograms per robustness row (replicate k > 0 goes to robustness_repK/, seeds "
+                         "7000 + 100 k + row); score --set robustness,robustness_rep1,... pools each row's counts")
     ap.add_argument("--set", default="validation")
     ap.add_argument("--weights", default="pair", help="pair, twohead, or checkpoint paths SEG,CEN or TWOHEAD")
     ap.add_argument("--tag", default=None, help="name of the cached maps (default: from --weights)")
@@ -389,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tag = args.tag or args.weights.replace("/", "_").replace(",", "+")
     if args.command == "make":
-        make(args.dir, args.sets.split(","))
+        make(args.dir, args.sets.split(","), args.replicates)
     elif args.command == "predict":
         predict(args.dir, args.set, args.weights, tag, args.polarity, args.invert)
     elif args.command == "sweep":
@@ -436,9 +442,15 @@ def main(argv: list[str] | None = None) -> int:
             meta = d / "row.json"
             if meta.exists():
                 r.update({k: v for k, v in json.loads(meta.read_text()).items() if k not in ("name",)})
+                r["row"] = json.loads(meta.read_text())["name"]
             rows.append(r)
             print(json.dumps(r), flush=True)
-        out = {"weights": tag, "params": params, "rows": rows, "pooled": _pooled(rows)}
+        out: dict[str, Any] = {"weights": tag, "params": params, "rows": rows, "pooled": _pooled(rows)}
+        names = sorted({r["row"] for r in rows if "row" in r})
+        if any(sum(r.get("row") == n for r in rows) > 1 for n in names):  # replicates: counts pooled per row
+            out["by_row"] = {n: _pooled([r for r in rows if r.get("row") == n]) for n in names}
+            for n, pooled in out["by_row"].items():
+                print(json.dumps({"row": n, **pooled}))
         print(json.dumps(out["pooled"]))
         if args.json:
             args.json.write_text(json.dumps(out, indent=1, default=float))
