@@ -93,10 +93,9 @@ def make(root: Path, sets: list[str], replicates: int = 1) -> None:
             d = root / "test" / f"t{s}"
             if not (d / "simulation.json").exists():
                 simulate(d, shape=(96, 256, 256), seed=s, overwrite=True)
-    for k in range(replicates):
-        if "robustness" not in sets:
-            break
-        for r in _robustness_rows(k):
+    if "robustness" in sets:
+        rows = [(k, r) for k in range(replicates) for r in _robustness_rows(k)]
+        for k, r in rows:
             d = root / ("robustness" if k == 0 else f"robustness_rep{k}") / r["name"]
             if (d / "simulation.json").exists():
                 continue
@@ -441,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             r = score_one(d, tag, params, args.radius)
             meta = d / "row.json"
             if meta.exists():
-                r.update({k: v for k, v in json.loads(meta.read_text()).items() if k not in ("name",)})
-                r["row"] = json.loads(meta.read_text())["name"]
+                row = json.loads(meta.read_text())
+                r.update({k: v for k, v in row.items() if k != "name"}, row=row["name"])
             rows.append(r)
             print(json.dumps(r), flush=True)
         out: dict[str, Any] = {"weights": tag, "params": params, "rows": rows, "pooled": _pooled(rows)}

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         tomograms, labels, args.output, centers=centers, validation=validation or None,
         config=cfg, heads=args.network or (None if args.init else ("mask",)),
-        channels=args.channels if (args.init or args.channels) else (32, 48, 64),
+        channels=args.channels,
         convs_per_level=args.convs_per_level, init=args.init, provenance=provenance,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),

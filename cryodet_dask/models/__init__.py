@@ -17,7 +17,7 @@ from ._checkpoint import FORMAT, FORMAT_VERSION, load, read_checkpoint, save
 from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
 from ._inference import POLARITIES, check_polarity, forward, predict_array, zscore_stats
 from ._unet import UNet3D
-from ._widen import widen
+from ._widen import check_widening, widen
 
 __all__ = [
     "FORMAT",
@@ -26,6 +26,7 @@ __all__ = [
     "DefaultWeights",
     "UNet3D",
     "UNetConfig",
+    "check_widening",
     "default_weights",
     "load",
     "predict_array",

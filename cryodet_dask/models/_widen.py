@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import ParameterError
 from ._unet import UNet3D
 
-__all__ = ["widen"]
+__all__ = ["check_widening", "widen"]
 
 # (new channel -> old channel, split factor of each new channel)
 _Map = tuple[np.ndarray, np.ndarray]
@@ -69,6 +69,16 @@ def _copy_stack(old: nn.Module, new: nn.Module, inputs: _Map, rng: np.random.Gen
     return inputs
 
 
+def check_widening(channels: Sequence[int], to: Sequence[int]) -> tuple[int, ...]:
+    """``to`` as a tuple if a network with ``channels`` can be widened to it (as many levels, none
+    narrower); else :class:`ParameterError`."""
+    new = tuple(int(c) for c in to)
+    if len(new) != len(channels) or any(n < o for n, o in zip(new, channels)):
+        raise ParameterError(f"channels {list(channels)} can be widened to as many levels with no fewer channels "
+                             f"each, not to {list(new)}")
+    return new
+
+
 def widen(net: UNet3D, channels: Sequence[int], *, seed: int = 0) -> UNet3D:
     """A wider copy of ``net`` that computes the same function.
 
@@ -99,11 +109,7 @@ def widen(net: UNet3D, channels: Sequence[int], *, seed: int = 0) -> UNet3D:
     True
     """
     old_cfg = net.config
-    new_channels = tuple(int(c) for c in channels)
-    if len(new_channels) != len(old_cfg.channels) or any(n < o for n, o in zip(new_channels, old_cfg.channels)):
-        raise ParameterError(
-            f"can only widen channels {list(old_cfg.channels)} to as many levels with no fewer channels each, "
-            f"not to {list(new_channels)}")
+    new_channels = check_widening(old_cfg.channels, channels)
     rng = np.random.default_rng(seed)
     old = UNet3D(old_cfg)
     old.load_state_dict({k: v.detach().cpu().float() for k, v in net.state_dict().items()})

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import CheckpointError, ParameterError
-from ..models import UNet3D, UNetConfig, read_checkpoint, save, widen
+from ..models import UNet3D, UNetConfig, check_widening, read_checkpoint, save, widen
 from ._augment import augment
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 from ._targets import CENTER_TARGETS
@@ -314,18 +314,17 @@ def train(
         if heads is not None and tuple(heads) != tuple(init_cfg.heads):
             raise ParameterError(f"{init}: holds a network with heads {list(init_cfg.heads)}, not {list(heads)}")
         if model is not None or convs_per_level is not None:
-            raise ParameterError("give either init weights or an architecture (model, convs), not both")
+            raise ParameterError("with init weights the architecture is the checkpoint's: give no model or "
+                                 "convs_per_level (only wider channels)")
         model = init_cfg.replace(training={})
         init_record = {"path": str(Path(init).resolve()),
                        "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest(),
                        "training_command": (init_cfg.training or {}).get("command")}
         if channels is not None and tuple(int(c) for c in channels) != init_cfg.channels:
-            widen_to = tuple(int(c) for c in channels)
-            if len(widen_to) != len(init_cfg.channels) or min(
-                    n - o for n, o in zip(widen_to, init_cfg.channels)) < 0:
-                raise ParameterError(
-                    f"{init}: its network (channels {list(init_cfg.channels)}) can be widened to as many levels "
-                    f"with no fewer channels each, not to {list(widen_to)}")
+            try:
+                widen_to = check_widening(init_cfg.channels, channels)
+            except ParameterError as exc:
+                raise ParameterError(f"{init}: {exc}") from None
             init_record["widened_from"] = list(init_cfg.channels)
             model = model.replace(channels=list(widen_to))
         channels = None
