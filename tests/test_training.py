@@ -410,3 +410,138 @@ def test_center_target_setting_default_cli_and_resume(tmp_path, monkeypatch):
         train(img, lab, out, epochs=2, **kw)
     r = train(img, lab, out, epochs=2, center_target="gaussian", **kw)
     assert r.epochs == 2
+
+
+def _tiny_run(tmp_path, out, tomo, lab, **extra):
+    kw = dict(heads=("mask",), channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2,
+              steps_per_epoch=2, validation_batches=1, validation_fraction=0.34, progress=False, threads=1,
+              epochs=1)
+    return train(tomo, lab, out, **{**kw, **extra})
+
+
+def test_resume_is_refused_with_other_data_or_settings(tmp_path):
+    """Issue 27 item 3: the resumable state records what it was trained on; other data or settings refuse."""
+    import os
+    import shutil
+
+    img, lab = _spheres(shape=(24, 48, 48), n=8, seed=5)
+    img2, lab2 = _spheres(shape=(24, 48, 48), n=8, seed=6)
+    a = tmp_path / "a"
+    a.mkdir()
+    make_mrc(a / "t.mrc", img, voxel_size=10.0)
+    make_mrc(a / "l.mrc", lab.astype(np.int16), voxel_size=10.0)
+    make_mrc(a / "t2.mrc", img2, voxel_size=10.0)
+    make_mrc(a / "l2.mrc", lab2.astype(np.int16), voxel_size=10.0)
+    out = tmp_path / "net.pt"
+    _tiny_run(tmp_path, out, str(a / "t.mrc"), str(a / "l.mrc"))
+    last = out.with_name("net.last.pt")
+    before = (out.read_bytes(), last.read_bytes())
+
+    def refused(match, *args, **kw):
+        with pytest.raises(CheckpointError, match=match) as exc:
+            _tiny_run(tmp_path, out, *args, **kw)
+        msg = str(exc.value)
+        assert "\n" not in msg and "--init" in msg and "--no-resume" in msg
+        assert (out.read_bytes(), last.read_bytes()) == before  # nothing written
+
+    # other labels, another tomogram, a label map rewritten in place with the same size, another order
+    refused("other training data", str(a / "t.mrc"), str(a / "l2.mrc"), epochs=2)
+    refused("other training data", str(a / "t2.mrc"), str(a / "l2.mrc"), epochs=2)
+    refused("2 training tomograms", [str(a / "t.mrc"), str(a / "t2.mrc")], [str(a / "l.mrc"), str(a / "l2.mrc")],
+            epochs=2)
+    # validation tomograms instead of the held-out parts, and the reverse for a state with validation pairs
+    refused("validation tomograms", str(a / "t.mrc"), str(a / "l.mrc"), epochs=2,
+            validation=[(str(a / "t2.mrc"), str(a / "l2.mrc"))])
+    # every setting that changes what is learnt
+    for setting, value in (("batch_size", 4), ("seed", 1), ("learning_rate", 0.5), ("jitter", 2),
+                           ("background_fraction", 0.5), ("rotate", False), ("invert", 0.0),
+                           ("steps_per_epoch", 3), ("validation_fraction", 0.4), ("patch_size", 8)):
+        refused(f"other training settings \\({setting}", str(a / "t.mrc"), str(a / "l.mrc"), epochs=2,
+                **{setting: value})
+    # the same data, copied elsewhere (new paths and times), with more epochs and another time limit: resumes
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    for f in b.iterdir():
+        os.utime(f, (1e9, 1e9))
+    r = _tiny_run(tmp_path, out, str(b / "t.mrc"), str(b / "l.mrc"), epochs=2, max_minutes=100.0, patience=3)
+    assert r.epochs == 2 and len(r.history) == 2
+    # a label map changed in place (same size, one particle removed) is not the data the state saw
+    lab_b = lab.copy()
+    lab_b[lab_b == 3] = 0
+    make_mrc(b / "l.mrc", lab_b.astype(np.int16), voxel_size=10.0)
+    assert (b / "l.mrc").stat().st_size == (a / "l.mrc").stat().st_size
+    before = (out.read_bytes(), last.read_bytes())
+    refused("its labels is not", str(b / "t.mrc"), str(b / "l.mrc"), epochs=3)
+    # a state trained with validation pairs: other pairs are refused, the same ones resume
+    out2 = tmp_path / "val.pt"
+    val = [(str(a / "t2.mrc"), str(a / "l2.mrc"))]
+    _tiny_run(tmp_path, out2, str(a / "t.mrc"), str(a / "l.mrc"), validation=val)
+    with pytest.raises(CheckpointError, match="other validation data"):
+        _tiny_run(tmp_path, out2, str(a / "t.mrc"), str(a / "l.mrc"), epochs=2,
+                  validation=[(str(a / "t2.mrc"), str(a / "l.mrc"))])
+    with pytest.raises(CheckpointError, match="held-out parts"):
+        _tiny_run(tmp_path, out2, str(a / "t.mrc"), str(a / "l.mrc"), epochs=2)
+    assert _tiny_run(tmp_path, out2, str(a / "t.mrc"), str(a / "l.mrc"), epochs=2, validation=val).epochs == 2
+    # the record is a dict that can gain keys; it holds the learning settings and the data identities
+    state = torch.load(out2.with_name("val.last.pt"), weights_only=True)
+    rec = state["resume_record"]
+    assert rec["settings"]["batch_size"] == 2 and rec["settings"]["validation_fraction"] is None
+    assert rec["training_data"][0]["tomogram"].startswith("sha256") and len(rec["validation_data"]) == 1
+
+
+def test_resume_refused_through_the_cli_in_one_line(tmp_path, capsys):
+    from cryodet_dask.cli import main
+
+    img, lab = _spheres(shape=(24, 48, 48), n=8, seed=5)
+    img2, lab2 = _spheres(shape=(24, 48, 48), n=8, seed=6)
+    make_mrc(tmp_path / "t.mrc", img, voxel_size=12.0)
+    make_mrc(tmp_path / "l.mrc", lab.astype(np.int16), voxel_size=12.0)
+    make_mrc(tmp_path / "t2.mrc", img2, voxel_size=12.0)
+    make_mrc(tmp_path / "l2.mrc", lab2.astype(np.int16), voxel_size=12.0)
+    common = ["--channels", "4,8", "--convs-per-level", "1,1", "--patch-size", "16", "--batch-size", "2",
+              "--steps-per-epoch", "2", "--validation-batches", "1", "--validation-fraction", "0.34",
+              "--threads", "1"]
+    out = str(tmp_path / "c.pt")
+    assert main(["-q", "train", out, "-t", str(tmp_path / "t.mrc"), "-l", str(tmp_path / "l.mrc"),
+                 "--epochs", "1", *common]) == 0
+    capsys.readouterr()
+    code = main(["-q", "train", out, "-t", str(tmp_path / "t2.mrc"), "-l", str(tmp_path / "l2.mrc"),
+                 "--epochs", "2", *common])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "other training data" in err and "--init" in err and "--no-resume" in err
+    assert load(out).config.training["epochs"] == 1
+    # as the line says: fine-tune what it learnt into another output with --init
+    assert main(["-q", "train", str(tmp_path / "d.pt"), "-t", str(tmp_path / "t2.mrc"), "-l",
+                 str(tmp_path / "l2.mrc"), "--init", out, "--epochs", "1", *common[4:]]) == 0
+    # or start afresh
+    assert main(["-q", "train", out, "-t", str(tmp_path / "t2.mrc"), "-l", str(tmp_path / "l2.mrc"),
+                 "--epochs", "1", "--no-resume", *common]) == 0
+
+
+def test_resume_of_a_state_without_a_record(tmp_path, caplog):
+    """States written before the record (training_runs/2026-11-30/*.last.pt): resumed with a warning when
+    what they stored (data names, shapes, particle counts, voxel sizes, validation, settings) matches."""
+    import logging
+
+    img, lab = _spheres(shape=(24, 48, 48), n=8, seed=5)
+    make_mrc(tmp_path / "t.mrc", img, voxel_size=10.0)
+    make_mrc(tmp_path / "l.mrc", lab.astype(np.int16), voxel_size=10.0)
+    lab_b = lab.copy()
+    lab_b[lab_b == 3] = 0
+    make_mrc(tmp_path / "l_b.mrc", lab_b.astype(np.int16), voxel_size=10.0)
+    out = tmp_path / "old.pt"
+    _tiny_run(tmp_path, out, str(tmp_path / "t.mrc"), str(tmp_path / "l.mrc"))
+    last = out.with_name("old.last.pt")
+    state = torch.load(last, weights_only=True)
+    del state["resume_record"]
+    torch.save(state, last)
+    with pytest.raises(CheckpointError, match="other training data"):
+        _tiny_run(tmp_path, out, str(tmp_path / "t.mrc"), str(tmp_path / "l_b.mrc"), epochs=2)
+    with pytest.raises(CheckpointError, match="other training settings"):
+        _tiny_run(tmp_path, out, str(tmp_path / "t.mrc"), str(tmp_path / "l.mrc"), epochs=2, seed=3)
+    with caplog.at_level(logging.WARNING, logger="cryodet_dask"):
+        r = _tiny_run(tmp_path, out, str(tmp_path / "t.mrc"), str(tmp_path / "l.mrc"), epochs=2)
+    assert r.epochs == 2 and "before training states recorded" in caplog.text
+    assert "resume_record" in torch.load(last, weights_only=True)  # recorded from now on
+

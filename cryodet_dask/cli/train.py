@@ -111,7 +111,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snapshot-every", type=nonneg_int, default=0, metavar="N",
                    help="also keep the weights every N epochs as OUT.epochNNN.pt, for learning curves (default: 0, "
                         "never)")
-    add_bool_flag(p, "resume", True, "continue from the state left by an earlier run of the same command")
+    add_bool_flag(p, "resume", True, "continue from the state left by an earlier run of the same command "
+                  "(OUT.last.pt; it records its data's content identities and the settings that change what is "
+                  "learnt, and a run with other data or settings is refused; --epochs, --patience, "
+                  "--max-minutes, --snapshot-every, --amp and --device may change); --no-resume starts afresh "
+                  "and replaces it")
     p.set_defaults(func=run)
 
 

@@ -22,7 +22,7 @@ from ._augment import augment
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 from ._targets import CENTER_TARGETS
 
-__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path"]
+__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path", "LEARNING_SETTINGS"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -201,6 +201,146 @@ def _as_list(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return list(obj)
     return [obj]
+
+
+# ------------------------------------------------------------------ what a resumable state was trained on
+
+#: :class:`TrainingConfig` fields that change what is learned: a resume with another value is refused.
+#: Not among them: ``epochs`` (a longer run continues the same one; the cosine schedule stretches to it),
+#: ``patience`` and ``min_delta`` (when to stop, what counts as better), ``amp`` (arithmetic precision on
+#: CUDA), ``max_minutes`` and ``snapshot_every``.
+LEARNING_SETTINGS = ("patch_size", "batch_size", "steps_per_epoch", "validation_fraction", "validation_batches",
+                     "learning_rate", "lr_factor", "lr_patience", "jitter", "background_fraction", "rotate",
+                     "flip", "intensity", "center_weight", "center_target", "invert", "lr_schedule", "seed")
+
+#: Version of the resume record kept in ``*.last.pt`` under ``"resume_record"``.
+RESUME_RECORD_FORMAT = 1
+
+
+def _file_identity(obj: Any) -> str | None:
+    """Content identity of one input (neither its path nor its modification time: a copy keeps it).
+
+    A file: :func:`cryodet_dask.io.source_identity`.  A directory (a Zarr store): a digest of every file's
+    relative path and content.  A NumPy array: a digest of its dtype, shape and bytes.  Anything else
+    (a Dask array): ``None``, described by the volume's statistics only.
+    """
+    import hashlib
+
+    from ..io import source_identity
+
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if not path.is_dir():
+            return source_identity(path)
+        h = hashlib.sha256()
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for f in sorted(files):
+                fp = Path(root) / f
+                h.update(f"{fp.relative_to(path).as_posix()}\0{fp.stat().st_size}\0".encode())
+                with open(fp, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(block)
+        return f"tree-sha256:{h.hexdigest()}"
+    if isinstance(obj, np.ndarray):
+        h = hashlib.sha256(f"{obj.dtype.str}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+        return f"array-sha256:{h.hexdigest()}"
+    return None
+
+
+def _volume_identity(vol: TrainingVolume, tomogram: Any, labels: Any, center: Any = None) -> dict[str, Any]:
+    """What identifies one training or validation volume: its files' content identities plus the
+    tomogram's global statistics and the label map's particle table (computed anyway, so free)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(vol.particles):
+        a = np.ascontiguousarray(vol.particles[key])
+        h.update(f"{key}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return {"name": vol.name, "tomogram": _file_identity(tomogram), "labels": _file_identity(labels),
+            "center": _file_identity(center) if center is not None else None,
+            "shape": [int(s) for s in vol.shape], "mean": float(vol.mean), "std": float(vol.std),
+            "particles": int(vol.particles["ids"].size), "particle_table": h.hexdigest()}
+
+
+def _learning_settings(cfg: TrainingConfig, heads: Sequence[str], held_out: bool) -> dict[str, Any]:
+    """The :data:`LEARNING_SETTINGS` that take effect for this network and validation."""
+    out: dict[str, Any] = {}
+    for name in LEARNING_SETTINGS:
+        v = getattr(cfg, name)
+        if name in ("center_weight", "center_target") and "center" not in heads:
+            v = None  # no centre head: not used
+        if name == "validation_fraction" and not held_out:
+            v = None  # validation tomograms given: not used
+        out[name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first way the resume record ``stored`` differs from ``current`` (None: the same run).
+
+    A key only one of them has compares as ``None`` on the other side, so a key added later (e.g. the
+    species of a multi-class network) keeps old records valid only where its value is ``None``.
+    """
+    for key in [*current, *(k for k in stored if k not in current)]:
+        if key in ("format", "names"):
+            continue
+        old, new = stored.get(key), current.get(key)
+        if old == new:
+            continue
+        if key in ("training_data", "validation_data"):
+            what = "training" if key == "training_data" else "validation"
+            if old is None:
+                return "validation tomograms where it was validated on held-out parts of its training tomograms"
+            if new is None:
+                return "validation on held-out parts of the training tomograms where it had validation tomograms"
+            if len(old) != len(new):
+                return f"{len(new)} {what} tomograms where it was trained on {len(old)}"
+            strip = [{k: v for k, v in d.items() if k != "name"} for d in old]
+            now = [{k: v for k, v in d.items() if k != "name"} for d in new]
+            if strip == now:
+                continue  # the same files under other names (moved or copied)
+            if sorted(map(repr, strip)) == sorted(map(repr, now)):
+                return f"the same {what} tomograms in another order (the order decides the sampling)"
+            for i, (a, b) in enumerate(zip(strip, now)):
+                if a != b:
+                    parts = {"tomogram": ("tomogram", "shape", "mean", "std"),
+                             "labels": ("labels", "particles", "particle_table"), "centre target": ("center",)}
+                    part = next((p for p, ks in parts.items() if any(a.get(k) != b.get(k) for k in ks)), "tomogram")
+                    return (f"other {what} data: {new[i].get('name')} ({what} pair {i + 1}: its {part} is not "
+                            f"the {part} the state was trained on)")
+        if key == "settings":
+            old, new = old or {}, new or {}
+            diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k)]
+            return "other training settings (" + ", ".join(diffs) + ")"
+        if key == "init":
+            return "other start weights (--init) than the state was trained from"
+        return f"another {key} ({old!r} -> {new!r})"
+    return None
+
+
+def _legacy_differences(state: dict[str, Any], description: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """For a state written before resume records: compare what it did store (data names, shapes,
+    particle counts, voxel sizes, validation, settings, start weights) with this run."""
+    old = (state.get("config") or {}).get("training") or {}
+    if old.get("data") != description["data"]:
+        return "other training data (tomogram names, shapes, particle counts or voxel sizes differ)"
+    if old.get("validation") != description["validation"]:
+        return "other validation data"
+    old_settings = {**asdict(TrainingConfig()), "center_target": "distance", **(old.get("settings") or {})}
+    old_settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in old_settings.items()}
+    diffs = [f"{k} {old_settings.get(k)!r} -> {v!r}" for k, v in settings.items()
+             if v is not None and old_settings.get(k) != v]
+    if diffs:
+        return "other training settings (" + ", ".join(diffs) + ")"
+    old_init = (old.get("init") or {}).get("sha256")
+    new_init = (description.get("init") or {}).get("sha256")
+    if old_init != new_init:
+        return "other start weights (--init) than the state was trained from"
+    return None
 
 
 def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: TrainingConfig, heads: tuple[str, ...],
@@ -401,6 +541,34 @@ def train(
                                                        patience=cfg.lr_patience)
     use_amp = bool(cfg.amp and dev.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    description = {
+        "data": [{"tomogram": v.name, "shape": list(v.shape), "particles": int(v.particles["ids"].size),
+                  "voxel_size": v.voxel_size} for v in vols],
+        "validation": ("held-out tomograms: " + ", ".join(v.name for v in val_vols)) if validation else
+        f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
+        "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)",
+        "center_target": cfg.center_target if "center" in mcfg.heads else None,
+        "optimizer": "Adam",
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "command": command,
+        "cryodet_dask_version": __version__,
+        "torch_version": torch.__version__,
+        "init": init_record,
+        **(provenance or {}),
+    }
+
+    # what this run learns from, kept in the resumable state: a resume with other data or settings is refused
+    train_ids = [_volume_identity(v, t, lab, c) for v, t, lab, c in zip(vols, tomo_list, lab_list, cen_list)]
+    record: dict[str, Any] = {
+        "format": RESUME_RECORD_FORMAT,
+        "training_data": train_ids,
+        "validation_data": [_volume_identity(v, t, lab) for v, (t, lab) in zip(val_vols, validation)]
+        if validation else None,
+        "settings": _learning_settings(cfg, mcfg.heads, not validation),
+        "network": {"channels": list(mcfg.channels), "convs_per_level": list(mcfg.convs_per_level),
+                    "heads": list(mcfg.heads)},
+        "init": init_record["sha256"] if init_record else None,
+    }
     start_epoch, best, bad, history, finished = 0, math.inf, 0, [], False
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
@@ -416,6 +584,20 @@ def train(
                 f"{last_path}: a training run with the {stored_target!r} centre target is there, not "
                 f"{cfg.center_target!r}; train it with center_target={stored_target!r}, delete it or train "
                 "without resuming")
+        stored_record = state.get("resume_record")
+        if isinstance(stored_record, dict):
+            why = _differences(stored_record, record)
+        else:  # a state from before resume records: what it stored about its run must match
+            why = _legacy_differences(state, description, record["settings"])
+            if why is None:
+                log.warning("%s: written before training states recorded their data's identity; resuming as "
+                            "its data names, shapes, particle counts and settings match (file contents "
+                            "unchecked)", last_path)
+        if why is not None:
+            raise CheckpointError(
+                f"{last_path}: cannot resume, this run has {why}; to start afresh give --no-resume (replaces "
+                f"it), delete or rename it, or choose another output; to fine-tune what it learnt, train "
+                f"another output with --init {output}")
         try:
             net.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
@@ -436,22 +618,6 @@ def train(
     vrng = np.random.default_rng([cfg.seed, 7919])
     val_set = [_batches(val_vols, val_regions, cfg.batch_size, cfg, heads_t, vrng, aug=False)
                for _ in range(cfg.validation_batches)]
-
-    description = {
-        "data": [{"tomogram": v.name, "shape": list(v.shape), "particles": int(v.particles["ids"].size),
-                  "voxel_size": v.voxel_size} for v in vols],
-        "validation": ("held-out tomograms: " + ", ".join(v.name for v in val_vols)) if validation else
-        f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
-        "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)",
-        "center_target": cfg.center_target if "center" in mcfg.heads else None,
-        "optimizer": "Adam",
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "command": command,
-        "cryodet_dask_version": __version__,
-        "torch_version": torch.__version__,
-        "init": init_record,
-        **(provenance or {}),
-    }
 
     def _evaluate() -> float:
         net.eval()
@@ -515,7 +681,7 @@ def train(
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "step_scheduler": step_sched.state_dict() if step_sched is not None else None,
             "epoch": epoch, "best": best, "bad_epochs": bad, "history": history,
-            "finished": finished})
+            "finished": finished, "resume_record": record})
         if out_of_time:
             log.info("stopping after epoch %d: time limit of %g min reached", epoch, cfg.max_minutes)
             break
