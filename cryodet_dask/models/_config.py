@@ -8,11 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ParameterError
+from ..species import DEFAULT_SPECIES, SpeciesTable
 
 __all__ = ["UNetConfig", "HEAD_ACTIVATIONS", "receptive_field", "receptive_extent"]
 
-#: Output heads a network can have, and the activation applied to each.
-HEAD_ACTIVATIONS = {"mask": "sigmoid", "center": "relu"}
+#: Output heads a network can have, and the activation applied to each.  ``species`` has one
+#: channel per species (a softmax across them: the species of a voxel, given that it is a particle);
+#: the others have one channel each.
+HEAD_ACTIVATIONS = {"mask": "sigmoid", "center": "relu", "species": "softmax"}
 
 _NORMALIZATIONS = ("zscore",)
 
@@ -57,6 +60,13 @@ class UNetConfig:
         post-processing) keeps the post-processing semantics of the seed and
         keeps chunked prediction exact: the kernel's reach, ``ceil(3 σ)``
         voxels, is part of the receptive field and hence of the halo.
+    species : SpeciesTable
+        The species the network tells apart (:class:`~cryodet_dask.species.SpeciesTable`):
+        one, ``particle``, for the species-agnostic networks; with two or more the network
+        has the ``species`` head, whose channel ``i`` is the probability that a voxel is of
+        species ``i`` given that it is a particle (a softmax over the species).  With the
+        ``mask`` head (the probability of a particle) the two give the K + 1 probabilities
+        of background and each species: ``1 - mask`` and ``mask * species[i]``.
     training : dict
         Free description of the training (data, command, epochs, losses).
     """
@@ -69,12 +79,15 @@ class UNetConfig:
     normalization: str = "zscore"
     voxel_size: float | None = None
     center_smoothing: float = 0.0
+    species: SpeciesTable = DEFAULT_SPECIES
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "convs_per_level", tuple(int(c) for c in self.convs_per_level))
         object.__setattr__(self, "heads", tuple(str(h) for h in self.heads))
+        if not isinstance(self.species, SpeciesTable):
+            object.__setattr__(self, "species", SpeciesTable.from_list(self.species))
         if self.architecture != "unet3d":
             raise ParameterError(f"unknown network architecture {self.architecture!r} (expected 'unet3d')")
         if len(self.channels) < 1 or min(self.channels) < 1:
@@ -87,6 +100,12 @@ class UNetConfig:
         bad = [h for h in self.heads if h not in HEAD_ACTIVATIONS]
         if bad:
             raise ParameterError(f"unknown head(s) {bad}; known: {sorted(HEAD_ACTIVATIONS)}")
+        if ("species" in self.heads) != (len(self.species) > 1):
+            raise ParameterError(
+                f"a network with {len(self.species)} species needs "
+                f"{'the' if len(self.species) > 1 else 'no'} 'species' head (heads: {list(self.heads)})")
+        if "species" in self.heads and "mask" not in self.heads:
+            raise ParameterError("the 'species' head needs the 'mask' head beside it")
         if self.in_channels < 1:
             raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.normalization not in _NORMALIZATIONS:
@@ -106,6 +125,19 @@ class UNetConfig:
     def pool_factor(self) -> int:
         """Input sizes must be multiples of this (``2 ** depth``; 4 for the seed)."""
         return 2 ** self.depth
+
+    @property
+    def head_widths(self) -> tuple[int, ...]:
+        """Output channels of each head, in ``heads`` order (``species``: one per species)."""
+        return tuple(len(self.species) if h == "species" else 1 for h in self.heads)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the output channels: the heads, ``species`` expanded to ``species:NAME`` each."""
+        out: list[str] = []
+        for h in self.heads:
+            out += [f"species:{n}" for n in self.species.names] if h == "species" else [h]
+        return tuple(out)
 
     @property
     def smoothing_radius(self) -> int:
@@ -132,6 +164,7 @@ class UNetConfig:
         d["channels"] = list(self.channels)
         d["convs_per_level"] = list(self.convs_per_level)
         d["heads"] = list(self.heads)
+        d["species"] = self.species.to_list()
         d["training"] = json.loads(json.dumps(self.training, default=str))
         return d
 
@@ -146,6 +179,7 @@ class UNetConfig:
         for k in ("channels", "convs_per_level", "heads"):
             if k in d:
                 d[k] = tuple(d[k])
+        d["species"] = SpeciesTable.from_list(d.get("species"))  # older checkpoints: one species, 'particle'
         return cls(**d)
 
     def replace(self, **changes: Any) -> UNetConfig:

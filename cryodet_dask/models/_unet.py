@@ -64,9 +64,9 @@ class UNet3D(nn.Module):
     Notes
     -----
     ``forward(x)`` takes float32 ``(B, in_channels, Z, Y, X)`` with ``Z, Y, X``
-    multiples of ``config.pool_factor`` and returns ``(B, len(heads), Z, Y,
+    multiples of ``config.pool_factor`` and returns ``(B, len(config.outputs), Z, Y,
     X)`` with each head's activation applied (sigmoid for ``"mask"``, ReLU for
-    ``"center"``).  The input must be normalized as ``config.normalization``
+    ``"center"``, a softmax across the species channels for ``"species"``).  The input must be normalized as ``config.normalization``
     says (z-score with the whole tomogram's mean and standard deviation).
 
     Examples
@@ -93,8 +93,10 @@ class UNet3D(nn.Module):
         for level in reversed(range(depth)):
             self.ups.append(_Up(ch[level + 1]))
             self.decoders.append(_convs(ch[level + 1] + ch[level], ch[level], n[level]))
-        self.head = nn.Conv3d(ch[0], len(self.config.heads), kernel_size=1)
-        self._activations = [HEAD_ACTIVATIONS[h] for h in self.config.heads]
+        widths = self.config.head_widths
+        self.head = nn.Conv3d(ch[0], sum(widths), kernel_size=1)
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        self._activations = [(HEAD_ACTIVATIONS[h], s, w) for h, s, w in zip(self.config.heads, starts, widths)]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Input → last decoder features (before the 1³ heads)."""
@@ -129,9 +131,10 @@ class UNet3D(nn.Module):
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply each head's activation to its channel of ``logits``."""
         outs = []
-        for i, act in enumerate(self._activations):
-            y = logits[:, i : i + 1]
-            outs.append(torch.sigmoid(y) if act == "sigmoid" else F.relu(y))
+        for act, start, width in self._activations:
+            y = logits[:, start : start + width]
+            outs.append(torch.sigmoid(y) if act == "sigmoid" else torch.softmax(y, dim=1) if act == "softmax"
+                        else F.relu(y))
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,17 +144,18 @@ class UNet3D(nn.Module):
             y = self.activate(logits)
             r = self.config.smoothing_radius
             if r:
-                i = self.config.heads.index("center")
+                i = self.head_index("center")
                 y = torch.cat([y[:, :i], _gaussian_smooth(y[:, i : i + 1], self.config.center_smoothing, r),
                                y[:, i + 1 :]], dim=1)
         return y
 
     def head_index(self, name: str) -> int:
-        """Output channel of head ``name``."""
+        """First output channel of head ``name`` (the ``species`` head has one channel per species)."""
         try:
-            return self.config.heads.index(name)
+            i = self.config.heads.index(name)
         except ValueError:
             raise ParameterError(f"this network has no {name!r} output (heads: {self.config.heads})") from None
+        return sum(self.config.head_widths[:i])
 
     def extra_repr(self) -> str:
         c = self.config

@@ -67,97 +67,22 @@ from .._progress import compute_keys
 from ..errors import ParameterError
 from ._assign import candidate_centres
 from ._centres import assemble_padded, ball_maxima, ball_offsets, block_slabs, halo_width, strict_maxima
+from ._detections import Detections
 from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, label_block, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._relabel import BlockTables, block_components, block_stats, instance_block
+from ._species import SpeciesParams, instance_species, piece_votes, species_size_keep
 
 if TYPE_CHECKING:
     from zarr.codecs import BloscCodec
 
-__all__ = ["Detections", "WORKER_ENV", "postprocess"]
+__all__ = ["Detections", "postprocess"]
 
-from ..cluster import WORKER_ENV  # noqa: E402  (re-exported: it moved to cluster.py)
 
 DEFAULT_CHUNKS = 128
 log = logging.getLogger("cryodet_dask")
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class Detections:
-    """Result of :func:`postprocess`.
-
-    Attributes
-    ----------
-    labels : dask.array.Array of uint32
-        Instance label image (z, y, x), same shape and chunks as the input maps;
-        0 = background, 1..N.  Lazy: computing it runs the relabel pass.
-    centers : ndarray of float64, shape (N, 3)
-        Centroid (mean voxel coordinate) of each particle, z, y, x in voxels;
-        row ``i`` belongs to label ``i + 1``.
-    n_voxels : ndarray of int64, shape (N,)
-        Voxel count of each particle.
-    scores : ndarray of float64, shape (N,)
-        Mean mask probability over the particle's voxels (``mask_score`` in the tables).
-    center_scores : ndarray of float64, shape (N,)
-        Largest value of the (unthresholded) centre map over the particle's voxels:
-        the ranking score (``score`` in the tables, ``rlnAutopickFigureOfMerit`` in
-        STAR).  NaN values of the map are ignored.
-    peaks : ndarray of int64, shape (K, 3)
-        The centres (centre-map maxima after fusion; z, y, x voxel indices) in raster order that can
-        take voxels: with ``check_center`` only those on a component of the
-        thresholded mask that passed the size filter.
-    params : PostprocessParams
-        The parameters used.
-    """
-
-    labels: da.Array
-    centers: np.ndarray
-    n_voxels: np.ndarray
-    scores: np.ndarray
-    peaks: np.ndarray
-    params: PostprocessParams
-    stats: dict[str, Any] = field(default_factory=dict)
-    center_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def __len__(self) -> int:
-        return len(self.centers)
-
-    @property
-    def n_particles(self) -> int:
-        return len(self.centers)
-
-    def to_dataframe(self, voxel_size: float | Sequence[float] | None = None) -> Any:
-        """Particle table: ``id, x, y, z`` (voxels), ``x_angst, y_angst, z_angst``, ``n_voxels, score, mask_score``.
-
-        ``score`` is the centre-map peak over the particle (:attr:`center_scores`, the
-        ranking score), ``mask_score`` the mean mask probability (:attr:`scores`).
-        ``voxel_size`` is in Å, one value or (z, y, x); Å columns are NaN when it is unknown.
-        """
-        import pandas as pd
-
-        vs = _voxel_size_zyx(voxel_size)
-        c = self.centers.reshape(-1, 3)
-        return pd.DataFrame({
-            "id": np.arange(1, len(c) + 1, dtype=np.int64),
-            "x": c[:, 2], "y": c[:, 1], "z": c[:, 0],
-            "x_angst": c[:, 2] * vs[2], "y_angst": c[:, 1] * vs[1], "z_angst": c[:, 0] * vs[0],
-            "n_voxels": self.n_voxels.astype(np.int64),
-            "score": self.center_scores.astype(np.float64),
-            "mask_score": self.scores.astype(np.float64),
-        })
-
-
-def _voxel_size_zyx(voxel_size: float | Sequence[float] | None) -> np.ndarray:
-    if voxel_size is None:
-        return np.full(3, np.nan)
-    v = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
-    if v.size == 1:
-        v = np.repeat(v, 3)
-    if v.size != 3:
-        raise ParameterError(f"voxel size must be one value or three (z, y, x), got {voxel_size!r}")
-    return np.where(v > 0, v, np.nan)
 
 
 # --------------------------------------------------------------------------- block tasks
@@ -181,7 +106,8 @@ def _pass1_block(mask: np.ndarray, center: np.ndarray, neighbours: list[tuple[Bo
 
 
 def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, shape: tuple[int, int, int],
-                 p: PostprocessParams, tables: BlockTables, scratch: str | None) -> dict[str, Any]:
+                 p: PostprocessParams, tables: BlockTables, scratch: str | None,
+                 species: np.ndarray | None = None) -> dict[str, Any]:
     offset = tuple(b[0] for b in box)
     pieces, piece_centre, fg = instance_block(mask, offset, p.mask_threshold, p.connectivity,  # type: ignore[arg-type]
                                               p.remove_min_size, tables)
@@ -189,8 +115,16 @@ def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, sha
         zarr.open_array(scratch, mode="r+")[tuple(slice(a, b) for a, b in box)] = pieces
     n2 = len(piece_centre) - 1
     out: dict[str, Any] = block_stats(pieces, n2, mask, offset, shape, center, fg)  # type: ignore[arg-type]
+    if species is not None:  # integer votes and quantized sums per piece (exact block sums)
+        labs = pieces.ravel()[fg]
+        out["votes"], out["species_sum"] = piece_votes(np.asarray(species), fg[labs > 0], labs[labs > 0], n2)
     out.update(n=n2, centre=piece_centre, faces=block_faces(pieces, index))
     return out
+
+
+def _pass2_species(mask: np.ndarray, center: np.ndarray, species: np.ndarray, **kw: Any) -> dict[str, Any]:
+    """:func:`_pass2_block` with the block of the species map (a task passes it by position)."""
+    return _pass2_block(mask, center, species=species, **kw)
 
 
 def _relabel_block(mask: np.ndarray, box: Box, p: PostprocessParams, tables: BlockTables,
@@ -391,13 +325,15 @@ def _tables_from_components(s1: list[dict[str, Any]], pairs: np.ndarray, boxes: 
     return tables, peaks, info
 
 
-def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams) -> dict[str, Any]:
+def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams,
+               sp: SpeciesParams | None = None) -> dict[str, Any]:
     ns = np.array([s["n"] for s in s2], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
     # None when there are no nodes; the arrays are indexed only when n_nodes (hence n_inst) > 0
     cat: dict[str, Any] = {k: np.concatenate([s[k][1:] for s in s2]) if n_nodes else None
-           for k in ("count", "sum", "first", "mask_sum", "center_max", "centre")}
+           for k in ("count", "sum", "first", "mask_sum", "center_max", "centre", "votes", "species_sum")
+           if sp is not None or k not in ("votes", "species_sum")}
     if n_nodes:
         pr = _compact(pairs, off) if len(pairs) else np.zeros((0, 2), np.int64)
         pr = pr[cat["centre"][pr[:, 0]] == cat["centre"][pr[:, 1]]]
@@ -419,8 +355,17 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
         np.minimum.at(first, inst_v, cat["first"][valid])
         np.fmax.at(cmax, inst_v, cat["center_max"][valid])
     centroids = sums / np.maximum(count, 1)[:, None]
+    size_ok = count >= p.min_particle_size
+    if sp is not None:  # integer votes summed per instance, then the species and its own minimum size
+        k = int(s2[0]["votes"].shape[1]) if s2 else 0
+        votes, ssum = np.zeros((n_inst, k), np.int64), np.zeros((n_inst, k), np.int64)
+        if n_inst:
+            np.add.at(votes, inst_v, cat["votes"][valid])
+            np.add.at(ssum, inst_v, cat["species_sum"][valid])
+        species, class_score = instance_species(votes, ssum, count)
+        size_ok = species_size_keep(species, count, sp, p.min_particle_size)
     # fragments and low-scoring particles go before the outlier filter: they are nobody's neighbour
-    kept = (count >= p.min_particle_size) & ~(cmax < p.min_score)  # NaN score (all-NaN map): kept
+    kept = size_ok & ~(cmax < p.min_score)  # NaN score (all-NaN map): kept
     if p.filter_outlier:
         big = np.flatnonzero(kept)
         kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)
@@ -430,7 +375,9 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
     node_final = np.zeros(n_nodes, dtype=np.uint32)
     node_final[np.flatnonzero(valid)] = final_of_inst[inst_v]
     maps = [np.concatenate([[0], node_final[off[b] : off[b] + ns[b]]]).astype(np.uint32) for b in range(len(s2))]
+    extra = {} if sp is None else {"species": species[order], "class_scores": class_score[order]}
     return {
+        **extra,
         "maps": maps,
         "centers": centroids[order],
         "n_voxels": count[order],
@@ -444,6 +391,7 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
 
 
 def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None, *,
+                species: Any = None, species_names: Sequence[str] = (), species_params: SpeciesParams | None = None,
                 scratch: str | os.PathLike[str] | None = None, progress: bool = False,
                 **kwargs: Any) -> Detections:
     """Instance labels and particle centres from the predicted maps, block by block on Dask.
@@ -457,6 +405,13 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         Centre map; rechunked to ``mask``'s chunks if they differ.
     params : PostprocessParams, optional
         All parameters; keyword arguments (``mask_threshold=0.2``, ...) override fields.
+    species : dask.array.Array of uint8, shape (K, Z, Y, X), optional
+        Quantized species probabilities (:func:`~._species.quantize_species`) of a multi-species
+        network; each particle then gets a species by voxel votes (exact, see ``_species``).
+    species_names : sequence of str
+        The K species' names (default ``species0``, ``species1``, ...).
+    species_params : SpeciesParams, optional
+        Per-species minimum sizes and the species to keep.
     scratch : path-like, optional
         A directory where the second pass stores the block instance pieces
         (int32 Zarr, ``pieces.zarr``), so that computing ``labels`` reads them
@@ -502,12 +457,24 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         raise ParameterError(f"mask and center maps must be 3D of the same shape, got {mask.shape} and {center.shape}")
     if center.chunks != mask.chunks:
         center = center.rechunk(mask.chunks)
+    sp: SpeciesParams | None = None
+    if species is not None:
+        species = _as_dask(species, ((int(species.shape[0]),), *mask.chunks))
+        if species.ndim != 4 or species.shape[1:] != mask.shape or species.dtype != np.uint8:
+            raise ParameterError(f"the species map must be uint8 (K, {', '.join(map(str, mask.shape))}), "
+                                 f"got {species.dtype} {species.shape}")
+        species = species.rechunk(((int(species.shape[0]),), *mask.chunks))
+        sp = species_params or SpeciesParams()
+        sp.check(int(species.shape[0]))
+        species_names = tuple(species_names) or tuple(f"species{i}" for i in range(int(species.shape[0])))
+        if len(species_names) != species.shape[0]:
+            raise ParameterError(f"{len(species_names)} species names for {species.shape[0]} species channels")
     shape = cast(tuple[int, int, int], tuple(int(s) for s in mask.shape))  # 3D: checked above
     bounds, grid = _grid(mask.chunks)
     blocks = list(itertools.product(*(range(g) for g in grid)))
     boxes = [_box(bounds, idx) for idx in blocks]
     bindex = {idx: k for k, idx in enumerate(blocks)}
-    token = tokenize(mask, center, p)
+    token = tokenize(mask, center, p, species, sp)
 
     # pass 1: the centre map's halo comes from the neighbours' boundary slabs (width h)
     h = halo_width(p.center_min_distance)
@@ -551,15 +518,17 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     for idx in blocks:
         b = bindex[idx]
         p2[idx] = (p2_n, *idx)
-        dsk[p2[idx]] = (functools.partial(_pass2_block, box=boxes[b], index=b, shape=shape, p=p, tables=tables[b],
-                                          scratch=scratch_path), (mask.name, *idx), (center.name, *idx))
+        dsk[p2[idx]] = (functools.partial(_pass2_block if species is None else _pass2_species, box=boxes[b],
+                                          index=b, shape=shape, p=p, tables=tables[b], scratch=scratch_path),
+                        (mask.name, *idx), (center.name, *idx), *([] if species is None else [(species.name, 0, *idx)]))
         dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
-    s2, block_pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, [mask, center],
+    deps = [mask, center] + ([] if species is None else [species])
+    s2, block_pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, deps,
                             progress, "post-processing: instances")
     clock.append(time.perf_counter())
     pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs2])
-    res = _instances(list(s2), pairs2, p)
+    res = _instances(list(s2), pairs2, p, sp)
     info["n_instances"] = res["n_instances"]
     clock.append(time.perf_counter())
     info["seconds"] = dict(zip(("pass1", "reduce1", "pass2", "reduce2"), np.diff(clock).round(3).tolist()))
@@ -577,4 +546,6 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     labels = da.Array(graph, name, chunks=mask.chunks, dtype=np.uint32, meta=np.empty((0, 0, 0), np.uint32))
     return Detections(labels=labels, centers=res["centers"].astype(np.float64), n_voxels=res["n_voxels"],
                       scores=res["scores"].astype(np.float64), peaks=peaks, params=p, stats=info,
-                      center_scores=res["center_scores"].astype(np.float64))
+                      center_scores=res["center_scores"].astype(np.float64),
+                      species=res.get("species"), class_scores=res.get("class_scores"),
+                      species_names=tuple(species_names) if sp is not None else ())

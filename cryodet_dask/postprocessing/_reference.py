@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
+from ._species import SpeciesParams
 
 __all__ = ["ReferenceResult", "postprocess_reference", "nearest_centre_bruteforce"]
 
@@ -32,6 +33,8 @@ class ReferenceResult:
     scores: np.ndarray  # (N,) float64 mean mask probability
     peaks: np.ndarray  # (K, 3) int64 centre voxels (local maxima, after fusion), raster order
     center_scores: np.ndarray = None  # type: ignore[assignment]  # (N,) float64 centre-map peak (ranking score)
+    species: np.ndarray | None = None  # (N,) int64 species index, with a species map
+    class_scores: np.ndarray | None = None  # (N,) float64 mean probability of that species
 
     def __iter__(self) -> Iterator[np.ndarray]:  # labels, centers, n_voxels, scores
         return iter((self.labels, self.centers, self.n_voxels, self.scores))
@@ -95,7 +98,8 @@ def fused_peaks(c: np.ndarray, peaks: np.ndarray, min_distance: float) -> np.nda
 
 
 def postprocess_reference(mask: np.ndarray, center: np.ndarray,
-                          params: PostprocessParams | None = None, **kwargs: Any) -> ReferenceResult:
+                          params: PostprocessParams | None = None, *, species: np.ndarray | None = None,
+                          species_params: SpeciesParams | None = None, **kwargs: Any) -> ReferenceResult:
     """Post-process whole in-memory maps (the definition; see the module notes).
 
     Parameters
@@ -104,6 +108,11 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         Mask-probability and centre maps.
     params : PostprocessParams, optional
         Parameters; keyword arguments override single fields.
+    species : ndarray of uint8, shape (K, Z, Y, X), optional
+        Quantized species probabilities: each particle's species is the most frequent
+        per-voxel argmax over its voxels (ties to the lower index), its ``class_score``
+        the mean probability of that species; per-species minimum sizes and the species
+        selection of ``species_params`` apply with ``min_particle_size``.
 
     Returns
     -------
@@ -170,9 +179,25 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     np.minimum.at(first, labs, idx)
     first = first[1:]
     counts = counts[1:]
+    # 5a. species: per-voxel argmax (first maximum), majority over the instance (lowest index on ties)
+    size_ok = counts >= p.min_particle_size
+    if species is not None:
+        sp_params = species_params or SpeciesParams()
+        k = species.shape[0]
+        q = species.reshape(k, -1)[:, idx]
+        votes = np.zeros((n + 1, k), np.int64)
+        np.add.at(votes, (labs, np.argmax(q, axis=0)), 1)
+        qsum = np.stack([np.bincount(labs, weights=q[s].astype(np.float64), minlength=n + 1)
+                         for s in range(k)], axis=1)[1:]
+        sp = np.argmax(votes[1:], axis=1)
+        cls_score = qsum[np.arange(n), sp] / (255.0 * np.maximum(counts, 1))
+        size_ok = counts >= (np.asarray(sp_params.min_particle_size)[sp] if sp_params.min_particle_size
+                             else p.min_particle_size)
+        if sp_params.keep:
+            size_ok &= np.isin(sp, sp_params.keep)
     # 5b. instances smaller than min_particle_size or scoring below min_score are removed (before the
     #     outlier filter); a NaN score (all-NaN centre map over the particle) does not remove it
-    kept = (counts >= p.min_particle_size) & ~(cmax < p.min_score)
+    kept = size_ok & ~(cmax < p.min_score)
     # 6. outlier filter on the centroids of the remaining instances
     if p.filter_outlier:
         big = np.flatnonzero(kept)
@@ -189,4 +214,6 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         scores=msum[order] / counts[order] if len(order) else np.zeros(0),
         peaks=peaks,
         center_scores=cmax[order],
+        species=None if species is None else sp[order].astype(np.int64),
+        class_scores=None if species is None else cls_score[order],
     )

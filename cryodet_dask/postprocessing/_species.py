@@ -1,0 +1,138 @@
+"""The species of each instance: integer votes, exact whatever the chunking.
+
+The species map holds, per voxel, the network's probability of each species
+given that the voxel is a particle, quantized to ``uint8`` (``round(255 p)``,
+:func:`quantize_species`).  Every instance voxel votes for the species of
+largest quantized probability (ties go to the lower species index); an
+instance is of the species with the most votes (ties again to the lower
+index).  Its ``class_score`` is the mean probability of that species over its
+voxels, ``sum(q) / (255 n)``.  Votes and quantized sums are integers summed
+per block piece and then per instance, so the result does not depend on how
+the volume was cut into blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ParameterError
+
+__all__ = ["SpeciesParams", "quantize_species", "piece_votes", "instance_species", "species_size_keep",
+           "species_lookup", "SPECIES_SCALE"]
+
+#: Quantization of the species probabilities: ``q = round(SPECIES_SCALE * p)`` in uint8.
+SPECIES_SCALE = 255
+
+
+@dataclass(frozen=True)
+class SpeciesParams:
+    """Per-species settings of the post-processing.
+
+    Attributes
+    ----------
+    min_particle_size : tuple of int
+        Per species (in the network's species order), the smallest instance kept, in voxels;
+        empty: ``PostprocessParams.min_particle_size`` for every species.
+    keep : tuple of int
+        Species indices to keep (``detect --species``); empty: all.
+    """
+
+    min_particle_size: tuple[int, ...] = ()
+    keep: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_particle_size", tuple(int(v) for v in self.min_particle_size))
+        object.__setattr__(self, "keep", tuple(int(v) for v in self.keep))
+        if any(v < 0 for v in self.min_particle_size):
+            raise ParameterError(f"per-species minimum sizes must be >= 0 voxels, got {self.min_particle_size}")
+        if any(v < 0 for v in self.keep):
+            raise ParameterError(f"species indices must be >= 0, got {self.keep}")
+
+    def check(self, n_species: int) -> None:
+        """Refuse settings that do not fit a network of ``n_species`` species."""
+        if self.min_particle_size and len(self.min_particle_size) != n_species:
+            raise ParameterError(f"{len(self.min_particle_size)} per-species minimum sizes for "
+                                 f"{n_species} species")
+        if any(k >= n_species for k in self.keep):
+            raise ParameterError(f"species index out of range for {n_species} species: {self.keep}")
+
+
+def quantize_species(prob: np.ndarray) -> np.ndarray:
+    """Species probabilities in [0, 1] (any float dtype) as uint8 ``round(255 p)``; NaN becomes 0."""
+    p = np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0)
+    q: np.ndarray = np.rint(np.clip(p, 0.0, 1.0) * SPECIES_SCALE).astype(np.uint8)
+    return q
+
+
+def piece_votes(species: np.ndarray, idx: np.ndarray, labs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the voxel votes for each species and the sums of the quantized probabilities.
+
+    Parameters
+    ----------
+    species : ndarray of uint8, shape (K, z, y, x)
+        Quantized species map of one block.
+    idx : ndarray of int64
+        Flat indices (into a (z, y, x) block) of the labelled voxels.
+    labs : ndarray of int
+        Their labels, 1..n.
+    n : int
+        Largest label.
+
+    Returns
+    -------
+    votes, sums : ndarray of int64, shape (n + 1, K)
+        ``votes[l, k]``: voxels of label ``l`` whose largest probability is species ``k``
+        (ties to the lower ``k``); ``sums[l, k]``: sum of species ``k``'s quantized probability
+        over label ``l``.
+    """
+    k = species.shape[0]
+    flat = species.reshape(k, -1)[:, idx]  # (K, m)
+    votes = np.zeros((n + 1, k), dtype=np.int64)
+    sums = np.zeros((n + 1, k), dtype=np.int64)
+    if flat.shape[1] == 0:
+        return votes, sums
+    winner = np.argmax(flat, axis=0)  # the first maximum: the lower species index
+    np.add.at(votes, (labs, winner), 1)
+    for s in range(k):
+        sums[:, s] = np.bincount(labs, weights=flat[s], minlength=n + 1)[: n + 1].astype(np.int64)
+    return votes, sums
+
+
+def instance_species(votes: np.ndarray, sums: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Species (most votes, ties to the lower index) and its mean probability, per instance.
+
+    Returns
+    -------
+    species : ndarray of int64, shape (N,)
+    class_score : ndarray of float64, shape (N,)
+        ``sums[i, species[i]] / (255 * count[i])``.
+    """
+    if len(votes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    sp = np.argmax(votes, axis=1).astype(np.int64)
+    chosen = sums[np.arange(len(sp)), sp].astype(np.float64)
+    score = chosen / (SPECIES_SCALE * np.maximum(np.asarray(count, dtype=np.float64), 1.0))
+    return sp, score
+
+
+def species_size_keep(species: np.ndarray, count: np.ndarray, params: SpeciesParams,
+                      default_min: int) -> np.ndarray:
+    """Which instances pass their species' minimum size and the species selection."""
+    if params.min_particle_size:
+        mins = np.asarray(params.min_particle_size, dtype=np.int64)[species]
+    else:
+        mins = np.full(len(species), default_min, dtype=np.int64)
+    keep = np.asarray(count) >= mins
+    if params.keep:
+        keep &= np.isin(species, np.asarray(params.keep, dtype=np.int64))
+    out: np.ndarray = keep
+    return out
+
+
+def species_lookup(species: np.ndarray) -> np.ndarray:
+    """Final label -> species label (uint8: 0 background, ``k + 1`` for species ``k``)."""
+    lut = np.zeros(len(species) + 1, dtype=np.uint8)
+    lut[1:] = np.asarray(species, dtype=np.int64) + 1
+    return lut

@@ -1,0 +1,199 @@
+"""Species: the table, the multi-species network's outputs, and the exact per-species post-processing."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from cryodet_dask.errors import ParameterError
+from cryodet_dask.models import UNet3D, UNetConfig, load, save
+from cryodet_dask.postprocessing import SpeciesParams, postprocess, postprocess_reference, quantize_species
+from cryodet_dask.postprocessing._synthetic import blob_maps
+from cryodet_dask.species import DEFAULT_SPECIES, Species, SpeciesTable, parse_species, parse_species_weights
+
+KW = dict(mask_threshold=0.1, center_threshold=0.1, remove_min_size=3, filter_outlier=False,
+          center_min_distance=0.0, min_particle_size=0, min_score=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _sync_scheduler():
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def test_species_table_round_trip_and_lookups():
+    t = SpeciesTable.of([Species("ribosome", 280.0, "#112233"), "proteasome"])
+    assert SpeciesTable.from_list(t.to_list()) == t
+    assert t.names == ("ribosome", "proteasome") and t.diameters == (280.0, None)
+    assert t.colours()[0] == "#112233" and t.colours()[1].startswith("#")
+    assert t.select(["proteasome"]) == (1,)
+    assert SpeciesTable.from_list(None) == DEFAULT_SPECIES and DEFAULT_SPECIES.names == ("particle",)
+
+
+@pytest.mark.parametrize("bad", ["ribo some", "../x", "a_b", "", "-x", "é"])
+def test_species_names_must_be_copick_safe(bad):
+    with pytest.raises(ParameterError, match="copick-safe"):
+        Species(bad)
+
+
+def test_duplicate_and_unknown_species_are_refused():
+    with pytest.raises(ParameterError, match="named twice"):
+        SpeciesTable.of(["a", "b", "a"])
+    t = SpeciesTable.of(["a", "b"])
+    with pytest.raises(ParameterError, match="knows a, b"):
+        t.index("c")
+    with pytest.raises(ParameterError, match="named twice"):
+        t.select(["a", "a"])
+
+
+def test_parse_species_notation():
+    t = parse_species("ribosome:280,apo-ferritin:120:2,beta")
+    assert t.names == ("ribosome", "apo-ferritin", "beta") and t.diameters == (280.0, 120.0, None)
+    assert parse_species_weights("ribosome:280,apo-ferritin:120:2") == {"ribosome": 1.0, "apo-ferritin": 2.0}
+    for bad in ("a:x", "a:1:0", "a,,b", "a:1:2:3", "a:-5"):
+        with pytest.raises(ParameterError):
+            parse_species(bad)
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def test_multi_species_network_outputs_and_checkpoint(tmp_path):
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable.of(["a", "b", "c"]))
+    assert cfg.outputs == ("mask", "center", "species:a", "species:b", "species:c")
+    net = UNet3D(cfg)
+    y = net(torch.randn(2, 1, 8, 8, 8))
+    assert y.shape == (2, 5, 8, 8, 8)
+    np.testing.assert_allclose(y[:, 2:].sum(1).detach().numpy(), 1.0, rtol=1e-5)  # a softmax over species
+    assert net.head_index("species") == 2
+    path = save(net, tmp_path / "m.pt")
+    back = load(path)
+    assert back.config.species.names == ("a", "b", "c")
+    torch.testing.assert_close(back(torch.ones(1, 1, 8, 8, 8)), net.eval()(torch.ones(1, 1, 8, 8, 8)))
+
+
+def test_species_head_and_species_count_must_agree():
+    with pytest.raises(ParameterError, match="needs the 'species' head"):
+        UNetConfig(heads=("mask", "center"), species=SpeciesTable.of(["a", "b"]))
+    with pytest.raises(ParameterError, match="needs no 'species' head"):
+        UNetConfig(heads=("mask", "center", "species"))
+    with pytest.raises(ParameterError, match="needs the 'mask' head"):
+        UNetConfig(heads=("center", "species"), species=SpeciesTable.of(["a", "b"]))
+
+
+def test_an_older_checkpoint_config_is_one_species_particle():
+    d = UNetConfig(heads=("mask", "center")).to_dict()
+    del d["species"]
+    assert UNetConfig.from_dict(d).species == DEFAULT_SPECIES
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+def _species_map(labels: np.ndarray, k: int, seed: int, noise: float) -> np.ndarray:
+    """Quantized species probabilities: each blob leans to one species, voxel noise flips some votes."""
+    rng = np.random.default_rng(seed)
+    n = int(labels.max())
+    lean = rng.integers(0, k, n + 1)
+    logits = rng.normal(0, noise, (k, *labels.shape)).astype(np.float32)
+    logits[lean[labels], *np.indices(labels.shape)] += 1.0
+    p = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
+    if seed % 2:
+        p = np.round(p * 4) / 4  # ties between species
+    return quantize_species(p)
+
+
+def _assert_same(mask, center, species, chunks, sp=None, **kw):
+    ref = postprocess_reference(mask, center, species=species, species_params=sp, **{**KW, **kw})
+    det = postprocess(da.from_array(mask, chunks=chunks), da.from_array(center, chunks=chunks),
+                      species=da.from_array(species, chunks=(species.shape[0], *chunks)),
+                      species_names=[f"s{i}" for i in range(species.shape[0])], species_params=sp,
+                      **{**KW, **kw})
+    np.testing.assert_array_equal(det.labels.compute(), ref.labels)
+    np.testing.assert_array_equal(det.species, ref.species)
+    np.testing.assert_array_equal(det.class_scores, ref.class_scores)  # integer sums: exact
+    np.testing.assert_array_equal(det.centers, ref.centers)
+    lut = np.concatenate([[0], ref.species + 1]).astype(np.uint8)
+    np.testing.assert_array_equal(det.species_labels().compute(), lut[ref.labels])
+    return det, ref
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_species_equal_reference_for_any_chunking(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(14, 30, 3))
+    m, c, lab = blob_maps(shape, int(rng.integers(3, 25)), radius=(1.5, 4.5), elongation=2.0, seed=seed)
+    k = int(rng.integers(2, 5))
+    s = _species_map(ndi.label(m > 0.1)[0], k, seed, noise=float(rng.choice([0.3, 2.0])))
+    sp = SpeciesParams(min_particle_size=tuple(int(v) for v in rng.integers(0, 30, k)),
+                       keep=tuple(range(k)) if seed % 3 else (0, k - 1))
+    for chunks in [(5, 7, 9), tuple(int(v) for v in rng.integers(3, 15, 3)), shape]:
+        det, ref = _assert_same(m, c, s, chunks, sp, connectivity=int(rng.integers(1, 4)),
+                                check_center=bool(seed % 2), center_min_distance=float(rng.choice([0.0, 2.5])))
+    assert len(ref.species) > 0
+    if sp.keep == (0, k - 1):
+        assert set(ref.species.tolist()) <= {0, k - 1}
+    mins = np.asarray(sp.min_particle_size)[ref.species]
+    assert np.all(ref.n_voxels >= mins)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.tuples(st.integers(4, 16), st.integers(4, 16), st.integers(4, 16)),
+       chunks=st.tuples(st.integers(2, 9), st.integers(2, 9), st.integers(2, 9)),
+       n=st.integers(0, 10), k=st.integers(2, 4), seed=st.integers(0, 2**16), conn=st.sampled_from([1, 2, 3]))
+def test_hypothesis_species_equal_reference(shape, chunks, n, k, seed, conn):
+    m, c, _ = blob_maps(shape, n, radius=(1.0, 4.0), elongation=2.5, seed=seed)
+    s = _species_map(ndi.label(m > 0.1)[0], k, seed, noise=1.0)
+    _assert_same(m, c, s, chunks, connectivity=conn)
+
+
+def test_majority_vote_and_ties_by_hand():
+    mask = np.zeros((4, 4, 8), np.float32)
+    mask[1:3, 1:3, 1:7] = 1  # one particle of 24 voxels
+    center = np.zeros_like(mask)
+    center[1, 1, 3] = 1
+    prob = np.zeros((3, *mask.shape), np.float32)
+    prob[1, :, :, :4] = 1.0  # x < 4: species 1 (12 voxels)
+    prob[2, :, :, 4:] = 1.0  # x >= 4: species 2 (12 voxels): a tie, the lower index wins
+    s = quantize_species(prob)
+    ref = postprocess_reference(mask, center, species=s, **KW)
+    assert ref.species.tolist() == [1] and ref.class_scores.tolist() == [0.5]
+    det = postprocess(da.from_array(mask, chunks=(2, 2, 3)), da.from_array(center, chunks=(2, 2, 3)),
+                      species=da.from_array(s, chunks=(3, 2, 2, 3)), species_names=["a", "b", "c"], **KW)
+    assert det.species.tolist() == [1]
+    table = det.to_dataframe(10.0)
+    assert table["class"].tolist() == ["b"] and table["class_score"].tolist() == [0.5]
+    prob[2, 1, 1, 3] = 1.0  # one voxel of species 1 votes for 2 now: species 2 has the majority
+    prob[1, 1, 1, 3] = 0.0
+    assert postprocess_reference(mask, center, species=quantize_species(prob), **KW).species.tolist() == [2]
+
+
+def test_one_species_map_changes_nothing_but_adds_the_columns():
+    m, c, _ = blob_maps((20, 24, 24), 10, radius=(2.0, 4.0), seed=3)
+    plain = postprocess(da.from_array(m, chunks=8), da.from_array(c, chunks=8), **KW)
+    s = np.full((1, *m.shape), 255, np.uint8)
+    one = postprocess(da.from_array(m, chunks=8), da.from_array(c, chunks=8), species=s, species_names=["x"], **KW)
+    np.testing.assert_array_equal(plain.labels.compute(), one.labels.compute())
+    np.testing.assert_array_equal(plain.centers, one.centers)
+    assert set(one.to_dataframe()["class"]) <= {"x"} and np.all(one.class_scores == 1.0)
+    assert plain.species is None and "class" not in plain.to_dataframe().columns
+
+
+def test_bad_species_maps_are_refused():
+    m = np.zeros((8, 8, 8), np.float32)
+    with pytest.raises(ParameterError, match="uint8"):
+        postprocess(m, m, species=np.zeros((2, 8, 8, 8), np.float32))
+    with pytest.raises(ParameterError, match="species names"):
+        postprocess(m, m, species=np.zeros((2, 8, 8, 8), np.uint8), species_names=["a"])
+    with pytest.raises(ParameterError, match="out of range"):
+        postprocess(m, m, species=np.zeros((2, 8, 8, 8), np.uint8), species_params=SpeciesParams(keep=(2,)))
