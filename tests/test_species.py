@@ -197,3 +197,71 @@ def test_bad_species_maps_are_refused():
         postprocess(m, m, species=np.zeros((2, 8, 8, 8), np.uint8), species_names=["a"])
     with pytest.raises(ParameterError, match="out of range"):
         postprocess(m, m, species=np.zeros((2, 8, 8, 8), np.uint8), species_params=SpeciesParams(keep=(2,)))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _two_species(shape=(24, 48, 48), n=12, seed=0):
+    """Balls of two sizes (species 'small' and 'big') with a contrast per species, and their species table."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.int32)
+    zz, yy, xx = np.indices(shape)
+    kinds = {}
+    for k in range(1, n + 1):
+        big = bool(k % 2)
+        c = rng.uniform([6, 6, 6], np.array(shape) - 6)
+        r = 4.5 if big else 2.5
+        m = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
+        lab[m & (lab == 0)] = k
+        kinds[k] = "big" if big else "small"
+    img = np.zeros(shape, np.float32)
+    for k, name in kinds.items():
+        img[lab == k] = -1.0 if name == "big" else -2.0
+    img += rng.normal(0, 0.3, shape).astype(np.float32)
+    return img, lab, kinds
+
+
+def test_multi_species_training_learns_species_and_guards_its_inputs(tmp_path):
+    from cryodet_dask.errors import CheckpointError, InputError
+    from cryodet_dask.training import read_patch, open_training_volume, train
+
+    torch.set_num_threads(1)
+    img, lab, kinds = _two_species()
+    vol = open_training_volume(img, lab, species_of=kinds, species=SpeciesTable.of(["small", "big"]))
+    _, y = read_patch(vol, np.zeros(3, int), (24, 48, 48), ("mask", "species"))
+    expect = np.vectorize(lambda v: 0 if v == 0 else (1 if kinds[v] == "small" else 2))(lab)
+    np.testing.assert_array_equal(y[1], expect)  # the species code of every voxel, 0 = background
+    kw = dict(heads=("mask", "center"), channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2,
+              steps_per_epoch=6, validation_batches=2, validation_fraction=0.34, learning_rate=3e-3, seed=0,
+              progress=False, species=["small", "big"])
+    out = tmp_path / "sp.pt"
+    r = train(img, lab, out, epochs=2, particle_species=[kinds], **kw)
+    net = load(out)
+    assert net.config.species.names == ("small", "big") and net.config.heads == ("mask", "center", "species")
+    assert all(np.isfinite(h["validation_loss"]) for h in r.history)
+    # every particle needs a species of the table
+    with pytest.raises(InputError, match="no species"):
+        train(img, lab, tmp_path / "x.pt", epochs=1, particle_species=[{1: "big"}], **kw)
+    with pytest.raises(InputError, match="not among the species"):
+        train(img, lab, tmp_path / "x.pt", epochs=1, particle_species=[{**kinds, 1: "huge"}], **kw)
+    with pytest.raises(ParameterError, match="species of the particles"):
+        train(img, lab, tmp_path / "x.pt", epochs=1, **kw)
+    # another species list where a run was left: refused
+    with pytest.raises(CheckpointError):
+        train(img, lab, out, epochs=3, particle_species=[{k: ("big" if v == "big" else "tiny") for k, v in
+                                                           kinds.items()}], **{**kw, "species": ["tiny", "big"]})
+    # fine-tuning to other species needs a new output layer, asked for; the mask and centre rows are kept
+    renamed = {k: ("huge" if v == "big" else "tiny") for k, v in kinds.items()}
+    ft = dict(kw, species=["tiny", "huge", "mid"])
+    del ft["heads"], ft["channels"], ft["convs_per_level"]
+    with pytest.raises(ParameterError, match="replace-species"):
+        train(img, lab, tmp_path / "ft.pt", epochs=1, init=out, particle_species=[renamed], **ft)
+    train(img, lab, tmp_path / "ft.pt", epochs=1, init=out, particle_species=[renamed], replace_species=True,
+          learning_rate=1e-12, **{k: v for k, v in ft.items() if k != "learning_rate"})
+    a, b = load(out), load(tmp_path / "ft.pt")
+    assert b.config.species.names == ("tiny", "huge", "mid")
+    assert b.config.training["init"]["species_replaced_from"] == ["small", "big"]
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x)[:, :2], a(x)[:, :2], rtol=1e-4, atol=1e-5)  # mask and centre kept

@@ -28,6 +28,19 @@ def _ints(text: str) -> tuple[int, ...]:
     return v
 
 
+def _species(text: str) -> object:
+    from ..errors import ParameterError
+    from ..species import parse_species
+
+    try:
+        table = parse_species(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(table) < 2:
+        raise argparse.ArgumentTypeError(f"a multi-species network needs two or more species, got {text!r}")
+    return table
+
+
 def _pair(text: str) -> tuple[str, str]:
     parts = text.split(",")
     if len(parts) != 2:
@@ -53,6 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and centre targets are added to --tomogram/--labels)")
     p.add_argument("--validation-pool", action="append", default=[], metavar="DIR",
                    help="a pool of validation tomograms (repeat; added to --validation)")
+    p.add_argument("--species", type=_species, default=None, metavar="NAME[:DIAMETER_A],...",
+                   help="train a multi-species network on these species (two or more; names of letters, digits "
+                        "and '-', optional diameters in Å, e.g. 4v4r:280,1bxn:120); every particle needs its "
+                        "species: the pools' particles.csv, or --particle-species per --tomogram. Default: the "
+                        "--init checkpoint's species, else one species-agnostic 'particle'")
+    p.add_argument("--particle-species", action="append", default=[], metavar="CSV",
+                   help="the species of each particle of the label map given at the same position: a CSV with "
+                        "columns id (the label) and class (the species name), as the simulator's particles.csv "
+                        "(repeat)")
+    add_bool_flag(p, "replace-species", False, "with --init of other species: a new species output layer "
+                  "(the mask and centre outputs keep their weights; recorded in the checkpoint)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from these weights (fine-tuning); the architecture is the checkpoint's, or "
                         "with --channels a wider one that starts from the same function")
@@ -131,16 +155,31 @@ def run(args: argparse.Namespace) -> int:
     centers = list(args.center) if args.center else None
     if centers is not None and len(centers) != len(tomograms):
         raise ParameterError(f"give one --center per --tomogram ({len(tomograms)} vs {len(centers)})")
+    if args.particle_species and len(args.particle_species) != len(args.tomogram):
+        raise ParameterError(f"give one --particle-species per --tomogram ({len(args.tomogram)} vs "
+                             f"{len(args.particle_species)})")
+    species_of: list[str | None] = list(args.particle_species) or [None] * len(tomograms)
     pools = [(d, read_pool(d)) for d in args.pool]
     vpools = [(d, read_pool(d)) for d in args.validation_pool]
     for _, members in pools:
         tomograms += [str(m.tomogram) for m in members]
         labels += [str(m.labels) for m in members]
+        species_of += [str(m.particles) if m.particles else None for m in members]
         if centers is not None:
             centers += [str(m.center) for m in members]
     if not tomograms:
         raise ParameterError("no training data: give --tomogram/--labels pairs or --pool")
-    validation = list(args.validation or []) + [(str(m.tomogram), str(m.labels)) for _, ms in vpools for m in ms]
+    validation: list[tuple[str, ...]] = list(args.validation or []) + [
+        (str(m.tomogram), str(m.labels), *([str(m.particles)] if args.species and m.particles else []))
+        for _, ms in vpools for m in ms]
+    if args.species is not None:
+        missing = [t for t, s in zip(tomograms, species_of) if s is None]
+        if missing:
+            raise ParameterError(f"{missing[0]}: a multi-species training needs the species of its particles "
+                                 f"(--particle-species CSV with id and class columns)")
+        if any(len(v) != 3 for v in validation):
+            raise ParameterError("a multi-species training validates on pools (--validation-pool) or on held-out "
+                                 "parts of the training tomograms, not on --validation pairs")
     provenance = {"pools": [{"path": str(d), "tomograms": len(ms), "conditions": [m.conditions for m in ms]}
                             for d, ms in pools],
                   "validation_pools": [{"path": str(d), "tomograms": len(ms)} for d, ms in vpools]}
@@ -160,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         config=cfg, heads=args.network or (None if args.init else ("mask",)),
         channels=args.channels,
         convs_per_level=args.convs_per_level, init=args.init, provenance=provenance,
+        species=args.species, particle_species=species_of if args.species is not None else None,
+        replace_species=args.replace_species,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )

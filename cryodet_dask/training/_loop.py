@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..errors import CheckpointError, ParameterError
 from ..models import UNet3D, UNetConfig, check_widening, read_checkpoint, save, widen
+from ..species import SpeciesTable
 from ._augment import augment
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 from ._targets import CENTER_TARGETS
@@ -179,13 +180,20 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -
 
 def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weight: float) -> torch.Tensor:
     total = logits.new_zeros(())
-    for i, h in enumerate(model.config.heads):
+    for i, h in enumerate(model.config.heads):  # target channel i is head i; its logits start at head_index
+        j = model.head_index(h)
         if h == "mask":
-            total = total + soft_dice_loss(torch.sigmoid(logits[:, i]), target[:, i])
+            total = total + soft_dice_loss(torch.sigmoid(logits[:, j]), target[:, i])
+        elif h == "species":
+            # cross-entropy over the species, on particle voxels only (code k + 1; background 0 is ignored)
+            k = len(model.config.species)
+            code = target[:, i].round().long() - 1
+            if bool((code >= 0).any()):
+                total = total + F.cross_entropy(logits[:, j : j + k], code, ignore_index=-1)
         else:
             # MSE on the pre-activation: the ReLU is applied at inference only, so a unit whose output went
             # negative still gets a gradient (with MSE on relu(logits) the centre head can die at 0).
-            total = total + center_weight * F.mse_loss(logits[:, i], target[:, i])
+            total = total + center_weight * F.mse_loss(logits[:, j], target[:, i])
     return total
 
 
@@ -343,6 +351,42 @@ def _legacy_differences(state: dict[str, Any], description: dict[str, Any], sett
     return None
 
 
+def _species_table(species: SpeciesTable | Sequence[str] | None, current: SpeciesTable,
+                   init: Any, replace: bool) -> SpeciesTable:
+    """The species to train: those asked for, else the start weights' (or one, ``particle``)."""
+    if species is None:
+        return current
+    table = species if isinstance(species, SpeciesTable) else SpeciesTable.of(species)
+    if init is not None and table.names != current.names and not replace:
+        raise ParameterError(f"{init}: its network knows the species {', '.join(current.names)}, not "
+                             f"{', '.join(table.names)}; ask for a new species output layer "
+                             f"(--replace-species) to fine-tune it to other species")
+    return table
+
+
+def _with_new_species(start: UNet3D, net: UNet3D) -> dict[str, torch.Tensor]:
+    """``start``'s weights for ``net``; where their species differ, ``net``'s own (fresh) species output
+    rows, and ``start``'s rows for the other heads (the output layer is one 1³ convolution)."""
+    state = start.state_dict()
+    if start.config.species == net.config.species:
+        return state
+    fresh = net.state_dict()
+    for key in ("head.weight", "head.bias"):
+        w = fresh[key].clone()
+        for h in net.config.heads:
+            if h != "species" and h in start.config.heads:
+                w[net.head_index(h)] = state[key][start.head_index(h)]
+        state[key] = w
+    return state
+
+
+def _species_identity(source: Any) -> Any:
+    """What a resume record keeps of a particle species table: its file identity or the mapping's content."""
+    if isinstance(source, Mapping):
+        return sorted((int(k), str(v)) for k, v in source.items())
+    return _file_identity(source)
+
+
 def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: TrainingConfig, heads: tuple[str, ...],
              rng: np.random.Generator, aug: bool) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
@@ -364,7 +408,7 @@ def train(
     output: str | os.PathLike[str],
     *,
     centers: Any = None,
-    validation: Sequence[tuple[Any, Any]] | None = None,
+    validation: Sequence[tuple[Any, ...]] | None = None,
     model: UNetConfig | None = None,
     config: TrainingConfig | None = None,
     heads: Sequence[str] | None = None,
@@ -377,6 +421,9 @@ def train(
     command: str | None = None,
     init: str | os.PathLike[str] | None = None,
     provenance: dict[str, Any] | None = None,
+    species: SpeciesTable | Sequence[str] | None = None,
+    particle_species: Any = None,
+    replace_species: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train a SegNet, CenterNet or two-head network on (tomogram, label map) pairs.
@@ -395,9 +442,20 @@ def train(
         Precomputed centre targets (e.g. the simulator's ``center.mrc``);
         default: computed from ``labels`` per particle.  Used with
         ``center_target="distance"`` only (ignored for ``"gaussian"``).
-    validation : list of (tomogram, labels), optional
+    validation : list of (tomogram, labels) or (tomogram, labels, particle species), optional
         Validation pairs; default: the last ``validation_fraction`` of each
         training tomogram (along y or x) is held out.
+    species : SpeciesTable or sequence of str, optional
+        Train a multi-species network on these species (two or more): the
+        ``species`` head is added, and every particle needs its species.
+        Default: the ``init`` checkpoint's species, else species-agnostic.
+    particle_species : mapping, path-like or a list of them, optional
+        Per training tomogram, the species of each particle id of its label map:
+        a ``{id: name}`` mapping or a CSV with ``id`` and ``class`` columns (the
+        simulator's ``particles.csv``).
+    replace_species : bool
+        With ``init`` of other species: a new species output layer (the mask and
+        centre outputs keep their weights); recorded in the checkpoint.
     model : UNetConfig, optional
         Architecture (default: the seed's, with ``heads``/``channels``/
         ``convs_per_level`` applied if given).
@@ -472,6 +530,13 @@ def train(
     changes: dict[str, Any] = {}
     if heads is not None:
         changes["heads"] = list(heads)
+    table = _species_table(species, mcfg.species, init, replace_species)
+    if table != mcfg.species:
+        base = [h for h in (changes.get("heads") or mcfg.heads) if h != "species"]
+        changes["heads"] = base + (["species"] if len(table) > 1 else [])
+        changes["species"] = table
+        if init_record is not None:
+            init_record["species_replaced_from"] = list(mcfg.species.names)
     if channels is not None:
         changes["channels"] = list(channels)
         if convs_per_level is None and len(channels) != len(mcfg.convs_per_level):
@@ -500,9 +565,21 @@ def train(
         log.info("centre target %r: the precomputed centre targets are not used (computed from the labels)",
                  cfg.center_target)
         cen_list = [None] * len(tomo_list)
-    vols = [open_training_volume(t, lab, c) for t, lab, c in zip(tomo_list, lab_list, cen_list)]
+    multi = mcfg.species if len(mcfg.species) > 1 else None
+    sp_list = _as_list(particle_species) if not isinstance(particle_species, Mapping) else [particle_species]
+    if multi is not None and len(sp_list) != len(tomo_list):
+        raise ParameterError(f"a multi-species training needs the species of the particles of every tomogram: "
+                             f"{len(sp_list)} particle species tables for {len(tomo_list)} tomograms")
+    sp_list = sp_list if multi is not None else [None] * len(tomo_list)
+    vols = [open_training_volume(t, lab, c, species_of=s_of, species=multi)
+            for t, lab, c, s_of in zip(tomo_list, lab_list, cen_list, sp_list)]
     if validation:
-        val_vols = [open_training_volume(t, lab) for t, lab in validation]
+        if multi is not None and any(len(v) != 3 for v in validation):
+            raise ParameterError("a multi-species training needs (tomogram, labels, particle species) "
+                                 "validation triples")
+        val_vols = [open_training_volume(v[0], v[1], species_of=v[2] if len(v) > 2 else None, species=multi)
+                    for v in validation]
+        validation = [(v[0], v[1]) for v in validation]
         train_regions = [split_region(v.shape, 0.0, 1)[0] for v in vols]
         val_regions = [split_region(v.shape, 0.0, 1)[0] for v in val_vols]
     else:
@@ -530,7 +607,7 @@ def train(
             raise CheckpointError(f"{init}: weights do not fit the network ({exc})") from None
         if widen_to is not None:  # the same function in the wider network (Net2WiderNet)
             start = widen(start, widen_to, seed=cfg.seed)
-        net.load_state_dict(start.state_dict())
+        net.load_state_dict(_with_new_species(start, net))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     step_sched: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -567,6 +644,8 @@ def train(
         "settings": _learning_settings(cfg, mcfg.heads, not validation),
         "network": {"channels": list(mcfg.channels), "convs_per_level": list(mcfg.convs_per_level),
                     "heads": list(mcfg.heads)},
+        "species": list(mcfg.species.names) if len(mcfg.species) > 1 else None,
+        "particle_species": [_species_identity(s_of) for s_of in sp_list] if multi is not None else None,
         "init": init_record["sha256"] if init_record else None,
     }
     start_epoch, best, bad, history, finished = 0, math.inf, 0, [], False

@@ -100,6 +100,8 @@ class PoolMember:
     labels: Path
     center: Path
     conditions: dict[str, Any] = field(default_factory=dict)
+    #: the simulator's particle table (``id``, ``class`` = the template, i.e. the species, ...)
+    particles: Path | None = None
 
 
 def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges()) -> dict[str, Any]:
@@ -231,7 +233,9 @@ def read_pool(path: str | os.PathLike[str]) -> list[PoolMember]:
         missing = [str(v) for v in paths.values() if not v.exists()]
         if missing:
             raise InputError(f"{manifest}: member {m['name']} is incomplete (missing {missing[0]})")
-        out.append(PoolMember(name=f"{root.name}/{m['name']}", conditions=dict(m["conditions"]), **paths))
+        table = folder / "particles.csv"
+        out.append(PoolMember(name=f"{root.name}/{m['name']}", conditions=dict(m["conditions"]),
+                              particles=table if table.exists() else None, **paths))
     if not out:
         raise InputError(f"{manifest}: the pool is empty")
     return out

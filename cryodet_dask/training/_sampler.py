@@ -13,6 +13,8 @@ from scipy import ndimage
 
 from .._progress import block_summaries
 from ..errors import InputError, ParameterError
+from ..species import SpeciesTable
+from ._species import read_particle_species, species_codes, species_target
 from ._targets import CENTER_TARGETS, make_center_target, mask_target
 
 __all__ = ["TrainingVolume", "open_training_volume", "particle_table", "read_patch", "sample_origins",
@@ -103,6 +105,9 @@ class TrainingVolume:
     margin : int
         Extra voxels of labels read around a patch so the per-particle
         distance of particles cut by the patch border is right.
+    species : (ids, codes) or None
+        For a multi-species network: the label map's particle ids (sorted) and
+        their species codes (``k + 1`` for species ``k``), :func:`~._species.species_codes`.
     """
 
     image: da.Array
@@ -114,6 +119,7 @@ class TrainingVolume:
     voxel_size: float | None
     name: str
     margin: int
+    species: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -134,8 +140,12 @@ def _as_dask(obj: Any, what: str) -> tuple[da.Array, float | None, str]:
 
 
 def open_training_volume(tomogram: Any, labels: Any, center: Any | None = None,
-                         max_margin: int = 32) -> TrainingVolume:
+                         max_margin: int = 32, *, species_of: Any = None,
+                         species: SpeciesTable | None = None) -> TrainingVolume:
     """Open a (tomogram, labels[, centre target]) triple lazily and compute its summaries.
+
+    With ``species`` (a multi-species network), ``species_of`` gives each particle id's species
+    name: a mapping or a CSV with ``id`` and ``class`` columns (:func:`~._species.read_particle_species`).
 
     The tomogram's mean and standard deviation and the label map's particle
     table are computed chunk-wise once; nothing else is read.
@@ -161,7 +171,13 @@ def open_training_volume(tomogram: Any, labels: Any, center: Any | None = None,
         raise InputError(f"{lname}: the label map contains no particles (all zero)")
     extent = float(np.max(table["hi"] - table["lo"])) if table["ids"].size else 0.0
     margin = int(min(max_margin, np.ceil(extent) + 1))
-    return TrainingVolume(img, lab, cen, float(mean), std, table, vs, name, margin)
+    codes = None
+    if species is not None:
+        if species_of is None:
+            raise InputError(f"{lname}: a multi-species training needs the species of each particle "
+                             f"(a table with 'id' and 'class' columns)")
+        codes = species_codes(table["ids"], read_particle_species(species_of), species, lname)
+    return TrainingVolume(img, lab, cen, float(mean), std, table, vs, name, margin, codes)
 
 
 def split_region(shape: tuple[int, int, int], fraction: float, min_size: int) -> tuple[Region, Region | None]:
@@ -238,7 +254,8 @@ def read_patch(vol: TrainingVolume, start: np.ndarray, patch: tuple[int, int, in
     patch : tuple of int
         Patch size.
     heads : tuple of str
-        Targets to make, in order (``"mask"``, ``"center"``).
+        Targets to make, in order (``"mask"``, ``"center"``, ``"species"``: the species
+        code of each voxel, 0 for background, from ``vol.species``).
     center_target : {"distance", "gaussian"}
         The centre target (:func:`~cryodet_dask.training.make_center_target`).
         ``"distance"`` uses the volume's precomputed centre target if it has
@@ -275,4 +292,8 @@ def read_patch(vol: TrainingVolume, start: np.ndarray, patch: tuple[int, int, in
                 targets.append(_read(precomputed, start, size).astype(np.float32))
             else:
                 targets.append(make_center_target(lab, center_target)[core])
+        elif h == "species":
+            if vol.species is None:
+                raise ParameterError(f"{vol.name}: a species target needs the species of its particles")
+            targets.append(species_target(lab[core], *vol.species))
     return x, np.stack(targets)
