@@ -7,17 +7,25 @@ voxel's centre), physical ones are in Å.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ParameterError
 from ..io import atomic_output
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["write_centers_txt", "write_centers_csv", "write_centers_star", "TXT_HEADER"]
+
+log = logging.getLogger("cryodet_dask")
 
 #: Header of the seed's TXT coordinate file (tab separated).
 TXT_HEADER = ("PositionX", "PositionY", "PositionZ", "VolumeX", "VolumeY", "VolumeZ", "OffsetFromFace")
@@ -141,8 +149,6 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     """
     import pandas as pd
 
-    from ._write import _write_star
-
     c = _centers(centers)
     fom = getattr(centers, "center_scores", None)
     if fom is not None and len(fom) != len(c):
@@ -164,3 +170,71 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
         _write_star(table, xyz, vs[::-1], tmp, shape=tuple(int(n) for n in shape), shapes=None,
                     names=np.full(len(xyz), str(tomo_name), dtype=object))
     return path
+
+
+# ------------------------------------------------------------------ the one STAR writer (write_particles' too)
+
+
+def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | np.ndarray | None, tmp: Path, *, shape, shapes,
+                names) -> None:
+    """RELION 5 particles STAR; ``vs``: Å per voxel, one value or (x, y, z), for the centred Å columns."""
+    import pandas as pd
+    import starfile
+
+    out = pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
+                        "rlnCoordinateZ": c[:, 2]})
+    shape = shape if shape is not None else df.attrs.get("shape")
+    if shapes is None and shape is None:
+        shapes = df.attrs.get("shapes")
+    if shapes is None and shape is not None:
+        shapes = {nm: shape for nm in set(names)}
+    if vs is not None and shapes is not None:
+        missing = sorted(set(names) - set(shapes))
+        if missing:
+            raise ParameterError(f"no tomogram shape for {missing[0]!r} (give one per tomogram name)")
+        sz = np.array([list(shapes[nm])[::-1] for nm in names], np.float64).reshape(-1, 3)
+        centred = (c - sz / 2.0) * vs
+        for k, a in enumerate("XYZ"):
+            out[f"rlnCenteredCoordinate{a}Angst"] = centred[:, k]
+    else:
+        log.info("STAR written without rlnCenteredCoordinate*Angst (needs the voxel size and the tomogram's shape)")
+    if {"rot", "tilt", "psi"} <= set(df.columns):
+        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = (df[a].to_numpy(float)
+                                                                       for a in ("rot", "tilt", "psi"))
+    cls = _class_ids(df)
+    if cls is not None:
+        out["rlnClassNumber"] = cls
+    if "score" in df.columns:
+        out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy(float)
+    def write(p: Path) -> None:
+        # 9 significant digits: coordinates keep 1e-3 voxel at 100,000 voxels, small scores keep theirs
+        starfile.write({"particles": out}, p, float_format="%.9g")
+        # RELION 5's version line in place of starfile's "Created ... at <time>" comment: the same
+        # table gives the same bytes, run after run
+        lines = [ln for ln in p.read_text().splitlines() if not ln.startswith("# Created by the starfile")]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        p.write_text("\n# version 50001\n\n" + "\n".join(lines) + "\n")
+
+    _via_tempdir(tmp, "particles.star", write)
+
+
+def _class_ids(df: pd.DataFrame) -> np.ndarray | None:
+    """Classes as integers 1..K (numbers kept as they are, names numbered in sorted order)."""
+    if "class" not in df.columns:
+        return None
+    cls = df["class"].astype(str)
+    try:
+        return cls.astype(float).astype(int).to_numpy()
+    except ValueError:
+        order = {c: k + 1 for k, c in enumerate(sorted(cls.unique()))}
+        log.info("class names numbered for this format: %s", ", ".join(f"{c}={k}" for c, k in order.items()))
+        return cls.map(order).to_numpy()
+
+
+def _via_tempdir(tmp: Path, name: str, write: Callable[[Path], None]) -> None:
+    """Let a library write under a normal file name, then move its file to ``tmp``."""
+    with tempfile.TemporaryDirectory(dir=tmp.parent) as d:
+        p = Path(d) / name
+        write(p)
+        shutil.move(str(p), tmp)

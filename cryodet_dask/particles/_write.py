@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +15,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..io import atomic_output
+from ._centres import _class_ids, _via_tempdir, _write_star, write_centers_txt
 from ._read import format_from_path
 
 log = logging.getLogger("cryodet_dask")
@@ -73,27 +72,6 @@ def _names(df: pd.DataFrame, tomogram_name: str | None, default: str) -> np.ndar
     if "tomo_name" in df.columns:
         return df["tomo_name"].astype(str).to_numpy()
     return np.full(len(df), default, dtype=object)
-
-
-def _class_ids(df: pd.DataFrame) -> np.ndarray | None:
-    """Classes as integers 1..K (numbers kept as they are, names numbered in sorted order)."""
-    if "class" not in df.columns:
-        return None
-    cls = df["class"].astype(str)
-    try:
-        return cls.astype(float).astype(int).to_numpy()
-    except ValueError:
-        order = {c: k + 1 for k, c in enumerate(sorted(cls.unique()))}
-        log.info("class names numbered for this format: %s", ", ".join(f"{c}={k}" for c, k in order.items()))
-        return cls.map(order).to_numpy()
-
-
-def _via_tempdir(tmp: Path, name: str, write: Callable[[Path], None]) -> None:
-    """Let a library write under a normal file name, then move its file to ``tmp``."""
-    with tempfile.TemporaryDirectory(dir=tmp.parent) as d:
-        p = Path(d) / name
-        write(p)
-        shutil.move(str(p), tmp)
 
 
 def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str | None = None, *,
@@ -159,8 +137,6 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
                 out = pd.DataFrame({"IDs": ids, "X [A]": a[:, 0], "Y [A]": a[:, 1], "Z [A]": a[:, 2]})
             out.to_csv(tmp, index=False, float_format="%.6g")
         elif fmt == "txt":
-            from ._centres import write_centers_txt
-
             tmp.unlink(missing_ok=True)
             write_centers_txt(c[:, ::-1], tmp, _need_vs(vs, "the seed's TXT"), overwrite=True)
         elif fmt == "star":
@@ -208,49 +184,6 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
         else:  # pragma: no cover
             raise ParameterError(f"cannot write {fmt!r}")
     return path
-
-
-def _write_star(df: pd.DataFrame, c: np.ndarray, vs: float | np.ndarray | None, tmp: Path, *, shape, shapes,
-                names) -> None:
-    """RELION 5 particles STAR; ``vs``: Å per voxel, one value or (x, y, z), for the centred Å columns."""
-    import starfile
-
-    out = pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
-                        "rlnCoordinateZ": c[:, 2]})
-    shape = shape if shape is not None else df.attrs.get("shape")
-    if shapes is None and shape is None:
-        shapes = df.attrs.get("shapes")
-    if shapes is None and shape is not None:
-        shapes = {nm: shape for nm in set(names)}
-    if vs is not None and shapes is not None:
-        missing = sorted(set(names) - set(shapes))
-        if missing:
-            raise ParameterError(f"no tomogram shape for {missing[0]!r} (give one per tomogram name)")
-        sz = np.array([list(shapes[nm])[::-1] for nm in names], np.float64).reshape(-1, 3)
-        centred = (c - sz / 2.0) * vs
-        for k, a in enumerate("XYZ"):
-            out[f"rlnCenteredCoordinate{a}Angst"] = centred[:, k]
-    else:
-        log.info("STAR written without rlnCenteredCoordinate*Angst (needs the voxel size and the tomogram's shape)")
-    if {"rot", "tilt", "psi"} <= set(df.columns):
-        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = (df[a].to_numpy(float)
-                                                                       for a in ("rot", "tilt", "psi"))
-    cls = _class_ids(df)
-    if cls is not None:
-        out["rlnClassNumber"] = cls
-    if "score" in df.columns:
-        out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy(float)
-    def write(p: Path) -> None:
-        # 9 significant digits: coordinates keep 1e-3 voxel at 100,000 voxels, small scores keep theirs
-        starfile.write({"particles": out}, p, float_format="%.9g")
-        # RELION 5's version line in place of starfile's "Created ... at <time>" comment: the same
-        # table gives the same bytes, run after run
-        lines = [ln for ln in p.read_text().splitlines() if not ln.startswith("# Created by the starfile")]
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        p.write_text("\n# version 50001\n\n" + "\n".join(lines) + "\n")
-
-    _via_tempdir(tmp, "particles.star", write)
 
 
 def _write_copick(df: pd.DataFrame, a: np.ndarray, vs: float, tmp: Path, *, tomogram_name, object_name, user_id,
