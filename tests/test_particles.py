@@ -505,3 +505,124 @@ def test_cli_merge_batch_stars_into_one_relion5_star(tmp_path):
     assert cz[0] == pytest.approx((5 - 10) * 10, abs=1e-3) and cz[-1] == pytest.approx((7 - 15) * 10, abs=1e-3)
     back = read_particles(tmp_path / "all.star", tomogram_name="TS_B")
     np.testing.assert_allclose(back[["z", "y", "x"]], b, atol=1e-3)
+
+
+# ------------------------------------------------------------------ issue 27: picks of several tomograms
+
+@needs_shared
+def test_cli_convert_several_tomograms_to_copick_gives_one_run_each_and_round_trips(tmp_path, capsys):
+    """STAR with TS_01 and TS_02 -> copick: one file per run (OUTSTEM_RUN.json, run_name set) -> STAR again,
+    every row with its own tomogram (was: one file with run_name null, then every row named after the file)."""
+    src = R5 / "Picks/job_picks/particles.star"
+    cols0, rows0 = star_loop(src, "particles")
+    names0 = [r[cols0.index("rlnTomoName")] for r in rows0]
+    assert set(names0) == {"TS_01", "TS_02"}
+    assert _cli("picks", "convert", src, tmp_path / "picks.json") == 0
+    assert not (tmp_path / "picks.json").exists()
+    runs = {}
+    for name in ("TS_01", "TS_02"):
+        doc = json.loads((tmp_path / f"picks_{name}.json").read_text())
+        assert doc["run_name"] == name
+        runs[name] = len(doc["points"])
+    assert runs == {n: names0.count(n) for n in ("TS_01", "TS_02")}
+    assert not list(tmp_path.glob(".*"))  # no temporary left
+    # back to STAR, each run on its own and all of them merged: every row keeps its tomogram
+    assert _cli("picks", "convert", tmp_path / "picks_TS_02.json", tmp_path / "ts2.star") == 0
+    cols, rows = star_loop(tmp_path / "ts2.star", "particles")
+    assert [r[cols.index("rlnTomoName")] for r in rows] == ["TS_02"] * runs["TS_02"]
+    assert _cli("picks", "merge", tmp_path / "back.star", tmp_path / "picks_TS_01.json",
+                tmp_path / "picks_TS_02.json") == 0
+    cols, rows = star_loop(tmp_path / "back.star", "particles")
+    assert [r[cols.index("rlnTomoName")] for r in rows] == names0
+    exp = read_particles(src)
+    back = read_particles(tmp_path / "back.star")
+    np.testing.assert_allclose(back[["x", "y", "z"]], exp[["x", "y", "z"]], atol=1e-4)
+    # the runs exist: a second convert is refused in one line before anything is written
+    capsys.readouterr()
+    before = (tmp_path / "picks_TS_01.json").read_bytes()
+    (tmp_path / "picks_TS_02.json").unlink()
+    assert _cli("picks", "convert", src, tmp_path / "picks.json") == 2
+    err = capsys.readouterr().err.strip()
+    assert "picks_TS_01.json" in err and "--overwrite" in err and "\n" not in err
+    assert not (tmp_path / "picks_TS_02.json").exists() and (tmp_path / "picks_TS_01.json").read_bytes() == before
+    # --tomogram-name still gives the one file asked for
+    assert _cli("picks", "convert", src, tmp_path / "one.json", "--tomogram-name", "TS_01") == 0
+    assert json.loads((tmp_path / "one.json").read_text())["run_name"] == "TS_01"
+
+
+@needs_shared
+def test_cli_convert_several_tomograms_star_csv_star_keeps_every_row_tomogram(tmp_path):
+    src = R5 / "Picks/job_picks/particles.star"
+    cols0, rows0 = star_loop(src, "particles")
+    names0 = [r[cols0.index("rlnTomoName")] for r in rows0]
+    assert _cli("picks", "convert", src, tmp_path / "all.csv") == 0
+    with open(tmp_path / "all.csv", newline="") as f:
+        assert [r["tomo_name"] for r in csv.DictReader(f)] == names0
+    assert _cli("picks", "convert", tmp_path / "all.csv", tmp_path / "back.star") == 0
+    cols, rows = star_loop(tmp_path / "back.star", "particles")
+    assert [r[cols.index("rlnTomoName")] for r in rows] == names0
+    # the other one-tomogram formats: one file per tomogram too; Dynamo numbers them with a warning
+    for fmt, ext in (("txt", ".txt"), ("tardis", ".csv"), ("imod", ".mod")):
+        assert _cli("picks", "convert", src, tmp_path / f"o_{fmt}{ext}", "--to", fmt) == 0
+        assert sorted(p.name for p in tmp_path.glob(f"o_{fmt}_*")) == [f"o_{fmt}_TS_01{ext}", f"o_{fmt}_TS_02{ext}"]
+        assert not (tmp_path / f"o_{fmt}{ext}").exists()
+
+
+def test_cli_convert_several_tomograms_refuses_names_that_cannot_be_files(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("x,y,z,tomo_name\n1,2,3,../evil\n4,5,6,TS_2\n")
+    capsys.readouterr()
+    assert _cli("picks", "convert", tmp_path / "a.csv", tmp_path / "o.json", "--voxel-size", "10") == 2
+    err = capsys.readouterr().err.strip()
+    assert "'../evil'" in err and "--tomogram-name" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    assert "one file per tomogram" in _help("picks", "convert")
+
+
+def _help(*argv: str) -> str:
+    import contextlib
+    import io
+
+    from cryodet_dask.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(buf.getvalue().split())
+
+
+def test_duplicated_columns_are_named(tmp_path):
+    (tmp_path / "d.csv").write_text("x,y,x,z\n1,2,3,4\n")
+    (tmp_path / "d.star").write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n"
+                                     "_rlnCoordinateY #3\n_rlnCoordinateX #4\n_rlnCoordinateZ #5\nTS 1 2 3 4\n")
+    for name, col_name in (("d.csv", "'x'"), ("d.star", "'rlnCoordinateX'")):
+        with pytest.raises(InputError, match=f"column {col_name} appears twice") as exc:
+            read_particles(tmp_path / name)
+        assert "not numbers" not in str(exc.value)
+
+
+def test_one_row_star_block_without_loop(tmp_path):
+    (tmp_path / "one.star").write_text("data_particles\n\n_rlnTomoName TS_01\n_rlnCoordinateX 10.5\n"
+                                       "_rlnCoordinateY 20\n_rlnCoordinateZ 30\n")
+    df = read_particles(tmp_path / "one.star")
+    assert len(df) == 1 and df["tomo_name"].tolist() == ["TS_01"]
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [10.5, 20, 30])
+    # the same particle in a RELION 5 centred block with its one-row optics block
+    (tmp_path / "c.star").write_text("data_optics\n\n_rlnOpticsGroup 1\n_rlnImagePixelSize 10\n\n"
+                                     "data_particles\n\n_rlnTomoName TS_01\n_rlnCenteredCoordinateXAngst 0\n"
+                                     "_rlnCenteredCoordinateYAngst 0\n_rlnCenteredCoordinateZAngst 0\n")
+    df = read_particles(tmp_path / "c.star", tomogram=TomogramInfo((20, 30, 40), 10.0))
+    np.testing.assert_allclose(df[["x", "y", "z"]].iloc[0], [20, 15, 10])
+
+
+def test_cli_convert_refuses_coordinates_beyond_any_tomogram(tmp_path, capsys):
+    (tmp_path / "huge.csv").write_text("x,y,z\n1,2,3\n1e300,2,3\n")
+    (tmp_path / "far.csv").write_text("x_angst,y_angst,z_angst\n1,2,2e7\n")
+    (tmp_path / "ok.csv").write_text("x_angst,y_angst,z_angst\n1,2,9e6\n")
+    for name, vs, where in (("huge.csv", None, "particle 2"), ("far.csv", "10", "2e+07 Å")):
+        capsys.readouterr()
+        extra = ["--voxel-size", vs] if vs else []
+        assert _cli("picks", "convert", tmp_path / name, tmp_path / f"o_{name}.star", *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert where in err and "beyond any tomogram" in err and "\n" not in err
+        assert not (tmp_path / f"o_{name}.star").exists()
+    assert _cli("picks", "convert", tmp_path / "ok.csv", tmp_path / "ok.star", "--voxel-size", "10") == 0

@@ -201,6 +201,7 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
                              binning=binning)
     else:  # an allowed empty list: nothing to convert
         xyz, vs = np.zeros((0, 3)), voxel_size or (info.voxel_size if info is not None else None)
+    _refuse_implausible(xyz, vs, path)
     out = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     _warn_outside(xyz, info, tomo_star, t, binning, path)
     vs_arr = np.asarray(vs, np.float64) if vs is not None else np.full(len(out), np.nan)
@@ -222,6 +223,33 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         out.attrs["shapes"] = {nm: tuple(float(s) * e["pixel_size"] / vs_attr for s in e["size"][::-1])
                                for nm, e in tomo_star.items() if e["pixel_size"]}
     return out
+
+
+#: No tomogram reaches this far from its origin: 10⁷ Å is 1 mm (a large tomogram spans a few µm), and
+#: 10⁷ voxels per axis is 100 times the largest detector.  Coordinates beyond are refused, not converted.
+MAX_COORDINATE_ANGSTROM = 1e7
+MAX_COORDINATE_VOXELS = 1e7
+
+
+def _refuse_implausible(xyz: np.ndarray, vs: Any, path: Path) -> None:
+    """One-line :class:`InputError` for a particle farther than any tomogram could reach (e.g. x = 1e300)."""
+    if not len(xyz):
+        return
+    bad = np.abs(xyz).max(axis=1) > MAX_COORDINATE_VOXELS
+    angst = None
+    if vs is not None:
+        vs_rows = np.broadcast_to(np.asarray(vs, np.float64).reshape(-1, 1) if np.ndim(vs) else
+                                  np.asarray(vs, np.float64), (len(xyz), 1))
+        angst = xyz * vs_rows
+        bad |= np.abs(angst).max(axis=1) > MAX_COORDINATE_ANGSTROM
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        where = ", ".join(f"{v:.6g}" for v in xyz[k]) + " voxels"
+        if angst is not None:
+            where += " (" + ", ".join(f"{v:.6g}" for v in angst[k]) + " Å)"
+        raise InputError(f"{path}: particle {k + 1} lies at x, y, z = {where}, beyond any tomogram "
+                         f"(limit {MAX_COORDINATE_ANGSTROM:g} Å = 1 mm, or {MAX_COORDINATE_VOXELS:g} voxels); "
+                         "check the file's values and its unit (--units)")
 
 
 def _warn_outside(xyz: np.ndarray, info, tomo_star, t: pd.DataFrame, binning, path: Path) -> None:

@@ -73,6 +73,18 @@ def _pick(cols: dict[str, str], names) -> str | None:
     return None
 
 
+def check_unique_columns(columns: Any, path: Path, where: str = "") -> None:
+    """One-line :class:`InputError` naming a column that appears twice (also as ``X`` and ``x``, which
+    read as the same column), instead of a later, misleading "not numbers"."""
+    seen: dict[str, str] = {}
+    for c in columns:
+        key = _norm(c)
+        if key in seen:
+            same = f"{c!r}" if str(seen[key]).strip() == str(c).strip() else f"{seen[key]!r} and {c!r}"
+            raise InputError(f"{path}: column {same} appears twice{where}; remove or rename the duplicate")
+        seen[key] = str(c)
+
+
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     try:
         return pd.to_numeric(df[col]).to_numpy(np.float64)
@@ -148,8 +160,18 @@ def read_star_blocks(path: Path) -> dict[str, Any]:
             from exc
 
 
+def _as_table(block: Any) -> pd.DataFrame | None:
+    """A STAR data block as a table: a loop as it is, a block of ``_label value`` pairs (one row, written
+    without ``loop_``) as a one-row table."""
+    if isinstance(block, pd.DataFrame):
+        return block
+    if isinstance(block, dict) and block:
+        return pd.DataFrame([block])
+    return None
+
+
 def _star_particles(blocks: dict[str, Any], path: Path) -> tuple[str, pd.DataFrame]:
-    tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    tables = {k: t for k, t in ((k, _as_table(v)) for k, v in blocks.items()) if t is not None}
     found = []
     for name, t in tables.items():
         cols = {_norm(c) for c in t.columns}
@@ -162,6 +184,7 @@ def _star_particles(blocks: dict[str, Any], path: Path) -> tuple[str, pd.DataFra
     if len(found) > 1:
         raise InputError(f"{path}: several data blocks hold coordinates ({', '.join(found)}); "
                          "split the file")
+    check_unique_columns(tables[found[0]].columns, path, f" in data_{found[0]}")
     return found[0], tables[found[0]]
 
 
@@ -170,7 +193,9 @@ def read_star(path: Path) -> RawTable:
     name, df = _star_particles(blocks, path)
     cols = {_norm(c): c for c in df.columns}
     out = pd.DataFrame(index=range(len(df)))
-    optics = blocks.get("optics")
+    optics = _as_table(blocks.get("optics"))
+    if optics is not None:
+        check_unique_columns(optics.columns, path, " in data_optics")
     optics_cols = {_norm(c): c for c in optics.columns} if isinstance(optics, pd.DataFrame) else {}
     ts_ps = None
     if isinstance(optics, pd.DataFrame) and "rlntomotiltseriespixelsize" in optics_cols:  # cols imply a frame
@@ -287,8 +312,9 @@ def find_tomograms_star(path: Path) -> Path | None:
 def read_tomograms_star(path: Path) -> dict[str, dict[str, Any]]:
     """RELION 5 ``tomograms.star``: per rlnTomoName the unbinned size (x, y, z), pixel size and binning."""
     blocks = read_star_blocks(path)
-    for t in blocks.values():
-        if isinstance(t, pd.DataFrame) and {"rlnTomoName", "rlnTomoSizeX"} <= set(t.columns):
+    for block in blocks.values():
+        t = _as_table(block)
+        if t is not None and {"rlnTomoName", "rlnTomoSizeX"} <= set(t.columns):
             break
     else:
         raise InputError(f"{path}: not a RELION 5 tomograms.star (no rlnTomoName and rlnTomoSizeX/Y/Z)")
@@ -342,6 +368,7 @@ def read_delimited(path: Path) -> RawTable:
     header = not all(_is_number(v) for v in first if v != "")
     if header:
         names, rows = first, rows[1:]
+        check_unique_columns(names, path, " in the header")
     else:
         names = [f"col{k}" for k in range(len(first))]
     for i, r in rows:
