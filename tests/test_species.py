@@ -265,3 +265,27 @@ def test_multi_species_training_learns_species_and_guards_its_inputs(tmp_path):
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(b(x)[:, :2], a(x)[:, :2], rtol=1e-4, atol=1e-5)  # mask and centre kept
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_species_scores_and_confusion_by_hand(tmp_path):
+    import pandas as pd
+
+    from cryodet_dask.evaluation_species import FALSE_PICK, MISSED, confusion_matrix, confusion_png, species_scores
+
+    truth = pd.DataFrame({"z": [0, 20, 40, 60], "y": 0, "x": 0, "class": ["a", "a", "b", "b"]})
+    pred = pd.DataFrame({"z": [1, 21, 41, 80], "y": 0, "x": 0, "class": ["a", "b", "b", "a"]})
+    s = species_scores(pred, truth, 3.0).set_index("species")
+    assert s.loc["a", ["tp", "fp", "fn"]].tolist() == [1, 1, 1]  # the pick at 21 is of the wrong species
+    assert s.loc["b", ["tp", "fp", "fn"]].tolist() == [1, 1, 1]
+    assert s.loc["a", "precision"] == 0.5 and s.loc["b", "recall"] == 0.5
+    m = confusion_matrix(pred, truth, 3.0)
+    assert m.loc["a", "a"] == 1 and m.loc["a", "b"] == 1 and m.loc["b", "b"] == 1
+    assert m.loc["b", MISSED] == 1 and m.loc[FALSE_PICK, "a"] == 1
+    assert m.to_numpy().sum() == len(truth) + 1  # every true particle once, plus the one false pick
+    confusion_png(tmp_path / "c.png", m)
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    empty = species_scores(pred.iloc[:0], truth, 3.0).set_index("species")
+    assert empty["precision"].tolist() == [0.0, 0.0] and empty["recall"].tolist() == [0.0, 0.0]
