@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_CPU ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test bench clean
+.PHONY: venv copick-venv demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The real `copick` package from PyPI, for tests/test_copick_conformance.py only (the test calls this
+# target): copick pins zarr<3, so it lives in a venv of its own (gitignored), built once per pinned version.
+COPICK_VENV    ?= .venv-copick
+COPICK_VERSION ?= 1.31.0
+$(COPICK_VENV)/.installed-$(COPICK_VERSION):
+	rm -rf $(COPICK_VENV)
+	$(PYTHON) -m venv $(COPICK_VENV)
+	$(COPICK_VENV)/bin/pip install -q 'copick==$(COPICK_VERSION)'
+	touch $@
+
+copick-venv: $(COPICK_VENV)/.installed-$(COPICK_VERSION)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cryodet-dask demo $(DEMO_DIR)
@@ -30,4 +42,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(COPICK_VENV) $(DEMO_DIR) build *.egg-info

@@ -8,7 +8,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
@@ -22,6 +22,9 @@ from ._common import (
 )
 from ._flags import (BOOL_FLAGS, FLAGS, NETWORK_FLAGS, add_network_flags, add_postprocess_flags,
                                  choice, nonempty_text)
+
+#: exit status of a --copick-runs all batch that skipped a run without the tomogram (the others are complete)
+SKIPPED_RUNS_EXIT = 4
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
@@ -88,21 +91,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--config", metavar="YAML", help="read parameters from a YAML file (flags override it); keys are the long flags' names, "
                    "each value is checked by its flag's parser (booleans: true/false, yes/no, 1/0)")
     g.add_argument("--save-config", metavar="YAML", help="write the effective parameters to a YAML file")
-    g.add_argument("--overwrite", action="store_true", default=False, help="recompute everything")
+    g.add_argument("--overwrite", action="store_true", default=False,
+                   help="recompute everything; with --copick, also replace the run's existing picks and instance "
+                   "segmentation of the same user, session and object")
     g = p.add_argument_group("copick projects (CZ cryoET Data Portal); local filesystem")
     g.add_argument("--copick", dest="copick", default=None, metavar="CONFIG.json",
                    help="read the tomogram(s) from this copick project instead of TOMO, and write the picks and "
                    "the instance labels back into its overlay (Picks/USER_SESSION_OBJECT.json, "
                    "InstanceSegmentations/SPACING_USER_SESSION_OBJECT.zarr); the usual outputs go to OUT_DIR "
-                   "(one folder per run when there are several)")
+                   "(one folder per run when there are several). Existing picks or segmentations of the same "
+                   "user, session and object are refused (--overwrite replaces them; or give a new "
+                   "--copick-session). Run, user, session and object names must be copick-safe: letters, "
+                   "digits, - and _")
     g.add_argument("--run", dest="copick_run", action="append", default=[], metavar="NAME",
-                   help="copick run to process (repeatable)")
+                   help="copick run to process (repeatable; a run named twice is processed once)")
     g.add_argument("--copick-runs", dest="copick_runs", default=None, metavar="all|NAME,NAME",
-                   help="copick runs to process: all, or a comma-separated list")
+                   help="copick runs to process: all, or a comma-separated list (a run named twice is processed "
+                   f"once). With all, a run without the tomogram is skipped with a warning, the others are "
+                   f"processed, and the command exits with status {SKIPPED_RUNS_EXIT} at the end")
     g.add_argument("--voxel-spacing", dest="copick_voxel_spacing", type=positive_float, default=10.0,
-                   metavar="ANGSTROM", help="copick voxel spacing of the tomogram, Å (default: 10)")
+                   metavar="ANGSTROM", help="copick voxel spacing of the tomogram, Å (default: 10). It is the "
+                   "voxel size of the run: a tomogram whose own metadata says otherwise is read at the folder's "
+                   "spacing, with a warning, and the run record's copick section says so; -vs must agree with it")
     g.add_argument("--tomo-type", dest="copick_tomo_type", default="wbp", metavar="TYPE",
                    help="copick tomogram type (default: wbp)")
+    g.add_argument("--copick-array", dest="copick_array", default=None, metavar="NAME",
+                   help="the array of the tomogram's Zarr group to read, for a group without OME multiscales "
+                   "metadata and with several arrays (default: the multiscales' first level, else the only array)")
     g.add_argument("--copick-object", dest="copick_object", default=None, metavar="NAME",
                    help="pickable object name of the picks and labels written back (default: the config's only "
                    "object, else required)")
@@ -263,7 +278,9 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)  # a DetectParams is validated when made
     config_from_args(args)  # the cluster options too, before any work
     copick = _copick_inputs(args, params)
-    tomos = _expand(list(args.tomograms) + list(args.tomo_flag)) if copick is None else copick[1]
+    if copick is not None:
+        params = copick.params  # the voxel size is the copick folder's
+    tomos = _expand(list(args.tomograms) + list(args.tomo_flag)) if copick is None else list(copick.stores)
     if not tomos:
         if getattr(args, "save_config", None):
             Path(args.save_config).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
@@ -285,8 +302,9 @@ def run(args: argparse.Namespace) -> int:
     if batch and params.tomogram_name is not None:
         raise ParameterError("--tomogram-name names one tomogram; a batch's STAR files take their output names")
     names = _batch_names(tomos) if batch else [_stem(tomos[0])]
-    if copick is not None:  # one output name per run
-        names = list(copick[2])
+    if copick is not None:  # each tomogram keeps its own run's name
+        run_of = {st.resolve(): r for st, r in zip(copick.stores, copick.runs)}
+        names = [run_of[t.resolve()] for t in tomos]
     targets = [(out / n) if batch else out for n in names]
     for t, target in zip(tomos, targets):
         if batch and not _inside(target, out):
@@ -305,45 +323,83 @@ def run(args: argparse.Namespace) -> int:
             if batch and not args.overwrite and _complete(target, t, name, params):
                 print(f"{t}: outputs complete in {target} for this input and these parameters, skipped")
                 if copick is not None:
-                    _write_copick(copick[0], args, name, target)
+                    _write_copick(copick, args, name, target)
                 continue
             pending.append((t, name, target))
         if not pending:
-            return 0
+            return _copick_status(copick)
         with cluster_from_args(args, task_memory=task_memory) as client:
             for t, name, target in pending:
                 res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
                              progress=progress)
                 if copick is not None:
-                    _write_copick(copick[0], args, name, target)
+                    _write_copick(copick, args, name, target)
                 if not args.quiet:
                     tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
                     pr = res.prediction
                     print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
                           f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
-    return 0
+    return _copick_status(copick)
 
 
-def _copick_inputs(args: argparse.Namespace, params: Any) -> tuple[Any, list[Path], list[str]] | None:
+def _copick_status(copick: _Copick | None) -> int:
+    """0, or :data:`SKIPPED_RUNS_EXIT` when ``--copick-runs all`` skipped runs without the tomogram."""
+    if copick is None or not copick.skipped:
+        return 0
+    print(f"cryodet-dask: {len(copick.skipped)} copick run(s) skipped for want of the tomogram: "
+          f"{', '.join(copick.skipped)}; the others are complete (exit status {SKIPPED_RUNS_EXIT})", file=sys.stderr)
+    return SKIPPED_RUNS_EXIT
+
+
+class _Copick(NamedTuple):
+    """A checked ``--copick`` batch: the project, each run's tomogram and name, the parameters (the voxel size
+    is the VoxelSpacing folder's), the runs skipped for want of a tomogram, and per run what the run record's
+    copick section says about the voxel size."""
+
+    project: Any
+    stores: list[Path]
+    runs: list[str]
+    params: Any
+    skipped: list[str]
+    voxel: dict[str, dict[str, Any]]
+    done: set[str]
+
+
+def _copick_inputs(args: argparse.Namespace, params: Any) -> _Copick | None:
     """With ``--copick``: the project, the tomogram stores of the chosen runs and the run names;
-    everything checked (config, runs, tomograms, object name, output formats) before any work."""
+    everything checked (config, names, runs, tomograms, voxel sizes, object name, output formats, picks and
+    segmentations already in the overlay) before any work."""
+    import dataclasses
+
     if not args.copick:
         if args.copick_run or args.copick_runs:
             raise ParameterError("--run/--copick-runs need --copick CONFIG.json")
+        if getattr(args, "copick_array", None):
+            raise ParameterError("--copick-array needs --copick CONFIG.json")
         return None
     from ..particles import CopickProject
+    from ..particles._copick import check_name
 
     if args.tomograms or args.tomo_flag:
         raise ParameterError("give either TOMO or --copick, not both")
+    check_name("user", args.copick_user, "--copick-user")
+    check_name("session", args.copick_session, "--copick-session")
+    check_name("tomogram type", args.copick_tomo_type, "--tomo-type")
     project = CopickProject.open(args.copick)
+    every = bool(args.copick_runs) and args.copick_runs.strip() == "all"
     if args.copick_runs:
-        runs = project.runs() if args.copick_runs.strip() == "all" else \
-            [r.strip() for r in args.copick_runs.split(",") if r.strip()]
+        given = project.runs() if every else [r.strip() for r in args.copick_runs.split(",") if r.strip()]
     else:
-        runs = list(args.copick_run)
-    if not runs:
+        given = list(args.copick_run)
+    if not given:
         raise ParameterError(f"{args.copick}: say which runs: --run NAME or --copick-runs all "
                              f"(runs: {', '.join(project.runs()) or 'none'})")
+    runs = list(dict.fromkeys(given))  # a run named twice is processed once, under its own name
+    if len(runs) < len(given):
+        print(f"{len(given) - len(runs)} copick run(s) given more than once: each is processed once",
+              file=sys.stderr)
+    for r in runs:
+        check_name("run", r, "--run")
     if args.copick_object is None:
         particles = [n for n, o in project.objects.items() if o.get("is_particle", True)]
         if len(particles) != 1:
@@ -353,25 +409,113 @@ def _copick_inputs(args: argparse.Namespace, params: Any) -> tuple[Any, list[Pat
     project.check_object(args.copick_object)
     if "csv" not in params.formats:
         raise ParameterError("--copick writes the picks from the CSV output: keep csv in --formats")
-    stores = [project.tomogram(r, args.copick_voxel_spacing, args.copick_tomo_type) for r in runs]
-    return project, stores, runs
-
-
-def _write_copick(project: Any, args: argparse.Namespace, name: str, target: Path) -> None:
-    """The run's picks (from ``NAME_centers.csv``) and instance labels (from ``NAME_labels.zarr``) into
-    the copick overlay."""
-    import pandas as pd
-
+    spacing = float(args.copick_voxel_spacing)
+    if params.voxel_size is not None and abs(params.voxel_size / spacing - 1) > 1e-3:
+        raise ParameterError(f"-vs {params.voxel_size:g} disagrees with the copick voxel spacing {spacing:g} Å "
+                             "(--voxel-spacing): a copick tomogram's voxel size is its VoxelSpacing folder's; "
+                             "leave out -vs or give the folder's spacing")
+    stores: list[Path] = []
+    kept: list[str] = []
+    skipped: list[str] = []
+    for r in runs:
+        try:
+            stores.append(project.tomogram(r, spacing, args.copick_tomo_type, getattr(args, "copick_array", None)))
+            kept.append(r)
+        except InputError as exc:
+            if not every or "has no VoxelSpacing" not in str(exc):
+                raise
+            skipped.append(r)
+            print(f"warning: copick run {r!r} skipped: {str(exc).split(': ', 1)[1]}", file=sys.stderr)
+    if not kept:
+        raise InputError(f"{args.copick}: no run has a VoxelSpacing{spacing:.3f}/{args.copick_tomo_type}.zarr "
+                         "tomogram; give --voxel-spacing and --tomo-type")
+    same: dict[Path, str] = {}
+    for r, st in zip(kept, stores):
+        other = same.setdefault(st.resolve(), r)
+        if other != r:
+            raise InputError(f"{args.copick}: runs {other!r} and {r!r} are the same tomogram ({st.resolve()}); "
+                             "give one of them")
     from ..io import load
 
+    voxel: dict[str, dict[str, Any]] = {}
+    for r, st in zip(kept, stores):
+        header = load(st).voxel_size
+        record = {"voxel_spacing_folder_angst": spacing, "tomogram_voxel_size_angst": header,
+                  "voxel_size_used_angst": spacing, "voxel_size_source": "VoxelSpacing folder"}
+        if header and abs(header / spacing - 1) > 1e-3:
+            print(f"warning: copick run {r!r}: the tomogram says {header:g} Å per voxel but lies in "
+                  f"VoxelSpacing{spacing:.3f}: read at the folder's {spacing:g} Å (copick's voxel spacing; "
+                  "the run record's copick section says so)", file=sys.stderr)
+            record["voxel_size_source"] = (f"VoxelSpacing folder; the tomogram's own metadata says {header:g} Å "
+                                           "and was not used")
+        voxel[r] = record
+    params = dataclasses.replace(params, voxel_size=spacing)
+    batch = len(kept) > 1
+    done: set[str] = set()
+    for r, st in zip(kept, stores):
+        if args.overwrite:
+            continue
+        target = Path(args.out) / r if batch else Path(args.out)
+        if _copick_already_written(project, args, r, st, target, params, spacing):
+            done.add(r)
+        else:
+            project.check_free(r, spacing, args.copick_user, args.copick_session, args.copick_object)
+    return _Copick(project, stores, kept, params, skipped, voxel, done)
+
+
+def _tree_digest(path: Path) -> str | None:
+    """SHA-256 of a file, or of a folder's relative file names and contents (a Zarr store); None if absent."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _copick_already_written(project: Any, args: argparse.Namespace, run: str, store: Path, target: Path,
+                            params: Any, spacing: float) -> bool:
+    """True when the run's copick picks and segmentation are, byte for byte, the ones an earlier run wrote
+    from complete outputs in ``target`` for this input and these parameters (a rerun: nothing to replace)."""
+    from ..pipeline.detect import read_run
+
+    picks = project.picks_path(run, args.copick_user, args.copick_session, args.copick_object)
+    seg = project.segmentation_path(run, spacing, args.copick_user, args.copick_session, args.copick_object)
+    if not (picks.exists() or seg.exists()):
+        return False
+    rec = read_run(target, run)
+    section = (rec or {}).get("copick") or {}
+    written = section.get("written") if isinstance(section, dict) else None
+    if not isinstance(written, dict) or not _complete(target, store, run, params):
+        return False
+    return all(written.get(str(p)) == _tree_digest(p) for p in (picks, seg) if p.exists()) and \
+        all(_tree_digest(Path(p)) == d for p, d in written.items())
+
+
+def _write_copick(copick: _Copick, args: argparse.Namespace, name: str, target: Path) -> None:
+    """The run's picks (from ``NAME_centers.csv``; each point's ``instance_id`` is its label) and instance
+    labels (from ``NAME_labels.zarr``) into the copick overlay; the run record gains a ``copick`` section
+    (the voxel size used and why, the files written and their digests)."""
+    import pandas as pd
+
+    from ..io import atomic_output, load
     from ..pipeline import RunDirectory
 
+    project = copick.project
     rd = RunDirectory(target, name)
+    if name in copick.done:
+        if not args.quiet:
+            print(f"{name}: copick picks and segmentation already written by the same run earlier, left as they are")
+        return
     run = json.loads(rd.record.read_text())
     vs = float(run["voxel_size_angst"])
     particles = pd.read_csv(rd.output("csv"))
     picks = project.write_picks(name, particles, voxel_size=vs, user_id=args.copick_user,
-                                session_id=args.copick_session, object_name=args.copick_object)
+                                session_id=args.copick_session, object_name=args.copick_object,
+                                overwrite=args.overwrite)
     written = [picks]
     labels = rd.output("zarr")
     if not labels.is_dir() and rd.output("mrc").is_file():
@@ -379,7 +523,13 @@ def _write_copick(project: Any, args: argparse.Namespace, name: str, target: Pat
     if labels.exists():
         written.append(project.write_instance_labels(name, load(labels).data, voxel_size=vs,
                                                      user_id=args.copick_user, session_id=args.copick_session,
-                                                     name=args.copick_object))
+                                                     name=args.copick_object, overwrite=args.overwrite))
+    run["copick"] = {"config": str(Path(args.copick).resolve()), "run": name, **copick.voxel.get(name, {}),
+                     "written": {str(p): _tree_digest(p) for p in written}}
+    for rec in (rd.record, rd.last_run):
+        if rec == rd.record or (rec.is_file() and json.loads(rec.read_text()).get("name") == name):
+            with atomic_output(rec, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(run, indent=2))
     if not args.quiet:
         print(f"{name}: copick {', '.join(str(p) for p in written)}")
 

@@ -65,7 +65,8 @@ class Tomogram:
 
 
 def _is_zarr(path: Path) -> bool:
-    return path.suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists())
+    # a Zarr v3 node (zarr.json), or a Zarr v2 array or group (a copick tomogram's level "0": .zarray)
+    return path.suffix == ".zarr" or (path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zarray", ".zgroup")))
 
 
 #: MRC files already warned about (ispg 0): once per file and process, however often it is opened
