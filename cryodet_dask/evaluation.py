@@ -32,10 +32,19 @@ Two families of scores:
   (experiments); per-class F-beta (beta = 4); the score is
   sum(weight x F-beta) / sum(weights).  One pick near two particles finds
   both (the one-to-one metric counts one).
+
+An empty prediction is a result, not an error: no picks score precision 0
+(strictly undefined, 0 / 0, and reported as 0, as the CZII metric does),
+recall 0 and F-scores 0.  With several tomograms named on both sides
+(``tomo_name``: ``rlnTomoName``, CZII ``experiment``, copick ``run_name``) a
+pick is matched within its own tomogram only; names that differ only in case
+between the prediction and the ground truth are different tomograms, and a
+warning says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,6 +74,8 @@ __all__ = [
     "pr_curve",
     "read_particles",
 ]
+
+log = logging.getLogger("cryodet_dask")
 
 #: Default matching radius of the one-to-one metric, in voxels: one number for ``evaluate``, ``demo``
 #: and the README's tables (50 Å at 10 Å per voxel, less than the radius of the smallest shipped template).
@@ -106,7 +117,26 @@ class OverlapScores:
 
 
 def _safe(a: float, b: float) -> float:
+    """``a / b``, and 0 where it is undefined (``b == 0``: e.g. the precision of no picks)."""
     return float(a) / float(b) if b else 0.0
+
+
+def warn_case_only_names(pred_names: Any, true_names: Any) -> list[tuple[str, str]]:
+    """Warn (one line) about prediction and ground-truth tomogram names that differ only in case.
+
+    They are scored as different tomograms (the picks of one find nothing in the other), which is
+    almost always a naming slip (``ts_01`` vs ``TS_01``).  Returns the (prediction, truth) pairs.
+    """
+    pred_set, true_set = {str(n) for n in pred_names}, {str(n) for n in true_names}
+    folded: dict[str, list[str]] = {}
+    for n in sorted(true_set):
+        folded.setdefault(n.casefold(), []).append(n)
+    pairs = [(n, t) for n in sorted(pred_set - true_set) for t in folded.get(n.casefold(), []) if t not in pred_set]
+    if pairs:
+        shown = ", ".join(f"{a!r} vs {b!r}" for a, b in pairs[:4]) + (", ..." if len(pairs) > 4 else "")
+        log.warning("%d tomogram name(s) of the prediction differ from the ground truth's only in case (%s): "
+                    "they are scored as different tomograms; rename them to match", len(pairs), shown)
+    return pairs
 
 
 def match_centres(
@@ -326,6 +356,8 @@ def czii_score(pred: pd.DataFrame, truth: pd.DataFrame, *, radii: dict[str, floa
         raise ParameterError("the CZII metric has no class to score: give class radii (--class-radius NAME=ANGSTROM)")
     w = {k: CZII_WEIGHTS.get(k, 1.0) for k in r}
     w.update(weights or {})
+    if "class" not in pred.columns and len(pred) == 0:  # no picks: their class does not matter
+        pred = pred.assign(**{"class": pd.Series([], dtype=object)})
     for name, df in (("picks", pred), ("ground truth", truth)):
         if "class" not in df.columns:
             raise ParameterError(f"the CZII metric scores per class and the {name} have no class "
@@ -339,6 +371,7 @@ def czii_score(pred: pd.DataFrame, truth: pd.DataFrame, *, radii: dict[str, floa
     pc, tc = pred["class"].astype(str).to_numpy(), truth["class"].astype(str).to_numpy()
     if "tomo_name" in pred.columns and "tomo_name" in truth.columns:
         pe, te = pred["tomo_name"].astype(str).to_numpy(), truth["tomo_name"].astype(str).to_numpy()
+        warn_case_only_names(pe, te)
     else:
         pe, te = np.zeros(len(pred), dtype=object), np.zeros(len(truth), dtype=object)
     experiments = sorted(set(pe) | set(te), key=str)
@@ -401,7 +434,8 @@ def evaluate(
         were given), ``match`` (per predicted particle, the matched true
         index or -1).
     """
-    p = pred if isinstance(pred, pd.DataFrame) else read_particles(pred, voxel_size=voxel_size)
+    # no picks is a result (precision 0, recall 0); no ground truth is nothing to score against
+    p = pred if isinstance(pred, pd.DataFrame) else read_particles(pred, voxel_size=voxel_size, allow_empty=True)
     t = truth if isinstance(truth, pd.DataFrame) else read_particles(truth, voxel_size=voxel_size)
     if metric == "czii":
         return {"czii": czii_score(p, t, radii=class_radius, weights=class_weight, beta=beta)}
@@ -410,15 +444,38 @@ def evaluate(
     if radius is None:
         radius = radius_angst / voxel_size if radius_angst and voxel_size else DEFAULT_RADIUS
     classes = t["class"].astype(str).tolist() if "class" in t.columns else None
-    scores, match = match_centres(p[["z", "y", "x"]].to_numpy(), t[["z", "y", "x"]].to_numpy(), radius,
-                                  true_classes=classes, beta=beta)
+    pz, tz = _per_tomogram(p, t, radius)
+    scores, match = match_centres(pz, tz, radius, true_classes=classes, beta=beta)
     out: dict[str, Any] = {"centres": scores.as_dict(), "match": match}
     if pred_labels is not None and true_labels is not None:
         out["overlap"] = overlap_scores(overlap_counts(true_labels, pred_labels), min_overlap).as_dict()
     if "score" in p.columns and len(p):
-        out["pr_curve"] = pr_curve(p[["z", "y", "x"]].to_numpy(), p["score"].to_numpy(),
-                                   t[["z", "y", "x"]].to_numpy(), radius)
+        out["pr_curve"] = pr_curve(pz, p["score"].to_numpy(), tz, radius)
     return out
+
+
+def _per_tomogram(p: pd.DataFrame, t: pd.DataFrame, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(z, y, x) of the picks and the true particles, each tomogram moved far from the others along z when
+    both tables name several tomograms, so that a pick is matched within its own tomogram only.
+
+    With one name on each side (or none), the names are not compared: a detect output and a
+    simulator's table name the same tomogram differently.
+    """
+    pz = p[["z", "y", "x"]].to_numpy(np.float64)
+    tz = t[["z", "y", "x"]].to_numpy(np.float64)
+    if "tomo_name" not in p.columns or "tomo_name" not in t.columns:
+        return pz, tz
+    pn, tn = p["tomo_name"].astype(str).to_numpy(), t["tomo_name"].astype(str).to_numpy()
+    if max(len(set(pn)), len(set(tn))) <= 1:
+        return pz, tz
+    warn_case_only_names(pn, tn)
+    index = {n: k for k, n in enumerate(sorted(set(pn) | set(tn)))}
+    extent = max(float(np.abs(pz).max()) if len(pz) else 0.0, float(np.abs(tz).max()) if len(tz) else 0.0)
+    step = 2.0 * extent + 4.0 * float(radius) + 1.0  # no two tomograms come within the radius
+    pz, tz = pz.copy(), tz.copy()
+    pz[:, 0] += np.array([index[n] for n in pn], np.float64) * step
+    tz[:, 0] += np.array([index[n] for n in tn], np.float64) * step
+    return pz, tz
 
 
 def report_png(path: str | os.PathLike[str], tomogram: Any, pred: pd.DataFrame, truth: pd.DataFrame,

@@ -211,3 +211,78 @@ def test_overlap_counts_per_block_pair_equals_the_whole_volume_count(rng, monkey
     pd.testing.assert_frame_equal(again, new)
     assert len(seen) == td.npartitions
     assert all(a == b and all(n <= c for n, c in zip(a, (5, 4, 7))) for a, b in seen)
+
+
+# --- issue 27: empty predictions, tomogram names ---------------------------------------------------
+
+
+def _truth_csv(path, names=("TS_01", "TS_01", "TS_02")):
+    pd.DataFrame({"x": [10.0, 30, 10], "y": [10.0, 30, 10], "z": [5.0, 5, 5], "tomo_name": list(names)}).to_csv(
+        path, index=False)
+
+
+@pytest.mark.parametrize("content", ["x,y,z\n", "", "x,y,z,tomo_name\n"])
+def test_cli_evaluate_an_empty_prediction_scores_zero(tmp_path, capsys, content):
+    """No picks is a result: precision 0 (undefined, reported as 0), recall 0, exit 0 (was: an error pointing to
+    an --allow-empty that evaluate does not have)."""
+    import json
+
+    from cryodet_dask.cli import main
+
+    (tmp_path / "pred.csv").write_text(content)
+    _truth_csv(tmp_path / "truth.csv")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pred.csv"), str(tmp_path / "truth.csv"),
+                 "--json", str(tmp_path / "s.json")]) == 0
+    out, err = capsys.readouterr()
+    assert "--allow-empty" not in out + err and "undefined" in out
+    c = json.loads((tmp_path / "s.json").read_text())["centres"]
+    assert (c["tp"], c["fp"], c["fn"]) == (0, 0, 3)
+    assert c["precision"] == 0 and c["recall"] == 0 and c["f1"] == 0 and c["fbeta"] == 0
+    # the CZII metric too: every class with truth has recall 0
+    sol = tmp_path / "sol.csv"
+    pd.DataFrame({"experiment": ["TS_01"], "particle_type": ["ribosome"], "x": [100.0], "y": [100.0],
+                  "z": [50.0]}).to_csv(sol, index=False)
+    assert main(["evaluate", str(tmp_path / "pred.csv"), str(sol), "--metric", "czii",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    r = json.loads((tmp_path / "c.json").read_text())["per_class"]["ribosome"]
+    assert (r["tp"], r["fn"], r["precision"], r["recall"]) == (0, 1, 0, 0)
+    # an empty ground truth is nothing to score against: one line, no hint to a flag evaluate lacks
+    (tmp_path / "none.csv").write_text("x,y,z\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "truth.csv"), str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ground truth holds no particle" in err and "--allow-empty" not in err and "\n" not in err
+
+
+def test_evaluate_matches_within_each_tomogram_and_warns_on_names_differing_in_case(tmp_path, caplog):
+    import logging
+
+    truth = pd.DataFrame({"z": [5.0, 5, 5], "y": [10.0, 30, 10], "x": [10.0, 30, 10],
+                          "tomo_name": ["TS_01", "TS_01", "TS_02"]})
+    # TS_02's pick lies where TS_01's first particle is: it must not find it
+    pred = pd.DataFrame({"z": [5.0, 5.0], "y": [30.0, 10.0], "x": [30.0, 10.0], "tomo_name": ["TS_01", "TS_02"]})
+    c = evaluate(pred, truth, radius=3)["centres"]
+    assert (c["tp"], c["fp"], c["fn"]) == (2, 0, 1)
+    moved = pred.assign(tomo_name=["TS_01", "TS_03"])
+    c = evaluate(moved, truth, radius=3)["centres"]
+    assert (c["tp"], c["fp"], c["fn"]) == (1, 1, 2)
+    # names that differ only in case are other tomograms, with one warning line
+    lower = pred.assign(tomo_name=["TS_01", "ts_02"])
+    with caplog.at_level(logging.WARNING, logger="cryodet_dask"):
+        c = evaluate(lower, truth, radius=3)["centres"]
+    assert (c["tp"], c["fp"]) == (1, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'ts_02' vs 'TS_02'" in warnings[0] and "only in case" in warnings[0]
+    # the CZII metric (per experiment, always): the same warning
+    from cryodet_dask.evaluation import czii_score
+
+    ang = {"x_angst": [100.0], "y_angst": [100.0], "z_angst": [50.0], "class": ["ribosome"]}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cryodet_dask"):
+        res = czii_score(pd.DataFrame({**ang, "tomo_name": ["ts_01"]}), pd.DataFrame({**ang, "tomo_name": ["TS_01"]}))
+    assert res["per_class"]["ribosome"]["tp"] == 0
+    assert any("'ts_01' vs 'TS_01'" in r.getMessage() for r in caplog.records)
+    # one name on each side: not compared (a detect output and a simulator's table name one tomogram differently)
+    c = evaluate(pred.assign(tomo_name="tomogram"), truth.iloc[:2].assign(tomo_name="sim"), radius=3)["centres"]
+    assert (c["tp"], c["fp"], c["fn"]) == (2, 0, 0)

@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "F-beta (beta=4) per class, score = sum(weight x F-beta) / sum(weights). PRED and GT are particle "
         "lists in any format `picks convert` reads (the CZII submission/solution CSV experiment, "
         "particle_type, x, y, z in Å included) or folders: a detect output folder (its *_centers.csv) and a "
-        "simulate folder (particles.csv).",
+        "simulate folder (particles.csv). An empty prediction (no picks) is scored, not refused: precision 0 "
+        "(undefined, reported as 0), recall 0. With several tomograms named on both sides (rlnTomoName, "
+        "experiment, run_name) picks are matched within their own tomogram; names that differ only in case "
+        "are different tomograms, with a warning.",
     )
     p.add_argument("pred", help="detected particles: table or detect output folder")
     p.add_argument("truth", help="ground truth: table or simulate output folder")
@@ -64,6 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+_NO_PICKS = ("no picks: precision is undefined (0 / 0) and reported as 0; recall and the F-scores are 0 "
+             "(an empty prediction is a result, not an error)")
+
+
 def _name_value(text: str) -> tuple[str, float]:
     name, sep, value = str(text).rpartition("=")
     try:
@@ -75,17 +82,26 @@ def _name_value(text: str) -> tuple[str, float]:
     return name, v
 
 
-def _read_for_czii(path: Path, voxel_size: float | None):
-    """A table for the CZII metric: Å coordinates; a file in Å needs no voxel size for that."""
-    from ..errors import ParameterError
+def _read_table(path: Path, voxel_size: float | None, kind: str):
+    """The prediction may be empty (no picks is a result: precision 0, recall 0); the ground truth may not."""
     from ..evaluation import read_particles
 
+    df = read_particles(path, voxel_size=voxel_size, allow_empty=True)
+    if kind == "truth" and len(df) == 0:
+        raise InputError(f"{path}: the ground truth holds no particle; there is nothing to score against")
+    return df
+
+
+def _read_for_czii(path: Path, voxel_size: float | None, kind: str):
+    """A table for the CZII metric: Å coordinates; a file in Å needs no voxel size for that."""
+    from ..errors import ParameterError
+
     try:
-        return read_particles(path, voxel_size=voxel_size)
+        return _read_table(path, voxel_size, kind)
     except ParameterError:
         if voxel_size:
             raise
-        df = read_particles(path, voxel_size=1.0)  # x, y, z then equal the Å the file holds; only Å is used
+        df = _read_table(path, 1.0, kind)  # x, y, z then equal the Å the file holds; only Å is used
         if df.attrs.get("unit") != "angstrom":
             raise
         return df
@@ -94,8 +110,8 @@ def _read_for_czii(path: Path, voxel_size: float | None):
 def run_czii(args: argparse.Namespace, pred_path: Path, true_path: Path, vs: float | None) -> int:
     from ..evaluation import czii_score
 
-    pred = _read_for_czii(pred_path, vs)
-    truth = _read_for_czii(true_path, vs)
+    pred = _read_for_czii(pred_path, vs, "pred")
+    truth = _read_for_czii(true_path, vs, "truth")
     if args.pick_class:
         pred = pred.assign(**{"class": args.pick_class})
     res = czii_score(pred, truth, radii=dict(args.class_radius), weights=dict(args.class_weight),
@@ -109,6 +125,8 @@ def run_czii(args: argparse.Namespace, pred_path: Path, true_path: Path, vs: flo
         print(f"{c:<22}{v['radius_angst']:>9g}{v['weight']:>7g}{v['tp']:>6}{v['fp']:>6}{v['fn']:>6}"
               f"{v['precision']:>10.3f}{v['recall']:>8.3f}{v['fbeta']:>7.3f}")
     print(f"score (sum weight x F{args.beta:g} / sum weights): {res['score']:.4f}")
+    if len(pred) == 0:
+        print(_NO_PICKS)
     if args.json:
         from ..io import atomic_output
 
@@ -144,7 +162,7 @@ def _resolve(path: str, kind: str) -> tuple[Path, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate, read_particles, report_png
+    from ..evaluation import evaluate, report_png
     from ..io import load
 
     pred_path, pred_extra = _resolve(args.pred, "pred")
@@ -152,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
     vs = args.voxel_size or pred_extra.get("voxel_size")
     if args.metric == "czii":
         return run_czii(args, pred_path, true_path, vs)
-    pred = read_particles(pred_path, voxel_size=vs)
-    truth = read_particles(true_path, voxel_size=vs)
+    pred = _read_table(pred_path, vs, "pred")
+    truth = _read_table(true_path, vs, "truth")
     pl = args.pred_labels or pred_extra.get("labels")
     tl = args.true_labels or true_extra.get("labels")
     labels = (load(pl).data, load(tl).data) if pl and tl and Path(pl).exists() and Path(tl).exists() else (None, None)
@@ -163,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"particles: {len(pred)} detected, {len(truth)} true; matching radius {c['radius']:g} voxels")
     print(f"centres:  precision {c['precision']:.3f}  recall {c['recall']:.3f}  F1 {c['f1']:.3f}  "
           f"F{c['beta']:g} {c['fbeta']:.3f}  (TP {c['tp']}, FP {c['fp']}, FN {c['fn']})")
+    if len(pred) == 0:
+        print(_NO_PICKS)
     if c["per_class_recall"]:
         print("recall per class: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["per_class_recall"].items())))
     if "overlap" in res:

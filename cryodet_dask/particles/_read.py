@@ -178,8 +178,8 @@ def read_particles(path: str | os.PathLike[str], *, voxel_size: float | None = N
         t = _select(t, tomogram_name, path)
     if len(t) == 0:
         if not allow_empty:
-            raise InputError(f"{path}: no particles in the file (pass allow_empty=True / --allow-empty "
-                             "if that is expected)")
+            raise InputError(f"{path}: no particles in the file (if that is expected: allow_empty=True, "
+                             "or --allow-empty of `picks convert` and `labels`)")
     c = t[["cx", "cy", "cz"]].to_numpy(np.float64)
     if not np.isfinite(c).all():
         bad = int(np.flatnonzero(~np.isfinite(c).all(axis=1))[0])
