@@ -24,11 +24,36 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _dose(text: str) -> float:
+    v = _number(text)
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a dose >= 0 in e/Å², got {text!r}")
+    return v
+
+
 def _tilt(text: str) -> float:
     v = _number(text)
     if not 0 < v <= 90:
         raise argparse.ArgumentTypeError(f"expected a tilt range in (0, 90] degrees, got {text!r}")
     return v
+
+
+def _tilt_step(text: str) -> float:
+    v = _number(text)
+    if not 0 < v <= 90:
+        raise argparse.ArgumentTypeError(f"expected a tilt step in (0, 90] degrees, got {text!r}")
+    return v
+
+
+def _distractors(text: str) -> tuple[tuple[str, int], ...]:
+    """``microtubule:2,gold:10,ice`` -> ((kind, count), ...); a kind alone gets its default count (-1)."""
+    from ..errors import ParameterError
+    from ..simulation import parse_distractors
+
+    try:
+        return parse_distractors(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Simulate a cellular cryo-electron tomogram with its ground truth: membranes (a stack of gently "
             "curved sheets and closed vesicles, each a bilayer with leaflets 4 nm apart) and densely packed "
             "particles from real macromolecule templates (most anchored on membranes, the rest free, none "
-            "overlapping), imaged with a CTF, a missing wedge (tilt axis y, beam z) and noise. Writes "
+            "overlapping), imaged with a CTF, a missing wedge (tilt axis y, beam z) and noise, either as Fourier masks "
+            "or through a simulated tilt series and weighted back-projection (--imaging tiltseries); optionally "
+            "distractors (filaments, gold beads, ice, edges, membranes at any angle) labelled as background. Writes "
             "tomogram.mrc, labels.mrc, mask.mrc, center.mrc, membranes.mrc, particles.csv and simulation.json "
             "into OUT_DIR. Units: sizes and coordinates in voxels, voxel size in Å, defocus in µm, angles in "
             "degrees. The tomogram has zero mean and unit variance, particles dark (low values)."
@@ -75,6 +102,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fraction of the particles anchored on membranes, 0-1 (default: 0.8)")
     g.add_argument("--threshold", type=fraction, default=0.1, metavar="FRACTION",
                    help="particle mask threshold, fraction of the template's maximum density (default: 0.1)")
+    g.add_argument("--distractors", type=_distractors, default=(), metavar="KIND[:COUNT],...",
+                   help="structures that are not particles, in the density but labelled background: microtubule, "
+                        "actin, gold, ice, edge, membrane, each with an optional count (default count per 256x256 "
+                        "voxels of XY area: 2, 6, 8, 2, 1, 1); they also go into OUT_DIR/distractors.mrc "
+                        "(default: none)")
     m = p.add_argument_group("imaging")
     m.add_argument("--snr", type=positive_float, default=0.3, metavar="RATIO",
                    help="signal-to-noise ratio, variance of the noise-free tomogram over variance of the noise, "
@@ -92,6 +124,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="spherical aberration in mm (default: 2.7)")
     m.add_argument("--bfactor", type=_number, default=200.0, metavar="ANGSTROM2",
                    help="B-factor of the CTF envelope in Å² (default: 200)")
+    m.add_argument("--imaging", choices=("fourier", "tiltseries"), default="fourier",
+                   help="fourier: CTF and missing wedge applied as masks in Fourier space (fast); tiltseries: "
+                        "the density projected at each tilt, CTF, dose and noise per projection, weighted "
+                        "back-projection (default: fourier)")
+    t = p.add_argument_group("tilt series (--imaging tiltseries)")
+    t.add_argument("--tilt-step", type=_tilt_step, default=3.0, metavar="DEGREES",
+                   help="angular step between tilts (default: 3)")
+    t.add_argument("--tilt-scheme", choices=("dose-symmetric", "bidirectional", "unidirectional"),
+                   default="dose-symmetric", help="acquisition order, which sets the dose each tilt received before "
+                                                   "it (default: dose-symmetric)")
+    t.add_argument("--dose", type=_dose, default=120.0, metavar="E_PER_A2",
+                   help="total electron dose over the series in e/Å², spread evenly over the tilts; later tilts "
+                        "lose high frequencies (0: no radiation damage; default: 120)")
+    t.add_argument("--no-defocus-gradient", dest="defocus_gradient", action="store_false",
+                   help="one defocus per tilted image instead of one varying across it")
+    t.add_argument("--reconstruction-filter", choices=("ramp", "shepp-logan", "cosine", "hamming", "hann"),
+                   default="ramp", help="weighted back-projection filter (default: ramp)")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=("mrc", "zarr"), default="mrc",
                    help="volume format: MRC files, or OME-Zarr v3 stores (tomogram.zarr, ...) for large volumes "
@@ -124,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
         n_membranes=args.membranes,
         membrane_fraction=args.membrane_fraction,
         threshold=args.threshold,
+        imaging=args.imaging,
+        tilt_step=args.tilt_step,
+        tilt_scheme=args.tilt_scheme,
+        total_dose=args.dose,
+        defocus_gradient=args.defocus_gradient,
+        reconstruction_filter=args.reconstruction_filter,
+        distractors=args.distractors,
         preview=args.preview,
         format=args.format,
         overwrite=args.overwrite,
@@ -133,6 +189,6 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"wrote {result.out_dir}: tomogram (z,y,x) {result.shape} at {result.voxel_size:g} Å, "
             f"{result.n_particles} particles ({result.n_on_membrane} on membranes), {result.n_membranes} membranes, "
-            f"SNR {result.snr:.3g}, {result.seconds:.1f} s"
+            f"SNR {result.snr:.3g}, {args.imaging} imaging, {result.seconds:.1f} s"
         )
     return 0

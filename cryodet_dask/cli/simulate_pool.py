@@ -16,6 +16,17 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    from ..simulation import DISTRACTOR_KINDS
+
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in str(text).split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in DISTRACTOR_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown distractor kind {unknown[0]!r}; choose among "
+                                         f"{','.join(DISTRACTOR_KINDS)}")
+    return kinds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ..training import PoolRanges
 
@@ -51,6 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"probability that a tomogram has membranes (default: {d.membrane_probability:g})")
     p.add_argument("--inverted-fraction", type=float, default=d.inverted_fraction, metavar="P",
                    help=f"probability of inverted contrast, particles bright (default: {d.inverted_fraction:g})")
+    p.add_argument("--imaging", choices=("fourier", "tiltseries", "mixed"), default=d.imaging,
+                   help="imaging model of the tomograms: Fourier masks, simulated tilt series with weighted "
+                        "back-projection, or each tomogram either at random (recorded per tomogram in pool.json; "
+                        f"default: {d.imaging})")
+    p.add_argument("--tilt-step", type=_range, default=d.tilt_step, metavar="LO,HI",
+                   help=f"tilt-series step range in degrees (default: {d.tilt_step[0]:g},{d.tilt_step[1]:g})")
+    p.add_argument("--distractors", type=_kinds, default=d.distractors, metavar="KINDS",
+                   help="distractor kinds, labelled as background, each present in a tomogram with "
+                        "--distractor-probability at 0.5-1.5 times its default count: microtubule, actin, gold, "
+                        "ice, edge, membrane (default: none)")
+    p.add_argument("--distractor-probability", type=float, default=d.distractor_probability, metavar="P",
+                   help=f"probability of each distractor kind per tomogram (default: {d.distractor_probability:g})")
     p.set_defaults(func=run)
 
 
@@ -60,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     shape = triplet(args.shape)
     ranges = PoolRanges(snr=args.snr, tilt_range=args.tilt_range, defocus_um=args.defocus,
                         voxel_size=args.voxel_size, density=args.density,
-                        membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction)
+                        membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction,
+                        imaging=args.imaging, tilt_step=args.tilt_step, distractors=args.distractors,
+                        distractor_probability=args.distractor_probability)
     members = simulate_pool(args.out_dir, args.count, seed=args.seed, shape=shape, ranges=ranges,
                             progress=show_progress(args))
     if not args.quiet:

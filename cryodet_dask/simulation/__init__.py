@@ -3,8 +3,12 @@
 A scene of membranes (thylakoid-like stacks of gently curved sheets, closed
 vesicles; each a bilayer of two leaflets 4 nm apart) and densely packed
 particles drawn from real macromolecule templates, most anchored on
-membranes, the others free, none overlapping; imaged with a CTF, a missing
-wedge and noise at a chosen SNR.  Ground truth: instance labels, binary mask,
+membranes, the others free, none overlapping; optionally distractors that
+are not particles (filaments, gold beads, ice, edges, membranes at any
+angle), in the density but not the labels; imaged with a CTF, a missing
+wedge and noise at a chosen SNR, either as Fourier masks (``fourier``) or
+through a simulated tilt series and weighted back-projection
+(``tiltseries``).  Ground truth: instance labels, binary mask,
 CenterNet target (normalised distance to each particle's own boundary),
 membrane mask and a particle table.
 
@@ -22,12 +26,22 @@ and dense objects dark (low values).  See ``docs/simulation.md``.
 
 from __future__ import annotations
 
+from ._distractors import (
+    DISTRACTOR_CODES,
+    DISTRACTOR_KINDS,
+    DistractorPlacementError,
+    default_distractor_count,
+    parse_distractors,
+    place_distractors,
+)
 from ._imaging import ImagingParams, ctf, electron_wavelength, image_volume, imaging_filter, missing_wedge_mask
 from ._membranes import MembraneProfile, Sheet, Vesicle, plan_membranes, render_membranes, signed_distance
 from ._placement import PARTICLE_COLUMNS, place_particles
 from ._simulate import (
     DEFAULT_DENSITY,
+    DISTRACTORS_FILE,
     FORMATS,
+    IMAGING_MODES,
     OUTPUT_FILES,
     SimulatedTomogram,
     SimulationConfig,
@@ -38,6 +52,15 @@ from ._simulate import (
     write_simulation,
 )
 from ._targets import center_target
+from ._tiltseries import (
+    RECONSTRUCTION_FILTERS,
+    TILT_SCHEMES,
+    TiltSeriesParams,
+    acquisition_order,
+    exposure_filter,
+    image_tiltseries,
+    tilt_angles,
+)
 from ..templates import (
     SHIPPED_TEMPLATES,
     Template,
@@ -51,6 +74,21 @@ from ..templates import (
 
 __all__ = [
     "DEFAULT_DENSITY",
+    "DISTRACTOR_CODES",
+    "DISTRACTOR_KINDS",
+    "DISTRACTORS_FILE",
+    "DistractorPlacementError",
+    "IMAGING_MODES",
+    "RECONSTRUCTION_FILTERS",
+    "TILT_SCHEMES",
+    "TiltSeriesParams",
+    "acquisition_order",
+    "default_distractor_count",
+    "exposure_filter",
+    "image_tiltseries",
+    "parse_distractors",
+    "place_distractors",
+    "tilt_angles",
     "FORMATS",
     "ImagingParams",
     "MembraneProfile",

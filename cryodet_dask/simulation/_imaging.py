@@ -212,6 +212,7 @@ def image_volume(
     max_fft_voxels: int = 2**26,
     block: int = 256,
     halo: int = 32,
+    exclude: Any | None = None,
 ) -> dict[str, float]:
     """Image ``signal`` into ``out`` (both (z, y, x) arrays or memory maps, float32).
 
@@ -231,6 +232,10 @@ def image_volume(
         Volumes up to this size are filtered in one FFT; larger ones in blocks.
     block, halo : int
         Core and halo of the blocks, voxels.
+    exclude : array-like, optional
+        Voxels (nonzero) left out of the signal variance that sets the noise
+        level: the distractors, so that a gold bead or an edge does not drown
+        the particles in noise.
 
     Returns
     -------
@@ -243,7 +248,9 @@ def image_volume(
     noisy = np.isfinite(params.snr)
     if int(np.prod(shape)) <= max_fft_voxels:
         tomo = _filter(np.asarray(signal), params, True)
-        signal_var = _var(tomo)
+        kept = tomo if exclude is None else tomo[np.asarray(exclude) == 0]
+        signal_var = _var(kept if kept.size else tomo)
+        del kept
         noise_var = 0.0
         if clean is not None:
             clean[...] = tomo
@@ -270,6 +277,7 @@ def image_volume(
     # Block-wise: pass 1 filters the signal, pass 2 adds filtered noise, pass 3 normalises.
     blocks = _blocks(shape, block)
     acc = np.zeros(2)
+    n_kept = 0
     padded_blocks = []
     for core in blocks:
         lo = [max(s.start - halo, 0) for s in core]
@@ -287,10 +295,14 @@ def image_volume(
         inner = tuple(slice(halo, halo + (s.stop - s.start)) for s in core)
         piece = res[inner]
         out[core] = piece
+        if exclude is not None:
+            piece = piece[np.asarray(exclude[core]) == 0]
+            n_kept += piece.size
         acc += (piece.sum(dtype=np.float64), np.square(piece, dtype=np.float64).sum())
     n = float(np.prod(shape))
-    mean_s = acc[0] / n
-    signal_var = float(acc[1] / n - mean_s**2)
+    n_s = float(n_kept) if exclude is not None else n
+    mean_s = acc[0] / max(n_s, 1.0)
+    signal_var = float(acc[1] / max(n_s, 1.0) - mean_s**2)
     noise_var = 0.0
     if clean is not None:
         for core, *_ in padded_blocks:

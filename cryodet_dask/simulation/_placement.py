@@ -104,7 +104,7 @@ def _membrane_pose(
 
 
 def _quick_check(template: Template, c_zyx: np.ndarray, rot: np.ndarray, shape: tuple[int, ...],
-                 labels: Any, membrane_mask: Any) -> bool:
+                 labels: Any, membrane_mask: Any, blocked: Any | None = None) -> bool:
     """Cheap first test before rendering: the particle's rotated voxels fit in the volume
     and its deep interior voxels hit nothing taken.  The exact test follows."""
     pts = (template.points @ rot.T)[:, ::-1] + c_zyx
@@ -118,6 +118,8 @@ def _quick_check(template: Template, c_zyx: np.ndarray, rot: np.ndarray, shape: 
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     local = tuple((idx - lo).T)
     taken = (np.asarray(labels[box])[local] > 0) | np.asarray(membrane_mask[box], dtype=bool)[local]
+    if blocked is not None:
+        taken |= np.asarray(blocked[box], dtype=bool)[local]
     return not bool(taken.any())
 
 
@@ -135,6 +137,7 @@ def place_particles(
     center: Any,
     membrane_mask: Any,
     max_failures: int = 200,
+    blocked: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Place up to ``n_target`` particles and paste them into the volumes.
 
@@ -159,6 +162,8 @@ def place_particles(
         Consecutive rejected candidates after which a kind of placement
         (membrane-bound, then free) gives up: the membranes or the volume
         are full.  Particles the membranes cannot take are placed free.
+    blocked : array-like (z, y, x), optional
+        Further voxels no particle may touch (nonzero): the distractors.
 
     Returns
     -------
@@ -189,7 +194,7 @@ def place_particles(
                 c_zyx = rng.uniform(lo, hi)
                 # uniform on SO(3); positional: `random_state` (old scipy) or `rng` (new)
                 rot = Rotation.random(None, rng).as_matrix()
-            if not _quick_check(t, c_zyx, rot, shape, labels, membrane_mask):
+            if not _quick_check(t, c_zyx, rot, shape, labels, membrane_mask, blocked):
                 failures += 1
                 continue
             rp = render_particle(t, c_zyx, Rotation.from_matrix(rot))
@@ -200,6 +205,8 @@ def place_particles(
                 continue
             box = tuple(slice(int(a), int(b)) for a, b in zip(lo_i, hi_i))
             taken = (np.asarray(labels[box]) > 0) | np.asarray(membrane_mask[box], dtype=bool)
+            if blocked is not None:
+                taken |= np.asarray(blocked[box], dtype=bool)
             if (taken & rp.mask).any():
                 failures += 1
                 continue

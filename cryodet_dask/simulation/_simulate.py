@@ -21,9 +21,11 @@ import pandas as pd
 from ..errors import OutputExistsError, ParameterError
 from .._progress import compute
 from ..io import atomic_output, create_image_group, lazy_array, normalize_chunks, write_blocks, write_mrc
+from ._distractors import DISTRACTOR_CODES, check_distractors, parse_distractors, place_distractors
 from ._imaging import ImagingParams, image_volume
 from ._membranes import MembraneProfile, plan_membranes, render_membranes
 from ._placement import PARTICLE_COLUMNS, place_particles
+from ._tiltseries import TiltSeriesParams, check_tiltseries, image_tiltseries
 from ..templates import SHIPPED_TEMPLATES, Template, load_template, prepare_template
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "OUTPUT_FILES",
     "FORMATS",
     "DEFAULT_DENSITY",
+    "IMAGING_MODES",
     "output_files",
     "simulate",
     "simulate_arrays",
@@ -52,17 +55,28 @@ OUTPUT_FILES = {
     "parameters": "simulation.json",
 }
 PREVIEW_FILE = "preview.png"
+#: Written only when the scene has distractors: their map (0 none, else the kind's code).
+DISTRACTORS_FILE = "distractors.mrc"
+#: Imaging models: ``fourier`` (CTF and missing wedge as Fourier masks) or ``tiltseries``
+#: (projection, CTF, dose and noise per tilt, weighted back-projection).
+IMAGING_MODES = ("fourier", "tiltseries")
 #: Volume formats ``simulate`` writes.
 FORMATS = ("mrc", "zarr")
 _VOLUMES = ("tomogram", "labels", "mask", "center", "membranes")
 
 
-def output_files(format: str = "mrc") -> dict[str, str]:
-    """File names ``simulate`` writes for a volume ``format`` (``"mrc"`` or ``"zarr"``)."""
+def output_files(format: str = "mrc", distractors: bool = False) -> dict[str, str]:
+    """File names ``simulate`` writes for a volume ``format`` (``"mrc"`` or ``"zarr"``).
+
+    ``distractors``: the scene has distractors, so their map is written too.
+    """
     if format not in FORMATS:
         raise ParameterError(f"output format must be one of {', '.join(FORMATS)}, got {format!r}")
-    return {k: (v.replace(".mrc", ".zarr") if k in _VOLUMES and format == "zarr" else v)
-            for k, v in OUTPUT_FILES.items()}
+    files = dict(OUTPUT_FILES)
+    if distractors:
+        files["distractors"] = DISTRACTORS_FILE
+    return {k: (v.replace(".mrc", ".zarr") if (k in _VOLUMES or k == "distractors") and format == "zarr" else v)
+            for k, v in files.items()}
 
 #: Particle volume fraction used when neither ``n_particles`` nor ``density`` is given.
 DEFAULT_DENSITY = 0.1
@@ -123,6 +137,29 @@ class SimulationConfig:
         Largest volume imaged in one FFT; larger ones are imaged in blocks.
     fft_block, fft_halo : int
         Core and halo of those blocks, voxels.
+    imaging : str
+        ``fourier`` (the CTF and the missing wedge as masks in Fourier space) or
+        ``tiltseries`` (each tilt projected, given its CTF, dose and noise,
+        then weighted back-projection); see :data:`IMAGING_MODES`.
+    tilt_step : float
+        Tilt-series step, degrees (``tiltseries`` only).
+    tilt_scheme : str
+        Tilt-series acquisition order: ``dose-symmetric``, ``bidirectional`` or
+        ``unidirectional`` (``tiltseries`` only).
+    total_dose : float
+        Electrons per Å² over the tilt series (radiation damage; ``tiltseries`` only).
+    defocus_gradient : bool
+        Vary the defocus across each tilted image (``tiltseries`` only).
+    reconstruction_filter : str
+        Weighted back-projection filter: ramp, shepp-logan, cosine, hamming, hann.
+    distractors : tuple of (str, int)
+        Structures that are not particles, in the density but not the labels:
+        ``(kind, count)`` pairs (count -1: the default for the volume), kinds
+        microtubule, actin, gold, ice, edge, membrane.  A string
+        ``"gold:10,actin"`` or a mapping is accepted too.
+    allow_fewer_distractors : bool
+        Place as many distractors of a kind as fit, with a warning, instead of
+        failing when they do not all fit (pools, whose counts are random).
     """
 
     shape: tuple[int, int, int] = (128, 256, 256)
@@ -147,12 +184,23 @@ class SimulationConfig:
     max_fft_voxels: int = 2**26
     fft_block: int = 256
     fft_halo: int = 32
+    imaging: str = "fourier"
+    tilt_step: float = 3.0
+    tilt_scheme: str = "dose-symmetric"
+    total_dose: float = 120.0
+    defocus_gradient: bool = True
+    reconstruction_filter: str = "ramp"
+    distractors: tuple[tuple[str, int], ...] = ()
+    allow_fewer_distractors: bool = False
 
     def __post_init__(self) -> None:
         raw = (self.shape,) if isinstance(self.shape, (int, np.integer)) else tuple(self.shape)
         shape = tuple(int(s) for s in (raw * 3 if len(raw) == 1 else raw))
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "templates", tuple(str(t) for t in self.templates))
+        object.__setattr__(self, "distractors", parse_distractors(self.distractors))
+        if self.imaging not in IMAGING_MODES:
+            raise ParameterError(f"imaging must be one of {', '.join(IMAGING_MODES)}, got {self.imaging!r}")
         if len(shape) != 3 or min(shape) < 8:
             raise ParameterError(f"shape must be three sizes (z, y, x) of at least 8 voxels, got {self.shape}")
         checks = [
@@ -178,6 +226,10 @@ class SimulationConfig:
         for ok, message in checks:
             if not ok:
                 raise ParameterError(message)
+        check_tiltseries(self.tilt_step, self.tilt_scheme, self.total_dose, self.reconstruction_filter,
+                         self.tilt_range if self.imaging == "tiltseries" else None)
+        if self.distractors:
+            check_distractors(self.distractors, self.shape, self.voxel_size)
 
     @property
     def membrane_count(self) -> int:
@@ -187,12 +239,17 @@ class SimulationConfig:
         return min(48, max(4, int(round(4 * self.shape[1] * self.shape[2] / 256**2))))
 
     @property
-    def imaging(self) -> ImagingParams:
+    def imaging_params(self) -> ImagingParams:
         return ImagingParams(
             voxel_size=self.voxel_size, defocus_um=self.defocus_um, amplitude_contrast=self.amplitude_contrast,
             voltage_kv=self.voltage_kv, cs_mm=self.cs_mm, bfactor=self.bfactor, tilt_range=self.tilt_range,
             snr=self.snr,
         )
+
+    @property
+    def tiltseries(self) -> TiltSeriesParams:
+        return TiltSeriesParams(tilt_step=self.tilt_step, scheme=self.tilt_scheme, total_dose=self.total_dose,
+                                defocus_gradient=self.defocus_gradient, filter_name=self.reconstruction_filter)
 
     @property
     def membrane_profile(self) -> MembraneProfile:
@@ -204,6 +261,7 @@ class SimulationConfig:
         d = dataclasses.asdict(self)
         d["shape"] = list(self.shape)
         d["templates"] = list(self.templates)
+        d["distractors"] = {k: n for k, n in self.distractors}
         return d
 
 
@@ -232,6 +290,9 @@ class SimulatedTomogram:
     stats : dict
         Measured SNR, variances, counts and timings.
     config : SimulationConfig
+    distractors : numpy.ndarray or None
+        uint8 distractor map (0 none, else the kind's code,
+        :data:`~cryodet_dask.simulation.DISTRACTOR_CODES`), when the scene has any.
     """
 
     tomogram: np.ndarray
@@ -244,6 +305,7 @@ class SimulatedTomogram:
     particles: pd.DataFrame
     stats: dict[str, Any]
     config: SimulationConfig
+    distractors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -302,7 +364,8 @@ def _n_target(cfg: SimulationConfig, templates: list[Template]) -> int:
 def _run(cfg: SimulationConfig, arrays: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fill ``arrays`` (signal, labels, center, membranes, tomogram, clean?) and return the table."""
     t0 = time.perf_counter()
-    scene_seed, noise_seed = np.random.SeedSequence(cfg.seed).spawn(2)
+    # a third child for the distractors: scenes without them stay as they were, bit for bit
+    scene_seed, noise_seed, distractor_seed = np.random.SeedSequence(cfg.seed).spawn(3)
     rng = np.random.default_rng(scene_seed)
     templates = _load_templates(cfg)
     profile = cfg.membrane_profile
@@ -316,18 +379,34 @@ def _run(cfg: SimulationConfig, arrays: dict[str, Any]) -> tuple[pd.DataFrame, d
         dens, mask = render_membranes(membranes, (z0, z1), cfg.shape, profile)
         arrays["signal"][z0:z1] = dens
         arrays["membranes"][z0:z1] = mask
+    distractors: list[dict[str, Any]] = []
+    if cfg.distractors:
+        distractors = place_distractors(
+            cfg.distractors, shape=cfg.shape, voxel_size=cfg.voxel_size, rng=np.random.default_rng(distractor_seed),
+            signal=arrays["signal"], distractor_map=arrays["distractors"], membrane_mask=arrays["membranes"],
+            profile=profile, strict=not cfg.allow_fewer_distractors)
     t1 = time.perf_counter()
     rows = place_particles(
         templates, membranes, profile, n_target=_n_target(cfg, templates),
         membrane_fraction=cfg.membrane_fraction, rng=rng, voxel_size=cfg.voxel_size,
         signal=arrays["signal"], labels=arrays["labels"], center=arrays["center"],
-        membrane_mask=arrays["membranes"],
+        membrane_mask=arrays["membranes"], blocked=arrays.get("distractors"),
     )
     table = pd.DataFrame(rows, columns=PARTICLE_COLUMNS)
     t2 = time.perf_counter()
-    stats: dict[str, Any] = image_volume(arrays["signal"], arrays["tomogram"], cfg.imaging, noise_seed, clean=arrays.get("clean"),
-                         max_fft_voxels=cfg.max_fft_voxels, block=cfg.fft_block, halo=cfg.fft_halo)
+    stats: dict[str, Any]
+    if cfg.imaging == "tiltseries":
+        stats = dict(image_tiltseries(arrays["signal"], arrays["tomogram"], cfg.imaging_params, cfg.tiltseries, noise_seed,
+                                 clean=arrays.get("clean"), exclude=arrays.get("distractors")))
+    else:
+        stats = dict(image_volume(arrays["signal"], arrays["tomogram"], cfg.imaging_params, noise_seed,
+                             clean=arrays.get("clean"), max_fft_voxels=cfg.max_fft_voxels, block=cfg.fft_block,
+                             halo=cfg.fft_halo, exclude=arrays.get("distractors")))
     t3 = time.perf_counter()
+    if cfg.distractors:
+        stats["distractors"] = distractors
+        stats["n_distractors"] = {k: sum(d["kind"] == k for d in distractors) for k, _ in cfg.distractors}
+        stats["distractors_asked"] = check_distractors(cfg.distractors, cfg.shape, cfg.voxel_size)
     stats.update(
         n_particles=len(table), n_on_membrane=int(table["on_membrane"].sum()) if len(table) else 0,
         n_membranes=len(membranes), membranes=[m.kind for m in membranes],
@@ -369,13 +448,15 @@ def simulate_arrays(config: SimulationConfig | None = None, *, return_clean: boo
         "membranes": np.zeros(shape, bool),
         "tomogram": np.zeros(shape, np.float32),
     }
+    if cfg.distractors:
+        arrays["distractors"] = np.zeros(shape, np.uint8)
     if return_clean:
         arrays["clean"] = np.zeros(shape, np.float32)
     table, stats = _run(cfg, arrays)
     return SimulatedTomogram(
         tomogram=arrays["tomogram"], labels=arrays["labels"], mask=(arrays["labels"] > 0).astype(np.uint8),
         center=arrays["center"], membranes=arrays["membranes"].astype(np.uint8), signal=arrays["signal"],
-        clean=arrays.get("clean"), particles=table, stats=stats, config=cfg,
+        clean=arrays.get("clean"), particles=table, stats=stats, config=cfg, distractors=arrays.get("distractors"),
     )
 
 
@@ -422,7 +503,8 @@ def write_simulation(
     groups in 128³ chunks (as written by ``cryodet-dask convert``), labels
     int32, masks uint8.
     """
-    names = output_files(format)
+    has_distractors = volumes.get("distractors") is not None
+    names = output_files(format, has_distractors)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vs = cfg.voxel_size
@@ -431,11 +513,11 @@ def write_simulation(
     if format == "zarr":
         chunks = normalize_chunks(128, cfg.shape)
         dtypes = {"tomogram": np.float32, "labels": np.int32, "mask": np.uint8, "center": np.float32,
-                  "membranes": np.uint8}
+                  "membranes": np.uint8, "distractors": np.uint8}
     else:
         chunks = _slab_chunks(cfg.shape)
         dtypes = {"tomogram": np.float32, "labels": _label_dtype(len(table)), "mask": np.int8,
-                  "center": np.float32, "membranes": np.int8}
+                  "center": np.float32, "membranes": np.int8, "distractors": np.int8}
     labels = _lazy(volumes["labels"], "labels", chunks)
     plan = {
         "tomogram": (_lazy(volumes["tomogram"], "tomogram", chunks), "simulated tomogram"),
@@ -444,6 +526,9 @@ def write_simulation(
         "center": (_lazy(volumes["center"], "center", chunks), "CenterNet target"),
         "membranes": (_lazy(volumes["membranes"], "membranes", chunks), "membrane mask"),
     }
+    if has_distractors:
+        plan["distractors"] = (_lazy(volumes["distractors"], "distractors", chunks),
+                               "distractor map (" + ", ".join(f"{v} {k}" for k, v in DISTRACTOR_CODES.items()) + ")")
     for key, (vol, label) in plan.items():
         vol = vol.astype(dtypes[key])
         if format == "zarr":
@@ -455,7 +540,7 @@ def write_simulation(
     with atomic_output(out_dir / names["particles"], overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     paths["particles"] = out_dir / names["particles"]
-    meta = {"config": cfg.to_dict(),
+    meta: dict[str, Any] = {"config": cfg.to_dict(),
             "stats": {k: v for k, v in stats.items() if not k.startswith("seconds")},
             "conventions": {
                 "axes": "arrays (z, y, x); table x, y, z in voxels (x = last array axis), *_angst = voxels * voxel_size",
@@ -464,7 +549,14 @@ def write_simulation(
                 "contrast": "tomogram zero mean, unit variance; dense objects dark (low values)",
                 "snr": "var(wedge(CTF(signal))) / var(wedge(noise)) over the whole volume",
                 "missing_wedge": "tilt axis y, beam z: Fourier coefficients with |kz| > |kx| tan(tilt_range) are 0",
+                "imaging": ("fourier: CTF and missing wedge as Fourier masks on the volume" if cfg.imaging == "fourier"
+                            else "tiltseries: scikit-image radon per xz-slice (tilt axis y, beam z), per projection "
+                                 "exposure filter, CTF (defocus gradient across the tilted image) and noise, "
+                                 "weighted back-projection (iradon)"),
             }}
+    if has_distractors:
+        meta["conventions"]["distractors"] = ("in the density, not in the labels; distractors map codes "
+                                              + ", ".join(f"{v} {k}" for k, v in DISTRACTOR_CODES.items()))
     with atomic_output(out_dir / names["parameters"], overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, default=float) + "\n")
     paths["parameters"] = out_dir / names["parameters"]
@@ -526,10 +618,11 @@ def simulate(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder")
-    names = list(output_files(format).values()) + ([PREVIEW_FILE] if preview else [])
+    names = list(output_files(format, bool(cfg.distractors)).values()) + ([PREVIEW_FILE] if preview else [])
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {', '.join(existing)} (use --overwrite to replace)")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / ".simulate.partial"
     if scratch.exists():
@@ -538,6 +631,8 @@ def simulate(
     try:
         dtypes = {"signal": np.float32, "labels": np.int32, "center": np.float32, "membranes": np.bool_,
                   "tomogram": np.float32}
+        if cfg.distractors:
+            dtypes["distractors"] = np.uint8
         arrays = {k: np.lib.format.open_memmap(scratch / f"{k}.npy", mode="w+", dtype=dt, shape=cfg.shape)
                   for k, dt in dtypes.items()}
         table, stats = _run(cfg, arrays)
@@ -549,10 +644,16 @@ def simulate(
 
             paths["preview"] = preview_png(
                 arrays["tomogram"], out / PREVIEW_FILE, labels=arrays["labels"], voxel_size=cfg.voxel_size,
-                title=f"simulated tomogram, {len(table)} particles, SNR {cfg.snr:g}, ±{cfg.tilt_range:g}° tilt",
+                title=f"simulated tomogram, {len(table)} particles, SNR {cfg.snr:g}, ±{cfg.tilt_range:g}° tilt"
+                      + (f" ({cfg.tilt_step:g}° steps, back-projected)" if cfg.imaging == "tiltseries" else ""),
                 overwrite=overwrite,
             )
         del arrays
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that failed (e.g. distractors that do not fit) leaves nothing behind
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return SimulationResult(

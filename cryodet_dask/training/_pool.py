@@ -61,6 +61,17 @@ class PoolRanges:
     min_templates : int
         Each tomogram holds a random subset of at least this many of the six
         shipped templates.
+    imaging : str
+        ``fourier`` (Fourier-mask imaging, the default), ``tiltseries`` or
+        ``mixed`` (each tomogram one or the other, evenly).
+    tilt_step : (float, float)
+        Tilt-series step in degrees, uniform (tilt-series tomograms only).
+    distractors : tuple of str
+        Distractor kinds (microtubule, actin, gold, ice, edge, membrane), each
+        present in a tomogram with ``distractor_probability``, with 0.5-1.5
+        times its default count.  See
+        :func:`cryodet_dask.simulation._variants.draw_variants`.
+    distractor_probability : float
     """
 
     snr: tuple[float, float] = (0.05, 1.0)
@@ -71,6 +82,10 @@ class PoolRanges:
     membrane_probability: float = 0.7
     inverted_fraction: float = 0.5
     min_templates: int = 2
+    imaging: str = "fourier"
+    tilt_step: tuple[float, float] = (1.0, 3.0)
+    distractors: tuple[str, ...] = ()
+    distractor_probability: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("snr", "tilt_range", "defocus_um", "voxel_size", "density"):
@@ -89,6 +104,12 @@ class PoolRanges:
                 raise ParameterError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 1 <= self.min_templates <= len(_TEMPLATES):
             raise ParameterError(f"min_templates must be in 1..{len(_TEMPLATES)}, got {self.min_templates}")
+        from ..simulation._variants import check_pool_variants
+
+        object.__setattr__(self, "tilt_step", tuple(float(v) for v in self.tilt_step))
+        object.__setattr__(self, "distractors", tuple(str(k) for k in self.distractors))
+        check_pool_variants(self.imaging, self.tilt_step, self.distractors, self.distractor_probability,
+                            self.tilt_range[0])
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,8 @@ class PoolMember:
     particles: Path | None = None
 
 
-def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges()) -> dict[str, Any]:
+def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges(),
+                    shape: tuple[int, int, int] = (64, 160, 160)) -> dict[str, Any]:
     """The random imaging conditions of tomogram ``index`` of the pool with ``seed`` (pure).
 
     Returns
@@ -131,6 +153,10 @@ def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges()) ->
         cond["n_membranes"] = 0
         cond["membrane_fraction"] = 0.0
     cond["inverted"] = bool(rng.random() < ranges.inverted_fraction)
+    from ..simulation._variants import draw_variants  # imaging mode and distractors: their own random stream
+
+    cond.update(draw_variants(seed, index, imaging=ranges.imaging, tilt_step=ranges.tilt_step,
+                              distractors=ranges.distractors, probability=ranges.distractor_probability, shape=shape))
     return cond
 
 
@@ -190,7 +216,7 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     for i in tqdm(range(count), desc="simulating pool", disable=not progress, unit="tomogram"):
         name = f"{i:04d}"
-        cond = draw_conditions(seed, i, ranges)
+        cond = draw_conditions(seed, i, ranges, shape)
         entry: dict[str, Any] = {"name": name, "conditions": cond, "shape": list(shape)}
         folder = out / name
         done = old.get(name)
