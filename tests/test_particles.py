@@ -575,6 +575,10 @@ def test_cli_convert_several_tomograms_refuses_names_that_cannot_be_files(tmp_pa
     err = capsys.readouterr().err.strip()
     assert "'../evil'" in err and "--tomogram-name" in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    (tmp_path / "a.csv").write_text("x,y,z,tomo_name\n1,2,3,TS_1\n4,5,6,ts_1\n")
+    assert _cli("picks", "convert", tmp_path / "a.csv", tmp_path / "o.txt", "--voxel-size", "10") == 2
+    assert "differ only in case" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
     assert "one file per tomogram" in _help("picks", "convert")
 
 

@@ -141,6 +141,12 @@ def per_tomogram_paths(output: str | Path, names: list[str], fmt: str) -> dict[s
         if not pattern.fullmatch(name) or name in (".", ".."):
             raise ParameterError(f"tomogram name {name!r} cannot be {what}, and {fmt} holds one tomogram per file; "
                                  "choose one tomogram with --tomogram-name, or write STAR or CSV")
+    folded: dict[str, str] = {}
+    for name in names:  # one file on a case-insensitive file system (macOS, Windows): one would replace the other
+        if name.casefold() in folded:
+            raise ParameterError(f"tomogram names {folded[name.casefold()]!r} and {name!r} differ only in case: "
+                                 "their files would be one on many file systems; rename one, or write STAR or CSV")
+        folded[name.casefold()] = name
     return {name: out.with_name(f"{out.stem}_{name}{out.suffix}") for name in names}
 
 
