@@ -28,7 +28,10 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_postprocess import cluster, run_pipeline  # noqa: E402
 
-from cryodet_dask.detection import DetectParams  # noqa: E402  (the shim: the same import works before issue 16)
+try:
+    from cryodet_dask.pipeline import DetectParams  # noqa: E402
+except ImportError:  # the code before the pipeline package exported it
+    from cryodet_dask.detection import DetectParams  # noqa: E402
 from cryodet_dask.postprocessing import postprocess_reference  # noqa: E402
 
 
@@ -36,9 +39,12 @@ def _store(path: Path, mask: np.ndarray, center: np.ndarray) -> Path:
     """The maps as ``predict`` writes them: float32, 128^3 chunks, its codec for maps."""
     from cryodet_dask.io._zarr import stored_codecs
     try:
-        from cryodet_dask.prediction._predict import MAPS_CODEC
-    except ImportError:  # the code before the maps were stored uncompressed: it wrote them with "auto"
-        MAPS_CODEC = "auto"
+        from cryodet_dask.prediction._store import MAPS_CODEC
+    except ImportError:
+        try:  # the code before the store had a module of its own
+            from cryodet_dask.prediction._predict import MAPS_CODEC
+        except ImportError:  # the code before the maps were stored uncompressed: it wrote them with "auto"
+            MAPS_CODEC = "auto"
     codecs = {"compressors": stored_codecs(MAPS_CODEC, np.dtype(np.float32)) or None}
     g = zarr.open_group(str(path), mode="w")
     for name, a in (("mask", mask), ("center", center)):

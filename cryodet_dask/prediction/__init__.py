@@ -1,14 +1,21 @@
-"""Distributed inference: the networks applied per chunk with halos on Dask workers."""
+"""Distributed inference: the networks applied per chunk with halos on Dask workers.
+
+:mod:`._models` resolves and checks the networks, :mod:`._tiling` plans chunks, halos and tiles,
+:mod:`._predict` builds the tile graph, :mod:`._store` keeps the resumable prediction store, and
+:mod:`._engine` runs one forward pass (PyTorch or OpenVINO).
+"""
 
 from __future__ import annotations
 
 from ._engine import ENGINES, ModelSpec, OpenVinoNet, check_engine, forward_block, get_model, normalize_block, resolve_device
-from ._predict import (Prediction, check_model_voxel_size, file_sha256, global_stats, predict, resolve_models,
-                       tile_budget)
-from ._tiling import ChunkPlan, default_halo, model_halo, plan_chunks, plan_tiles, task_memory_bytes, task_tile, with_tile
+from ._models import HEADS, check_model_voxel_size, file_sha256, resolve_models
+from ._predict import Prediction, global_stats, predict
+from ._tiling import (ChunkPlan, default_halo, model_halo, plan_chunks, plan_tiles, task_memory_bytes, task_tile,
+                      tile_budget, with_tile)
 
 __all__ = [
     "ENGINES",
+    "HEADS",
     "OpenVinoNet",
     "check_engine",
     "ChunkPlan",

@@ -3,43 +3,32 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import itertools
-import json
 import logging
 import os
-import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._progress import compute, compute_keys, current_client
-from ..errors import CheckpointError, InputError, OutputExistsError, ParameterError
-from ..io import (INTEGRITY_ATTRS, WRITE_CONFIG, ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity,
-                  has_checksum, lazy_array, load, normalize_chunks, open_for_write, partial_path, stored_codecs,
-                  verify_array)
-from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device
 from .._shapes import triplet
-from ._tiling import (ACTIVATION_BYTES_PER_VOXEL, ACTIVATION_BYTES_PER_VOXEL_CHANNEL, GPU_CONTEXT_BYTES, RUNTIME_BYTES,
-                      ChunkPlan, model_halo, plan_chunks, plan_tiles, with_tile)
+from ..errors import InputError, OutputExistsError, ParameterError
+from ..io import (ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity, lazy_array, load,
+                  normalize_chunks, open_for_write, partial_path)
+from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device
+from ._models import HEADS, head_order, resolve_models
+from ._store import (existing_complete, open_partial, read_attrs, reopen_for_repair, resume_stats, seal_store,
+                     store_fingerprint, verify_complete, write_marker)
+from ._tiling import ChunkPlan, model_halo, plan_chunks, plan_tiles, tile_budget, with_tile
 
-__all__ = ["Prediction", "predict", "global_stats", "resolve_models"]
+__all__ = ["Prediction", "predict", "global_stats"]
 
 log = logging.getLogger("cryodet_dask")
-
-HEADS = ("mask", "center")
-#: The maps are stored uncompressed (the crc32c checksum stays): network outputs carry noise in every
-#: mantissa bit and do not compress (1.00x with LZ4 + bit-shuffle on the shipped network's maps), and
-#: uncompressed chunks read 1.7-3.8x and write 1.5-1.8x faster (README, Performance: post-processing).
-MAPS_CODEC = "none"
 
 
 @dataclass
@@ -83,93 +72,6 @@ class Prediction:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_models(model: Any = None) -> list[ModelSpec]:
-    """Checkpoints to run, as :class:`ModelSpec` s whose heads together give ``mask`` and ``center``.
-
-    ``model`` may be ``None`` (the shipped demo weights), one checkpoint path
-    (a two-head network), or a sequence of paths (SegNet, CenterNet).
-    """
-    from .. import models
-
-    paths: list[str | os.PathLike[str] | None]
-    if model is None:
-        # the two-head network: more accurate than the shipped pair on validation data and half the cost
-        # (README, Results); the pair is -m segnet.pt -c centernet.pt
-        weights = models.default_weights()
-        paths = [weights.twohead] if weights.twohead else [weights.segnet, weights.centernet]
-        if any(p is None for p in paths):
-            raise CheckpointError("no shipped weights found in the package; give -m/-c checkpoints")
-    elif isinstance(model, str | os.PathLike):
-        paths = [model]
-    else:
-        paths = list(model)
-    specs = []
-    for p in paths:
-        if p is None:
-            continue
-        path = Path(p).resolve()
-        try:
-            st = path.stat()
-        except OSError:
-            models.load(p)  # raises the one-line CheckpointError for a missing or unreadable file
-            raise
-        specs.append(_spec(str(path), st.st_mtime_ns, st.st_size))
-    heads = [h for s in specs for h in s.heads]
-    missing = [h for h in HEADS if h not in heads]
-    if missing:
-        raise CheckpointError(
-            f"the checkpoints predict {heads}; also needed: {missing} (give a SegNet and a CenterNet, or a two-head model)"
-        )
-    return specs
-
-
-def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
-                            assumed: bool = False) -> float | None:
-    """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
-
-    ``assumed``: the tomogram's voxel size is the fallback (no header, no ``-vs``): the warning then
-    asks for ``-vs`` first, since ``--rescale`` would resample by a guess.
-    """
-    found = None
-    for spec in resolve_models(model):
-        trained = spec.voxel_size
-        if trained and abs(trained / voxel_size - 1) > 0.05:
-            if found is not None and abs(trained / found - 1) > 0.05:
-                raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
-                                     f"{trained:g} Å); give networks trained at one voxel size")
-            found = trained
-            if not rescale and assumed:
-                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
-                              f"tomogram's voxel size is unknown (assumed {voxel_size:g} Å): give -vs/--voxel-size "
-                              "first; add --rescale only if it really differs from "
-                              f"{trained:g} Å", stacklevel=3)
-            elif not rescale:
-                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
-                              f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
-                              f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
-                              stacklevel=3)
-    return found
-
-
-@functools.lru_cache(maxsize=16)
-def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
-    """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
-    from .. import models
-
-    cfg = models.load(path).config
-    return ModelSpec(path=path, heads=tuple(cfg.heads), pool_factor=int(cfg.pool_factor),
-                     receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]),
-                     voxel_size=float(cfg.voxel_size) if cfg.voxel_size else None)
-
-
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
     """Mean and standard deviation of the whole tomogram: one Dask reduction pass, float64.
 
@@ -204,10 +106,6 @@ def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int,
                          crops=crops, engine=engine)
 
 
-def _head_order(specs: Sequence[ModelSpec]) -> list[int]:
-    heads = [h for s in specs for h in s.heads]
-    return [heads.index(h) for h in HEADS]
-
 
 class _RegionBlock:
     """A block already read (core plus halo), indexed in global coordinates."""
@@ -225,7 +123,7 @@ def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[in
                 torch_threads: int | None, polarity: str = "as-is", engine: str = "torch") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
     (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity, engine)
-    return core[_head_order(specs)]
+    return core[head_order(specs)]
 
 
 def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]],
@@ -235,10 +133,9 @@ def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tup
     return how many chunks."""
     outs = _predict_tiles(reader, plan, [t for t, _ in tiles], mean, std, specs, device, amp, torch_threads,
                           polarity, engine)
-    order = _head_order(specs)
+    order = head_order(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
     arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
-    done = Path(store) / ".done"
     n = 0
     for (tile, members), out in zip(tiles, outs):
         origin = [c.start for c in plan.tile_core(tile)]
@@ -251,10 +148,7 @@ def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tup
                 arrays[h][sl] = values
                 digests[h] = chunk_digest(values)
             # the marker, only after both maps are written, records what they hold (checked before any reuse)
-            marker = done / ".".join(map(str, idx))
-            tmp = marker.with_name(f".{marker.name}.tmp")
-            tmp.write_text(json.dumps(digests))
-            os.replace(tmp, marker)
+            write_marker(store, idx, digests)
             n += 1
     return np.array([n], dtype=np.int64)
 
@@ -287,27 +181,6 @@ def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]
     if isinstance(volume, da.Array):
         return None, volume, None, volume.name
     raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
-
-
-def tile_budget(device: str, specs: Sequence[ModelSpec], batch_size: int = 1, in_flight: int | None = None
-                ) -> tuple[int, int, int, int]:
-    """(memory budget of one task, bytes per tile voxel, fixed bytes, tasks at once) for :func:`plan_tiles`
-    on a GPU: the device's memory shared by the prediction tasks in flight on it (``in_flight``: the
-    largest ``GPU`` resource of the cluster's workers, a property of how they were started, never of
-    how many there are; :data:`~cryodet_dask.cluster.GPU_TASKS` by default)."""
-    import torch
-
-    from ..cluster import GPU_TASKS
-
-    width = max(s.width for s in specs)
-    per_voxel = (ACTIVATION_BYTES_PER_VOXEL + ACTIVATION_BYTES_PER_VOXEL_CHANNEL * width) * max(batch_size, 1)
-    if in_flight is None:
-        client = current_client()
-        workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values()) if client is not None else []
-        units = [int((w.get("resources") or {}).get("GPU") or 0) for w in workers]
-        in_flight = max(units) if any(units) else GPU_TASKS
-    total = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-    return int(total * 0.85 / max(in_flight, 1)), per_voxel, GPU_CONTEXT_BYTES, in_flight
 
 
 def _gpu_workers_present() -> bool:
@@ -436,30 +309,19 @@ def predict(
     device = "cpu" if engine == "openvino" and device == "auto" else resolve_device(device)
     gpu = _gpu_workers_present()
 
-    fingerprint = {
-        "input": ident,
-        "shape": list(plan.shape),
-        "chunks": list(plan.chunk_shape),
-        "halo": list(plan.halo),
-        "models": [file_sha256(s.path) for s in specs],
-        "dtype": dtype,
-        "polarity": polarity,
-        # another engine's maps differ by float rounding: a store is never resumed with the other engine
-        "engine": engine,
-        # bf16 maps differ from fp32 ones: a store is never resumed in the other precision
-        "bf16": bool(amp and device.startswith("cuda")),
-    }
+    fingerprint = store_fingerprint(ident, plan, specs, dtype, polarity, engine,
+                                    bf16=bool(amp and device.startswith("cuda")))
     repaired = 0
     if out is not None:
         out = Path(out).absolute()  # tasks write here: workers may run in another folder
-        done_attrs = _existing_complete(out, fingerprint)
+        done_attrs = existing_complete(out, fingerprint)
         if done_attrs is not None and not overwrite:
-            bad = _verify_complete(out, done_attrs)
+            bad = verify_complete(out, done_attrs)
             if bad == {}:
                 log.info("%s is complete for these inputs and parameters (every chunk verified): nothing to do", out)
                 return _open_prediction(out, plan, done_attrs, skipped=int(np.prod(plan.grid)))
-            repaired = _reopen_for_repair(out, plan, done_attrs, bad)
-        elif out.exists() and not (overwrite or replace) and _read_attrs(out) is None:
+            repaired = reopen_for_repair(out, plan, done_attrs, bad)
+        elif out.exists() and not (overwrite or replace) and read_attrs(out) is None:
             raise OutputExistsError(f"output {out} exists but its metadata cannot be read (damaged, or not a "
                                     "prediction store); use --overwrite to replace it")
         if out.exists() and not (overwrite or replace):
@@ -483,7 +345,7 @@ def predict(
     else:
         reader_key = "reader-" + tokenize(ident, type(reader).__name__)
     if stats is None and out is not None:
-        stats = _resume_stats(partial_path(out), fingerprint)
+        stats = resume_stats(partial_path(out), fingerprint)
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
     common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
                   torch_threads=torch_threads, polarity=polarity, engine=engine)
@@ -519,169 +381,6 @@ def predict(
                              overwrite, progress, repaired=repaired, verified=repaired > 0)
 
 
-# ------------------------------------------------------------------ stored, resumable prediction
-
-
-def _key(idx: Sequence[int]) -> str:
-    return ".".join(str(int(i)) for i in idx)
-
-
-def _parse_key(name: str) -> tuple[int, ...] | None:
-    try:
-        idx = tuple(int(v) for v in name.split("."))
-    except ValueError:
-        return None
-    return idx if len(idx) == 3 else None
-
-
-def _read_markers(store: Path) -> dict[tuple[int, ...], dict[str, int] | None]:
-    """Finished chunks of a partial store and the digests their markers record (``None``: no digest)."""
-    done: dict[tuple[int, ...], dict[str, int] | None] = {}
-    folder = store / ".done"
-    if not folder.is_dir():
-        return done
-    for p in folder.iterdir():
-        idx = _parse_key(p.name)
-        if idx is None:  # a marker being written (".<key>.tmp") when the run was killed
-            continue
-        try:
-            digests = json.loads(p.read_text() or "null")
-        except (OSError, ValueError):
-            digests = None
-        ok = isinstance(digests, dict) and all(isinstance(digests.get(h), int) for h in HEADS)
-        done[idx] = digests if ok else None
-    return done
-
-
-def _verify_chunks(store: Path, done: dict[tuple[int, ...], dict[str, int] | None]) -> dict[tuple[int, ...], str] | None:
-    """Chunks of ``done`` that fail verification in ``store``, with the reason; ``None`` if the arrays are unusable.
-
-    A chunk passes if, in both maps, its file exists, decodes (the ``crc32c``
-    codec's checksum matches) and the decoded values have the digest its
-    marker recorded when it was written.
-    """
-    try:
-        group = zarr.open_group(str(store), mode="r")
-        arrays = {h: group[h] for h in HEADS}
-    except Exception:  # noqa: BLE001 - unreadable metadata: the whole store is damaged
-        return None
-    if not all(isinstance(a, zarr.Array) and has_checksum(a) for a in arrays.values()):
-        return None
-    bad: dict[tuple[int, ...], str] = {}
-    for h in HEADS:
-        digests = {idx: d[h] for idx, d in done.items() if d is not None}
-        # every entry was checked to be a zarr.Array above
-        checked = verify_array(cast("zarr.Array[Any]", arrays[h]), list(done), digests=digests, threads=True)
-        for idx, reason in checked.items():
-            bad.setdefault(idx, f"{h} {reason}")
-    return bad
-
-
-def _verify_complete(out: Path, attrs: dict[str, Any]) -> dict[tuple[int, ...], str] | None:
-    """Verify every chunk of a complete store against the digests recorded in its attributes."""
-    recorded = attrs.get("chunk_digests")
-    if not isinstance(recorded, dict):
-        return None  # written without digests (an older cryodet-dask)
-    done: dict[tuple[int, ...], dict[str, int] | None] = {}
-    for k, v in recorded.items():
-        idx = _parse_key(k)
-        if idx is not None:
-            done[idx] = dict(zip(HEADS, v)) if isinstance(v, list) and len(v) == len(HEADS) else None
-    bad = _verify_chunks(out, done)
-    if bad is None:
-        return None
-    grid = _grid_of(out)
-    if grid is not None:  # chunks with no recorded digest at all
-        for idx in itertools.product(*(range(n) for n in grid)):
-            if idx not in done:
-                bad[idx] = "no recorded digest"
-    return bad
-
-
-def _grid_of(store: Path) -> tuple[int, ...] | None:
-    try:
-        # a head is an array in the stores written here; a group lacks .shape and lands in except
-        arr = cast("zarr.Array[Any]", zarr.open_group(str(store), mode="r")[HEADS[0]])
-        return tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _remove_chunks(store: Path, indices: Sequence[tuple[int, ...]]) -> None:
-    """Delete the chunk files of ``indices`` in both maps (they are about to be recomputed)."""
-    try:
-        group = zarr.open_group(str(store), mode="r")
-        for h in HEADS:
-            # a head is an array in the stores written here; a group lacks .metadata.encode_chunk_key
-            # and lands in except
-            arr = cast("zarr.Array[Any]", group[h])
-            for idx in indices:
-                key = arr.metadata.encode_chunk_key(tuple(idx))
-                path = store / h / key
-                if path.is_file():
-                    path.unlink()
-    except Exception:  # noqa: BLE001 - they are overwritten anyway
-        pass
-
-
-def _describe(bad: dict[tuple[int, ...], str]) -> str:
-    first = next(iter(sorted(bad.items())))
-    return f"{len(bad)} chunk(s) failed verification (first: chunk {_key(first[0])}, {first[1]})"
-
-
-def _reopen_for_repair(out: Path, plan: ChunkPlan, attrs: dict[str, Any],
-                       bad: dict[tuple[int, ...], str] | None) -> int:
-    """Turn a complete store with damaged chunks back into a resumable one; return how many chunks to recompute."""
-    tmp = partial_path(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)  # stale: the complete store for these parameters supersedes it
-    total = int(np.prod(plan.grid))
-    if bad is None:
-        reason = ("written without chunk digests (by an older cryodet-dask)" if "chunk_digests" not in attrs
-                  else "its arrays cannot be read")
-        log.warning("%s is %s: predicting all %d chunks again", out, reason, total)
-        shutil.rmtree(out)
-        return total
-    log.warning("%s: %s: recomputing them", out, _describe(bad))
-    os.replace(out, tmp)
-    _remove_chunks(tmp, list(bad))
-    (tmp / ".done").mkdir(exist_ok=True)
-    for k, v in attrs.get("chunk_digests", {}).items():
-        idx = _parse_key(k)
-        if idx is not None and idx not in bad:
-            (tmp / ".done" / k).write_text(json.dumps(dict(zip(HEADS, v))))
-    group = zarr.open_group(str(tmp), mode="r+")
-    new = {k: v for k, v in attrs.items() if k != "chunk_digests"}
-    new["complete"] = False
-    group.attrs["cryodet"] = new
-    return len(bad)
-
-
-def _read_attrs(store: Path) -> dict[str, Any] | None:
-    try:
-        # the "cryodet" attribute is a JSON object; anything else fails in dict() and lands in except
-        return dict(cast(dict[str, Any], zarr.open_group(str(store), mode="r").attrs.get("cryodet", {})))
-    except Exception:
-        return None
-
-
-def _existing_complete(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """Attributes of ``out`` if it is a complete prediction for this fingerprint."""
-    if not out.exists():
-        return None
-    attrs = _read_attrs(out)
-    if attrs and attrs.get("fingerprint") == fingerprint and attrs.get("complete"):
-        return attrs
-    return None
-
-
-def _resume_stats(partial: Path, fingerprint: dict[str, Any]) -> tuple[float, float] | None:
-    attrs = _read_attrs(partial) if partial.exists() else None
-    if attrs and attrs.get("fingerprint") == fingerprint:
-        return float(attrs["mean"]), float(attrs["std"])
-    return None
-
-
 def _open_prediction(path: Path, plan: ChunkPlan, attrs: dict[str, Any], computed: int = 0,
                      skipped: int = 0, repaired: int = 0) -> Prediction:
     maps = []
@@ -701,51 +400,8 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
                       fingerprint: dict[str, Any], voxel_size: float | None, dtype: str, batch_size: int,
                       gpu: bool, overwrite: bool, progress: bool, *, repaired: int = 0,
                       verified: bool = False) -> Prediction:
-    tmp = partial_path(out)
-    attrs = _read_attrs(tmp) if tmp.exists() else None
-    done: dict[tuple[int, ...], dict[str, int] | None] = {}
-    if attrs is not None and attrs.get("fingerprint") == fingerprint:
-        done = _read_markers(tmp)
-        if done and not verified:  # every finished chunk is checked before it is reused
-            bad = _verify_chunks(tmp, done)
-            if bad is None:
-                log.warning("%s: the interrupted prediction's arrays cannot be read: starting it again", out)
-                repaired += len(done)
-                attrs, done = None, {}
-            elif bad:
-                log.warning("%s: %s in the interrupted prediction: recomputing them", out, _describe(bad))
-                _remove_chunks(tmp, list(bad))
-                for idx in bad:
-                    (tmp / ".done" / _key(idx)).unlink(missing_ok=True)
-                    done.pop(idx, None)
-                repaired += len(bad)
-    elif tmp.exists() and attrs is None and (tmp / ".done").is_dir() and any((tmp / ".done").iterdir()):
-        log.warning("%s: the interrupted prediction's metadata cannot be read: starting it again", out)
-        repaired += sum(1 for p in (tmp / ".done").iterdir() if _parse_key(p.name) is not None)
-    if attrs is None or attrs.get("fingerprint") != fingerprint:
-        if tmp.exists():
-            shutil.rmtree(tmp)  # stale, damaged, or from other inputs/parameters
-        group = zarr.open_group(str(tmp), mode="w")
-        for h in HEADS:
-            group.create_array(h, shape=plan.shape, chunks=plan.chunk_shape, dtype=dtype, fill_value=0,
-                               compressors=stored_codecs(MAPS_CODEC, np.dtype(dtype)) or None,
-                               dimension_names=("z", "y", "x"), config=WRITE_CONFIG)
-        attrs = {
-            "fingerprint": fingerprint,
-            "mean": common["mean"],
-            "std": common["std"],
-            "voxel_size": voxel_size,
-            "halo": list(plan.halo),
-            "chunks": list(plan.chunk_shape),
-            "pool_factor": plan.pool_factor,
-            "models": [{"path": s.path, "heads": list(s.heads), "receptive_field": s.receptive_field}
-                       for s in common["specs"]],
-            "integrity": dict(INTEGRITY_ATTRS),
-            "complete": False,
-        }
-        group.attrs["cryodet"] = attrs
-        (tmp / ".done").mkdir()
-        done = {}
+    tmp, done, repaired = open_partial(out, plan, fingerprint, common["mean"], common["std"], common["specs"],
+                                       voxel_size, dtype, repaired=repaired, verified=verified)
     pending = [idx for idx in plan.indices() if idx not in done]
     skipped = len(done)
     if skipped:
@@ -770,18 +426,5 @@ def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str,
                      desc=f"predicting {len(pending)} chunks {plan.chunk_shape} in {len(work)} tiles of up to "
                      f"{tile_core} with halo {plan.halo}")
     # the markers' digests move into the attributes, where the next reuse checks every chunk against them
-    markers = _read_markers(tmp)
-    missing = [idx for idx in plan.indices() if markers.get(idx) is None]
-    if missing:  # a task finished without marking its chunk: never call such a store complete
-        raise RuntimeError(f"{out}: chunks {missing[:3]} have no marker after prediction")
-    group = zarr.open_group(str(tmp), mode="r+")
-    attrs = dict(cast(dict[str, Any], group.attrs["cryodet"]))  # the JSON object this run wrote
-    attrs["complete"] = True
-    attrs["chunk_digests"] = {_key(idx): [markers[idx][h] for h in HEADS]  # type: ignore[index]
-                              for idx in sorted(markers)}
-    group.attrs["cryodet"] = attrs
-    shutil.rmtree(tmp / ".done")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    attrs = seal_store(out, tmp, plan)
     return _open_prediction(out, plan, attrs, computed=len(pending), skipped=skipped, repaired=repaired)

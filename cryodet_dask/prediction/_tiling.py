@@ -19,11 +19,15 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._shapes import triplet
 
+if TYPE_CHECKING:
+    from ._engine import ModelSpec
+
 __all__ = ["ChunkPlan", "default_halo", "plan_chunks", "plan_tiles", "with_tile", "task_memory_bytes", "model_halo",
-           "task_tile", "RUNTIME_BYTES", "GPU_CONTEXT_BYTES",
+           "task_tile", "tile_budget", "RUNTIME_BYTES", "GPU_CONTEXT_BYTES",
            "ACTIVATION_BYTES_PER_VOXEL", "ACTIVATION_BYTES_PER_VOXEL_CHANNEL"]
 
 #: Resident memory of a Dask worker process once PyTorch, the package and a network are loaded
@@ -260,3 +264,25 @@ def plan_tiles(plan: ChunkPlan, budget: int, bytes_per_voxel: int, fixed: int = 
                 if best is None or key < best[0]:
                     best = (key, cand)
     return best[1] if best is not None else replace(plan, tile=(1, 1, 1))
+
+
+def tile_budget(device: str, specs: Sequence[ModelSpec], batch_size: int = 1, in_flight: int | None = None
+                ) -> tuple[int, int, int, int]:
+    """(memory budget of one task, bytes per tile voxel, fixed bytes, tasks at once) for :func:`plan_tiles`
+    on a GPU: the device's memory shared by the prediction tasks in flight on it (``in_flight``: the
+    largest ``GPU`` resource of the cluster's workers, a property of how they were started, never of
+    how many there are; :data:`~cryodet_dask.cluster.GPU_TASKS` by default)."""
+    import torch
+
+    from .._progress import current_client
+    from ..cluster import GPU_TASKS
+
+    width = max(s.width for s in specs)
+    per_voxel = (ACTIVATION_BYTES_PER_VOXEL + ACTIVATION_BYTES_PER_VOXEL_CHANNEL * width) * max(batch_size, 1)
+    if in_flight is None:
+        client = current_client()
+        workers = list(client.scheduler_info(n_workers=-1).get("workers", {}).values()) if client is not None else []
+        units = [int((w.get("resources") or {}).get("GPU") or 0) for w in workers]
+        in_flight = max(units) if any(units) else GPU_TASKS
+    total = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return int(total * 0.85 / max(in_flight, 1)), per_voxel, GPU_CONTEXT_BYTES, in_flight

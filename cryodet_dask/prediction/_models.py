@@ -1,0 +1,113 @@
+"""Which networks a prediction runs: checkpoints resolved to :class:`ModelSpec` s, and the checks on them
+(the heads they give together, the voxel size they were trained at, their digests)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, ParameterError
+from ._engine import ModelSpec
+
+__all__ = ["HEADS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order"]
+
+#: The maps a prediction gives, in this order (the heads of the networks together).
+HEADS = ("mask", "center")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_models(model: Any = None) -> list[ModelSpec]:
+    """Checkpoints to run, as :class:`ModelSpec` s whose heads together give ``mask`` and ``center``.
+
+    ``model`` may be ``None`` (the shipped demo weights), one checkpoint path
+    (a two-head network), or a sequence of paths (SegNet, CenterNet).
+    """
+    from .. import models
+
+    paths: list[str | os.PathLike[str] | None]
+    if model is None:
+        # the two-head network: more accurate than the shipped pair on validation data and half the cost
+        # (README, Results); the pair is -m segnet.pt -c centernet.pt
+        weights = models.default_weights()
+        paths = [weights.twohead] if weights.twohead else [weights.segnet, weights.centernet]
+        if any(p is None for p in paths):
+            raise CheckpointError("no shipped weights found in the package; give -m/-c checkpoints")
+    elif isinstance(model, str | os.PathLike):
+        paths = [model]
+    else:
+        paths = list(model)
+    specs = []
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p).resolve()
+        try:
+            st = path.stat()
+        except OSError:
+            models.load(p)  # raises the one-line CheckpointError for a missing or unreadable file
+            raise
+        specs.append(_spec(str(path), st.st_mtime_ns, st.st_size))
+    heads = [h for s in specs for h in s.heads]
+    missing = [h for h in HEADS if h not in heads]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoints predict {heads}; also needed: {missing} (give a SegNet and a CenterNet, or a two-head model)"
+        )
+    return specs
+
+
+def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
+                            assumed: bool = False) -> float | None:
+    """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
+
+    ``assumed``: the tomogram's voxel size is the fallback (no header, no ``-vs``): the warning then
+    asks for ``-vs`` first, since ``--rescale`` would resample by a guess.
+    """
+    found = None
+    for spec in resolve_models(model):
+        trained = spec.voxel_size
+        if trained and abs(trained / voxel_size - 1) > 0.05:
+            if found is not None and abs(trained / found - 1) > 0.05:
+                raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
+                                     f"{trained:g} Å); give networks trained at one voxel size")
+            found = trained
+            if not rescale and assumed:
+                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
+                              f"tomogram's voxel size is unknown (assumed {voxel_size:g} Å): give -vs/--voxel-size "
+                              "first; add --rescale only if it really differs from "
+                              f"{trained:g} Å", stacklevel=3)
+            elif not rescale:
+                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
+                              f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
+                              f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
+                              stacklevel=3)
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
+    """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
+    from .. import models
+
+    cfg = models.load(path).config
+    return ModelSpec(path=path, heads=tuple(cfg.heads), pool_factor=int(cfg.pool_factor),
+                     receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]),
+                     voxel_size=float(cfg.voxel_size) if cfg.voxel_size else None)
+
+
+def head_order(specs: Sequence[ModelSpec]) -> list[int]:
+    """Where each of :data:`HEADS` lies among the heads of ``specs`` (in their order)."""
+    heads = [h for s in specs for h in s.heads]
+    return [heads.index(h) for h in HEADS]
