@@ -281,7 +281,7 @@ def _noise_sigmas(angles: np.ndarray, thickness: float) -> np.ndarray:
 
 def _moments(a: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float, float]:
     x = np.asarray(a, dtype=np.float64)
-    if mask is not None:
+    if mask is not None and not mask.all():  # all excluded: fall back to every voxel
         x = x[~mask]
     return float(x.sum()), float(np.square(x).sum()), float(x.size)
 
@@ -376,14 +376,17 @@ def image_tiltseries(
 
     # 4. reconstruction, slab by slab
     acc = np.zeros(2)
+    kept = np.zeros(3)  # moments outside the distractors
 
-    def reconstruct(ys: range) -> tuple[float, float]:
+    def reconstruct(ys: range) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         rec = _reconstruct_rows(series, ys, angles, geometry, (nz, nx), tilt.filter_name)
         out[:, ys.start : ys.stop, :] = rec
-        return float(rec.sum(dtype=np.float64)), float(np.square(rec, dtype=np.float64).sum())
+        excl = None if exclude is None else np.asarray(exclude[:, ys.start : ys.stop, :]) != 0
+        return _moments(rec), (_moments(rec, excl) if excl is not None and not excl.all() else (0.0, 0.0, 0.0))
 
-    for s1, s2 in _map(reconstruct, slabs, tilt.workers):
-        acc += (s1, s2)
+    for whole, outside in _map(reconstruct, slabs, tilt.workers):
+        acc += whole[:2]
+        kept += outside
     n = float(nz * ny * nx)
     mean = float(acc[0] / n)
     total_var = max(float(acc[1] / n) - mean**2, 0.0)
@@ -399,9 +402,9 @@ def image_tiltseries(
         out[sl] = (np.asarray(out[sl]) - np.float32(mean)) / np.float32(std)
         if clean is not None:
             clean[sl] = (np.asarray(clean[sl]) - np.float32(mean)) / np.float32(std)
-    if exclude is None:
-        # the whole volume's variance less the (stationary) noise's: exact up to the noise estimate
-        signal_var = max(total_var - noise_var, 0.0)
+    # the variance of the result (outside distractors) less the noise's, which is stationary along y
+    result_var = _var((kept[0], kept[1], kept[2])) if kept[2] > 0 else total_var
+    signal_var = max(result_var - noise_var, 0.0)
     return {
         "signal_var": signal_var,
         "noise_var": noise_var,
