@@ -224,12 +224,23 @@ def _reconstruct_rows(series: np.ndarray, ys: Any, angles: np.ndarray, geometry:
 
     d, z0, x0 = geometry
     nz, nx = shape_zx
+    # iradon reconstructs a square of side m centred on the rotation centre (pixel m // 2 is the
+    # sinogram's centre d // 2): the smallest square that holds the slice, not the whole padded one
+    # (circle=False: no mask outside the square's inscribed circle, no padding of the sinogram)
+    m = max(nz, nx)
+    while True:
+        r0, q0 = z0 - d // 2 + m // 2, x0 - d // 2 + m // 2
+        if (r0 >= 0 and q0 >= 0 and r0 + nz <= m and q0 + nx <= m) or m >= d:
+            break
+        m += 1
+    if m >= d:
+        m, r0, q0 = d, z0, x0
     ys = list(ys)
     out = np.empty((nz, len(ys), nx), np.float32)
     for j, y in enumerate(ys):
         sino = np.asarray(series[:, y, :], dtype=np.float64).T
-        rec = iradon(sino, angles, output_size=d, filter_name=filter_name, circle=True, preserve_range=True)
-        out[:, j, :] = rec[z0 : z0 + nz, x0 : x0 + nx]
+        rec = iradon(sino, angles, output_size=m, filter_name=filter_name, circle=False, preserve_range=True)
+        out[:, j, :] = rec[r0 : r0 + nz, q0 : q0 + nx]
     return out
 
 
