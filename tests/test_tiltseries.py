@@ -91,6 +91,17 @@ def test_reconstruction_of_a_sphere_matches_input():
     assert np.unravel_index(np.argmin(rec), shape) == (10, 4, 30)
 
 
+@pytest.mark.parametrize("shape", [(32, 2, 48), (33, 2, 47), (48, 2, 20)])
+def test_points_reconstruct_at_their_voxel_corners_included(shape):
+    nz, _, nx = shape
+    for z, x in ((2, 2), (nz - 3, nx - 3), (2, nx - 3), (nz // 2, nx // 3)):
+        point = np.zeros(shape, np.float32)
+        point[z, 1, x] = 1
+        rec = np.zeros(shape, np.float32)
+        image_tiltseries(point, rec, ImagingParams(tilt_range=89, **NO_CTF), NO_DOSE, 0)
+        assert np.unravel_index(np.argmin(rec), shape) == (z, 1, x)
+
+
 def test_missing_wedge_in_fourier_space():
     shape = (48, 4, 48)
     rng = np.random.default_rng(0)
