@@ -30,8 +30,8 @@ import zarr
 from cryodet_dask import cluster as cluster_mod
 from cryodet_dask import convert, detect, load
 from cryodet_dask.cli import main
-from cryodet_dask.pipeline.detect import (DetectParams, check_worker_memory, inference_halo, memory_refusal,
-                                    prediction_memory, read_run, run_record_path)
+from cryodet_dask.pipeline import (DetectParams, check_worker_memory, inference_halo, memory_refusal,
+                                   prediction_memory, read_run, run_record_path)
 from cryodet_dask.errors import ClusterError, InputError, OutputExistsError, ParameterError
 from cryodet_dask.prediction._tiling import task_memory_bytes
 from cryodet_dask.testing import make_mrc

@@ -25,7 +25,7 @@ import zarr
 
 from cryodet_dask.cli import main
 from cryodet_dask.cli.detect import TYPES
-from cryodet_dask.pipeline.detect import LOCK_NAME, detect, output_lock
+from cryodet_dask.pipeline import LOCK_NAME, detect, output_lock
 from cryodet_dask.errors import OutputBusyError
 from cryodet_dask.testing import make_mrc, tiny_two_head_checkpoint
 
@@ -375,7 +375,7 @@ def test_formats_subset_never_deletes_other_outputs(inputs, net, reference, tmp_
 
 
 def _holder(folder: Path, seconds: float) -> subprocess.Popen:
-    code = (f"import time, sys; from cryodet_dask.pipeline.detect import output_lock\n"
+    code = (f"import time, sys; from cryodet_dask.pipeline.rundir import output_lock\n"
             f"with output_lock({str(folder)!r}):\n    print('held', flush=True); time.sleep({seconds})\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryodet_dask.detection import DetectParams as FromShim
+import cryodet_dask.pipeline
 from cryodet_dask.errors import ParameterError
 from cryodet_dask.pipeline.params import DetectParams
 
@@ -26,7 +26,7 @@ def test_bad_values_fail_when_the_parameters_are_made(kwargs, message):
 
 
 def test_one_class_for_the_api_and_the_pipeline():
-    assert FromShim is DetectParams
+    assert cryodet_dask.pipeline.DetectParams is DetectParams
     p = DetectParams.from_dict({"chunks": [64], "formats": ["csv"]})
     assert p.chunks == (64,) and p.formats == ("csv",) and DetectParams.from_dict(p.to_dict()) == p
 

@@ -331,7 +331,7 @@ def test_unknown_polarity_is_refused(two_head, volume):
 
 def test_one_halo_derivation_for_predict_and_detect(two_head, volume):
     """predict's default halo and detect's chunk and memory checks come from prediction.model_halo."""
-    from cryodet_dask.pipeline.detect import DetectParams, inference_halo
+    from cryodet_dask.pipeline import DetectParams, inference_halo
     from cryodet_dask.prediction import model_halo, resolve_models, task_tile
 
     (spec,) = resolve_models(two_head)

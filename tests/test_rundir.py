@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cryodet_dask.pipeline.detect import _clean_stale, _retire_outputs, read_run
+from cryodet_dask.pipeline.rundir import clean_stale, read_run, retire_outputs
 from cryodet_dask.io import partial_path
 from cryodet_dask.pipeline import LAST_RUN, OUTPUT_SUFFIX, RunDirectory
 
@@ -34,7 +34,7 @@ def test_stale_cleanup_removes_only_this_runs_temporaries(tmp_path):
              _touch(tmp_path / ".cryodet-pieces-123" / "x")]
     kept = [_touch(rd.output("csv")), _touch(partial_path(RunDirectory(tmp_path, "b").output("csv"))),
             _touch(partial_path(rd.prediction) / "0")]  # another name's temporary; the resumable prediction
-    removed = _clean_stale(tmp_path, "a")
+    removed = clean_stale(tmp_path, "a")
     assert sorted(removed) == sorted(p.name if p.parent == tmp_path else p.parent.name for p in stale)
     assert not any(p.exists() for p in stale[:2]) and not (tmp_path / ".cryodet-pieces-123").exists()
     assert all(p.exists() for p in kept)
@@ -48,9 +48,9 @@ def test_retire_keeps_vouched_outputs_and_removes_the_others(tmp_path):
     rd = RunDirectory(tmp_path, "a")
     outputs = [_touch(p) for p in rd.outputs(["csv", "star", "mrc"])]
     _record(rd, "fp1")
-    _retire_outputs(tmp_path, "a", "fp1", ("csv", "star"))  # the same export: nothing removed
+    retire_outputs(tmp_path, "a", "fp1", ("csv", "star"))  # the same export: nothing removed
     assert all(p.exists() for p in outputs) and rd.record.exists()
-    _retire_outputs(tmp_path, "a", "fp2", ("csv", "star"))  # other parameters: this run's formats go
+    retire_outputs(tmp_path, "a", "fp2", ("csv", "star"))  # other parameters: this run's formats go
     assert not rd.output("csv").exists() and not rd.output("star").exists() and not rd.record.exists()
     assert rd.output("mrc").exists()  # a format this run does not write is never removed
 
@@ -60,7 +60,7 @@ def test_retire_never_touches_another_tomograms_files(tmp_path):
     b_files = [_touch(p) for p in b.outputs()]
     _record(b, "fpb")
     _touch(b.last_run, json.dumps({"name": "b"}))
-    _retire_outputs(tmp_path, "a", "fpa", ("csv", "mrc"))
+    retire_outputs(tmp_path, "a", "fpa", ("csv", "mrc"))
     assert all(p.exists() for p in b_files) and b.record.exists() and b.last_run.exists()
 
 

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args
-    from ..pipeline.detect import detect
+    from ..pipeline import detect
     from ..evaluation import DEFAULT_RADIUS, evaluate, read_particles, report_png
     from ..io import load
     from ..simulation import simulate

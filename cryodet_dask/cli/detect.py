@@ -144,7 +144,7 @@ def _expand(patterns: list[str]) -> list[Path]:
 
 def _config_value(path: Path, key: str, value: Any) -> Any:
     """One YAML value through the parser of its command-line flag (None: the default, where that is None)."""
-    from ..pipeline.detect import DetectParams
+    from ..pipeline import DetectParams
 
     if value is None:
         default = {f.name: f.default for f in DetectParams.__dataclass_fields__.values()}[key]
@@ -168,7 +168,7 @@ def _config_value(path: Path, key: str, value: Any) -> Any:
 
 
 def params_from_args(args: argparse.Namespace):
-    from ..pipeline.detect import DetectParams
+    from ..pipeline import DetectParams
 
     values: dict = {}
     if getattr(args, "config", None):
@@ -218,15 +218,15 @@ def _stem(t: Path) -> str:
 
 def _precheck(tomos: list[Path], names: list[str], params) -> None:
     """Everything about the inputs that can be checked without work: readable headers, voxel sizes, names."""
-    from ..pipeline.detect import _voxel_size, check_tomo_name
     from ..io import load
+    from ..pipeline import check_tomo_name, resolve_voxel_size
 
     for t, name in zip(tomos, names):
         if "star" in params.formats:
             check_tomo_name(name, str(t))
         tomo = load(t)
         if params.voxel_size is None and tomo.voxel_size:
-            _voxel_size(tomo, None)  # a header voxel size outside 0.1-1000 Å: one line, before any work
+            resolve_voxel_size(tomo, None)  # a header voxel size outside 0.1-1000 Å: one line, before any work
         if params.particle_diameter is not None and params.voxel_size is None and not tomo.voxel_size:
             raise ParameterError(f"--particle-diameter needs the voxel size: {t} has none in its header; "
                                  "give -vs/--voxel-size")
@@ -253,8 +253,8 @@ def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> 
     import psutil
     from dask.utils import parse_bytes
 
-    from ..pipeline.detect import memory_refusal, prediction_memory
     from ..io import load
+    from ..pipeline import memory_refusal, prediction_memory
 
     local = args.cluster == "local" and not (args.scheduler_address or args.scheduler_file)
     if not local or str(params.device).startswith("cuda"):
@@ -274,7 +274,7 @@ def _check_local_memory(tomos: list[Path], params, args: argparse.Namespace) -> 
 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import cluster_from_args, config_from_args
-    from ..pipeline.detect import check_chunks, detect, output_lock
+    from ..pipeline import check_chunks, detect, output_lock
     params = params_from_args(args)  # a DetectParams is validated when made
     config_from_args(args)  # the cluster options too, before any work
     copick = _copick_inputs(args, params)
@@ -480,7 +480,7 @@ def _copick_already_written(project: Any, args: argparse.Namespace, run: str, st
                             params: Any, spacing: float) -> bool:
     """True when the run's copick picks and segmentation are, byte for byte, the ones an earlier run wrote
     from complete outputs in ``target`` for this input and these parameters (a rerun: nothing to replace)."""
-    from ..pipeline.detect import read_run
+    from ..pipeline import read_run
 
     picks = project.picks_path(run, args.copick_user, args.copick_session, args.copick_object)
     seg = project.segmentation_path(run, spacing, args.copick_user, args.copick_session, args.copick_object)
@@ -545,8 +545,7 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
     Recognized by its run record (``<name>_run.json``): the input's content identity and the weights' digests (recomputed now), the
     parameters and the name, and every output of the current ``--formats`` present; never by name alone.
     """
-    from ..pipeline.detect import _identity, read_run
-    from ..pipeline import RunDirectory
+    from ..pipeline import RunDirectory, read_run, run_identity
 
     run = read_run(target, name)
     if run is None or run.get("name") != name or run.get("parameters") != params.to_dict():
@@ -557,4 +556,4 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
         return False
     if not fp or not all(p.exists() for p in RunDirectory(target, name).outputs(list(params.formats))):
         return False
-    return run.get("identity") == _identity(tomo, params)
+    return run.get("identity") == run_identity(tomo, params)

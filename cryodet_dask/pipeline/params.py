@@ -7,15 +7,20 @@ refuse a bad value here, before any work.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ParameterError
 from ..postprocessing import PostprocessParams, from_particle_diameter
 
-__all__ = ["DetectParams", "check_tomo_name", "check_voxel_size", "VOXEL_SIZE_RANGE"]
+if TYPE_CHECKING:
+    from ..io import Tomogram
+
+__all__ = ["DetectParams", "check_tomo_name", "check_voxel_size", "resolve_voxel_size", "output_voxel_size",
+           "VOXEL_SIZE_RANGE", "FALLBACK_VOXEL_SIZE"]
 
 #: DetectParams fields that ``particle_diameter`` sets when they are not given.
 _DERIVED = ("center_min_distance", "remove_min_size")
@@ -69,7 +74,7 @@ class DetectParams:
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
     polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
-    engine: str = "torch"  # prediction.ENGINES: torch, or openvino (CPU only, an optional dependency)
+    engine: str = "auto"  # prediction.ENGINE_CHOICES: auto (openvino when installed and on the CPU, else torch)
 
     def __post_init__(self) -> None:
         self.validate()  # a DetectParams is valid from construction on: a bad option fails before any work
@@ -96,6 +101,14 @@ class DetectParams:
         if self.particle_diameter is not None:
             from_particle_diameter(self.particle_diameter, 1.0)
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
+
+    def model_arg(self) -> Any:
+        """The checkpoints to run, as :func:`~cryodet_dask.prediction.resolve_models` takes them (``None``:
+        the shipped weights)."""
+        given = [m for m in (self.segnet, self.centernet) if m]
+        if not given:
+            return None
+        return given[0] if len(given) == 1 else given
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -187,3 +200,34 @@ def check_voxel_size(v: Any, source: str) -> float:
         raise ParameterError(f"voxel size {v!r} Å ({source}) is not finite, positive and within {lo:g}-{hi:g} Å"
                              + ("; give -vs/--voxel-size" if source != "-vs/--voxel-size" else ""))
     return f
+
+
+#: The seed's default voxel size (spinach data), used only when the file has none, with a warning.
+FALLBACK_VOXEL_SIZE = 14.08
+
+
+def resolve_voxel_size(tomo: Tomogram, given: float | None) -> float:
+    """The voxel size (Å) a run uses: ``given`` (``-vs``), else the file header's, else
+    :data:`FALLBACK_VOXEL_SIZE` with a warning; each checked to lie in the accepted range."""
+    if given is not None:
+        return check_voxel_size(given, "-vs/--voxel-size")
+    if tomo.voxel_size:
+        return check_voxel_size(tomo.voxel_size, "from the file header")
+    warnings.warn(f"the tomogram has no voxel size in its header; assuming {FALLBACK_VOXEL_SIZE} Å "
+                  "(the seed's default); give -vs/--voxel-size to set it", stacklevel=3)
+    return FALLBACK_VOXEL_SIZE
+
+
+def output_voxel_size(tomo: Tomogram, given: float | None, voxel_size: float) -> tuple[float, float, float]:
+    """The voxel size (z, y, x) in Å of the outputs: ``-vs`` on every axis when given, else the header's
+    per-axis sizes when they differ (warned: the networks see the grid as isotropic), else
+    ``voxel_size`` on every axis."""
+    zyx = tuple(float(v) for v in getattr(tomo, "voxel_size_zyx", (0.0, 0.0, 0.0)))
+    if given is None and all(np.isfinite(v) and v > 0 for v in zyx) and max(zyx) - min(zyx) > 0.01 * max(zyx):
+        for v in zyx:
+            check_voxel_size(v, "from the file header")
+        warnings.warn(f"anisotropic voxel size (z, y, x) = ({', '.join(f'{v:g}' for v in zyx)}) Å: the networks "
+                      f"treat the grid as isotropic ({voxel_size:g} Å); coordinates in Å, the label MRC header and "
+                      "the OME-Zarr scale keep the per-axis sizes (give -vs to use one size)", stacklevel=3)
+        return zyx  # type: ignore[return-value]
+    return (voxel_size,) * 3
