@@ -289,3 +289,41 @@ def test_species_scores_and_confusion_by_hand(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
     empty = species_scores(pred.iloc[:0], truth, 3.0).set_index("species")
     assert empty["precision"].tolist() == [0.0, 0.0] and empty["recall"].tolist() == [0.0, 0.0]
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def test_prediction_stores_the_quantized_species_maps(tmp_path):
+    import mrcfile
+
+    from cryodet_dask.models import predict_array
+    from cryodet_dask.prediction import predict
+
+    torch.manual_seed(0)
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable.of(["a", "b", "c"]), voxel_size=10.0)
+    net = UNet3D(cfg)
+    ckpt = save(net, tmp_path / "sp.pt")
+    vol = np.random.default_rng(0).normal(size=(24, 40, 36)).astype(np.float32)
+    ref = predict_array(net.eval(), vol)
+    expect = quantize_species(ref[2:])
+    lazy = predict(vol, ckpt, chunks=16, device="cpu")
+    assert lazy.species_names == ("a", "b", "c") and lazy.species.dtype == np.uint8
+    assert np.abs(lazy.species.compute().astype(int) - expect).max() <= 1  # float rounding at a quantization step
+    with mrcfile.new(tmp_path / "v.mrc") as m:
+        m.set_data(vol)
+        m.voxel_size = 10.0
+    stored = predict(tmp_path / "v.mrc", ckpt, out=tmp_path / "p.zarr", chunks=16, device="cpu")
+    assert stored.species_names == ("a", "b", "c") and stored.attrs["maps"][2:] == ["species_a", "species_b",
+                                                                                    "species_c"]
+    assert np.abs(stored.species.compute().astype(int) - expect).max() <= 1
+    again = predict(tmp_path / "v.mrc", ckpt, out=tmp_path / "p.zarr", chunks=16, device="cpu")
+    assert again.chunks_computed == 0 and again.chunks_skipped > 0  # complete and verified: reused
+    np.testing.assert_array_equal(again.species.compute(), stored.species.compute())
+    # a damaged species chunk is found by verification and recomputed, never used
+    chunk = next(p for p in (tmp_path / "p.zarr" / "species_b").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"garbage")
+    repaired = predict(tmp_path / "v.mrc", ckpt, out=tmp_path / "p.zarr", chunks=16, device="cpu")
+    assert repaired.chunks_repaired == 1
+    np.testing.assert_array_equal(repaired.species.compute(), stored.species.compute())

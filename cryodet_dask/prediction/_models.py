@@ -14,10 +14,14 @@ from typing import Any
 from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
-__all__ = ["HEADS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order"]
+__all__ = ["HEADS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order", "species_names",
+           "store_maps"]
 
 #: The maps a prediction gives, in this order (the heads of the networks together).
 HEADS = ("mask", "center")
+#: Output channels of a multi-species network's ``species`` head are named ``species:NAME``
+#: (:attr:`~cryodet_dask.models.UNetConfig.outputs`); each is stored as the map ``species_NAME``.
+SPECIES_PREFIX = "species:"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -102,12 +106,22 @@ def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
     from .. import models
 
     cfg = models.load(path).config
-    return ModelSpec(path=path, heads=tuple(cfg.heads), pool_factor=int(cfg.pool_factor),
+    return ModelSpec(path=path, heads=tuple(cfg.outputs), pool_factor=int(cfg.pool_factor),
                      receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]),
                      voxel_size=float(cfg.voxel_size) if cfg.voxel_size else None)
 
 
+def species_names(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
+    """The species of a multi-species network among ``specs`` (empty: species-agnostic)."""
+    return tuple(h[len(SPECIES_PREFIX):] for s in specs for h in s.heads if h.startswith(SPECIES_PREFIX))
+
+
+def store_maps(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
+    """The maps a prediction with ``specs`` stores: :data:`HEADS`, then ``species_NAME`` per species."""
+    return HEADS + tuple(f"species_{n}" for n in species_names(specs))
+
+
 def head_order(specs: Sequence[ModelSpec]) -> list[int]:
-    """Where each of :data:`HEADS` lies among the heads of ``specs`` (in their order)."""
+    """Where each of :func:`store_maps` lies among the output channels of ``specs`` (in their order)."""
     heads = [h for s in specs for h in s.heads]
-    return [heads.index(h) for h in HEADS]
+    return [heads.index(h) for h in HEADS] + [i for i, h in enumerate(heads) if h.startswith(SPECIES_PREFIX)]

@@ -18,11 +18,12 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from .._progress import compute, compute_keys, current_client
 from .._shapes import triplet
 from ..errors import InputError, OutputExistsError, ParameterError
+from ..postprocessing import quantize_species
 from ..io import (ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity, lazy_array, load,
                   normalize_chunks, open_for_write, partial_path)
-from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device
-from ._models import HEADS, head_order, resolve_models
-from ._store import (existing_complete, open_partial, read_attrs, reopen_for_repair, resume_stats, seal_store,
+from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device, resolve_engine
+from ._models import HEADS, head_order, resolve_models, species_names, store_maps
+from ._store import (existing_complete, maps_of, open_partial, read_attrs, reopen_for_repair, resume_stats, seal_store,
                      store_fingerprint, verify_complete, write_marker)
 from ._tiling import ChunkPlan, model_halo, plan_chunks, plan_tiles, tile_budget, with_tile
 
@@ -57,6 +58,12 @@ class Prediction:
         Chunks of an earlier run's store (complete or interrupted) that failed
         verification (missing, not decodable, checksum or digest mismatch)
         and were therefore computed again; included in ``chunks_computed``.
+    species : dask.array.Array or None
+        A multi-species network's species probabilities quantized to uint8
+        (:func:`~cryodet_dask.postprocessing.quantize_species`), (K, z, y, x);
+        None for a species-agnostic network.
+    species_names : tuple of str
+        The K species, in the network's order.
     """
 
     mask: da.Array
@@ -70,6 +77,8 @@ class Prediction:
     chunks_skipped: int = 0
     chunks_repaired: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+    species: da.Array | None = None
+    species_names: tuple[str, ...] = ()
 
 
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
@@ -134,8 +143,9 @@ def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tup
     outs = _predict_tiles(reader, plan, [t for t, _ in tiles], mean, std, specs, device, amp, torch_threads,
                           polarity, engine)
     order = head_order(specs)
+    maps = store_maps(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
-    arrays = {h: open_for_write(os.path.join(store, h)) for h in HEADS}
+    arrays = {h: open_for_write(os.path.join(store, h)) for h in maps}
     n = 0
     for (tile, members), out in zip(tiles, outs):
         origin = [c.start for c in plan.tile_core(tile)]
@@ -143,8 +153,10 @@ def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tup
             sl = plan.core(idx)
             core = out[(slice(None), *(slice(c.start - o, c.stop - o) for c, o in zip(sl, origin)))]
             digests = {}
-            for k, h in enumerate(HEADS):
-                values = np.ascontiguousarray(core[order[k]].astype(arrays[h].dtype, copy=False))
+            for k, h in enumerate(maps):
+                values = core[order[k]]
+                values = np.ascontiguousarray(quantize_species(values) if h not in HEADS
+                                              else values.astype(arrays[h].dtype, copy=False))
                 arrays[h][sl] = values
                 digests[h] = chunk_digest(values)
             # the marker, only after both maps are written, records what they hold (checked before any reuse)
@@ -216,7 +228,7 @@ def predict(
     amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
-    engine: str = "torch",
+    engine: str = "auto",
     tile: int | Sequence[int] | None = None,
     stats: tuple[float, float] | None = None,
     overwrite: bool = False,
@@ -257,8 +269,11 @@ def predict(
         ``"as-is"`` (default): one forward pass; ``"both"``: each map is the mean
         of the networks' outputs on the tomogram and on its contrast-inverted
         copy, so it is exactly the same for either contrast polarity (two passes).
-    engine : {"torch", "openvino"}
-        ``"torch"`` (default): PyTorch on ``device``.  ``"openvino"``: the networks converted to OpenVINO
+    engine : {"auto", "torch", "openvino"}
+        ``"auto"`` (default): ``"openvino"`` when OpenVINO is installed and the networks run on the CPU,
+        else ``"torch"`` (:func:`~cryodet_dask.prediction.resolve_engine`; the store's fingerprint and
+        :attr:`Prediction.attrs` record the engine that ran).  ``"torch"``: PyTorch on ``device``.
+        ``"openvino"``: the networks converted to OpenVINO
         and run by its CPU plugin in fp32 (CPU only; ``pip install 'cryodet-dask[openvino]'``), 1.8x
         faster on this project's CPU, maps within 1e-5 of PyTorch's (:data:`~cryodet_dask.prediction.ENGINES`).
     tile : int or (z, y, x), optional
@@ -307,6 +322,7 @@ def predict(
     if any(h and h > c for h, c in zip(plan.halo, plan.chunk_shape)) and max(plan.grid) > 1:
         log.info("halo %s is larger than the chunk %s: consider larger chunks", plan.halo, plan.chunk_shape)
     device = "cpu" if engine == "openvino" and device == "auto" else resolve_device(device)
+    engine = resolve_engine(engine, device)  # "auto" is never recorded: the fingerprint names what ran
     gpu = _gpu_workers_present()
 
     fingerprint = store_fingerprint(ident, plan, specs, dtype, polarity, engine,
@@ -369,10 +385,13 @@ def predict(
                 source, origin = (block.name, 0, 0, 0), tuple(r.start for r in region)
             tasks[(name, 0, *idx)] = (functools.partial(_lazy_chunk, index=idx, origin=origin, **common), source)
         graph = _build_layer(name, tasks, deps, gpu)
-        arr = da.Array(graph, name, chunks=((len(HEADS),),) + plan.chunks, dtype=np.float32,
+        n_maps = len(store_maps(specs))
+        arr = da.Array(graph, name, chunks=((n_maps,),) + plan.chunks, dtype=np.float32,
                        meta=np.empty((0, 0, 0, 0), np.float32))
+        names = species_names(specs)
+        species = arr[len(HEADS):].map_blocks(quantize_species, dtype=np.uint8) if names else None
         return Prediction(mask=arr[0], center=arr[1], path=None, plan=plan, mean=mean, std=std,
-                          voxel_size=voxel_size)
+                          voxel_size=voxel_size, species=species, species_names=names)
 
     if reader_key is None:  # store the input once so that every task can read its halo region
         raise ParameterError("predict(out=...) needs a tomogram file or store; write the array first "
@@ -384,16 +403,19 @@ def predict(
 def _open_prediction(path: Path, plan: ChunkPlan, attrs: dict[str, Any], computed: int = 0,
                      skipped: int = 0, repaired: int = 0) -> Prediction:
     maps = []
-    for h in HEADS:  # reads raise StoreIntegrityError for a missing or damaged chunk, never fill values
+    for h in maps_of(attrs):  # reads raise StoreIntegrityError for a missing or damaged chunk, never fill values
         reader = CheckedArray(path / h, require_all_chunks=True)
         name = f"prediction-{h}-" + tokenize(str(path.resolve()), attrs.get("fingerprint"), attrs.get("mean"))
         maps.append(da.from_array(reader, chunks=reader.chunks, name=name, asarray=True, fancy=False,
                                   meta=np.empty((0, 0, 0), reader.dtype)))
     vs = attrs.get("voxel_size")
     public = {k: v for k, v in attrs.items() if k != "chunk_digests"}
+    names = tuple(str(n) for n in attrs.get("species") or ())
+    species = da.stack(maps[len(HEADS):]) if names else None
     return Prediction(mask=maps[0], center=maps[1], path=path, plan=plan, mean=float(attrs["mean"]),
                       std=float(attrs["std"]), voxel_size=float(vs) if vs else None, chunks_computed=computed,
-                      chunks_skipped=skipped, chunks_repaired=repaired, attrs=public)
+                      chunks_skipped=skipped, chunks_repaired=repaired, attrs=public, species=species,
+                      species_names=names)
 
 
 def _predict_to_store(out: Path, reader: Any, plan: ChunkPlan, common: dict[str, Any],

@@ -22,7 +22,7 @@ import zarr
 
 from ..io import INTEGRITY_ATTRS, WRITE_CONFIG, has_checksum, partial_path, stored_codecs, verify_array
 from ._engine import ModelSpec
-from ._models import HEADS, file_sha256
+from ._models import HEADS, file_sha256, species_names, store_maps
 from ._tiling import ChunkPlan
 
 __all__ = ["MAPS_CODEC", "store_fingerprint", "existing_complete", "verify_complete", "reopen_for_repair",
@@ -54,6 +54,12 @@ def store_fingerprint(ident: str, plan: ChunkPlan, specs: Sequence[ModelSpec], d
     }
 
 
+def maps_of(attrs: dict[str, Any] | None) -> tuple[str, ...]:
+    """The maps a store holds (its attributes' ``maps``; :data:`HEADS` for stores written before species)."""
+    maps = (attrs or {}).get("maps")
+    return tuple(str(m) for m in maps) if isinstance(maps, list) and maps else HEADS
+
+
 def _key(idx: Sequence[int]) -> str:
     return ".".join(str(int(i)) for i in idx)
 
@@ -72,6 +78,7 @@ def _read_markers(store: Path) -> dict[tuple[int, ...], dict[str, int] | None]:
     folder = store / ".done"
     if not folder.is_dir():
         return done
+    maps = maps_of(read_attrs(store))
     for p in folder.iterdir():
         idx = _parse_key(p.name)
         if idx is None:  # a marker being written (".<key>.tmp") when the run was killed
@@ -80,7 +87,7 @@ def _read_markers(store: Path) -> dict[tuple[int, ...], dict[str, int] | None]:
             digests = json.loads(p.read_text() or "null")
         except (OSError, ValueError):
             digests = None
-        ok = isinstance(digests, dict) and all(isinstance(digests.get(h), int) for h in HEADS)
+        ok = isinstance(digests, dict) and all(isinstance(digests.get(h), int) for h in maps)
         done[idx] = digests if ok else None
     return done
 
@@ -94,13 +101,14 @@ def _verify_chunks(store: Path, done: dict[tuple[int, ...], dict[str, int] | Non
     """
     try:
         group = zarr.open_group(str(store), mode="r")
-        arrays = {h: group[h] for h in HEADS}
+        maps = maps_of(read_attrs(store))
+        arrays = {h: group[h] for h in maps}
     except Exception:  # noqa: BLE001 - unreadable metadata: the whole store is damaged
         return None
     if not all(isinstance(a, zarr.Array) and has_checksum(a) for a in arrays.values()):
         return None
     bad: dict[tuple[int, ...], str] = {}
-    for h in HEADS:
+    for h in maps:
         digests = {idx: d[h] for idx, d in done.items() if d is not None}
         # every entry was checked to be a zarr.Array above
         checked = verify_array(cast("zarr.Array[Any]", arrays[h]), list(done), digests=digests, threads=True)
@@ -115,10 +123,11 @@ def verify_complete(out: Path, attrs: dict[str, Any]) -> dict[tuple[int, ...], s
     if not isinstance(recorded, dict):
         return None  # written without digests (an older cryodet-dask)
     done: dict[tuple[int, ...], dict[str, int] | None] = {}
+    maps = maps_of(attrs)
     for k, v in recorded.items():
         idx = _parse_key(k)
         if idx is not None:
-            done[idx] = dict(zip(HEADS, v)) if isinstance(v, list) and len(v) == len(HEADS) else None
+            done[idx] = dict(zip(maps, v)) if isinstance(v, list) and len(v) == len(maps) else None
     bad = _verify_chunks(out, done)
     if bad is None:
         return None
@@ -143,7 +152,7 @@ def _remove_chunks(store: Path, indices: Sequence[tuple[int, ...]]) -> None:
     """Delete the chunk files of ``indices`` in both maps (they are about to be recomputed)."""
     try:
         group = zarr.open_group(str(store), mode="r")
-        for h in HEADS:
+        for h in maps_of(read_attrs(store)):
             # a head is an array in the stores written here; a group lacks .metadata.encode_chunk_key
             # and lands in except
             arr = cast("zarr.Array[Any]", group[h])
@@ -181,7 +190,7 @@ def reopen_for_repair(out: Path, plan: ChunkPlan, attrs: dict[str, Any],
     for k, v in attrs.get("chunk_digests", {}).items():
         idx = _parse_key(k)
         if idx is not None and idx not in bad:
-            (tmp / ".done" / k).write_text(json.dumps(dict(zip(HEADS, v))))
+            (tmp / ".done" / k).write_text(json.dumps(dict(zip(maps_of(attrs), v))))
     group = zarr.open_group(str(tmp), mode="r+")
     new = {k: v for k, v in attrs.items() if k != "chunk_digests"}
     new["complete"] = False
@@ -257,9 +266,10 @@ def open_partial(out: Path, plan: ChunkPlan, fingerprint: dict[str, Any], mean: 
         if tmp.exists():
             shutil.rmtree(tmp)  # stale, damaged, or from other inputs/parameters
         group = zarr.open_group(str(tmp), mode="w")
-        for h in HEADS:
-            group.create_array(h, shape=plan.shape, chunks=plan.chunk_shape, dtype=dtype, fill_value=0,
-                               compressors=stored_codecs(MAPS_CODEC, np.dtype(dtype)) or None,
+        for h in store_maps(specs):  # species maps: probabilities quantized to uint8 (postprocessing.quantize_species)
+            dt = dtype if h in HEADS else "uint8"
+            group.create_array(h, shape=plan.shape, chunks=plan.chunk_shape, dtype=dt, fill_value=0,
+                               compressors=stored_codecs(MAPS_CODEC, np.dtype(dt)) or None,
                                dimension_names=("z", "y", "x"), config=WRITE_CONFIG)
         attrs = {
             "fingerprint": fingerprint,
@@ -273,6 +283,8 @@ def open_partial(out: Path, plan: ChunkPlan, fingerprint: dict[str, Any], mean: 
                        for s in specs],
             "integrity": dict(INTEGRITY_ATTRS),
             "complete": False,
+            "maps": list(store_maps(specs)),
+            "species": list(species_names(specs)),
         }
         group.attrs["cryodet"] = attrs
         (tmp / ".done").mkdir()
@@ -290,7 +302,7 @@ def seal_store(out: Path, tmp: Path, plan: ChunkPlan) -> dict[str, Any]:
     group = zarr.open_group(str(tmp), mode="r+")
     attrs = dict(cast(dict[str, Any], group.attrs["cryodet"]))  # the JSON object this run wrote
     attrs["complete"] = True
-    attrs["chunk_digests"] = {_key(idx): [markers[idx][h] for h in HEADS]  # type: ignore[index]
+    attrs["chunk_digests"] = {_key(idx): [markers[idx][h] for h in maps_of(attrs)]  # type: ignore[index]
                               for idx in sorted(markers)}
     group.attrs["cryodet"] = attrs
     shutil.rmtree(tmp / ".done")
