@@ -327,3 +327,23 @@ def test_prediction_stores_the_quantized_species_maps(tmp_path):
     repaired = predict(tmp_path / "v.mrc", ckpt, out=tmp_path / "p.zarr", chunks=16, device="cpu")
     assert repaired.chunks_repaired == 1
     np.testing.assert_array_equal(repaired.species.compute(), stored.species.compute())
+
+
+def test_shipped_models_by_name(capsys, tmp_path, monkeypatch):
+    from cryodet_dask.cli import main
+    from cryodet_dask.errors import CheckpointError
+    from cryodet_dask.prediction import SHIPPED_MODELS, resolve_models, shipped_models
+
+    listed = {m["name"]: m for m in shipped_models()}
+    assert "twohead" in listed and listed["twohead"]["species"] == ["particle"]
+    assert [s.path for s in resolve_models("twohead")] == [s.path for s in resolve_models(None)]
+    assert len(resolve_models("pair")) == 2
+    assert main(["models"]) == 0
+    assert "twohead" in capsys.readouterr().out
+    monkeypatch.setitem(SHIPPED_MODELS, "missing-model", (("nothing.pt",), "not shipped"))
+    with pytest.raises(CheckpointError, match="not installed"):
+        resolve_models("missing-model")
+    monkeypatch.chdir(tmp_path)  # a file of that name wins over the shipped name
+    with pytest.raises(CheckpointError):
+        (tmp_path / "twohead").write_bytes(b"not a checkpoint")
+        resolve_models("twohead")

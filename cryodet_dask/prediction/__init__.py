@@ -7,15 +7,18 @@
 
 from __future__ import annotations
 
-from ._engine import ENGINES, ModelSpec, OpenVinoNet, check_engine, forward_block, get_model, normalize_block, resolve_device
-from ._models import HEADS, check_model_voxel_size, file_sha256, resolve_models
+from ._engine import (ENGINE_CHOICES, ENGINES, ModelSpec, OpenVinoNet, check_engine, forward_block, get_model,
+                      normalize_block, resolve_device, resolve_engine)
+from ._models import HEADS, SHIPPED_MODELS, check_model_voxel_size, file_sha256, resolve_models, shipped_models
 from ._predict import Prediction, global_stats, predict
 from ._tiling import (ChunkPlan, default_halo, model_halo, plan_chunks, plan_tiles, task_memory_bytes, task_tile,
                       tile_budget, with_tile)
 
 __all__ = [
     "ENGINES",
+    "ENGINE_CHOICES",
     "HEADS",
+    "SHIPPED_MODELS",
     "OpenVinoNet",
     "check_engine",
     "ChunkPlan",
@@ -30,7 +33,9 @@ __all__ = [
     "plan_chunks",
     "predict",
     "resolve_device",
+    "resolve_engine",
     "resolve_models",
+    "shipped_models",
     "file_sha256",
     "task_memory_bytes",
     "model_halo",

@@ -14,8 +14,16 @@ from typing import Any
 from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
-__all__ = ["HEADS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order", "species_names",
-           "store_maps"]
+__all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order",
+           "shipped_models", "species_names", "store_maps"]
+
+#: Models shipped in the package, by the name ``-m NAME`` takes: their checkpoint files in
+#: ``cryodet_dask/data/weights`` (one file, or a SegNet and a CenterNet) and what they are for.
+SHIPPED_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
+    "twohead": (("twohead.pt",), "species-agnostic two-head network (the default)"),
+    "pair": (("segnet.pt", "centernet.pt"), "species-agnostic SegNet + CenterNet (the original design)"),
+    "six-species": (("six-species.pt",), "the six shipped templates as six species"),
+}
 
 #: The maps a prediction gives, in this order (the heads of the networks together).
 HEADS = ("mask", "center")
@@ -32,16 +40,53 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _shipped_paths(name: str) -> list[str | os.PathLike[str] | None]:
+    from .. import models
+
+    files, _ = SHIPPED_MODELS[name]
+    paths: list[str | os.PathLike[str] | None] = [models.WEIGHTS_DIR / f for f in files]
+    missing = [str(p) for p in paths if p is not None and not Path(p).is_file()]
+    if missing:
+        raise CheckpointError(f"the shipped model {name!r} is not installed in this package ({missing[0]})")
+    return paths
+
+
+def shipped_models() -> list[dict[str, Any]]:
+    """The shipped models: name, files, species, voxel size (Å), size on disk (bytes), description,
+    and the figures recorded for them (``data/weights/models.json``)."""
+    import json
+
+    from .. import models
+
+    figures_file = models.WEIGHTS_DIR / "models.json"
+    figures = json.loads(figures_file.read_text()) if figures_file.is_file() else {}
+    out = []
+    for name, (files, what) in SHIPPED_MODELS.items():
+        paths = [models.WEIGHTS_DIR / f for f in files]
+        if not all(p.is_file() for p in paths):
+            continue
+        cfg = models.read_checkpoint(paths[0])["config"]
+        species = [s["name"] for s in cfg.get("species") or [{"name": "particle"}]]
+        out.append({"name": name, "files": [str(p) for p in paths], "species": species,
+                    "voxel_size": cfg.get("voxel_size"), "bytes": sum(p.stat().st_size for p in paths),
+                    "description": what, "figures": figures.get(name, {})})
+    return out
+
+
 def resolve_models(model: Any = None) -> list[ModelSpec]:
     """Checkpoints to run, as :class:`ModelSpec` s whose heads together give ``mask`` and ``center``.
 
-    ``model`` may be ``None`` (the shipped demo weights), one checkpoint path
-    (a two-head network), or a sequence of paths (SegNet, CenterNet).
+    ``model`` may be ``None`` (the shipped default, ``twohead``), the name of a shipped model
+    (:data:`SHIPPED_MODELS`, e.g. ``"six-species"``), one checkpoint path (a two-head network),
+    or a sequence of paths (SegNet, CenterNet).  A name is taken as a shipped model only when no
+    file of that name exists.
     """
     from .. import models
 
     paths: list[str | os.PathLike[str] | None]
-    if model is None:
+    if isinstance(model, str) and model in SHIPPED_MODELS and not Path(model).exists():
+        paths = _shipped_paths(model)
+    elif model is None:
         # the two-head network: more accurate than the shipped pair on validation data and half the cost
         # (README, Results); the pair is -m segnet.pt -c centernet.pt
         weights = models.default_weights()
