@@ -12,7 +12,7 @@ The pipeline, one module per stage::
     evaluation      precision / recall against ground truth           evaluate
     particles       picks in every cryo-ET format (STAR, copick, ...)  read_particles, write_particles
     resampling      another voxel size, lazily (detect --rescale)     resampling.resample
-    detection       all of the above, end to end                      detect
+    pipeline        all of the above, end to end, in a run folder     detect
 
 Axes are (z, y, x) everywhere in arrays; x, y, z order appears only in file
 formats that use it (TXT, STAR, CSV columns are named).
@@ -20,32 +20,38 @@ formats that use it (TXT, STAR, CSV columns are named).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_attributes
 from .errors import CryodetError
-from .io import Tomogram, convert, load, write_mrc
 
 __version__ = "0.1.0"
 
-# Stages imported on first use, so `import cryodet_dask` stays light (no torch).
-_LAZY = {
-    "simulate": ("cryodet_dask.simulation", "simulate"),
-    "train": ("cryodet_dask.training", "train"),
-    "predict": ("cryodet_dask.prediction", "predict"),
-    "postprocess": ("cryodet_dask.postprocessing", "postprocess"),
-    "export": ("cryodet_dask.exports", "export"),
-    "evaluate": ("cryodet_dask.evaluation", "evaluate"),
-    "detect": ("cryodet_dask.pipeline.detect", "detect"),
-    "read_particles": ("cryodet_dask.particles", "read_particles"),
-    "write_particles": ("cryodet_dask.particles", "write_particles"),
-}
+if TYPE_CHECKING:
+    from .evaluation import evaluate
+    from .exports import export
+    from .io import Tomogram, convert, load, write_mrc
+    from .particles import read_particles, write_particles
+    from .pipeline.detect import detect
+    from .postprocessing import postprocess
+    from .prediction import predict
+    from .simulation import simulate
+    from .training import train
 
-__all__ = ["CryodetError", "Tomogram", "__version__", "convert", "load", "write_mrc", *_LAZY]
+__all__ = ["CryodetError", "Tomogram", "__version__", "convert", "load", "write_mrc", "simulate", "train", "predict",
+           "postprocess", "export", "evaluate", "detect", "read_particles", "write_particles"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'cryodet_dask' has no attribute {name!r}")
+# Every stage is imported on first use, so that `import cryodet_dask` (and `cryodet-dask --help`) stays
+# light: no torch, dask, zarr or pandas.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, {
+        ".io": ("Tomogram", "convert", "load", "write_mrc"),
+        ".simulation": ("simulate",),
+        ".training": ("train",),
+        ".prediction": ("predict",),
+        ".postprocessing": ("postprocess",),
+        ".exports": ("export",),
+        ".evaluation": ("evaluate",),
+        ".pipeline.detect": ("detect",),
+        ".particles": ("read_particles", "write_particles"),
+    })

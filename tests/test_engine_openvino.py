@@ -13,7 +13,8 @@ import torch
 from cryodet_dask import models
 from cryodet_dask.cli import main
 from cryodet_dask.errors import OutputExistsError, ParameterError
-from cryodet_dask.prediction import ENGINES, check_engine, forward_block, predict, resolve_models
+from cryodet_dask.prediction import (ENGINE_CHOICES, ENGINES, check_engine, forward_block, predict, resolve_engine,
+                                     resolve_models)
 from cryodet_dask.prediction import _engine as engine_module
 from cryodet_dask.testing import make_mrc
 
@@ -25,6 +26,75 @@ TOL = 1e-5  # the chunk-invariance tolerance of the PyTorch path (tests/test_pre
 
 def test_engines_listed():
     assert ENGINES == ("torch", "openvino")
+    assert ENGINE_CHOICES == ("auto", "torch", "openvino")
+
+
+def _hide_openvino(monkeypatch):
+    """As if OpenVINO were not installed: its import fails and it is not found."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises, find_spec says None
+    with pytest.raises(ImportError):
+        import openvino  # noqa: F401
+
+
+def test_auto_resolves_to_openvino_on_the_cpu_when_it_is_installed(monkeypatch):
+    assert resolve_engine("auto", "cpu") == "openvino"
+    _hide_openvino(monkeypatch)
+    assert resolve_engine("auto", "cpu") == "torch"
+
+
+def test_auto_resolves_to_torch_on_a_gpu():
+    assert resolve_engine("auto", "cuda") == "torch"
+    assert resolve_engine("auto", "cuda:1") == "torch"
+
+
+def test_explicit_engines_are_kept_and_checked(monkeypatch):
+    assert resolve_engine("torch", "cpu") == "torch"
+    assert resolve_engine("openvino", "cpu") == "openvino"
+    with pytest.raises(ParameterError, match="CPU only"):
+        resolve_engine("openvino", "cuda")
+    _hide_openvino(monkeypatch)
+    with pytest.raises(ParameterError, match="not installed"):
+        resolve_engine("openvino", "cpu")
+
+
+def test_the_default_engine_is_auto_and_a_store_records_the_resolved_one(tmp_path, two_head, volume, monkeypatch):
+    """predict's, detect's and the command line's default is auto; the store's fingerprint names the engine
+    that ran, so a store made by OpenVINO is not resumed by torch once OpenVINO is gone."""
+    import inspect
+
+    from cryodet_dask.cli._flags import NETWORK_FLAGS
+    from cryodet_dask.pipeline import DetectParams
+
+    assert inspect.signature(predict).parameters["engine"].default == "auto"
+    assert DetectParams().engine == "auto"
+    assert {f.name: f.default for f in NETWORK_FLAGS}["engine"] == "auto"
+    src = make_mrc(tmp_path / "v.mrc", volume)
+    pred = predict(src, two_head, out=tmp_path / "p.zarr", chunks=16, device="cpu")
+    assert pred.attrs["fingerprint"]["engine"] == "openvino"
+    _hide_openvino(monkeypatch)
+    with pytest.raises(OutputExistsError):  # auto is torch now: another engine's store
+        predict(src, two_head, out=tmp_path / "p.zarr", chunks=16, device="cpu")
+    pred = predict(src, two_head, out=tmp_path / "q.zarr", chunks=16, device="cpu")
+    assert pred.attrs["fingerprint"]["engine"] == "torch"
+
+
+def test_auto_on_a_gpu_runs_torch(two_head, volume, monkeypatch):
+    """--device cuda with the default engine: torch, never a refusal (OpenVINO runs on the CPU only)."""
+    seen = []
+    real = engine_module.resolve_engine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    import cryodet_dask.prediction._predict as predict_module
+
+    def spy(engine, device):
+        seen.append(real(engine, device))
+        raise RuntimeError("stop before the forward pass")  # no GPU here to run it on
+
+    monkeypatch.setattr(predict_module, "resolve_engine", spy)
+    with pytest.raises(RuntimeError, match="stop before"):
+        predict(volume, two_head, chunks=16, device="cuda")
+    assert seen == ["torch"]
 
 
 @pytest.mark.parametrize("polarity", ["as-is", "both"])
@@ -73,7 +143,7 @@ def test_auto_device_means_cpu_for_openvino(two_head, volume, monkeypatch):
 
 
 def test_bad_engine_requests_are_refused(monkeypatch, two_head, volume):
-    with pytest.raises(ParameterError, match="engine must be one of torch, openvino"):
+    with pytest.raises(ParameterError, match="engine must be one of auto, torch, openvino"):
         check_engine("tensorrt")
     with pytest.raises(ParameterError, match="CPU only"):
         check_engine("openvino", "cuda")
@@ -114,6 +184,7 @@ def test_detect_with_openvino_finds_the_same_particles_and_records_the_engine(tm
                      "--formats", "mrc,csv"]) == 0
         run = json.loads((out / "t_run.json").read_text())
         assert run["parameters"]["engine"] == engine
+        assert run["stages"]["predict"]["engine"] == engine
         assert run["versions"]["openvino"]
         import mrcfile
 

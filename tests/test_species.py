@@ -347,3 +347,40 @@ def test_shipped_models_by_name(capsys, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError):
         (tmp_path / "twohead").write_bytes(b"not a checkpoint")
         resolve_models("twohead")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_export_writes_species_columns_class_numbers_and_species_label_images(tmp_path):
+    import json
+
+    import starfile
+    import zarr
+
+    from cryodet_dask.exports import export
+    from cryodet_dask.io import load
+
+    m, c, _ = blob_maps((20, 28, 28), 10, radius=(2.0, 4.0), seed=5)
+    s = _species_map(ndi.label(m > 0.1)[0], 3, 4, noise=0.3)
+    det = postprocess(da.from_array(m, chunks=10), da.from_array(c, chunks=10),
+                      species=da.from_array(s, chunks=(3, 10, 10, 10)), species_names=["ribo", "prot", "rbc"], **KW)
+    files = export(det, tmp_path, "tomo", voxel_size=10.0, formats=("mrc", "zarr", "csv", "star"))
+    assert {"species_mrc", "species_zarr"} <= set(files)
+    labels = load(files["mrc"]).data.compute()
+    species = load(files["species_mrc"]).data.compute()
+    lut = np.concatenate([[0], det.species + 1])
+    np.testing.assert_array_equal(species, lut[labels])
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(str(files["species_zarr"]))["0"]), species)
+    ome = dict(zarr.open_group(str(files["species_zarr"])).attrs["ome"])
+    assert [p["species"] for p in ome["image-label"]["properties"]] == ["ribo", "prot", "rbc"]
+    csv = pd_read(files["csv"])
+    assert list(csv["class"]) == [["ribo", "prot", "rbc"][k] for k in det.species]
+    star = starfile.read(files["star"])
+    assert list(star["rlnClassNumber"]) == list(det.species + 1)
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)

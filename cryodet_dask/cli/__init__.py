@@ -4,6 +4,11 @@ Each subcommand lives in its own module of this package (``cli/convert.py``,
 ``cli/simulate.py``, ...) exposing ``register(subparsers)``; this module finds
 them, builds the parser, and turns :class:`~cryodet_dask.errors.CryodetError`
 into one line on stderr and a non-zero exit status.
+
+Building the parser imports no heavy module (torch, dask, zarr, pandas): ``register`` only declares
+arguments, and each command imports what it needs in its ``run``; ``--help`` answers at once
+(tests/test_cli_startup.py).  The global options ``-v``, ``-q`` and ``--progress``/``--no-progress``
+are accepted before and after the command.
 """
 
 from __future__ import annotations
@@ -36,6 +41,42 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """``-v``, ``-q``, ``--progress``/``--no-progress``: on the main parser, and again (``after``) on every
+    command's parser, where an option left out leaves the namespace alone (:func:`_merge_global_options`)."""
+    g = parser.add_argument_group("global options (before or after the command)") if after else parser
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
+    suffix = "_after" if after else ""
+    g.add_argument("-v", "--verbose", dest="verbose" + suffix, action="count",
+                   **(unset or {"default": 0}), help="more log output (-vv for debug)")
+    g.add_argument("-q", "--quiet", dest="quiet" + suffix, action="store_true", **unset,
+                   help="only errors; no progress bars")
+    progress = g.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress" + suffix, action="store_const", const=True,
+                          **(unset or {"default": None}), help="progress bars even when stderr is not a terminal")
+    progress.add_argument("--no-progress", dest="progress" + suffix, action="store_const", const=False, **unset,
+                          help="no progress bars (default when stderr is not a terminal, e.g. a log file)")
+
+
+class _CommandParser(_OneLineErrorParser):
+    """A command's parser (and a nested action's, e.g. ``picks convert``): it takes the global options too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, after=True)
+
+
+def _merge_global_options(args: argparse.Namespace) -> None:
+    """Fold the global options given after the command into those given before it (after wins for
+    ``--progress``; ``-v`` counts add up)."""
+    ns = vars(args)
+    args.verbose = ns.get("verbose", 0) + ns.pop("verbose_after", 0)
+    args.quiet = bool(ns.get("quiet", False) or ns.pop("quiet_after", False))
+    after = ns.pop("progress_after", None)
+    if after is not None:
+        args.progress = after
+
+
 def _command_modules() -> list[str]:
     names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
@@ -51,14 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"cryodet-dask {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
-                          help="progress bars even when stderr is not a terminal")
-    progress.add_argument("--no-progress", dest="progress", action="store_const", const=False,
-                          help="no progress bars (default when stderr is not a terminal, e.g. a log file)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
+    _add_global_options(parser, after=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
     for name in _command_modules():
         module = importlib.import_module(f"{__name__}.{name}")
@@ -103,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    _merge_global_options(args)
     args.argv = argv  # the command as given, for provenance (checkpoints, run.json)
     _setup_logging(args.verbose, args.quiet)
     previous = _terminate_like_interrupt()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 __all__ = ["str2bool", "int_triplet", "positive_float", "fraction", "nonneg_float", "finite_nonneg_float", "nonneg_int",
            "positive_int", "voxel_size_angst", "format_list", "add_bool_flag", "show_progress",
-           "VOXEL_SIZE_RANGE", "deprecated_alias"]
+           "VOXEL_SIZE_RANGE", "deprecated_alias", "dataclass_defaults"]
 
 #: Physically plausible voxel sizes (Å): below 0.1 Å or above 1000 Å is a unit or header mistake.
 VOXEL_SIZE_RANGE = (0.1, 1000.0)
@@ -166,3 +168,15 @@ class _DeprecatedAlias(argparse.Action):
 def deprecated_alias(group: Any, old: str, new: str, dest: str, parse: Any = None) -> None:
     """Accept ``old`` (hidden, with a deprecation warning) as another spelling of ``new``."""
     group.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, parse=parse, default=argparse.SUPPRESS)
+
+
+def dataclass_defaults(cls: Any) -> SimpleNamespace:
+    """The field defaults of dataclass ``cls`` without making one: its validation may import heavy modules
+    (``--help`` must not), and a field without a default is left out."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return SimpleNamespace(**values)

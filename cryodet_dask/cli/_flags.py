@@ -3,6 +3,10 @@
 ``detect`` and ``postprocess`` add the post-processing flags from :data:`FLAGS` and :data:`BOOL_FLAGS`;
 ``detect`` and ``predict`` add the networks' flags from :data:`NETWORK_FLAGS` (same names, parsers, units
 and help); ``detect``'s YAML config parses each key (the long flag's name) with the same parser.
+
+Nothing here imports more than :class:`~cryodet_dask.postprocessing.PostprocessParams` (no torch, dask or
+pandas): ``--help`` answers at once.  The networks' defaults are therefore stated in :data:`NETWORK_FLAGS`
+(``Flag.default``), equal to :class:`~cryodet_dask.pipeline.DetectParams`' (a test checks).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from ._common import (add_bool_flag, finite_nonneg_float, fraction, int_triplet, nonneg_float, nonneg_int,
@@ -59,6 +64,7 @@ class Flag:
     help: str
     from_diameter: bool = False  # None by default: derived from --particle-diameter when that is given
     default_help: str | None = None  # the "(default: ...)" text, when the default is not a plain value
+    default: Any = None  # NETWORK_FLAGS only: DetectParams' default (PostprocessParams' are read from it)
 
     @property
     def long(self) -> str:
@@ -99,14 +105,15 @@ BOOL_FLAGS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-#: The networks' flags (``detect`` and ``predict``); their defaults are :class:`DetectParams`'.
+#: The networks' flags (``detect`` and ``predict``); their defaults are :class:`DetectParams`', stated here so
+#: that ``--help`` need not import the pipeline (tests/test_cli_startup.py checks that they agree).
 NETWORK_FLAGS: tuple[Flag, ...] = (
     Flag("segnet", "-m", nonempty_text, "CKPT", "SegNet checkpoint, or one two-head checkpoint",
          default_help="the shipped two-head network"),
     Flag("centernet", "-c", nonempty_text, "CKPT", "CenterNet checkpoint, with -m", default_help="none"),
     Flag("chunks", "-ps", int_triplet, "N|Z,Y,X",
          "storage chunk (patch) size in voxels, rounded up to the pooling factor: the maps' chunks and the "
-         "post-processing's blocks", default_help="128"),
+         "post-processing's blocks", default_help="128", default=(128,)),
     Flag("halo", None, int_triplet, "N|Z,Y,X", "inference halo in voxels on each side",
          default_help="half the receptive field"),
     Flag("tile", None, int_triplet, "N|Z,Y,X",
@@ -114,24 +121,24 @@ NETWORK_FLAGS: tuple[Flag, ...] = (
          default_help="on GPU workers, e.g. --cluster local-cuda, planned: the fewest computed voxels that fit "
          "the GPU's memory; elsewhere one chunk"),
     Flag("device", None, choice("auto", "cpu", "cuda"), "{auto,cpu,cuda}", "where the networks run",
-         default_help="auto: cuda when a GPU is visible"),
-    Flag("batch_size", None, positive_int, "N", "tiles per forward call", default_help="1"),
+         default_help="auto: cuda when a GPU is visible", default="auto"),
+    Flag("batch_size", None, positive_int, "N", "tiles per forward call", default_help="1", default=1),
     Flag("polarity", None, choice("both", "as-is"), "{both,as-is}",
          "as-is: one forward pass; both: the maps are the mean of the networks' outputs on the tomogram and on "
          "its contrast-inverted copy, exactly the same whichever way the contrast was written (two forward "
-         "passes, twice the inference time)", default_help="as-is"),
-    Flag("engine", None, choice("torch", "openvino"), "{torch,openvino}",
+         "passes, twice the inference time)", default_help="as-is", default="as-is"),
+    Flag("engine", None, choice("auto", "torch", "openvino"), "{auto,torch,openvino}",
          "torch: PyTorch on --device; openvino: the networks run by OpenVINO's CPU plugin in fp32, 1.8x faster "
-         "than torch in predict on a 2-core AVX2 CPU, maps within 1e-5 (CPU only; pip install 'cryodet-dask[openvino]')",
-         default_help="torch"),
+         "than torch in predict on a 2-core AVX2 CPU, maps within 1e-5 (CPU only; pip install "
+         "'cryodet-dask[openvino]'); auto: openvino when it is installed and the networks run on the CPU, "
+         "else torch (the run records which)",
+         default_help="auto", default="auto"),
 )
 
 
 def add_network_flags(group: Any, *, suppress: bool = False) -> None:
     """Add the networks' flags to ``group`` (``suppress``: as for :func:`add_postprocess_flags`)."""
-    from ..pipeline.params import DetectParams
-
-    d = DetectParams()
+    d = SimpleNamespace(**{flag.name: flag.default for flag in NETWORK_FLAGS})
     for flag in NETWORK_FLAGS:
         _add(group, flag, d, suppress)
 

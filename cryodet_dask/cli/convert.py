@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import CODECS, DEFAULT_CODEC, convert, load
+from ..io import CODECS, DEFAULT_CODEC  # names only: no zarr or dask until a conversion runs
 from ._common import int_triplet, positive_float, show_progress
 
 
@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import convert, load
+
     out = convert(
         args.source,
         args.destination,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._shapes import triplet
-from ._common import int_triplet, nonneg_int, show_progress
+from ._common import dataclass_defaults, int_triplet, nonneg_int, show_progress
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -30,7 +30,7 @@ def _kinds(text: str) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     from ..training import PoolRanges
 
-    d = PoolRanges()
+    d = dataclass_defaults(PoolRanges)  # PoolRanges() would check its values, importing the simulation
     p = sub.add_parser(
         "simulate-pool",
         help="simulate a pool of training tomograms with randomized SNR, tilt, defocus, voxel size, density, "

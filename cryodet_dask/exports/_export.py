@@ -12,9 +12,10 @@ import dask.array as da
 from ..errors import ParameterError
 from ..particles import write_centers_csv, write_centers_star, write_centers_txt
 from ..pipeline.rundir import RunDirectory
+from ..species import SpeciesTable
 from ._labels import write_labels_mrc, write_labels_zarr
 
-__all__ = ["FORMATS", "export"]
+__all__ = ["FORMATS", "export", "species_path"]
 
 FORMATS = ("mrc", "txt", "csv", "star", "zarr")
 
@@ -91,6 +92,23 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         written["mrc"] = write_labels_mrc(labels, rd.output("mrc"),
                                           voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx,
                                           dtype=label_dtype, n_labels=n, overwrite=overwrite, progress=progress)
+    if getattr(detections, "species", None) is not None:  # the species label image beside the instance labels
+        species = _species_labels(detections, labels)
+        names = list(detections.species_names)
+        for fmt in ("zarr", "mrc"):
+            if fmt in formats:
+                path = species_path(rd.output(fmt))
+                if fmt == "zarr":
+                    written["species_zarr"] = write_labels_zarr(
+                        species, path, voxel_size_zyx=vs_zyx, origin_zyx=origin_zyx, n_labels=len(names),
+                        overwrite=overwrite, progress=progress, kind="species-labels", name="species",
+                        properties=[{"label-value": k + 1, "species": nm} for k, nm in enumerate(names)],
+                        colors=[{"label-value": k + 1, "rgba": _rgba(c)} for k, c in
+                                enumerate(SpeciesTable.of(names).colours())])
+                else:
+                    written["species_mrc"] = write_labels_mrc(
+                        species, path, voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx, dtype="auto",
+                        n_labels=len(names), overwrite=overwrite, progress=progress)
     if "txt" in formats:
         written["txt"] = write_centers_txt(detections, rd.output("txt"), vs_zyx or voxel_size,
                                            overwrite=overwrite)
@@ -100,6 +118,28 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         written["star"] = write_centers_star(detections, rd.output("star"), vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written
+
+
+def species_path(labels_path: Path) -> Path:
+    """The species label image beside an instance label image: ``NAME_species.EXT`` for ``NAME_labels.EXT``."""
+    stem = labels_path.name[: -len("_labels" + labels_path.suffix)] if labels_path.stem.endswith("_labels") \
+        else labels_path.stem
+    return labels_path.with_name(f"{stem}_species{labels_path.suffix}")
+
+
+def _species_labels(detections: Any, labels: Any) -> da.Array:
+    """Species label image (0 background, k + 1 for species k) from the instance labels just written."""
+    import numpy as np
+
+    lut = np.zeros(len(detections.species) + 1, dtype=np.uint8)  # label i + 1 -> its species + 1
+    lut[1:] = np.asarray(detections.species, dtype=np.int64) + 1
+    lab = labels if isinstance(labels, da.Array) else detections.labels
+    out: da.Array = da.map_blocks(np.take, lut, lab, dtype=np.uint8)
+    return out
+
+
+def _rgba(colour: str) -> list[int]:
+    return [int(colour[i : i + 2], 16) for i in (1, 3, 5)] + [255]
 
 
 def _one_or_three(vs_zyx: tuple[float, ...] | None) -> float | tuple[float, ...] | None:

@@ -92,7 +92,9 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
                       voxel_size_zyx: float | Sequence[float] | None = None,
                       origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
                       n_labels: int | None = None, overwrite: bool = False, progress: bool = False,
-                      name: str = "labels", source_image: str | None = None) -> Path:
+                      name: str = "labels", source_image: str | None = None,
+                      properties: list[dict[str, Any]] | None = None, colors: list[dict[str, Any]] | None = None,
+                      kind: str = "instance-labels") -> Path:
     """Write the instance label image as an OME-Zarr (NGFF 0.5) label image.
 
     The group holds one full-resolution array ``0`` chunked like the labels,
@@ -101,7 +103,9 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
     record the voxel size, origin and number of labels.  ``source_image`` is the
     path of the tomogram's OME-Zarr image relative to this label group (NGFF
     ``image-label.source.image``, e.g. ``"../NAME.zarr"`` beside it); without it
-    no source is claimed.  Written block by block under a temporary name,
+    no source is claimed.  ``properties`` and ``colors`` are NGFF ``image-label``
+    entries (``{"label-value": k, ...}``), e.g. the species name of each value of a
+    species label image.  Written block by block under a temporary name,
     renamed when complete.
     """
     labels = _as_labels(detections)
@@ -122,9 +126,10 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
         group = create_image_group(tmp, shape=labels.shape, dtype=dt, chunks=chunks, name=name,
                                    voxel_size_zyx=vs, origin_zyx=tuple(origin_zyx), method="nearest",
                                    attributes={"voxel_size_zyx": list(vs), "origin_angst_zyx": list(origin_zyx),
-                                               "n_labels": n, "kind": "instance-labels"})
+                                               "n_labels": n, "kind": kind})
         ome = dict(cast(dict[str, Any], group.attrs["ome"]))  # the OME object create_image_group wrote
-        ome["image-label"] = {"version": "0.5", "colors": [],
+        ome["image-label"] = {"version": "0.5", "colors": colors or [],
+                              **({"properties": properties} if properties else {}),
                               **({"source": {"image": source_image}} if source_image else {})}
         group.attrs["ome"] = ome
         (bad,) = compute(write_blocks(labels.astype(dt), tmp / "0"), progress=progress,

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from ._codecs import CODECS, DEFAULT_CODEC
 from ._integrity import WRITE_CONFIG, checksum_codecs, open_for_write
 
 __all__ = [
@@ -35,21 +36,6 @@ __all__ = [
     "write_blocks",
 ]
 
-#: Compressors selectable by name (``--codec``).  See the README's codec table
-#: for the measurement behind the default, ``auto``: noisy tomograms barely
-#: compress (about 1.1x for float32 whatever the codec), so speed decides:
-#: LZ4 with bit-shuffle for multi-byte types (1.11x, ~2x the speed of Zstd),
-#: Zstd level 5 for 1-byte types where shuffling has nothing to reorder.
-CODECS: dict[str, dict[str, Any] | None] = {
-    "auto": None,
-    "zstd3-bitshuffle": dict(cname="zstd", clevel=3, shuffle="bitshuffle"),
-    "zstd5-shuffle": dict(cname="zstd", clevel=5, shuffle="shuffle"),
-    "zstd1-bitshuffle": dict(cname="zstd", clevel=1, shuffle="bitshuffle"),
-    "lz4-shuffle": dict(cname="lz4", clevel=5, shuffle="shuffle"),
-    "lz4-bitshuffle": dict(cname="lz4", clevel=5, shuffle="bitshuffle"),
-    "none": None,
-}
-DEFAULT_CODEC = "auto"
 
 
 def make_compressor(name: str, dtype: np.dtype[Any]) -> BloscCodec | None:

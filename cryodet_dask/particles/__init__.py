@@ -14,15 +14,32 @@ naming the option that resolves it.
 TARDIS CSV, the seed's TXT, copick JSON, IMOD ``.mod`` or Dynamo ``.tbl``;
 ``write_centers_txt/csv/star`` write a detection's centres (the files ``detect``
 writes), through the same STAR writer.
+
+The names are imported on first use: the format names come without pandas.
 """
 
 from __future__ import annotations
 
-from ._centres import TXT_HEADER, write_centers_csv, write_centers_star, write_centers_txt
-from ._copick import CopickProject
-from ._read import READ_FORMATS, TomogramInfo, format_from_path, read_particles, tomogram_info
-from ._tables import UNITS
-from ._write import WRITE_FORMATS, write_particles
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ._centres import TXT_HEADER, write_centers_csv, write_centers_star, write_centers_txt
+    from ._copick import CopickProject
+    from ._formats import READ_FORMATS, UNITS, WRITE_FORMATS
+    from ._read import TomogramInfo, format_from_path, read_particles, tomogram_info
+    from ._write import write_particles
 
 __all__ = ["read_particles", "write_particles", "READ_FORMATS", "WRITE_FORMATS", "UNITS", "TomogramInfo",
-           "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt", "CopickProject", "tomogram_info"]
+           "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt",
+           "CopickProject", "tomogram_info"]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, {
+        "._centres": ("TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt"),
+        "._copick": ("CopickProject",),
+        "._formats": ("READ_FORMATS", "UNITS", "WRITE_FORMATS"),
+        "._read": ("TomogramInfo", "format_from_path", "read_particles", "tomogram_info"),
+        "._write": ("write_particles",),
+    })

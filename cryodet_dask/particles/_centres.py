@@ -145,7 +145,9 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     (voxel index, pixels of this tomogram) and ``rlnCenteredCoordinateX/Y/ZAngst``
     = ``(coordinate - size / 2) * voxel_size``: Å from the tomogram centre, the
     RELION 5 convention.  With Detections, ``rlnAutopickFigureOfMerit`` = the
-    particle's score (centre-map peak), so picks can be thresholded afterwards.
+    particle's score (centre-map peak), so picks can be thresholded afterwards,
+    and with a multi-species network ``rlnClassNumber`` = the species' position
+    in the network's species list, from 1 (the run record maps numbers to names).
     """
     import pandas as pd
 
@@ -163,6 +165,9 @@ def write_centers_star(centers: Any, path: str | os.PathLike[str], voxel_size: f
     table = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if fom is not None:
         table["score"] = np.asarray(fom, dtype=np.float64)
+    species = getattr(centers, "species", None)
+    if species is not None and len(species) == len(c):  # rlnClassNumber: 1-based, in the network's species order
+        table["class"] = np.asarray(species, dtype=np.int64) + 1
     # the one STAR writer (write_particles'), with the voxel size per axis (x, y, z) for the centred Å
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:

@@ -13,21 +13,13 @@ import pandas as pd
 
 from ..errors import InputError, ParameterError
 from . import _tables
-from ._tables import UNITS, RawTable
+from ._formats import READ_FORMATS, UNITS
+from ._tables import RawTable
 
 log = logging.getLogger("cryodet_dask")
 
 __all__ = ["read_particles", "READ_FORMATS", "format_from_path", "TomogramInfo"]
 
-#: format name -> what it reads
-READ_FORMATS = {
-    "star": "RELION 3/4/5 STAR (pixels, unbinned pixels or centred Å), STOPGAP and TomoMan STAR",
-    "csv": "CSV/TSV/pipe tables with or without a header (voxel or Å columns), TARDIS and CZII CSV",
-    "txt": "the seed's TXT (PositionX ... VolumeX ...) or whitespace x y z in voxels",
-    "copick": "copick point JSON (Å)",
-    "imod": "IMOD model .mod (voxels)",
-    "dynamo": "Dynamo table .tbl (voxels)",
-}
 
 _EXT = {".star": "star", ".csv": "csv", ".tsv": "csv", ".txt": "txt", ".json": "copick", ".mod": "imod",
         ".tbl": "dynamo"}

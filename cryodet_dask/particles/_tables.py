@@ -23,11 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ._formats import UNITS
 
 log = logging.getLogger("cryodet_dask")
 
-#: coordinate units a file can use
-UNITS = ("voxel", "unbinned", "angstrom", "centred_angstrom", "fraction")
 
 
 @dataclass

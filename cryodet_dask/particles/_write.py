@@ -16,25 +16,13 @@ import pandas as pd
 from ..errors import ParameterError
 from ..io import atomic_output
 from ._centres import _class_ids, _via_tempdir, _write_star, write_centers_txt
+from ._formats import WRITE_FORMATS
 from ._read import format_from_path
 
 log = logging.getLogger("cryodet_dask")
 
 __all__ = ["write_particles", "WRITE_FORMATS"]
 
-#: format name -> what is written
-WRITE_FORMATS = {
-    "star": "RELION 5 particles STAR: rlnTomoName, rlnCoordinateX/Y/Z (voxels of the tomogram), "
-            "rlnCenteredCoordinateX/Y/ZAngst when the tomogram's shape and voxel size are known, angles, "
-            "class, rlnAutopickFigureOfMerit; several tomograms in one file (RELION 5 particle import)",
-    "csv": "CSV: x, y, z (voxels), x_angst, y_angst, z_angst (Å), and tomo_name, class, score, rot, tilt, psi",
-    "czii": "CZII CSV: experiment, particle_type, x, y, z in Å",
-    "tardis": "TARDIS CSV: IDs, X [A], Y [A], Z [A]",
-    "txt": "the seed's TXT (PositionX/Y/Z in Å, VolumeX/Y/Z voxel indices)",
-    "copick": "copick point JSON (Å, transformation_ from the angles)",
-    "imod": "IMOD model .mod (scattered points, one object per class, voxels)",
-    "dynamo": "Dynamo table .tbl (voxels, tdrot/tilt/narot from the angles)",
-}
 
 
 def _xyz(df: pd.DataFrame) -> np.ndarray:

@@ -3,16 +3,23 @@
 Exact and independent of the chunking: the block-wise implementation
 (:func:`postprocess`) returns the same label image, voxel for voxel, as the
 whole-volume definition (:func:`postprocess_reference`) on every chunking.
+
+The names are imported on first use: :class:`PostprocessParams` comes without dask or pandas.
 """
 
 from __future__ import annotations
 
-from ._core import Detections, postprocess
-from ._label import label
-from ._outliers import outlier_keep
-from ._params import DEFAULT_CONNECTIVITY, PostprocessParams, from_particle_diameter
-from ._reference import ReferenceResult, postprocess_reference
-from ._species import SPECIES_SCALE, SpeciesParams, quantize_species
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ._core import Detections, postprocess
+    from ._label import label
+    from ._outliers import outlier_keep
+    from ._params import DEFAULT_CONNECTIVITY, PostprocessParams, from_particle_diameter
+    from ._reference import ReferenceResult, postprocess_reference
+    from ._species import SPECIES_SCALE, SpeciesParams, quantize_species, species_lookup
 
 __all__ = [
     "DEFAULT_CONNECTIVITY",
@@ -26,5 +33,16 @@ __all__ = [
     "postprocess",
     "postprocess_reference",
     "quantize_species",
+    "species_lookup",
     "from_particle_diameter",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, {
+        "._core": ("Detections", "postprocess"),
+        "._label": ("label",),
+        "._outliers": ("outlier_keep",),
+        "._params": ("DEFAULT_CONNECTIVITY", "PostprocessParams", "from_particle_diameter"),
+        "._reference": ("ReferenceResult", "postprocess_reference"),
+        "._species": ("SPECIES_SCALE", "SpeciesParams", "quantize_species"),
+    })

@@ -20,15 +20,18 @@ import numpy as np
 
 from .._shapes import end_padding
 
-__all__ = ["ENGINES", "ModelSpec", "OpenVinoNet", "check_engine", "get_model", "forward_block", "normalize_block",
-           "resolve_device"]
+__all__ = ["ENGINES", "ENGINE_CHOICES", "ModelSpec", "OpenVinoNet", "check_engine", "get_model", "forward_block",
+           "normalize_block", "openvino_available", "resolve_device", "resolve_engine"]
 
-#: Inference engines.  ``"torch"``: PyTorch, every device (the default).  ``"openvino"``: the same
+#: Inference engines.  ``"torch"``: PyTorch, every device.  ``"openvino"``: the same
 #: network converted once per worker process to OpenVINO and run by its CPU plugin in fp32; CPU only,
 #: the optional dependency ``pip install 'cryodet-dask[openvino]'``.  On this project's 2-core AVX2
 #: CPU, ``predict`` ran 1.8x faster with it (2 workers x 1 thread, 128 x 512 x 512), with maps within
 #: 1e-5 of PyTorch's and the same particles (README, Performance, "CPU inference engines").
 ENGINES = ("torch", "openvino")
+#: What ``--engine`` takes: an engine, or ``"auto"`` (the default), which :func:`resolve_engine` turns into
+#: ``"openvino"`` when OpenVINO is installed and the networks run on the CPU, else ``"torch"``.
+ENGINE_CHOICES = ("auto", *ENGINES)
 
 _MODELS: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
@@ -60,22 +63,42 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def openvino_available() -> bool:
+    """Whether OpenVINO is installed (found, without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):  # a broken or stubbed-out installation
+        return False
+
+
 def check_engine(engine: str, device: str = "cpu") -> str:
-    """Refuse, in one line, an unknown engine, OpenVINO where it is not installed, or OpenVINO on a GPU."""
+    """Refuse, in one line, an unknown engine, OpenVINO where it is not installed, or OpenVINO on a GPU
+    (``"auto"`` is always accepted: :func:`resolve_engine` picks what runs)."""
     from ..errors import ParameterError
 
-    if engine not in ENGINES:
-        raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine not in ENGINE_CHOICES:
+        raise ParameterError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
     if engine == "openvino":
         if device.startswith("cuda"):
             raise ParameterError("--engine openvino runs on the CPU only: use --device cpu (or --engine torch "
                                  "on a GPU)")
-        import importlib.util
-
-        if importlib.util.find_spec("openvino") is None:
+        if not openvino_available():
             raise ParameterError("--engine openvino needs OpenVINO, which is not installed: "
                                  "pip install 'cryodet-dask[openvino]' (or use --engine torch)")
     return engine
+
+
+def resolve_engine(engine: str, device: str) -> str:
+    """The engine that runs: ``"auto"`` -> ``"openvino"`` when OpenVINO is installed and ``device`` (as
+    :func:`resolve_device` returns it) is the CPU, else ``"torch"``; an explicit engine is checked and kept.
+
+    This is what a store's fingerprint and a run's record hold, never ``"auto"``."""
+    check_engine(engine, device)
+    if engine != "auto":
+        return engine
+    return "openvino" if device == "cpu" and openvino_available() else "torch"
 
 
 class OpenVinoNet:

@@ -4,15 +4,24 @@ Patches are sampled around annotated particles from the chunked stores (only
 the patch is read), targets are made per patch from the instance labels,
 augmented, and fed to Adam with a validation split, learning-rate schedule,
 early stopping and a resumable state.
+
+The names are imported on first use: :class:`PoolRanges` comes without torch.
 """
 
 from __future__ import annotations
 
-from ._augment import augment
-from ._pool import POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool, simulate_pool
-from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
-from ._sampler import TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins, split_region
-from ._targets import CENTER_TARGETS, center_target, gaussian_center_target, make_center_target, mask_target
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ._augment import augment
+    from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
+    from ._pool import (POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool,
+                        simulate_pool)
+    from ._sampler import (TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins,
+                           split_region)
+    from ._targets import CENTER_TARGETS, center_target, gaussian_center_target, make_center_target, mask_target
 
 __all__ = [
     "CENTER_TARGETS",
@@ -40,3 +49,15 @@ __all__ = [
     "split_region",
     "train",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, {
+        "._augment": ("augment",),
+        "._loop": ("TrainingConfig", "TrainResult", "last_checkpoint_path", "soft_dice_loss", "train"),
+        "._pool": ("POOL_MANIFEST", "PoolMember", "PoolRanges", "draw_conditions", "invert_polarity", "read_pool",
+                   "simulate_pool"),
+        "._sampler": ("TrainingVolume", "open_training_volume", "particle_table", "read_patch", "sample_origins",
+                      "split_region"),
+        "._targets": ("CENTER_TARGETS", "center_target", "gaussian_center_target", "make_center_target",
+                      "mask_target"),
+    })

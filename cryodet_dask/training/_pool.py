@@ -125,7 +125,7 @@ class PoolMember:
     particles: Path | None = None
 
 
-def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges(),
+def draw_conditions(seed: int, index: int, ranges: PoolRanges | None = None,
                     shape: tuple[int, int, int] = (64, 160, 160)) -> dict[str, Any]:
     """The random imaging conditions of tomogram ``index`` of the pool with ``seed`` (pure).
 
@@ -136,6 +136,7 @@ def draw_conditions(seed: int, index: int, ranges: PoolRanges = PoolRanges(),
         (``snr``, ``tilt_range``, ``defocus_um``, ``voxel_size``, ``density``,
         ``templates``, ``n_membranes`` when none, ``seed``) plus ``inverted``.
     """
+    ranges = PoolRanges() if ranges is None else ranges  # not made at import: its check imports the simulation
     rng = np.random.default_rng([int(seed), int(index), 20261130])
     lo, hi = np.log(ranges.snr[0]), np.log(ranges.snr[1])
     k = int(rng.integers(ranges.min_templates, len(_TEMPLATES) + 1))
@@ -170,7 +171,7 @@ def invert_polarity(path: str | os.PathLike[str]) -> None:
 
 
 def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
-                  shape: tuple[int, int, int] = (64, 160, 160), ranges: PoolRanges = PoolRanges(),
+                  shape: tuple[int, int, int] = (64, 160, 160), ranges: PoolRanges | None = None,
                   progress: bool = False) -> list[PoolMember]:
     """Simulate ``count`` tomograms with random imaging conditions into ``out_dir``.
 
@@ -190,8 +191,8 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
         Pool seed; tomogram *i*'s conditions are :func:`draw_conditions` (seed, i).
     shape : (int, int, int)
         Shape of every tomogram (z, y, x) in voxels.
-    ranges : PoolRanges
-        Where conditions are drawn from.
+    ranges : PoolRanges, optional
+        Where conditions are drawn from (default: ``PoolRanges()``).
     progress : bool
         A progress bar (tqdm).
 
@@ -204,6 +205,7 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
     from ..io import atomic_output
     from ..simulation import simulate
 
+    ranges = PoolRanges() if ranges is None else ranges
     if count < 1:
         raise ParameterError(f"a pool needs at least one tomogram, got {count}")
     out = Path(out_dir)
