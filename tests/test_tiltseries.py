@@ -170,6 +170,13 @@ def test_simulate_arrays_tiltseries_mode():
     assert np.array_equal(fourier.labels, sim.labels) and np.array_equal(fourier.signal, sim.signal)
 
 
+def test_full_tilt_range_stays_finite():
+    # ±90°: the slab is edge-on at the last tilts; path length and defocus gradient are capped at 80°
+    sim = simulate_arrays(shape=(24, 32, 32), seed=1, n_particles=2, n_membranes=0, imaging="tiltseries",
+                          tilt_range=90, tilt_step=10)
+    assert np.isfinite(sim.tomogram).all() and sim.stats["n_tilts"] == 19 and 0.2 < sim.stats["snr"] < 0.4
+
+
 # --- distractors ---------------------------------------------------------------------------------
 
 

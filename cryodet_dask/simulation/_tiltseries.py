@@ -270,9 +270,11 @@ def _transfer(series: np.ndarray, angles: np.ndarray, order: np.ndarray, params:
         image = np.pad(series[i].astype(np.float64), ((pad_y, pad_y), (0, 0)), mode="reflect")
         spec = sfft.rfft2(image)
         damage = exposure_filter(k, (order[i] + 0.5) * dose_per_tilt, params.voltage_kv)
-        height = s * math.tan(math.radians(float(theta))) if tilt.defocus_gradient else np.zeros(d)
+        # the mid-plane's height s tan θ, θ capped at ±80° (at 90° the tilted slab is edge-on)
+        slope = math.tan(math.radians(float(np.clip(theta, -80.0, 80.0))))
+        height = s * slope if tilt.defocus_gradient else np.zeros(d)
         span = float(height.max() - height.min())
-        n_strips = max(1, int(math.ceil(span / _STRIP_DEFOCUS)))
+        n_strips = min(d, max(1, int(math.ceil(span / _STRIP_DEFOCUS))))
         edges = np.linspace(0, d, n_strips + 1).round().astype(int)
         result = np.empty((ny, d), np.float64)
         for a, b in zip(edges[:-1], edges[1:]):
@@ -285,8 +287,9 @@ def _transfer(series: np.ndarray, angles: np.ndarray, order: np.ndarray, params:
 
 def _noise_sigmas(angles: np.ndarray, thickness: float) -> np.ndarray:
     """Relative noise standard deviation per tilt: ``1 / sqrt(transmitted fraction)`` relative to 0°."""
-    cos = np.cos(np.deg2rad(angles))
-    transmitted = np.exp(-thickness * (1.0 / np.maximum(cos, 1e-3) - 1.0) / _MEAN_FREE_PATH)
+    # the path through the slab grows as 1 / cos θ; capped at 80° (at 90° a slab has no finite path)
+    cos = np.maximum(np.cos(np.deg2rad(angles)), math.cos(math.radians(80.0)))
+    transmitted = np.exp(-thickness * (1.0 / cos - 1.0) / _MEAN_FREE_PATH)
     return (1.0 / np.sqrt(transmitted)).astype(np.float64)
 
 
