@@ -15,13 +15,13 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from .._progress import compute, compute_keys, current_client
+from .._progress import compute_keys, current_client
 from .._shapes import triplet
-from ..errors import InputError, OutputExistsError, ParameterError
+from ..errors import OutputExistsError, ParameterError
 from ..postprocessing import quantize_species
-from ..io import (ArrayReader, CheckedArray, Tomogram, chunk_digest, content_identity, lazy_array, load,
-                  normalize_chunks, open_for_write, partial_path)
+from ..io import CheckedArray, chunk_digest, open_for_write, partial_path
 from ._engine import ModelSpec, check_engine, forward_block, normalize_block, resolve_device, resolve_engine
+from ._input import global_stats, read_source
 from ._models import HEADS, head_order, resolve_models, species_names, store_maps
 from ._store import (existing_complete, maps_of, open_partial, read_attrs, reopen_for_repair, resume_stats, seal_store,
                      store_fingerprint, verify_complete, write_marker)
@@ -79,24 +79,6 @@ class Prediction:
     attrs: dict[str, Any] = field(default_factory=dict)
     species: da.Array | None = None
     species_names: tuple[str, ...] = ()
-
-
-def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
-    """Mean and standard deviation of the whole tomogram: one Dask reduction pass, float64.
-
-    A constant volume gets ``std = 1`` so that normalization never divides by zero; NaN or Inf
-    anywhere raises :class:`~cryodet_dask.errors.InputError` (every entry point passes here).
-    """
-    v = volume.astype(np.float64)
-    mean, std = compute(v.mean(), v.std(), progress=progress, desc="normalization statistics (one pass)")
-    mean, std = float(mean), float(std)
-    if not (np.isfinite(mean) and np.isfinite(std)):
-        # NaN or Inf anywhere (a Zarr store or an array skips the MRC conversion's check): never a
-        # silently empty result
-        raise InputError(f"the tomogram holds NaN or infinite values (mean {mean}, std {std}); give "
-                         "`detect --nan-policy zero` to read them as 0 (or write a clean copy with "
-                         "`cryodet-dask convert TOMO OUT.zarr --nan-policy zero`)")
-    return mean, (std if std > 0 else 1.0)
 
 
 # ------------------------------------------------------------------ tasks
@@ -166,33 +148,6 @@ def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tup
 
 
 # ------------------------------------------------------------------ graph
-
-
-def _source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]:
-    """(reader, lazy array, voxel size, identity) for any accepted input."""
-    if isinstance(volume, str | os.PathLike):
-        volume = load(volume, chunks=chunks)
-    if isinstance(volume, Tomogram):
-        content = None
-        if isinstance(volume.reader, CheckedArray) and volume.reader.require_all_chunks:
-            # a store cryodet-dask wrote: identified by its content (chunk checksums), so a conversion
-            # rebuilt with the same voxels keeps its prediction, and one changed in place does not
-            content = content_identity(volume.reader.array)
-        if content is not None:
-            ident = content
-        elif volume.path is not None:
-            st = Path(volume.path).stat()
-            ident = f"{Path(volume.path).resolve()}:{st.st_mtime_ns}:{st.st_size}"
-        else:
-            ident = tokenize(volume.data)
-        if volume.reader is not None:
-            return volume.reader, volume.data, volume.voxel_size, ident
-        volume = volume.data
-    if isinstance(volume, np.ndarray):
-        return ArrayReader(volume), lazy_array(volume, normalize_chunks(chunks or 128, volume.shape)), None, tokenize(volume)
-    if isinstance(volume, da.Array):
-        return None, volume, None, volume.name
-    raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
 
 
 def _gpu_workers_present() -> bool:
@@ -311,7 +266,7 @@ def predict(
     check_engine(engine, device)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
-    reader, data, voxel_size, ident = _source(volume, chunks)
+    reader, data, voxel_size, ident = read_source(volume, chunks)
     if data.ndim != 3:
         raise ParameterError(f"a tomogram has 3 dimensions, got shape {data.shape}")
     # the one derivation of the default halo (detect's checks call the same function)
