@@ -73,7 +73,7 @@ def test_help_starts_within_a_few_interpreter_starts():
         subprocess.run([sys.executable, "-c", help_code], capture_output=True, timeout=120)
     base = _median_seconds([sys.executable, "-c", "pass"], 5)
     took = _median_seconds([sys.executable, "-c", help_code], 5)
-    assert took < 15 * base, f"--help took {took:.3f} s, {took / base:.1f}x `python -c pass` ({base:.3f} s)"
+    assert took < 20 * base, f"--help took {took:.3f} s, {took / base:.1f}x `python -c pass` ({base:.3f} s)"
 
 
 def test_importing_the_package_stays_light_and_its_names_resolve():

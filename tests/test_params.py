@@ -39,11 +39,11 @@ def test_the_cli_offers_the_librarys_choices():
     from cryodet_dask.cli import build_parser
     from cryodet_dask.cli._flags import FLAGS, NETWORK_FLAGS
     from cryodet_dask.models import POLARITIES
-    from cryodet_dask.prediction import ENGINES
+    from cryodet_dask.prediction import ENGINE_CHOICES
     from cryodet_dask.training import CENTER_TARGETS
 
     flags = {f.name: f for f in (*FLAGS, *NETWORK_FLAGS)}
-    for name, allowed in [("engine", ENGINES), ("polarity", POLARITIES)]:
+    for name, allowed in [("engine", ENGINE_CHOICES), ("polarity", POLARITIES)]:
         flag = flags[name]
         assert set(flag.metavar.strip("{}").split(",")) == set(allowed), name
         assert [flag.parse(v) for v in allowed] == list(allowed)
