@@ -16,8 +16,10 @@ def test_every_name_of_a_run_folder():
     assert rd.converted == Path("out/TS_01.zarr") and rd.prediction == Path("out/TS_01_prediction.zarr")
     assert rd.rescaled == Path("out/TS_01_rescaled.zarr")
     assert rd.record == Path("out/TS_01_run.json") and rd.last_run == Path("out") / LAST_RUN
-    assert [p.name for p in rd.outputs(["csv", "mrc"])] == ["TS_01_labels.mrc", "TS_01_centers.csv"]
-    assert [p.name for p in rd.outputs()] == [f"TS_01{s}" for s in OUTPUT_SUFFIX.values()]
+    assert [p.name for p in rd.outputs(["csv", "mrc"])] == ["TS_01_labels.mrc", "TS_01_centers.csv",
+                                                             "TS_01_species.mrc"]  # a multi-species model's
+    assert [p.name for p in rd.outputs()] == [f"TS_01{s}" for s in OUTPUT_SUFFIX.values()] + [
+        "TS_01_species.mrc", "TS_01_species.zarr"]
     assert rd.lock.name == ".cryodet.lock"
     assert rd.prediction not in rd.finals()  # the resumable prediction is never a stale final
 

@@ -384,3 +384,42 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+def test_detect_with_a_multi_species_model_end_to_end(tmp_path):
+    import json
+
+    import mrcfile
+    import pandas as pd
+
+    from cryodet_dask.cli import main
+    from cryodet_dask.io import load
+
+    torch.manual_seed(1)
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable.of(["ribo", "prot"]), voxel_size=10.0)
+    ckpt = save(UNet3D(cfg), tmp_path / "sp.pt")
+    vol = np.random.default_rng(0).normal(size=(24, 32, 32)).astype(np.float32)
+    with mrcfile.new(tmp_path / "t.mrc") as m:
+        m.set_data(vol)
+        m.voxel_size = 10.0
+    base = ["-q", "detect", str(tmp_path / "t.mrc"), "-m", str(ckpt), "--cluster", "threads", "--device", "cpu",
+            "-ps", "16", "-mt", "0", "-ct", "0", "-rs", "0", "--min-particle-size", "0", "--min-score", "0",
+            "--center-min-distance", "0", "--engine", "torch"]
+    # a species the model does not know, or a species filter for a species-agnostic model: one line, nothing written
+    assert main([*base, "-o", str(tmp_path / "bad"), "--species", "ribo,rubisco"]) == 2
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    assert main([*base[:3], "-o", str(tmp_path / "bad2"), "--species", "ribo", "--cluster", "threads"]) == 2
+    assert main([*base, "-o", str(tmp_path / "all")]) == 0
+    out = tmp_path / "all"
+    table = pd.read_csv(out / "t_centers.csv")
+    assert len(table) > 0 and set(table["class"]) <= {"ribo", "prot"}
+    labels = load(out / "t_labels.mrc").data.compute()
+    species = load(out / "t_species.mrc").data.compute()
+    code = {"ribo": 1, "prot": 2}
+    for pid, cls in zip(table["id"], table["class"]):
+        assert set(np.unique(species[labels == pid])) == {code[cls]}
+    assert json.loads((out / "t_run.json").read_text())["species"] == {"1": "ribo", "2": "prot"}
+    assert main([*base, "-o", str(tmp_path / "one"), "--species", "prot"]) == 0
+    kept = pd.read_csv(tmp_path / "one" / "t_centers.csv")
+    assert set(kept["class"]) <= {"prot"} and len(kept) == int((table["class"] == "prot").sum())

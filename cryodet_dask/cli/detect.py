@@ -31,7 +31,15 @@ PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "cent
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
           "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity",
-          "engine")
+          "engine", "species")
+
+
+def species_list(text: str) -> tuple[str, ...]:
+    """``A,B``: species names (copick-safe), in the order given."""
+    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected species names separated by commas, got {text!r}")
+    return names
 
 
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
@@ -39,9 +47,10 @@ TYPES: dict[str, Callable[[str], Any]] = {
     **{f.name: f.parse for f in NETWORK_FLAGS}, "voxel_size": voxel_size_angst,
     "rescale": str2bool, **{f.name: f.parse for f in FLAGS}, **{name: str2bool for name, _, _ in BOOL_FLAGS},
     "formats": format_list, "keep_intermediate": str2bool, "nan_policy": choice("error", "zero"),
-    "tomogram_name": nonempty_text,
+    "tomogram_name": nonempty_text, "species": species_list,
 }
 assert set(TYPES) == set(PARAMS)
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
                    "centres stay on the tomogram's grid")
+    g.add_argument("--species", type=TYPES["species"], metavar="NAME,...",
+                   help="keep only these species of a multi-species model, e.g. 4v4r,1bxn (`cryodet-dask models` "
+                   "lists each model's species; default: all)")
     g.add_argument("--nan-policy", type=TYPES["nan_policy"], metavar="{error,zero}",
                    help="NaN or infinite voxels in the tomogram: refuse it with one line (default), or read them "
                    "as 0 (a Zarr input is then copied, with the replacement, into OUT_DIR/<name>.zarr)")
@@ -378,7 +390,7 @@ def _copick_inputs(args: argparse.Namespace, params: Any) -> _Copick | None:
             raise ParameterError("--copick-array needs --copick CONFIG.json")
         return None
     from ..particles import CopickProject
-    from ..particles._copick import check_name
+    from ..particles import check_copick_name as check_name
 
     if args.tomograms or args.tomo_flag:
         raise ParameterError("give either TOMO or --copick, not both")

@@ -15,7 +15,7 @@ from ..pipeline.rundir import RunDirectory
 from ..species import SpeciesTable
 from ._labels import write_labels_mrc, write_labels_zarr
 
-__all__ = ["FORMATS", "export", "species_path"]
+__all__ = ["FORMATS", "export"]
 
 FORMATS = ("mrc", "txt", "csv", "star", "zarr")
 
@@ -97,7 +97,7 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         names = list(detections.species_names)
         for fmt in ("zarr", "mrc"):
             if fmt in formats:
-                path = species_path(rd.output(fmt))
+                path = rd.species_output(fmt)
                 if fmt == "zarr":
                     written["species_zarr"] = write_labels_zarr(
                         species, path, voxel_size_zyx=vs_zyx, origin_zyx=origin_zyx, n_labels=len(names),
@@ -118,13 +118,6 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         written["star"] = write_centers_star(detections, rd.output("star"), vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written
-
-
-def species_path(labels_path: Path) -> Path:
-    """The species label image beside an instance label image: ``NAME_species.EXT`` for ``NAME_labels.EXT``."""
-    stem = labels_path.name[: -len("_labels" + labels_path.suffix)] if labels_path.stem.endswith("_labels") \
-        else labels_path.stem
-    return labels_path.with_name(f"{stem}_species{labels_path.suffix}")
 
 
 def _species_labels(detections: Any, labels: Any) -> da.Array:

@@ -26,19 +26,19 @@ from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ._centres import TXT_HEADER, write_centers_csv, write_centers_star, write_centers_txt
-    from ._copick import CopickProject
+    from ._copick import CopickProject, check_copick_name
     from ._formats import READ_FORMATS, UNITS, WRITE_FORMATS
     from ._read import TomogramInfo, format_from_path, read_particles, tomogram_info
     from ._write import write_particles
 
 __all__ = ["read_particles", "write_particles", "READ_FORMATS", "WRITE_FORMATS", "UNITS", "TomogramInfo",
            "format_from_path", "TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt",
-           "CopickProject", "tomogram_info"]
+           "CopickProject", "check_copick_name", "tomogram_info"]
 
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_attributes(__name__, {
         "._centres": ("TXT_HEADER", "write_centers_csv", "write_centers_star", "write_centers_txt"),
-        "._copick": ("CopickProject",),
+        "._copick": ("CopickProject", "check_copick_name"),
         "._formats": ("READ_FORMATS", "UNITS", "WRITE_FORMATS"),
         "._read": ("TomogramInfo", "format_from_path", "read_particles", "tomogram_info"),
         "._write": ("write_particles",),

@@ -51,6 +51,10 @@ def check_name(kind: str, value: Any, flag: str | None = None) -> str:
     return text
 
 
+#: :func:`check_name` under the name the package exports.
+check_copick_name = check_name
+
+
 def _local_root(url: Any, config: Path, key: str) -> Path | None:
     if url is None and key == "static_root":
         return None

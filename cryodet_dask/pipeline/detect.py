@@ -159,8 +159,9 @@ def detect(
         raise ParameterError(f"--particle-diameter needs the voxel size: {stem} has none in its header; "
                              "give -vs/--voxel-size")
     voxel_size = resolve_voxel_size(tomo, p.voxel_size)
-    from ..prediction import check_model_voxel_size
+    from ..prediction import check_model_voxel_size, check_species
 
+    check_species(p.model_arg(), p.species)  # before any work: a species the model does not know is one line
     trained = check_model_voxel_size(p.model_arg(), voxel_size, p.rescale,
                                       assumed=p.voxel_size is None and not tomo.voxel_size)
     factor = voxel_size / trained if (p.rescale and trained) else None
@@ -330,7 +331,8 @@ def _plan_outputs(run: _Run, pred: Prediction) -> _Outputs:
 
 def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: ExitStack) -> Detections:
     """Instance labels and centres from the maps (brought back to the tomogram's grid after a rescale)."""
-    from ..postprocessing import postprocess
+    from ..postprocessing import SpeciesParams, postprocess, quantize_species
+    from ..prediction import check_species
 
     mask, center = pred.mask, pred.center
     if run.factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
@@ -343,7 +345,13 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     scratch = None
     if run.writes and {"zarr", "mrc"} & set(run.p.formats):
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=run.out))
-    dets = postprocess(mask, center, progress=run.progress, scratch=scratch, **outputs.pp_kwargs)
+    species = pred.species
+    if species is not None and run.factor is not None:  # the species maps too (then quantized again)
+        species = da.stack([resample(group[f"species_{n}"], run.tomo.shape, 1 / run.factor, map_chunks) / 255.0
+                            for n in pred.species_names]).map_blocks(quantize_species, dtype=np.uint8)
+    sp = SpeciesParams(keep=check_species(run.p.model_arg(), run.p.species)) if species is not None else None
+    dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
+                       species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
     run.timings["postprocess"] = time.perf_counter() - t
     return dets
 

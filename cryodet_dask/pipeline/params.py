@@ -75,6 +75,7 @@ class DetectParams:
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
     polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
     engine: str = "auto"  # prediction.ENGINE_CHOICES: auto (openvino when installed and on the CPU, else torch)
+    species: tuple[str, ...] = ()  # keep only these species of a multi-species model (empty: all)
 
     def __post_init__(self) -> None:
         self.validate()  # a DetectParams is valid from construction on: a bad option fails before any work
@@ -124,7 +125,7 @@ class DetectParams:
         if unknown:
             raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         d = dict(d)
-        for k in ("chunks", "halo", "tile", "formats"):
+        for k in ("chunks", "halo", "tile", "formats", "species"):
             if d.get(k) is not None:
                 v = d[k]
                 d[k] = tuple(v) if isinstance(v, list | tuple) else (v,)
@@ -171,6 +172,13 @@ def _check_params(p: DetectParams) -> None:
 
     check_polarity(p.polarity)
     check_engine(p.engine, p.device if isinstance(p.device, str) else "cpu")
+    if p.species:
+        from ..species import check_species_name
+
+        for name in p.species:
+            check_species_name(name)
+        if len(set(p.species)) != len(p.species):
+            raise ParameterError(f"--species names a species twice: {', '.join(p.species)}")
     if p.nan_policy not in ("error", "zero"):
         raise ParameterError(f"nan_policy must be error or zero, got {p.nan_policy!r}")
     if not (isinstance(p.device, str) and (p.device in ("auto", "cpu") or p.device.startswith("cuda"))):

@@ -7,6 +7,7 @@
     NAME_prediction.zarr    the predicted mask and centre maps (intermediate, resumable)
     NAME_labels.mrc         instance labels (MRC)
     NAME_labels.zarr        instance labels (OME-Zarr label image)
+    NAME_species.mrc/.zarr  species labels beside them (a multi-species model only)
     NAME_centers.txt/.csv/.star   particle centres
     NAME_run.json           this tomogram's run record
     run.json                the folder's last run record
@@ -85,9 +86,15 @@ class RunDirectory:
         """The final output of format ``fmt`` (one of :data:`OUTPUT_SUFFIX`)."""
         return self.folder / f"{self.name}{OUTPUT_SUFFIX[fmt]}"
 
+    def species_output(self, fmt: str) -> Path:
+        """The species label image beside the instance labels of format ``fmt`` (``mrc`` or ``zarr``)."""
+        return self.folder / f"{self.name}_species.{fmt}"
+
     def outputs(self, formats: tuple[str, ...] | list[str] | None = None) -> list[Path]:
-        """The final outputs of ``formats`` (default: every format), in :data:`OUTPUT_SUFFIX` order."""
-        return [self.output(f) for f in OUTPUT_SUFFIX if formats is None or f in formats]
+        """The final outputs of ``formats`` (default: every format), in :data:`OUTPUT_SUFFIX` order, then the
+        species label images of the label formats (written for multi-species models only)."""
+        chosen = [f for f in OUTPUT_SUFFIX if formats is None or f in formats]
+        return [self.output(f) for f in chosen] + [self.species_output(f) for f in chosen if f in ("mrc", "zarr")]
 
     @property
     def record(self) -> Path:
@@ -437,6 +444,8 @@ def run_record(*, tomogram: Path | None, identity: dict[str, Any] | None, name: 
         },
         "peak_memory_mib": peak_memory,
         "particles": particles,
+        # rlnClassNumber k (STAR), species label k and the CSV's class name of each species of the network
+        "species": {str(k + 1): name for k, name in enumerate(pred.species_names)} or None,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {k: str(Path(v).resolve()) for k, v in files.items()},
         "versions": versions(),

@@ -44,5 +44,5 @@ if not TYPE_CHECKING:
         "._outliers": ("outlier_keep",),
         "._params": ("DEFAULT_CONNECTIVITY", "PostprocessParams", "from_particle_diameter"),
         "._reference": ("ReferenceResult", "postprocess_reference"),
-        "._species": ("SPECIES_SCALE", "SpeciesParams", "quantize_species"),
+        "._species": ("SPECIES_SCALE", "SpeciesParams", "quantize_species", "species_lookup"),
     })

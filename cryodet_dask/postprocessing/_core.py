@@ -54,7 +54,6 @@ import os
 import time
 from pathlib import Path
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import dask.array as da
@@ -68,7 +67,7 @@ from ..errors import ParameterError
 from ._assign import candidate_centres
 from ._centres import assemble_padded, ball_maxima, ball_offsets, block_slabs, halo_width, strict_maxima
 from ._detections import Detections
-from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, label_block, union_find
+from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._relabel import BlockTables, block_components, block_stats, instance_block

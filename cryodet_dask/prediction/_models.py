@@ -15,7 +15,7 @@ from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
 __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order",
-           "shipped_models", "species_names", "store_maps"]
+           "check_species", "shipped_models", "species_names", "store_maps"]
 
 #: Models shipped in the package, by the name ``-m NAME`` takes: their checkpoint files in
 #: ``cryodet_dask/data/weights`` (one file, or a SegNet and a CenterNet) and what they are for.
@@ -159,6 +159,19 @@ def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
 def species_names(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
     """The species of a multi-species network among ``specs`` (empty: species-agnostic)."""
     return tuple(h[len(SPECIES_PREFIX):] for s in specs for h in s.heads if h.startswith(SPECIES_PREFIX))
+
+
+def check_species(model: Any, keep: Sequence[str]) -> tuple[int, ...]:
+    """Indices of the species ``keep`` among the model's (empty: all); one line for a species it does not know."""
+    if not keep:
+        return ()
+    names = species_names(resolve_models(model))
+    if not names:
+        raise ParameterError(f"--species {','.join(keep)}: this model is species-agnostic (it picks 'particle'); "
+                             "choose a multi-species model, e.g. -m six-species (cryodet-dask models lists them)")
+    from ..species import SpeciesTable
+
+    return SpeciesTable.of(names).select(list(keep))
 
 
 def store_maps(specs: Sequence[ModelSpec]) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ from ..errors import CheckpointError, ParameterError
 from ..models import UNet3D, UNetConfig, check_widening, read_checkpoint, save, widen
 from ..species import SpeciesTable
 from ._augment import augment
+from ._resume import (LEARNING_SETTINGS, RESUME_RECORD_FORMAT, learning_settings, legacy_differences, record_differences,
+                      species_identity, species_to_train, volume_identity, with_new_species)
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 from ._targets import CENTER_TARGETS
 
@@ -211,182 +213,6 @@ def _as_list(obj: Any) -> list[Any]:
     return [obj]
 
 
-# ------------------------------------------------------------------ what a resumable state was trained on
-
-#: :class:`TrainingConfig` fields that change what is learned: a resume with another value is refused.
-#: Not among them: ``epochs`` (a longer run continues the same one; the cosine schedule stretches to it),
-#: ``patience`` and ``min_delta`` (when to stop, what counts as better), ``amp`` (arithmetic precision on
-#: CUDA), ``max_minutes`` and ``snapshot_every``.
-LEARNING_SETTINGS = ("patch_size", "batch_size", "steps_per_epoch", "validation_fraction", "validation_batches",
-                     "learning_rate", "lr_factor", "lr_patience", "jitter", "background_fraction", "rotate",
-                     "flip", "intensity", "center_weight", "center_target", "invert", "lr_schedule", "seed")
-
-#: Version of the resume record kept in ``*.last.pt`` under ``"resume_record"``.
-RESUME_RECORD_FORMAT = 1
-
-
-def _file_identity(obj: Any) -> str | None:
-    """Content identity of one input (neither its path nor its modification time: a copy keeps it).
-
-    A file: :func:`cryodet_dask.io.source_identity`.  A directory (a Zarr store): a digest of every file's
-    relative path and content.  A NumPy array: a digest of its dtype, shape and bytes.  Anything else
-    (a Dask array): ``None``, described by the volume's statistics only.
-    """
-    import hashlib
-
-    from ..io import source_identity
-
-    if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        if not path.is_dir():
-            return source_identity(path)
-        h = hashlib.sha256()
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for f in sorted(files):
-                fp = Path(root) / f
-                h.update(f"{fp.relative_to(path).as_posix()}\0{fp.stat().st_size}\0".encode())
-                with open(fp, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(block)
-        return f"tree-sha256:{h.hexdigest()}"
-    if isinstance(obj, np.ndarray):
-        h = hashlib.sha256(f"{obj.dtype.str}{obj.shape}".encode())
-        h.update(np.ascontiguousarray(obj).tobytes())
-        return f"array-sha256:{h.hexdigest()}"
-    return None
-
-
-def _volume_identity(vol: TrainingVolume, tomogram: Any, labels: Any, center: Any = None) -> dict[str, Any]:
-    """What identifies one training or validation volume: its files' content identities plus the
-    tomogram's global statistics and the label map's particle table (computed anyway, so free)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for key in sorted(vol.particles):
-        a = np.ascontiguousarray(vol.particles[key])
-        h.update(f"{key}{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return {"name": vol.name, "tomogram": _file_identity(tomogram), "labels": _file_identity(labels),
-            "center": _file_identity(center) if center is not None else None,
-            "shape": [int(s) for s in vol.shape], "mean": float(vol.mean), "std": float(vol.std),
-            "particles": int(vol.particles["ids"].size), "particle_table": h.hexdigest()}
-
-
-def _learning_settings(cfg: TrainingConfig, heads: Sequence[str], held_out: bool) -> dict[str, Any]:
-    """The :data:`LEARNING_SETTINGS` that take effect for this network and validation."""
-    out: dict[str, Any] = {}
-    for name in LEARNING_SETTINGS:
-        v = getattr(cfg, name)
-        if name in ("center_weight", "center_target") and "center" not in heads:
-            v = None  # no centre head: not used
-        if name == "validation_fraction" and not held_out:
-            v = None  # validation tomograms given: not used
-        out[name] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def _differences(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """The first way the resume record ``stored`` differs from ``current`` (None: the same run).
-
-    A key only one of them has compares as ``None`` on the other side, so a key added later (e.g. the
-    species of a multi-class network) keeps old records valid only where its value is ``None``.
-    """
-    for key in [*current, *(k for k in stored if k not in current)]:
-        if key in ("format", "names"):
-            continue
-        old, new = stored.get(key), current.get(key)
-        if old == new:
-            continue
-        if key in ("training_data", "validation_data"):
-            what = "training" if key == "training_data" else "validation"
-            if old is None:
-                return "validation tomograms where it was validated on held-out parts of its training tomograms"
-            if new is None:
-                return "validation on held-out parts of the training tomograms where it had validation tomograms"
-            if len(old) != len(new):
-                return f"{len(new)} {what} tomograms where it was trained on {len(old)}"
-            strip = [{k: v for k, v in d.items() if k != "name"} for d in old]
-            now = [{k: v for k, v in d.items() if k != "name"} for d in new]
-            if strip == now:
-                continue  # the same files under other names (moved or copied)
-            if sorted(map(repr, strip)) == sorted(map(repr, now)):
-                return f"the same {what} tomograms in another order (the order decides the sampling)"
-            for i, (a, b) in enumerate(zip(strip, now)):
-                if a != b:
-                    parts = {"tomogram": ("tomogram", "shape", "mean", "std"),
-                             "labels": ("labels", "particles", "particle_table"), "centre target": ("center",)}
-                    part = next((p for p, ks in parts.items() if any(a.get(k) != b.get(k) for k in ks)), "tomogram")
-                    return (f"other {what} data: {new[i].get('name')} ({what} pair {i + 1}: its {part} is not "
-                            f"the {part} the state was trained on)")
-        if key == "settings":
-            old, new = old or {}, new or {}
-            diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                     if old.get(k) != new.get(k)]
-            return "other training settings (" + ", ".join(diffs) + ")"
-        if key == "init":
-            return "other start weights (--init) than the state was trained from"
-        return f"another {key} ({old!r} -> {new!r})"
-    return None
-
-
-def _legacy_differences(state: dict[str, Any], description: dict[str, Any], settings: dict[str, Any]) -> str | None:
-    """For a state written before resume records: compare what it did store (data names, shapes,
-    particle counts, voxel sizes, validation, settings, start weights) with this run."""
-    old = (state.get("config") or {}).get("training") or {}
-    if old.get("data") != description["data"]:
-        return "other training data (tomogram names, shapes, particle counts or voxel sizes differ)"
-    if old.get("validation") != description["validation"]:
-        return "other validation data"
-    old_settings = {**asdict(TrainingConfig()), "center_target": "distance", **(old.get("settings") or {})}
-    old_settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in old_settings.items()}
-    diffs = [f"{k} {old_settings.get(k)!r} -> {v!r}" for k, v in settings.items()
-             if v is not None and old_settings.get(k) != v]
-    if diffs:
-        return "other training settings (" + ", ".join(diffs) + ")"
-    old_init = (old.get("init") or {}).get("sha256")
-    new_init = (description.get("init") or {}).get("sha256")
-    if old_init != new_init:
-        return "other start weights (--init) than the state was trained from"
-    return None
-
-
-def _species_table(species: SpeciesTable | Sequence[str] | None, current: SpeciesTable,
-                   init: Any, replace: bool) -> SpeciesTable:
-    """The species to train: those asked for, else the start weights' (or one, ``particle``)."""
-    if species is None:
-        return current
-    table = species if isinstance(species, SpeciesTable) else SpeciesTable.of(species)
-    if init is not None and table.names != current.names and not replace:
-        raise ParameterError(f"{init}: its network knows the species {', '.join(current.names)}, not "
-                             f"{', '.join(table.names)}; ask for a new species output layer "
-                             f"(--replace-species) to fine-tune it to other species")
-    return table
-
-
-def _with_new_species(start: UNet3D, net: UNet3D) -> dict[str, torch.Tensor]:
-    """``start``'s weights for ``net``; where their species differ, ``net``'s own (fresh) species output
-    rows, and ``start``'s rows for the other heads (the output layer is one 1³ convolution)."""
-    state = start.state_dict()
-    if start.config.species == net.config.species:
-        return state
-    fresh = net.state_dict()
-    for key in ("head.weight", "head.bias"):
-        w = fresh[key].clone()
-        for h in net.config.heads:
-            if h != "species" and h in start.config.heads:
-                w[net.head_index(h)] = state[key][start.head_index(h)]
-        state[key] = w
-    return state
-
-
-def _species_identity(source: Any) -> Any:
-    """What a resume record keeps of a particle species table: its file identity or the mapping's content."""
-    if isinstance(source, Mapping):
-        return sorted((int(k), str(v)) for k, v in source.items())
-    return _file_identity(source)
-
-
 def _batches(vols: list[TrainingVolume], regions: list[Any], n: int, cfg: TrainingConfig, heads: tuple[str, ...],
              rng: np.random.Generator, aug: bool) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
@@ -530,7 +356,7 @@ def train(
     changes: dict[str, Any] = {}
     if heads is not None:
         changes["heads"] = list(heads)
-    table = _species_table(species, mcfg.species, init, replace_species)
+    table = species_to_train(species, mcfg.species, init, replace_species)
     if table != mcfg.species:
         base = [h for h in (changes.get("heads") or mcfg.heads) if h != "species"]
         changes["heads"] = base + (["species"] if len(table) > 1 else [])
@@ -607,7 +433,7 @@ def train(
             raise CheckpointError(f"{init}: weights do not fit the network ({exc})") from None
         if widen_to is not None:  # the same function in the wider network (Net2WiderNet)
             start = widen(start, widen_to, seed=cfg.seed)
-        net.load_state_dict(_with_new_species(start, net))
+        net.load_state_dict(with_new_species(start, net))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     step_sched: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -635,17 +461,17 @@ def train(
     }
 
     # what this run learns from, kept in the resumable state: a resume with other data or settings is refused
-    train_ids = [_volume_identity(v, t, lab, c) for v, t, lab, c in zip(vols, tomo_list, lab_list, cen_list)]
+    train_ids = [volume_identity(v, t, lab, c) for v, t, lab, c in zip(vols, tomo_list, lab_list, cen_list)]
     record: dict[str, Any] = {
         "format": RESUME_RECORD_FORMAT,
         "training_data": train_ids,
-        "validation_data": [_volume_identity(v, t, lab) for v, (t, lab) in zip(val_vols, validation)]
+        "validation_data": [volume_identity(v, t, lab) for v, (t, lab) in zip(val_vols, validation)]
         if validation else None,
-        "settings": _learning_settings(cfg, mcfg.heads, not validation),
+        "settings": learning_settings(cfg, mcfg.heads, not validation),
         "network": {"channels": list(mcfg.channels), "convs_per_level": list(mcfg.convs_per_level),
                     "heads": list(mcfg.heads)},
         "species": list(mcfg.species.names) if len(mcfg.species) > 1 else None,
-        "particle_species": [_species_identity(s_of) for s_of in sp_list] if multi is not None else None,
+        "particle_species": [species_identity(s_of) for s_of in sp_list] if multi is not None else None,
         "init": init_record["sha256"] if init_record else None,
     }
     start_epoch, best, bad, history, finished = 0, math.inf, 0, [], False
@@ -665,9 +491,9 @@ def train(
                 "without resuming")
         stored_record = state.get("resume_record")
         if isinstance(stored_record, dict):
-            why = _differences(stored_record, record)
+            why = record_differences(stored_record, record)
         else:  # a state from before resume records: what it stored about its run must match
-            why = _legacy_differences(state, description, record["settings"])
+            why = legacy_differences(state, description, record["settings"], asdict(TrainingConfig()))
             if why is None:
                 log.warning("%s: written before training states recorded their data's identity; resuming as "
                             "its data names, shapes, particle counts and settings match (file contents "

@@ -70,7 +70,7 @@ class PoolRanges:
         Distractor kinds (microtubule, actin, gold, ice, edge, membrane), each
         present in a tomogram with ``distractor_probability``, with 0.5-1.5
         times its default count.  See
-        :func:`cryodet_dask.simulation._variants.draw_variants`.
+        :func:`cryodet_dask.simulation.draw_variants`.
     distractor_probability : float
     """
 
@@ -104,7 +104,7 @@ class PoolRanges:
                 raise ParameterError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 1 <= self.min_templates <= len(_TEMPLATES):
             raise ParameterError(f"min_templates must be in 1..{len(_TEMPLATES)}, got {self.min_templates}")
-        from ..simulation._variants import check_pool_variants
+        from ..simulation import check_pool_variants
 
         object.__setattr__(self, "tilt_step", tuple(float(v) for v in self.tilt_step))
         object.__setattr__(self, "distractors", tuple(str(k) for k in self.distractors))
@@ -154,7 +154,7 @@ def draw_conditions(seed: int, index: int, ranges: PoolRanges | None = None,
         cond["n_membranes"] = 0
         cond["membrane_fraction"] = 0.0
     cond["inverted"] = bool(rng.random() < ranges.inverted_fraction)
-    from ..simulation._variants import draw_variants  # imaging mode and distractors: their own random stream
+    from ..simulation import draw_variants  # imaging mode and distractors: their own random stream
 
     cond.update(draw_variants(seed, index, imaging=ranges.imaging, tilt_step=ranges.tilt_step,
                               distractors=ranges.distractors, probability=ranges.distractor_probability, shape=shape))
