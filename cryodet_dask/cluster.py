@@ -32,8 +32,8 @@ from typing import Any
 
 from .errors import ClusterError, CryodetError, ParameterError
 
-__all__ = ["GPU_TASKS", "WORKER_ENV", "ClusterConfig", "add_cluster_arguments", "cluster_from_args", "open_client",
-           "local_cluster_size", "local_cuda_workers"]
+__all__ = ["GPU_TASKS", "WORKER_ENV", "WORKER_STOP_TIMEOUT", "ClusterConfig", "add_cluster_arguments",
+           "cluster_from_args", "open_client", "local_cluster_size", "local_cuda_workers"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -44,6 +44,11 @@ log = logging.getLogger("cryodet_dask")
 #: page faults 3.4x and their CPU time by 30 % in ``benchmarks/bench_postprocess.py``.
 #: Pass it as ``distributed.nanny.pre-spawn-environ`` (see ``cryodet-dask postprocess --workers``).
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+
+#: Seconds a local worker process gets to stop by itself at shutdown before its nanny kills it.  distributed
+#: gives it 4 s (``Nanny.close(timeout=5)``) and then logs "Worker process still alive after 4.0 seconds,
+#: killing": on a busy machine a worker that ran torch or OpenVINO can take longer than that to exit.
+WORKER_STOP_TIMEOUT = 30.0
 
 #: Prediction tasks in flight per GPU under ``--cluster local-cuda``: while one runs its forward pass the
 #: others read, normalize and write their tiles.  On one H200, 4 tasks in flight gave 3.5x the
@@ -265,8 +270,56 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         with _guarded(client, cfg, f"the {cfg.kind} cluster"):
             yield client
     finally:
-        _close(client, before)
-        cluster.close()
+        _shutdown(client, cluster, before)
+
+
+def _shutdown(client: Any, cluster: Any, before: tuple[bool, Any]) -> None:
+    """Close the client, then the workers (each given :data:`WORKER_STOP_TIMEOUT` to stop by itself), then the
+    scheduler, with distributed's own loggers quiet: the run is over, and what they say while a cluster
+    goes down ("Worker process still alive ...", lost connections) is no news for the user."""
+    with _quiet_distributed():
+        try:
+            _close(client, before)
+        finally:
+            try:
+                _close_local_workers(cluster, WORKER_STOP_TIMEOUT)
+            finally:
+                cluster.close()  # the scheduler; any worker still up is killed here
+
+
+def _close_local_workers(cluster: Any, timeout: float) -> None:
+    """Close the nannies this process started (LocalCluster, local-cuda), letting each worker process stop
+    within ``timeout`` seconds; a jobqueue cluster's workers are its jobs, closed by ``cluster.close``."""
+    import asyncio
+
+    from distributed import Nanny
+
+    nannies = [w for w in getattr(cluster, "workers", {}).values() if isinstance(w, Nanny)]
+    if not nannies:
+        return
+
+    async def close_all() -> None:
+        await asyncio.gather(*(w.close(timeout=timeout) for w in nannies), return_exceptions=True)
+
+    with contextlib.suppress(Exception):  # the cluster's own close still runs, and kills what is left
+        cluster.sync(close_all, callback_timeout=2 * timeout)
+
+
+@contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """distributed's (and tornado's) loggers at ERROR for the duration; their levels restored after."""
+    names = ["distributed", "tornado", *(n for n in logging.Logger.manager.loggerDict
+                                         if n.startswith(("distributed.", "tornado.")))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.ERROR:
+            lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _scheduler_setting() -> tuple[bool, Any]:
