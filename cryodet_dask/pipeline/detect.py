@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +30,7 @@ from ..errors import DiskSpaceError, ParameterError
 from ..io import Tomogram, convert, load
 from ..postprocessing import Detections
 from ..resampling import resample
+from .result import DetectionResult
 from .params import DetectParams, check_tomo_name, output_voxel_size, resolve_voxel_size
 from .provenance import peak_memory_mib, reset_peak_memory
 from .resources import check_disk_space, check_worker_memory, estimate_space, gib
@@ -42,40 +43,6 @@ if TYPE_CHECKING:  # torch is imported only when a stage needs it
 __all__ = ["DetectParams", "DetectionResult", "detect"]
 
 log = logging.getLogger("cryodet_dask")
-
-
-@dataclass
-class DetectionResult:
-    """What :func:`detect` found.
-
-    Attributes
-    ----------
-    labels : dask.array.Array
-        Instance label image (uint32, z, y, x), lazy.
-    particles : pandas.DataFrame
-        One row per particle: ``id, x, y, z`` (voxels), ``x_angst, y_angst,
-        z_angst`` (Å), ``n_voxels``, ``score`` (centre-map peak over the particle: the
-        ranking score), ``mask_score`` (mean mask probability).
-    voxel_size : float
-        Å per voxel used for the Å columns.
-    files : dict
-        Output files by kind.
-    timings : dict
-        Seconds per stage.
-    """
-
-    labels: da.Array
-    particles: Any
-    voxel_size: float
-    detections: Any = None
-    prediction: Any = None
-    files: dict[str, Path] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    out_dir: Path | None = None
-    _tmp: Any = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.particles)
 
 
 def detect(
@@ -334,21 +301,19 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     from ..postprocessing import SpeciesParams, postprocess, quantize_species
     from ..prediction import check_species
 
-    mask, center = pred.mask, pred.center
+    mask, center, species = pred.mask, pred.center, pred.species
     if run.factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
-        map_chunks = tuple(min(c, n) for c, n in zip(triplet(run.p.chunks), run.tomo.shape))
+        chunks = tuple(min(c, n) for c, n in zip(triplet(run.p.chunks), run.tomo.shape))
         group = zarr.open_group(str(pred.path), mode="r")
-        mask = resample(group["mask"], run.tomo.shape, 1 / run.factor, map_chunks)
-        center = resample(group["center"], run.tomo.shape, 1 / run.factor, map_chunks)
+        mask, center, *per_species = (resample(group[m], run.tomo.shape, 1 / run.factor, chunks) for m in
+                                      ["mask", "center", *(f"species_{n}" for n in pred.species_names)])
+        species = da.stack(per_species).map_blocks(lambda b: quantize_species(b / 255), dtype=np.uint8) \
+            if per_species else None
     t = time.perf_counter()
     # per-chunk instance pieces are kept on disk so that writing the labels does not recompute them
     scratch = None
     if run.writes and {"zarr", "mrc"} & set(run.p.formats):
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=run.out))
-    species = pred.species
-    if species is not None and run.factor is not None:  # the species maps too (then quantized again)
-        species = da.stack([resample(group[f"species_{n}"], run.tomo.shape, 1 / run.factor, map_chunks) / 255.0
-                            for n in pred.species_names]).map_blocks(quantize_species, dtype=np.uint8)
     sp = SpeciesParams(keep=check_species(run.p.model_arg(), run.p.species)) if species is not None else None
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
