@@ -714,3 +714,23 @@ def test_min_score_removes_particles_by_their_centre_peak():
     assert kept == expect  # exactly the particles at or above the score, nothing else changes
     for chunks in ((8, 8, 8), (5, 11, 7)):
         assert_same(m, c, chunks, min_score=thr, **kw)
+
+
+def test_min_score_zero_keeps_a_particle_whose_centre_peak_is_negative():
+    """min_score 0 is no score filter (docs/postprocessing.md, step 5): a particle whose centre map is negative
+    over all its voxels (the network's centre output can dip below 0) stays, in the chunked result and the
+    reference alike, on every chunking; any min_score > 0 removes it."""
+    mask = np.zeros((16, 24, 24), np.float32)
+    center = np.full(mask.shape, -0.25, np.float32)
+    mask[3:10, 3:10, 3:10] = 0.9  # particle A: centre map negative everywhere on it
+    mask[3:10, 13:20, 13:20] = 0.9  # particle B: a positive centre peak
+    center[6, 16, 16] = 0.8
+    kw = dict(filter_outlier=False, remove_min_size=8)
+    for min_score, n in ((0.0, 2), (1e-6, 1), (0.5, 1)):
+        for chunks in ((16, 24, 24), (8, 12, 12), (5, 7, 9)):
+            ref, det = assert_same(mask, center, chunks, min_score=min_score, **kw)
+            assert len(det.centers) == len(ref.centers) == n, (min_score, chunks)
+        if n == 2:
+            assert sorted(ref.center_scores) == pytest.approx([-0.25, 0.8])
+        else:
+            assert ref.center_scores == pytest.approx([0.8])

@@ -364,7 +364,8 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
         species, class_score = instance_species(votes, ssum, count)
         size_ok = species_size_keep(species, count, sp, p.min_particle_size)
     # fragments and low-scoring particles go before the outlier filter: they are nobody's neighbour
-    kept = size_ok & ~(cmax < p.min_score)  # NaN score (all-NaN map): kept
+    # min_score 0 is no score filter: a particle whose centre-map peak is negative stays too
+    kept = size_ok & ~((cmax < p.min_score) & (p.min_score > 0))  # NaN score (all-NaN map): kept
     if p.filter_outlier:
         big = np.flatnonzero(kept)
         kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)

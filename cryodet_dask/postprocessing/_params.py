@@ -57,7 +57,8 @@ class PostprocessParams:
     min_score : float
         Particles whose score (the largest centre-map value over their voxels, the
         ranking score) is below this are removed, with the small ones, before the
-        outlier filter (finite, >= 0; 0 keeps all).
+        outlier filter (finite, >= 0).  0 is no score filter: every particle is kept, also one
+        whose centre-map peak is negative or NaN (the network's centre output can dip below 0).
     """
 
     # Defaults chosen on validation tomograms (never the test ones) for the shipped two-head network:

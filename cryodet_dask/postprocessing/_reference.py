@@ -196,8 +196,9 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         if sp_params.keep:
             size_ok &= np.isin(sp, sp_params.keep)
     # 5b. instances smaller than min_particle_size or scoring below min_score are removed (before the
-    #     outlier filter); a NaN score (all-NaN centre map over the particle) does not remove it
-    kept = size_ok & ~(cmax < p.min_score)
+    #     outlier filter); a NaN score (all-NaN centre map over the particle) does not remove it, and
+    #     min_score 0 is no score filter (a negative centre-map peak stays too)
+    kept = size_ok & ~((cmax < p.min_score) & (p.min_score > 0))
     # 6. outlier filter on the centroids of the remaining instances
     if p.filter_outlier:
         big = np.flatnonzero(kept)
