@@ -423,3 +423,27 @@ def test_detect_with_a_multi_species_model_end_to_end(tmp_path):
     assert main([*base, "-o", str(tmp_path / "one"), "--species", "prot"]) == 0
     kept = pd.read_csv(tmp_path / "one" / "t_centers.csv")
     assert set(kept["class"]) <= {"prot"} and len(kept) == int((table["class"] == "prot").sum())
+
+
+def test_cli_evaluate_prints_per_species_scores_and_the_confusion(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from cryodet_dask.cli import main
+
+    truth = pd.DataFrame({"id": [1, 2, 3, 4], "x": 0.0, "y": 0.0, "z": [0.0, 20, 40, 60],
+                          "class": ["a", "a", "b", "b"]})
+    pred = pd.DataFrame({"id": [1, 2, 3, 4], "x": 0.0, "y": 0.0, "z": [1.0, 21, 41, 80],
+                         "class": ["a", "b", "b", "a"], "score": 0.5})
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "pred.csv"), str(tmp_path / "truth.csv"), "--radius", "3",
+                 "--voxel-size", "10", "--confusion", str(tmp_path / "c.png"), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "per species" in out and "confusion" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    per = {row["species"]: row for row in r["species"]}
+    assert (per["a"]["tp"], per["a"]["fp"], per["a"]["fn"]) == (1, 1, 1)
+    assert r["confusion"]["b"]["a"] == 1  # a true 'a' picked as 'b'
+    assert (tmp_path / "c.png").stat().st_size > 1000

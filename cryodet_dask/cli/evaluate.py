@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-overlap", type=float, default=0.5,
                    help="overlap scores: fraction of a particle's voxels that must lie in one partner "
                    "(default: 0.5)")
+    p.add_argument("--confusion", default=None, metavar="PNG",
+                   help="one-to-one metric with species (a class column in both tables): the confusion matrix "
+                   "between species as a picture (the per-species table and the matrix are always printed)")
     p.add_argument("--tomogram", default=None, help="tomogram for the slice overlays of the report")
     p.add_argument("--report", default=None, metavar="PNG", help="write a PNG report (PR curve, slices)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the scores as JSON")
@@ -185,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         print(_NO_PICKS)
     if c["per_class_recall"]:
         print("recall per class: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["per_class_recall"].items())))
+    species = _species_tables(pred, truth, c["radius"], args)
     if "overlap" in res:
         o = res["overlap"]
         print(f"overlap:  precision {o['precision']:.3f}  recall {o['recall']:.3f}  merged rate "
@@ -200,10 +204,46 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.report}")
     if args.json:
         out = {k: v for k, v in res.items() if k in ("centres", "overlap")}
+        if species is not None:
+            out["species"] = species[0].to_dict(orient="records")
+            out["confusion"] = species[1].to_dict()
         if "pr_curve" in res:
             out["pr_curve"] = res["pr_curve"].to_dict(orient="list")
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     return 0
+
+
+def _species_tables(pred, truth, radius: float, args: argparse.Namespace):
+    """Per-species scores and the confusion matrix, printed, when both tables name species (``class``)."""
+    if "class" not in pred.columns or "class" not in truth.columns or len(pred) == 0:
+        return None
+    from ..evaluation_species import confusion_matrix, confusion_png, species_scores
+
+    names = sorted(set(truth["class"].astype(str)) | set(pred["class"].astype(str)))
+    pairs = [(pred, truth)]
+    if "tomogram" in pred.columns and "tomogram" in truth.columns:  # particles of two tomograms never match
+        pairs = [(pred[pred["tomogram"] == t], truth[truth["tomogram"] == t]) for t in sorted(set(truth["tomogram"]))]
+    cols = ["n_true", "n_pred", "tp", "fp", "fn"]
+    import functools
+    import operator
+
+    table = functools.reduce(operator.add, [species_scores(p, t, radius, species=names).set_index("species")[cols]
+                                            for p, t in pairs])
+    table["precision"] = table["tp"] / table["n_pred"].clip(lower=1)
+    table["recall"] = table["tp"] / table["n_true"].clip(lower=1)
+    table["f1"] = 2 * table["tp"] / (table["n_pred"] + table["n_true"]).clip(lower=1)
+    confusion = functools.reduce(operator.add, [confusion_matrix(p, t, radius, species=names) for p, t in pairs])
+    print(f"per species (matched within their species; radius {radius:g} voxels):")
+    print(f"{'species':<22}{'true':>6}{'picks':>6}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>10}{'recall':>8}{'F1':>7}")
+    for s, r in table.iterrows():
+        print(f"{s:<22}{r['n_true']:>6}{r['n_pred']:>6}{r['tp']:>6}{r['fp']:>6}{r['fn']:>6}{r['precision']:>10.3f}"
+              f"{r['recall']:>8.3f}{r['f1']:>7.3f}")
+    print("confusion (rows: true species, columns: picked species):")
+    print(confusion.to_string())
+    if args.confusion:
+        confusion_png(args.confusion, confusion, title=f"{Path(args.pred).name} vs {Path(args.truth).name}")
+        print(f"wrote {args.confusion}")
+    return table.reset_index(), confusion
 
 
 class _Slices:
