@@ -371,3 +371,39 @@ def test_all_runs_skips_a_run_without_the_tomogram_and_says_so_in_the_exit_statu
     assert main(["-q", "detect", "--copick", str(config), "--copick-runs", "TS_00,TS_01", "-m", str(net), "-o",
                  str(tmp_path / "o2"), *FLAGS]) == 2
     assert "run 'TS_00' has no VoxelSpacing10.000/wbp.zarr" in one_line_error(capsys)
+
+
+def test_a_multi_species_model_writes_one_pickable_object_per_species(tmp_path, capsys):
+    from cryodet_dask.models import UNet3D, UNetConfig, save
+    from cryodet_dask.species import SpeciesTable
+
+    torch.manual_seed(1)
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable.of(["ribosome", "proteasome"]), voxel_size=10.0)
+    ckpt = save(UNet3D(cfg), tmp_path / "sp.pt")
+    flags = ["--cluster", "threads", "--device", "cpu", "-ps", "16", "-mt", "0", "-ct", "0", "-rs", "0",
+             "--min-particle-size", "0", "--min-score", "0", "--center-min-distance", "0", "--engine", "torch"]
+    # a species the project's config lacks: one line listing the objects it has, nothing written
+    lacking = _project(tmp_path / "a", objects=("ribosome",))
+    assert main(["-q", "detect", "--copick", str(lacking), "--run", "TS_01", "-m", str(ckpt),
+                 "-o", str(tmp_path / "a" / "o"), *flags]) == 2
+    assert "no pickable object 'proteasome'" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "overlay").exists()
+    config = _project(tmp_path / "b", objects=("ribosome", "proteasome"))
+    out = tmp_path / "b" / "o"
+    assert main(["-q", "detect", "--copick", str(config), "--run", "TS_01", "-m", str(ckpt), "-o", str(out),
+                 *flags]) == 0
+    table = pd.read_csv(out / "TS_01_centers.csv")
+    labels = zarr.open_group(str(out / "TS_01_labels.zarr"), mode="r")["0"][...]
+    run_dir = tmp_path / "b" / "overlay" / "ExperimentRuns" / "TS_01"
+    total = 0
+    for species in ("ribosome", "proteasome"):
+        doc = json.loads((run_dir / "Picks" / f"cryodet-dask_0_{species}.json").read_text())
+        mine = table[table["class"] == species]
+        assert doc["pickable_object_name"] == species and len(doc["points"]) == len(mine)
+        assert sorted(p["instance_id"] for p in doc["points"]) == sorted(mine["id"])
+        seg = zarr.open_group(str(run_dir / "InstanceSegmentations" / f"10.000_cryodet-dask_0_{species}.zarr"),
+                              mode="r")["0"][...]
+        np.testing.assert_array_equal(seg, np.where(np.isin(labels, mine["id"]), labels, 0))
+        total += len(doc["points"])
+    assert total == len(table) > 0

@@ -412,13 +412,20 @@ def _copick_inputs(args: argparse.Namespace, params: Any) -> _Copick | None:
               file=sys.stderr)
     for r in runs:
         check_name("run", r, "--run")
-    if args.copick_object is None:
+    species = _model_species(params)
+    if species:  # a multi-species model: one pickable object per species, named as the species
+        if args.copick_object is not None:
+            raise ParameterError("--copick-object: a multi-species model writes one pickable object per species, "
+                                 f"named as the species ({', '.join(species)})")
+    elif args.copick_object is None:
         particles = [n for n, o in project.objects.items() if o.get("is_particle", True)]
         if len(particles) != 1:
             raise ParameterError(f"{args.copick}: give --copick-object (the config lists "
                                  f"{', '.join(sorted(project.objects)) or 'no object'})")
         args.copick_object = particles[0]
-    project.check_object(args.copick_object)
+    args.copick_objects = list(species) or [str(args.copick_object)]
+    for obj in args.copick_objects:
+        project.check_object(obj)
     if "csv" not in params.formats:
         raise ParameterError("--copick writes the picks from the CSV output: keep csv in --formats")
     spacing = float(args.copick_voxel_spacing)
@@ -471,8 +478,24 @@ def _copick_inputs(args: argparse.Namespace, params: Any) -> _Copick | None:
         if _copick_already_written(project, args, r, st, target, params, spacing):
             done.add(r)
         else:
-            project.check_free(r, spacing, args.copick_user, args.copick_session, args.copick_object)
+            for obj in args.copick_objects:
+                project.check_free(r, spacing, args.copick_user, args.copick_session, obj)
     return _Copick(project, stores, kept, params, skipped, voxel, done)
+
+
+def _model_species(params: Any) -> tuple[str, ...]:
+    """The species a run with ``params`` picks (those kept by ``--species``); empty for a species-agnostic model."""
+    from ..prediction import model_species
+
+    names = model_species(params.model_arg())
+    return tuple(params.species) if params.species and names else names
+
+
+def _keep_labels(block: Any, ids: Any) -> Any:
+    """``block`` with every label not in ``ids`` set to 0."""
+    import numpy as np
+
+    return np.where(np.isin(block, ids), block, 0).astype(block.dtype)
 
 
 def _tree_digest(path: Path) -> str | None:
@@ -494,16 +517,17 @@ def _copick_already_written(project: Any, args: argparse.Namespace, run: str, st
     from complete outputs in ``target`` for this input and these parameters (a rerun: nothing to replace)."""
     from ..pipeline import read_run
 
-    picks = project.picks_path(run, args.copick_user, args.copick_session, args.copick_object)
-    seg = project.segmentation_path(run, spacing, args.copick_user, args.copick_session, args.copick_object)
-    if not (picks.exists() or seg.exists()):
+    paths = [p for obj in args.copick_objects for p in (
+        project.picks_path(run, args.copick_user, args.copick_session, obj),
+        project.segmentation_path(run, spacing, args.copick_user, args.copick_session, obj))]
+    if not any(p.exists() for p in paths):
         return False
     rec = read_run(target, run)
     section = (rec or {}).get("copick") or {}
     written = section.get("written") if isinstance(section, dict) else None
     if not isinstance(written, dict) or not _complete(target, store, run, params):
         return False
-    return all(written.get(str(p)) == _tree_digest(p) for p in (picks, seg) if p.exists()) and \
+    return all(written.get(str(p)) == _tree_digest(p) for p in paths if p.exists()) and \
         all(_tree_digest(Path(p)) == d for p, d in written.items())
 
 
@@ -511,6 +535,7 @@ def _write_copick(copick: _Copick, args: argparse.Namespace, name: str, target: 
     """The run's picks (from ``NAME_centers.csv``; each point's ``instance_id`` is its label) and instance
     labels (from ``NAME_labels.zarr``) into the copick overlay; the run record gains a ``copick`` section
     (the voxel size used and why, the files written and their digests)."""
+    import dask.array as da
     import pandas as pd
 
     from ..io import atomic_output, load
@@ -525,17 +550,22 @@ def _write_copick(copick: _Copick, args: argparse.Namespace, name: str, target: 
     run = json.loads(rd.record.read_text())
     vs = float(run["voxel_size_angst"])
     particles = pd.read_csv(rd.output("csv"))
-    picks = project.write_picks(name, particles, voxel_size=vs, user_id=args.copick_user,
-                                session_id=args.copick_session, object_name=args.copick_object,
-                                overwrite=args.overwrite)
-    written = [picks]
     labels = rd.output("zarr")
     if not labels.is_dir() and rd.output("mrc").is_file():
         labels = rd.output("mrc")
-    if labels.exists():
-        written.append(project.write_instance_labels(name, load(labels).data, voxel_size=vs,
-                                                     user_id=args.copick_user, session_id=args.copick_session,
-                                                     name=args.copick_object, overwrite=args.overwrite))
+    written = []
+    for obj in args.copick_objects:  # one object per species of a multi-species model (its particles only)
+        mine = particles if "class" not in particles.columns else particles[particles["class"] == obj]
+        written.append(project.write_picks(name, mine, voxel_size=vs, user_id=args.copick_user,
+                                           session_id=args.copick_session, object_name=obj,
+                                           overwrite=args.overwrite))
+        if labels.exists():
+            lab = load(labels).data
+            if "class" in particles.columns:  # this species' instances; the others are background here
+                lab = da.map_blocks(_keep_labels, lab, mine["id"].to_numpy(dtype="int64"), dtype=lab.dtype)
+            written.append(project.write_instance_labels(name, lab, voxel_size=vs, user_id=args.copick_user,
+                                                         session_id=args.copick_session, name=obj,
+                                                         overwrite=args.overwrite))
     run["copick"] = {"config": str(Path(args.copick).resolve()), "run": name, **copick.voxel.get(name, {}),
                      "written": {str(p): _tree_digest(p) for p in written}}
     for rec in (rd.record, rd.last_run):
@@ -566,6 +596,8 @@ def _complete(target: Path, tomo: Path, name: str, params) -> bool:
         fp = run["stages"]["export"]["fingerprint"]
     except (KeyError, TypeError):
         return False
-    if not fp or not all(p.exists() for p in RunDirectory(target, name).outputs(list(params.formats))):
+    rd = RunDirectory(target, name)  # the outputs of every format (a species label image too, if the run had species)
+    species = [rd.species_output(f) for f in params.formats if f in ("mrc", "zarr")] if run.get("species") else []
+    if not fp or not all(p.exists() for p in [*(rd.output(f) for f in params.formats), *species]):
         return False
     return run.get("identity") == run_identity(tomo, params)

@@ -15,7 +15,7 @@ from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
 __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order",
-           "check_species", "shipped_models", "species_names", "store_maps"]
+           "check_species", "model_species", "shipped_models", "species_names", "store_maps"]
 
 #: Models shipped in the package, by the name ``-m NAME`` takes: their checkpoint files in
 #: ``cryodet_dask/data/weights`` (one file, or a SegNet and a CenterNet) and what they are for.
@@ -172,6 +172,11 @@ def check_species(model: Any, keep: Sequence[str]) -> tuple[int, ...]:
     from ..species import SpeciesTable
 
     return SpeciesTable.of(names).select(list(keep))
+
+
+def model_species(model: Any) -> tuple[str, ...]:
+    """The species of a model (as :func:`resolve_models` takes it); empty for a species-agnostic one."""
+    return species_names(resolve_models(model))
 
 
 def store_maps(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
