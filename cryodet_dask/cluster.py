@@ -266,25 +266,29 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         cluster = _jobqueue_cluster(cfg)
     before = _scheduler_setting()
     client = Client(cluster)
+    completed = False
     try:
         with _guarded(client, cfg, f"the {cfg.kind} cluster"):
             yield client
+        completed = True
     finally:
-        _shutdown(client, cluster, before)
+        _shutdown(client, cluster, before, completed)
 
 
-def _shutdown(client: Any, cluster: Any, before: tuple[bool, Any]) -> None:
-    """Close the client, then the workers (each given :data:`WORKER_STOP_TIMEOUT` to stop by itself), then the
-    scheduler, with distributed's own loggers quiet: the run is over, and what they say while a cluster
-    goes down ("Worker process still alive ...", lost connections) is no news for the user."""
+def _shutdown(client: Any, cluster: Any, before: tuple[bool, Any], completed: bool) -> None:
+    """Close the client, then the workers, then the scheduler, with distributed's own loggers quiet: what
+    they say while a cluster goes down ("Worker process still alive ...", lost connections) is no news for
+    the user.  After a ``completed`` run each worker is given :data:`WORKER_STOP_TIMEOUT` to stop by itself;
+    after an interruption or a failure, distributed's 4 s (a worker may be in the middle of a task)."""
     with _quiet_distributed():
         try:
             _close(client, before)
         finally:
             try:
-                _close_local_workers(cluster, WORKER_STOP_TIMEOUT)
+                if completed:
+                    _close_local_workers(cluster, WORKER_STOP_TIMEOUT)
             finally:
-                cluster.close()  # the scheduler; any worker still up is killed here
+                cluster.close()  # the scheduler; any worker still up is stopped (and killed) here
 
 
 def _close_local_workers(cluster: Any, timeout: float) -> None:
