@@ -27,7 +27,7 @@ import numpy as np
 from .errors import ParameterError
 
 __all__ = ["ParticleTable", "read_coordinates", "paint_spheres", "paint_masks", "label_map", "write_label_map",
-           "template_masks"]
+           "template_masks", "parse_class_names", "pick_species", "species_table_path", "write_species_table"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -201,7 +201,7 @@ def template_masks(template: str | os.PathLike[str], table: ParticleTable, voxel
     return corners, masks
 
 
-def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | None = None,
+def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | np.ndarray | None = None,
               template: str | os.PathLike[str] | None = None, voxel_size: float | None = None,
               template_threshold: float = 0.1, chunks: int | Sequence[int] = 128) -> da.Array:
     """Lazy instance label map (int32 dask array) of a particle table, painted block by block.
@@ -212,8 +212,9 @@ def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | Non
         Tomogram shape (z, y, x).
     table : ParticleTable
         Particle centres (and orientations).
-    radius : float, optional
-        Sphere radius in voxels (give this or ``template``).
+    radius : float or numpy.ndarray, optional
+        Sphere radius in voxels, one for all or one per particle (e.g. from
+        each particle's species); give this or ``template``.
     template : str or path, optional
         Template name or MRC file; its mask is painted at each particle's
         orientation (needs ``voxel_size``).
@@ -247,11 +248,15 @@ def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | Non
         hi = lo + np.array([m.shape for m in masks], np.float64).reshape(-1, 3)
         template_data = (corners, masks)
     else:
-        r = float(radius)  # type: ignore[arg-type]
-        if not r > 0:
-            raise ParameterError(f"sphere radius must be positive, got {radius}")
-        lo = table.zyx - r
-        hi = table.zyx + r + 1
+        given = np.asarray(radius, np.float64)
+        if given.ndim and given.shape != (len(table),):
+            raise ParameterError(f"one radius per particle: {given.shape} radii for {len(table)} particles")
+        r = np.broadcast_to(given, (len(table),))
+        if not np.all(r > 0):
+            bad = radius if not given.ndim else r[~(r > 0)][0]
+            raise ParameterError(f"sphere radius must be positive, got {bad}")
+        lo = table.zyx - r[:, None]
+        hi = table.zyx + r[:, None] + 1
     empty = da.zeros(shape, dtype=np.int32, chunks=chunks)
 
     def _block(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
@@ -260,7 +265,7 @@ def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | Non
         b1 = np.array([b for _, b in loc])
         sel = np.nonzero(np.all((hi > b0) & (lo < b1), axis=1))[0]
         if template_data is None:
-            return paint_spheres(block.shape, table.zyx[sel], r, offset=b0, ids=ids[sel])
+            return paint_spheres(block.shape, table.zyx[sel], r[sel], offset=b0, ids=ids[sel])
         corners_, masks_ = template_data
         return paint_masks(block.shape, corners_[sel], [masks_[i] for i in sel], offset=b0, ids=ids[sel])
 
@@ -268,7 +273,7 @@ def label_map(shape: Sequence[int], table: ParticleTable, *, radius: float | Non
 
 
 def write_label_map(path: str | os.PathLike[str], shape: Sequence[int], table: ParticleTable, *,
-                    radius: float | None = None, template: str | os.PathLike[str] | None = None,
+                    radius: float | np.ndarray | None = None, template: str | os.PathLike[str] | None = None,
                     voxel_size: float | None = None, template_threshold: float = 0.1,
                     chunks: int | Sequence[int] = 128, overwrite: bool = False, progress: bool = False) -> Path:
     """Paint a label map (see :func:`label_map`) and write it to MRC (int16 if the ids fit, else float32)
@@ -293,4 +298,127 @@ def write_label_map(path: str | os.PathLike[str], shape: Sequence[int], table: P
     return write_mrc(lab, path, voxel_size=voxel_size, overwrite=overwrite, progress=progress,
                      label=f"cryodet-dask labels from {Path(table.source).name}")
 
+
+# ------------------------------------------------------------------------------------------- species of picks
+
+def _class_key(value: object) -> str:
+    """A class value as written (``1``, ``1.0`` and `` 1 `` are the same class number)."""
+    text = str(value).strip()
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    return str(int(f)) if f.is_integer() else text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_class_names(text: str | None) -> dict[str, str]:
+    """``"1=ribosome,2=proteasome"`` (``--class-names``) as ``{class: species name}``.
+
+    The keys are the classes as the picks give them (a RELION ``rlnClassNumber``, a copick object, a CZII
+    ``particle_type``, a CSV ``class``); the names must be copick-safe species names (letters, digits, ``-``).
+    """
+    from .species import check_species_name
+
+    out: dict[str, str] = {}
+    if text is None:
+        return out
+    for item in [t.strip() for t in str(text).split(",")]:
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise ParameterError(f"class name {item!r}: write CLASS=NAME,... (e.g. 1=ribosome,2=proteasome)")
+        k = _class_key(key)
+        if k in out:
+            raise ParameterError(f"class {key.strip()!r} is named twice in {text!r}")
+        out[k] = check_species_name(name.strip())
+    return out
+
+
+def pick_species(table: ParticleTable, class_names: dict[str, str] | None = None, *,
+                 required: bool = False) -> list[str] | None:
+    """The species name of each pick, from the picks' class column, renamed by ``class_names``.
+
+    The class column is what :func:`~cryodet_dask.particles.read_particles` reads: RELION
+    ``rlnClassNumber``, the copick ``pickable_object_name``, CZII ``particle_type``, a CSV ``class``,
+    an IMOD object name.  Class numbers (RELION's) are not species names: they need ``class_names``
+    (``--class-names 1=ribosome,...``).  Names must be copick-safe (letters, digits, ``-``).
+
+    Parameters
+    ----------
+    table : ParticleTable
+        The picks.
+    class_names : dict, optional
+        ``{class as written: species name}`` (:func:`parse_class_names`); classes not listed keep their
+        name, and must then be names, not numbers.
+    required : bool
+        Every pick must get a species: a table without a class column, an unnamed class number or a
+        name that is not copick-safe is a one-line :class:`ParameterError`.  When false, such a table
+        gives ``None`` (with a warning for the last two), as for picks of one kind.
+
+    Returns
+    -------
+    list of str or None
+        One species name per pick (row order; pick ``i`` is label ``i + 1``), or ``None``.
+    """
+    from .species import check_species_name
+
+    names = class_names or {}
+    if table.classes is None:
+        if required or names:
+            raise ParameterError(f"{table.source}: the picks have no species column (RELION rlnClassNumber, a "
+                                 "copick object, a CZII particle_type or a CSV class column); a multi-species "
+                                 "training needs the species of every pick")
+        return None
+    keys = [_class_key(c) for c in table.classes]
+    out = [names.get(k, k) for k in keys]
+    numbers = sorted({k for k, n in zip(keys, out) if k == n and _is_number(k)}, key=float)
+    if numbers:
+        msg = (f"{table.source}: the picks' classes {', '.join(numbers[:6])} are numbers (e.g. RELION "
+               f"rlnClassNumber), not species names; name them with --class-names "
+               f"{','.join(f'{n}=NAME' for n in numbers[:3])}")
+        if required or names:
+            raise ParameterError(msg)
+        log.warning("%s; no species table written", msg)
+        return None
+    unique = sorted(set(out))
+    try:
+        for n in unique:
+            check_species_name(n)
+    except ParameterError as exc:
+        if required or names:
+            raise ParameterError(f"{table.source}: {exc} (rename it with --class-names OLD=NEW)") from None
+        log.warning("%s: %s; no species table written (rename it with --class-names OLD=NEW)", table.source, exc)
+        return None
+    return out
+
+
+def species_table_path(labels: str | os.PathLike[str]) -> Path:
+    """Where ``cryodet-dask labels`` writes the species of each label id: ``LABELS_species.csv`` beside
+    the label map (``labels.mrc`` -> ``labels_species.csv``, ``labels.zarr`` -> ``labels_species.csv``)."""
+    path = Path(labels)
+    return path.with_name(f"{path.stem if path.suffix in ('.mrc', '.zarr', '.map', '.rec') else path.name}"
+                          "_species.csv")
+
+
+def write_species_table(path: str | os.PathLike[str], species: Sequence[str], *, overwrite: bool = False) -> Path:
+    """Write the species of label id ``i + 1`` (pick ``i``) as a CSV with columns ``id`` and ``class``,
+    which ``cryodet-dask train --particle-species`` reads; written under a temporary name and renamed."""
+    from .errors import OutputExistsError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists (use --overwrite)")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("id,class\n")
+        fh.writelines(f"{i},{name}\n" for i, name in enumerate(species, start=1))
+    os.replace(tmp, path)
+    return path
 

@@ -54,13 +54,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a SegNet (mask), CenterNet (centre map) or two-head network on labelled tomograms",
         description="Train a 3D U-Net on (tomogram, instance label map) pairs in MRC or Zarr — the simulator's "
         "output or your own labels (see `cryodet-dask labels`). Patches are read from the chunked files around "
-        "the particles; training is resumable: run the same command again to continue.",
+        "the particles; training is resumable: run the same command again to continue. From picks in one "
+        "command: --tomogram T --picks PICKS (repeat) with --species NAME:DIAMETER_A,... (or a copick project: "
+        "--copick CONFIG --runs A,B) builds the label maps itself, chunk by chunk, into OUT_labels/ beside OUT "
+        "(one sphere of its species' diameter per pick; OUT_labels/NAME_labels.mrc and NAME_labels_species.csv), "
+        "then trains.",
     )
     p.add_argument("output", help="checkpoint file to write (.pt); the resumable state goes next to it")
     p.add_argument("--tomogram", "-t", action="append", default=[], metavar="FILE",
                    help="training tomogram (repeat for several)")
     p.add_argument("--labels", "-l", action="append", default=[], metavar="FILE",
                    help="instance label map of the tomogram given at the same position (repeat)")
+    p.add_argument("--picks", action="append", default=[], metavar="FILE",
+                   help="instead of --labels: the picks of the tomogram given at the same position (repeat), in any "
+                        "format `picks convert` reads (RELION STAR, copick JSON, CZII CSV, CSV, IMOD ...); each pick "
+                        "is painted as a sphere of its species' diameter (--species) or of --particle-diameter, "
+                        "into OUT_labels/ beside OUT. For --species, the picks' class column (rlnClassNumber, "
+                        "copick object, CZII particle_type, CSV class) names each pick's species; a file of "
+                        "several tomograms gives the rows of the one named like the tomogram file")
+    p.add_argument("--class-names", default=None, metavar="CLASS=NAME,...",
+                   help="with --picks or --copick: species names for the picks' classes, e.g. 1=ribosome,"
+                        "2=proteasome for RELION rlnClassNumber (class numbers need names), or a rename of a class "
+                        "or copick object that is not copick-safe (ribosome_70S=ribosome-70S)")
+    p.add_argument("--particle-diameter", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="with --picks and no --species: sphere diameter in Å of every pick (a species-agnostic "
+                        "network)")
+    p.add_argument("--voxel-size", "-vs", type=positive_float, default=None, metavar="ANGSTROM",
+                   help="with --picks: voxel size in Å of the tomograms (default: each file's header)")
     p.add_argument("--pool", action="append", default=[], metavar="DIR",
                    help="a training pool made by `cryodet-dask simulate-pool` (repeat; its tomograms, labels "
                         "and centre targets are added to --tomogram/--labels)")
@@ -69,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--species", type=_species, default=None, metavar="NAME[:DIAMETER_A],...",
                    help="train a multi-species network on these species (two or more; names of letters, digits "
                         "and '-', optional diameters in Å, e.g. 4v4r:280,1bxn:120); every particle needs its "
-                        "species: the pools' particles.csv, or --particle-species per --tomogram. Default: the "
+                        "species: the pools' particles.csv, --particle-species per --tomogram, or the class "
+                        "column of --picks (which paints each pick at its species' diameter). Default: the "
                         "--init checkpoint's species, else one species-agnostic 'particle'")
     p.add_argument("--particle-species", action="append", default=[], metavar="CSV",
                    help="the species of each particle of the label map given at the same position: a CSV with "
@@ -126,6 +147,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                    help="plateau: halve the learning rate when validation stalls; cosine: decay it per step to "
                         "1%% over --epochs x --steps-per-epoch (default: plateau)")
+    g = p.add_argument_group("training from a copick project (local filesystem)")
+    g.add_argument("--copick", default=None, metavar="CONFIG.json",
+                   help="train on the tomograms and picks of --runs of this copick project: the species are "
+                        "--species (diameters default to twice the config's radius), else every particle object "
+                        "with picks in these runs, at twice its radius; label maps go into OUT_labels/RUN_labels.mrc")
+    g.add_argument("--runs", default=None, metavar="A,B,...", help="with --copick: the runs to train on")
+    g.add_argument("--voxel-spacing", dest="copick_voxel_spacing", type=positive_float, default=10.0,
+                   metavar="ANGSTROM", help="with --copick: voxel spacing of the tomograms, Å (default: 10)")
+    g.add_argument("--tomo-type", dest="copick_tomo_type", default="wbp", metavar="TYPE",
+                   help="with --copick: tomogram type (default: wbp)")
+    g.add_argument("--copick-array", default=None, metavar="NAME",
+                   help="with --copick: the array of a tomogram's Zarr group without multiscales metadata")
+    g.add_argument("--copick-user", default=None, metavar="ID",
+                   help="with --copick: use the picks of this user_id only (needed where several users picked "
+                        "the same object in a run)")
+    g.add_argument("--copick-session", default=None, metavar="ID",
+                   help="with --copick: use the picks of this session_id only")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_bool_flag(p, "amp", True, "mixed precision on CUDA devices")
@@ -143,12 +181,68 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _plan_picks(args: argparse.Namespace) -> list:
+    """The label maps to paint from --picks or --copick (everything read and checked, nothing written); the
+    planned label maps and species tables become --labels and --particle-species."""
+    from ..annotations import parse_class_names
+    from ..errors import ParameterError
+
+    if not args.picks and not args.copick:
+        given = [f for f, v in (("--class-names", args.class_names), ("--particle-diameter", args.particle_diameter),
+                                ("--voxel-size", args.voxel_size), ("--runs", args.runs)) if v is not None]
+        if given:
+            raise ParameterError(f"{given[0]} goes with --picks or --copick")
+        return []
+    if args.labels or args.particle_species:
+        raise ParameterError("give --picks (label maps built from the picks) or --labels/--particle-species, "
+                             "not both")
+    if args.picks and args.copick:
+        raise ParameterError("give --picks with --tomogram, or --copick with --runs, not both")
+    class_names = parse_class_names(args.class_names)
+    if args.species is None and args.init and args.particle_diameter is None:
+        from ..models import UNetConfig, read_checkpoint
+
+        start = UNetConfig.from_dict(read_checkpoint(args.init)["config"]).species
+        if len(start) > 1:  # train's default: the --init checkpoint's species (their diameters paint the picks)
+            args.species = start
+    if args.copick:
+        from ..training import plan_from_copick
+
+        if args.tomogram:
+            raise ParameterError("--copick reads the runs' tomograms: leave out --tomogram")
+        if args.runs is None:
+            raise ParameterError("--copick needs the runs to train on: --runs A,B")
+        runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+        jobs, table, _ = plan_from_copick(
+            args.copick, runs, args.output, species=args.species, class_names=class_names,
+            voxel_spacing=args.copick_voxel_spacing, tomo_type=args.copick_tomo_type, array=args.copick_array,
+            user=args.copick_user, session=args.copick_session)
+        args.species = table
+        args.tomogram = [j.tomogram for j in jobs]
+    else:
+        from ..training import plan_from_picks
+
+        if len(args.picks) != len(args.tomogram):
+            raise ParameterError(f"give one --picks per --tomogram ({len(args.tomogram)} vs {len(args.picks)})")
+        if args.species is not None and args.particle_diameter is not None:
+            raise ParameterError("--particle-diameter is for a species-agnostic training; with --species the "
+                                 "diameters are the species' (NAME:DIAMETER_A)")
+        jobs = plan_from_picks(list(zip(args.tomogram, args.picks)), args.output, species=args.species,
+                               class_names=class_names, voxel_size=args.voxel_size,
+                               particle_diameter=args.particle_diameter)
+    args.labels = [str(j.labels) for j in jobs]
+    if args.species is not None:
+        args.particle_species = [str(j.species_csv) for j in jobs]
+    return jobs
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import ParameterError
     from ..training import TrainingConfig, train
 
     from ..training import read_pool
 
+    jobs = _plan_picks(args)
     if len(args.tomogram) != len(args.labels):
         raise ParameterError(f"give one --labels per --tomogram ({len(args.tomogram)} vs {len(args.labels)})")
     tomograms, labels = list(args.tomogram), list(args.labels)
@@ -194,6 +288,12 @@ def run(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
         max_minutes=args.max_minutes, snapshot_every=args.snapshot_every,
     )
+    if jobs:
+        from ..training import build_labels
+
+        build_labels(jobs, progress=show_progress(args))
+        provenance["picks"] = [{"tomogram": j.tomogram, "picks": j.table.source, "labels": str(j.labels),
+                                "particles": len(j.table), "voxel_size": j.voxel_size} for j in jobs]
     result = train(
         tomograms, labels, args.output, centers=centers, validation=validation or None,
         config=cfg, heads=args.network or (None if args.init else ("mask",)),

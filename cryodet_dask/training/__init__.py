@@ -16,6 +16,7 @@ from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ._augment import augment
+    from ._from_picks import PicksJob, build_labels, labels_folder, plan_from_copick, plan_from_picks, species_radii
     from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
     from ._pool import (POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool,
                         simulate_pool)
@@ -36,6 +37,12 @@ __all__ = [
     "TrainingConfig",
     "TrainingVolume",
     "augment",
+    "PicksJob",
+    "build_labels",
+    "labels_folder",
+    "plan_from_copick",
+    "plan_from_picks",
+    "species_radii",
     "center_target",
     "gaussian_center_target",
     "last_checkpoint_path",
@@ -53,6 +60,8 @@ __all__ = [
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_attributes(__name__, {
         "._augment": ("augment",),
+        "._from_picks": ("PicksJob", "build_labels", "labels_folder", "plan_from_copick", "plan_from_picks",
+                         "species_radii"),
         "._loop": ("TrainingConfig", "TrainResult", "last_checkpoint_path", "soft_dice_loss", "train"),
         "._pool": ("POOL_MANIFEST", "PoolMember", "PoolRanges", "draw_conditions", "invert_polarity", "read_pool",
                    "simulate_pool"),
