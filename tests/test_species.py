@@ -447,3 +447,28 @@ def test_cli_evaluate_prints_per_species_scores_and_the_confusion(tmp_path, caps
     assert (per["a"]["tp"], per["a"]["fp"], per["a"]["fn"]) == (1, 1, 1)
     assert r["confusion"]["b"]["a"] == 1  # a true 'a' picked as 'b'
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_frozen_backbone_keeps_the_particles_of_the_start_network(tmp_path):
+    from cryodet_dask.errors import ParameterError as PE
+    from cryodet_dask.training import train
+
+    torch.set_num_threads(1)
+    img, lab, kinds = _two_species()
+    kw = dict(channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2, steps_per_epoch=4,
+              validation_batches=1, validation_fraction=0.34, learning_rate=3e-3, seed=0, progress=False)
+    start = tmp_path / "agnostic.pt"
+    train(img, lab, start, heads=("mask", "center"), epochs=1, **kw)
+    del kw["channels"], kw["convs_per_level"]
+    out = tmp_path / "frozen.pt"
+    train(img, lab, out, init=start, species=["small", "big"], replace_species=True, particle_species=[kinds],
+          freeze_backbone=True, species_convs=1, epochs=2, **kw)
+    a, b = load(start), load(out)
+    assert b.config.species_convs == 1 and b.config.halo == a.config.halo + 1
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x)[:, :2], a(x)[:, :2], rtol=0, atol=0)  # exactly the start's maps
+    changed = [k for k, v in b.state_dict().items() if k in a.state_dict() and not torch.equal(v, a.state_dict()[k])]
+    assert changed == []  # nothing but the (new) species branch and head moved
+    with pytest.raises(PE, match="multi-species"):
+        train(img, lab, tmp_path / "x.pt", init=start, freeze_backbone=True, epochs=1, **kw)

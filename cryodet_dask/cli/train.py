@@ -96,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the species of each particle of the label map given at the same position: a CSV with "
                         "columns id (the label) and class (the species name), as the simulator's particles.csv "
                         "(repeat)")
+    add_bool_flag(p, "freeze-backbone", False, "train only the species branch of a multi-species network "
+                  "(with --init: the mask and centre outputs, hence the particles found, stay exactly the start "
+                  "network's; only which species each particle is gets learnt)")
+    p.add_argument("--species-convs", type=nonneg_int, default=None, metavar="N",
+                   help="3^3 convolutions of the species branch between the last decoder features and the species "
+                        "output (default: 2; each widens the halo by one voxel)")
     add_bool_flag(p, "replace-species", False, "with --init of other species: a new species output layer "
                   "(the mask and centre outputs keep their weights; recorded in the checkpoint)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -286,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         intensity=args.intensity, center_weight=args.center_weight, center_target=args.center_target,
         invert=args.invert,
         lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
-        max_minutes=args.max_minutes, snapshot_every=args.snapshot_every,
+        max_minutes=args.max_minutes, snapshot_every=args.snapshot_every, freeze_backbone=args.freeze_backbone,
     )
     if jobs:
         from ..training import build_labels
@@ -300,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels,
         convs_per_level=args.convs_per_level, init=args.init, provenance=provenance,
         species=args.species, particle_species=species_of if args.species is not None else None,
-        replace_species=args.replace_species,
+        replace_species=args.replace_species, species_convs=args.species_convs,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )

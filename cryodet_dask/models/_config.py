@@ -67,6 +67,11 @@ class UNetConfig:
         species ``i`` given that it is a particle (a softmax over the species).  With the
         ``mask`` head (the probability of a particle) the two give the K + 1 probabilities
         of background and each species: ``1 - mask`` and ``mask * species[i]``.
+    species_convs : int
+        3³ convolutions (with ReLU) of the species branch, between the last decoder
+        features and the species head's 1³ convolution (the mask and centre heads read
+        the features directly).  They widen the receptive field (and the halo) by this
+        many voxels on each side; with a frozen backbone only this branch learns.
     training : dict
         Free description of the training (data, command, epochs, losses).
     """
@@ -80,6 +85,7 @@ class UNetConfig:
     voxel_size: float | None = None
     center_smoothing: float = 0.0
     species: SpeciesTable = DEFAULT_SPECIES
+    species_convs: int = 2
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +112,10 @@ class UNetConfig:
                 f"{'the' if len(self.species) > 1 else 'no'} 'species' head (heads: {list(self.heads)})")
         if "species" in self.heads and "mask" not in self.heads:
             raise ParameterError("the 'species' head needs the 'mask' head beside it")
+        if "species" in self.heads and self.heads[-1] != "species":
+            raise ParameterError(f"the 'species' head comes last (heads: {list(self.heads)})")
+        if isinstance(self.species_convs, bool) or not isinstance(self.species_convs, int) or self.species_convs < 0:
+            raise ParameterError(f"species_convs must be a whole number >= 0, got {self.species_convs!r}")
         if self.in_channels < 1:
             raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.normalization not in _NORMALIZATIONS:
@@ -138,6 +148,11 @@ class UNetConfig:
         for h in self.heads:
             out += [f"species:{n}" for n in self.species.names] if h == "species" else [h]
         return tuple(out)
+
+    @property
+    def species_reach(self) -> int:
+        """Voxels the species branch reads beyond the decoder features on each side (0 without species)."""
+        return int(self.species_convs) if "species" in self.heads else 0
 
     @property
     def smoothing_radius(self) -> int:
@@ -230,7 +245,8 @@ def receptive_extent(config: UNetConfig) -> tuple[int, int]:
     for o in range(config.pool_factor):
         lo, hi = level(0, o, o)
         before, after = max(before, o - lo), max(after, hi - o)
-    r = config.smoothing_radius  # the centre-map smoothing reads r voxels further on each side
+    # the centre-map smoothing and the species branch read further on each side (each its own output)
+    r = max(config.smoothing_radius, config.species_reach)
     return before + r, after + r
 
 

@@ -94,7 +94,11 @@ class UNet3D(nn.Module):
             self.ups.append(_Up(ch[level + 1]))
             self.decoders.append(_convs(ch[level + 1] + ch[level], ch[level], n[level]))
         widths = self.config.head_widths
-        self.head = nn.Conv3d(ch[0], sum(widths), kernel_size=1)
+        has_species = "species" in self.config.heads  # the last head: its own branch of 3³ convolutions
+        self.head = nn.Conv3d(ch[0], sum(widths) - (widths[-1] if has_species else 0), kernel_size=1)
+        if has_species:
+            self.species_branch = _convs(ch[0], ch[0], self.config.species_convs)
+            self.species_head = nn.Conv3d(ch[0], widths[-1], kernel_size=1)
         starts = [sum(widths[:i]) for i in range(len(widths))]
         self._activations = [(HEAD_ACTIVATIONS[h], s, w) for h, s, w in zip(self.config.heads, starts, widths)]
 
@@ -126,7 +130,11 @@ class UNet3D(nn.Module):
         """
         f = self.features(x)
         with torch.autocast(device_type=f.device.type, enabled=False):
-            return self.head(f.to(self.head.weight.dtype))
+            f = f.to(self.head.weight.dtype)
+            out = self.head(f)
+            if "species" in self.config.heads:
+                out = torch.cat([out, self.species_head(self.species_branch(f))], dim=1)
+            return out
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply each head's activation to its channel of ``logits``."""

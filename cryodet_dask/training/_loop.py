@@ -94,6 +94,10 @@ class TrainingConfig:
     snapshot_every : int
         Also keep the weights after every this many epochs as
         ``OUT.epochNNN.pt`` (for learning curves); 0 = never.
+    freeze_backbone : bool
+        Train only the species branch (:attr:`~cryodet_dask.models.UNetConfig.species_convs`) of a
+        multi-species network: the backbone and the mask and centre heads keep the start weights
+        (``init``), so the species-agnostic picks are exactly the start network's.
     """
 
     patch_size: tuple[int, int, int] = (56, 56, 56)
@@ -120,6 +124,7 @@ class TrainingConfig:
     amp: bool = True
     max_minutes: float | None = None
     snapshot_every: int = 0
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
         ps: tuple[int, ...] = self.patch_size
@@ -250,6 +255,7 @@ def train(
     species: SpeciesTable | Sequence[str] | None = None,
     particle_species: Any = None,
     replace_species: bool = False,
+    species_convs: int | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a SegNet, CenterNet or two-head network on (tomogram, label map) pairs.
@@ -280,8 +286,10 @@ def train(
         a ``{id: name}`` mapping or a CSV with ``id`` and ``class`` columns (the
         simulator's ``particles.csv``).
     replace_species : bool
-        With ``init`` of other species: a new species output layer (the mask and
-        centre outputs keep their weights); recorded in the checkpoint.
+        With ``init`` of other species: a new species branch and output layer (the
+        backbone and the mask and centre outputs keep their weights); recorded.
+    species_convs : int, optional
+        3³ convolutions of the species branch (default: the model's, 2).
     model : UNetConfig, optional
         Architecture (default: the seed's, with ``heads``/``channels``/
         ``convs_per_level`` applied if given).
@@ -371,6 +379,8 @@ def train(
         changes["species"] = table
         if init_record is not None:
             init_record["species_replaced_from"] = list(mcfg.species.names)
+    if species_convs is not None:
+        changes["species_convs"] = int(species_convs)
     if channels is not None:
         changes["channels"] = list(channels)
         if convs_per_level is None and len(channels) != len(mcfg.convs_per_level):
@@ -442,7 +452,12 @@ def train(
         if widen_to is not None:  # the same function in the wider network (Net2WiderNet)
             start = widen(start, widen_to, seed=cfg.seed)
         net.load_state_dict(with_new_species(start, net))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    if cfg.freeze_backbone:  # only the species branch learns: the mask and centre outputs stay the init's
+        if "species" not in mcfg.heads:
+            raise ParameterError("freeze_backbone trains the species branch alone: train a multi-species network")
+        for pname, param in net.named_parameters():
+            param.requires_grad_(pname.startswith("species_"))
+    opt = torch.optim.Adam([q for q in net.parameters() if q.requires_grad], lr=cfg.learning_rate)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     step_sched: torch.optim.lr_scheduler.LRScheduler | None = None
     if cfg.lr_schedule == "cosine":

@@ -34,7 +34,8 @@ __all__ = ["LEARNING_SETTINGS", "RESUME_RECORD_FORMAT", "file_identity", "volume
 #: CUDA), ``max_minutes`` and ``snapshot_every``.
 LEARNING_SETTINGS = ("patch_size", "batch_size", "steps_per_epoch", "validation_fraction", "validation_batches",
                      "learning_rate", "lr_factor", "lr_patience", "jitter", "background_fraction", "rotate",
-                     "flip", "intensity", "center_weight", "center_target", "invert", "lr_schedule", "seed")
+                     "flip", "intensity", "center_weight", "center_target", "invert", "lr_schedule", "seed",
+                     "freeze_backbone")
 
 #: Version of the resume record kept in ``*.last.pt`` under ``"resume_record"``.
 RESUME_RECORD_FORMAT = 1
@@ -181,19 +182,14 @@ def species_to_train(species: SpeciesTable | Sequence[str] | None, current: Spec
 
 
 def with_new_species(start: UNet3D, net: UNet3D) -> dict[str, torch.Tensor]:
-    """``start``'s weights for ``net``; where their species differ, ``net``'s own (fresh) species output
-    rows, and ``start``'s rows for the other heads (the output layer is one 1³ convolution)."""
+    """``start``'s weights for ``net``; where their species differ, ``net``'s own (fresh) species branch and
+    head (the mask and centre heads and the backbone are ``start``'s)."""
     state = start.state_dict()
     if start.config.species == net.config.species:
         return state
     fresh = net.state_dict()
-    for key in ("head.weight", "head.bias"):
-        w = fresh[key].clone()
-        for h in net.config.heads:
-            if h != "species" and h in start.config.heads:
-                w[net.head_index(h)] = state[key][start.head_index(h)]
-        state[key] = w
-    return state
+    kept = {k: v for k, v in state.items() if not k.startswith("species_")}
+    return {k: kept.get(k, v) for k, v in fresh.items()}
 
 
 def species_identity(source: Any) -> Any:
