@@ -17,7 +17,8 @@ from .._lazy import lazy_attributes
 if TYPE_CHECKING:
     from ._augment import augment
     from ._from_picks import PicksJob, build_labels, labels_folder, plan_from_copick, plan_from_picks, species_radii
-    from ._loop import TrainingConfig, TrainResult, last_checkpoint_path, soft_dice_loss, train
+    from ._config import TrainingConfig, TrainResult
+    from ._loop import last_checkpoint_path, soft_dice_loss, train
     from ._pool import (POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool,
                         simulate_pool)
     from ._sampler import (TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins,
@@ -62,7 +63,8 @@ if not TYPE_CHECKING:
         "._augment": ("augment",),
         "._from_picks": ("PicksJob", "build_labels", "labels_folder", "plan_from_copick", "plan_from_picks",
                          "species_radii"),
-        "._loop": ("TrainingConfig", "TrainResult", "last_checkpoint_path", "soft_dice_loss", "train"),
+        "._config": ("TrainingConfig", "TrainResult"),
+        "._loop": ("last_checkpoint_path", "soft_dice_loss", "train"),
         "._pool": ("POOL_MANIFEST", "PoolMember", "PoolRanges", "draw_conditions", "invert_polarity", "read_pool",
                    "simulate_pool"),
         "._sampler": ("TrainingVolume", "open_training_volume", "particle_table", "read_patch", "sample_origins",

@@ -20,7 +20,7 @@ from ..species import SpeciesTable
 from ._sampler import TrainingVolume
 
 if TYPE_CHECKING:
-    from ._loop import TrainingConfig
+    from ._config import TrainingConfig
 
 __all__ = ["LEARNING_SETTINGS", "RESUME_RECORD_FORMAT", "file_identity", "volume_identity", "learning_settings",
            "record_differences", "legacy_differences", "species_to_train", "with_new_species", "species_identity"]
