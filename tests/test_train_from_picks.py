@@ -333,3 +333,19 @@ def test_czii_csv_particle_types_are_species(tmp_path):
     assert job.species == ["apo-ferritin", "ribosome"]  # the rows of experiment TS_5_4 only
     np.testing.assert_allclose(job.table.zyx, [[12, 15, 10], [13, 25, 20]])  # Å / 10 Å per voxel
     np.testing.assert_allclose(job.radius, [6, 14])
+
+
+def test_species_on_top_of_the_shipped_network_by_name(data, tmp_path):
+    """The README's command: --init twohead (a shipped model's name), a new species branch, backbone frozen."""
+    from cryodet_dask.models import load as load_net
+    from cryodet_dask.prediction import resolve_models
+
+    out = tmp_path / "sp.pt"
+    small = [a for a in TINY if a not in ("--channels", "4,8", "--convs-per-level", "1,1")]
+    assert main(["-q", "train", str(out), "-t", str(data["tomo"]), "--picks", str(data["star"]), *SPECIES,
+                 "--class-names", "1=ribosome,2=proteasome", "--init", "twohead", "--replace-species",
+                 "--freeze-backbone", *small]) == 0
+    net, start = load_net(out), load_net(resolve_models("twohead")[0].path)
+    assert net.config.species.names == ("ribosome", "proteasome") and net.config.channels == start.config.channels
+    for k, v in start.state_dict().items():  # the backbone and the mask and centre heads: untouched
+        assert torch.equal(net.state_dict()[k], v), k
