@@ -258,7 +258,7 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
 
         size = local_cluster_size(cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit, cfg.task_memory)
         env = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
-        with dask.config.set(env):
+        with dask.config.set(env), _children_ignore_sigint():
             cluster = LocalCluster(processes=True, dashboard_address=":0" if cfg.dashboard else None, **size)
     elif cfg.kind == "local-cuda":
         cluster = _local_cuda_cluster(cfg)
@@ -271,8 +271,43 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         with _guarded(client, cfg, f"the {cfg.kind} cluster"):
             yield client
         completed = True
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers' tasks are cancelled as they stop, unsaid
+        _quiet_workers(client)
+        raise
     finally:
         _shutdown(client, cluster, before, completed)
+
+
+def _silence_distributed() -> None:
+    """Run on each worker: distributed's loggers there at ERROR ("Async instruction ... ended with
+    CancelledError" for every task a stopping worker drops is no news after an interruption)."""
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _quiet_workers(client: Any) -> None:
+    with contextlib.suppress(Exception):  # a worker that cannot be reached is stopped by the cluster anyway
+        client.run(_silence_distributed)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """SIGINT ignored while the block starts processes, which inherit that: Ctrl-C reaches the terminal's whole
+    process group, and worker processes that took it each printed a KeyboardInterrupt traceback and cancelled
+    tasks.  This process alone handles Ctrl-C (one line) and stops the workers itself."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _shutdown(client: Any, cluster: Any, before: tuple[bool, Any], completed: bool) -> None:

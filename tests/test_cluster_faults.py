@@ -352,7 +352,12 @@ def test_missing_input_stays_an_input_error(tmp_path):
         load(tmp_path / "nope.mrc")
 
 
-def test_unknown_voxel_size_asks_for_vs_before_rescale(net, tmp_path):
+def test_unknown_voxel_size_is_never_guessed(net, tmp_path, capsys):
+    """No voxel size in the header and no -vs (issue 27, item 12): outputs in Å (TXT, STAR; the default
+    formats) are refused in one line naming -vs and --formats mrc,zarr,csv, before any work; those
+    formats run, with empty Å columns, and the run record says the voxel size is unknown; the weights'
+    voxel size is reported, never compared with a guess; --rescale is refused.  Before: 14.08 Å was
+    assumed with a warning and written into the STAR file."""
     path = tmp_path / "novs.mrc"
     with mrcfile.new(path) as m:
         m.set_data(_volume())  # no voxel size in the header
@@ -361,9 +366,33 @@ def test_unknown_voxel_size_asks_for_vs_before_rescale(net, tmp_path):
     torch.manual_seed(0)
     net10 = models.save(models.UNet3D(models.UNetConfig(channels=(4, 6, 8), heads=("mask", "center"),
                                                         voxel_size=10.0)), tmp_path / "net10.pt")
-    with pytest.warns(UserWarning) as record:
-        detect(path, tmp_path / "o", segnet=str(net10), **_pp())
-    texts = [str(w.message) for w in record]
-    assert any("no voxel size in its header" in t and "-vs/--voxel-size" in t for t in texts)
-    mismatch = [t for t in texts if "were trained at" in t]
-    assert mismatch and all("give -vs/--voxel-size first" in t for t in mismatch)
+    for fmt in ("txt", "star"):
+        with pytest.raises(ParameterError, match=r"no voxel size in its header.*-vs/--voxel-size.*"
+                                                 r"--formats mrc,zarr,csv"):
+            detect(path, tmp_path / "o", segnet=str(net10), formats=("csv", fmt), **_pp())
+    assert not (tmp_path / "o").exists()
+    argv = ["detect", str(path), "-m", str(net10), "-o", str(tmp_path / "cli"), *FLAGS]
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "-vs/--voxel-size" in line and "--formats mrc,zarr,csv" in line and "txt, star" in line
+    assert not (tmp_path / "cli").exists()
+    assert main([*argv, "--formats", "csv", "--rescale"]) == 2
+    assert "--rescale needs it" in one_line_error(capsys)
+
+    with pytest.warns(UserWarning, match="trained at 10 Å per voxel and the tomogram's voxel size is unknown"):
+        res = detect(path, tmp_path / "o", segnet=str(net10), formats=("mrc", "zarr", "csv"), **_pp())
+    assert res.voxel_size is None
+    assert len(res.particles) > 0 and res.particles["x_angst"].isna().all()
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "o" / "novs_centers.csv")
+    assert len(csv) == len(res.particles) and csv["x_angst"].isna().all() and csv["x"].notna().all()
+    with mrcfile.open(tmp_path / "o" / "novs_labels.mrc") as m:
+        assert float(m.voxel_size.x) in (0.0, 1.0)  # no physical size claimed
+    record = json.loads((tmp_path / "o" / "novs_run.json").read_text())
+    assert record["voxel_size_angst"] is None and record["voxel_size_source"] == "unknown"
+    assert not (tmp_path / "o" / "novs_centers.star").exists() and not (tmp_path / "o" / "novs_centers.txt").exists()
+    # with -vs the Å outputs go ahead, and the record names where the size came from
+    res = detect(path, tmp_path / "vs", segnet=str(net10), voxel_size=10.0, **_pp())
+    assert json.loads((tmp_path / "vs" / "novs_run.json").read_text())["voxel_size_source"] == "-vs/--voxel-size"
+    assert np.allclose(res.particles["x_angst"], res.particles["x"] * 10.0)

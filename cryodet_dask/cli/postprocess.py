@@ -49,20 +49,25 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ParameterError
     from ..exports import export
     from ..io import load
+    from ..pipeline.params import check_known_voxel_size
     from ..postprocessing import PostprocessParams, postprocess
     from ..postprocessing import from_particle_diameter
+    from ..postprocessing import check_center_min_distance, check_plan
 
     src = Path(args.predictions)
     chunks = args.chunks if args.chunks is None or len(args.chunks) == 3 else args.chunks * 3
-    mask_t = load(src, chunks=chunks, array="mask")
-    center_t = load(src, chunks=chunks, array="center")
+    mask_t = load(src, array="mask")  # in the store's chunks: a --chunks too fine is refused before it is made
     name = args.name or src.name.removesuffix(".zarr")
     voxel_size = args.voxel_size or mask_t.voxel_size
+    check_known_voxel_size(voxel_size or None, args.formats, str(src))  # Å outputs need it: never a guess
     given = {"remove_min_size": args.remove_min_size, "center_min_distance": args.center_min_distance}
     if args.particle_diameter is not None and any(v is None for v in given.values()):
         if not voxel_size:
             raise ParameterError(f"--particle-diameter needs the voxel size: {src} has none; give --voxel-size")
         derived = from_particle_diameter(args.particle_diameter, float(voxel_size))
+        if given["center_min_distance"] is None:  # a diameter whose fusion ball cannot be built: say which fits
+            check_center_min_distance(derived["center_min_distance"], diameter=args.particle_diameter,
+                                      voxel_size=float(voxel_size))
         given = {k: derived[k] if v is None else v for k, v in given.items()}
     params = PostprocessParams(
         mask_threshold=args.mask_threshold, center_threshold=args.center_threshold,
@@ -73,11 +78,24 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.out:
         raise ParameterError("postprocess needs the output folder: -o/--out OUT_DIR")
+    # blocks and fusion distance that the task graph cannot hold: one line saying what fits, before any work
+    from dask.array.core import normalize_chunks
+
+    blocks = mask_t.data.chunks if chunks is None else \
+        normalize_chunks(tuple(min(int(c), int(n)) for c, n in zip(chunks, mask_t.shape)), tuple(mask_t.shape))
+    check_plan(mask_t.shape, blocks, params.center_min_distance)
+    if chunks is not None:
+        mask_t = load(src, chunks=chunks, array="mask")
+    center_t = load(src, chunks=chunks, array="center")
     out = Path(args.out)
     progress = show_progress(args)
     from ..cluster import cluster_from_args
+    from ..pipeline import output_lock
+    from ..pipeline.rundir import clean_pieces
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(out))  # one run per folder: the scratch of a killed one can go
+        clean_pieces(out)
         stack.enter_context(cluster_from_args(args))
         out.mkdir(parents=True, exist_ok=True)
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=out))

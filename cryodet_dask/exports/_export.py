@@ -13,6 +13,7 @@ from ..errors import ParameterError
 from ..particles import write_centers_csv, write_centers_star, write_centers_txt
 from ..pipeline.rundir import RunDirectory
 from ..species import SpeciesTable
+from ._labels import label_dtype as label_dtype_of
 from ._labels import write_labels_mrc, write_labels_zarr
 
 __all__ = ["FORMATS", "export"]
@@ -69,6 +70,8 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ParameterError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    if "mrc" in formats:  # a label type the particles overflow: one line before anything is written
+        label_dtype_of(len(detections.centers), label_dtype, fmt="mrc")
     out = Path(out_dir).absolute()  # tasks write here: workers may run in another folder
     out.mkdir(parents=True, exist_ok=True)
     rd = RunDirectory(out, name)  # the file names

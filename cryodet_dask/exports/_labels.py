@@ -38,7 +38,8 @@ def label_dtype(n_labels: int, choice: str = "auto", *, fmt: str = "mrc") -> np.
     if fmt == "mrc" and choice == "uint32":
         raise ParameterError("MRC has no 32-bit integer mode; use float32 or uint16")
     if n_labels > limits[choice]:
-        raise ParameterError(f"{n_labels} particles do not fit a {choice} label image (at most {limits[choice]})")
+        raise ParameterError(f"{n_labels} particles do not fit a {choice} label image (at most {limits[choice]}); "
+                             "use --label-dtype auto or float32")
     return np.dtype(choice)
 
 

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 from .detect import DetectionResult, detect
-from .params import (FALLBACK_VOXEL_SIZE, VOXEL_SIZE_RANGE, DetectParams, check_tomo_name, check_voxel_size,
-                     output_voxel_size, resolve_voxel_size)
+from .params import (ANGSTROM_FORMATS, VOXEL_SIZE_RANGE, DetectParams, check_known_voxel_size, check_tomo_name,
+                     check_voxel_size, output_voxel_size, resolve_voxel_size)
 from .resources import (check_chunks, check_disk_space, check_worker_memory, estimate_space, inference_halo,
                         memory_refusal, prediction_memory)
 from .rundir import (LAST_RUN, LOCK_NAME, OUTPUT_SUFFIX, RUN_SUFFIX, RunDirectory, input_identity, output_lock,
@@ -22,8 +22,9 @@ __all__ = [
     "DetectParams",
     "DetectionResult",
     "detect",
-    "FALLBACK_VOXEL_SIZE",
+    "ANGSTROM_FORMATS",
     "VOXEL_SIZE_RANGE",
+    "check_known_voxel_size",
     "check_tomo_name",
     "check_voxel_size",
     "output_voxel_size",

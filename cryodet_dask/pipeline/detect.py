@@ -31,7 +31,7 @@ from ..io import Tomogram, convert, load
 from ..postprocessing import Detections
 from ..resampling import resample
 from .result import DetectionResult
-from .params import DetectParams, check_tomo_name, output_voxel_size, resolve_voxel_size
+from .params import DetectParams, check_known_voxel_size, check_tomo_name, output_voxel_size, resolve_voxel_size
 from .provenance import peak_memory_mib, reset_peak_memory
 from .resources import check_disk_space, check_worker_memory, estimate_space, gib
 from .rundir import (RunDirectory, clean_stale, converted_from, digest, output_lock, remove_intermediates, rescaled_ok,
@@ -125,13 +125,16 @@ def detect(
     if p.particle_diameter is not None and p.voxel_size is None and not tomo.voxel_size:
         raise ParameterError(f"--particle-diameter needs the voxel size: {stem} has none in its header; "
                              "give -vs/--voxel-size")
-    voxel_size = resolve_voxel_size(tomo, p.voxel_size)
+    voxel_size = resolve_voxel_size(tomo, p.voxel_size)  # None: unknown (no header, no -vs); never a guess
+    # outputs in Å need a known voxel size: one line asking for -vs, before any work
+    check_known_voxel_size(voxel_size, p.formats if out_dir is not None else (), str(src_path or stem),
+                           rescale=p.rescale)
+    p.check_plan(tomo.shape, voxel_size)  # blocks and fusion distance the task graph can hold, before any work
     from ..prediction import check_model_voxel_size, check_species
 
     check_species(p.model_arg(), p.species)  # before any work: a species the model does not know is one line
-    trained = check_model_voxel_size(p.model_arg(), voxel_size, p.rescale,
-                                      assumed=p.voxel_size is None and not tomo.voxel_size)
-    factor = voxel_size / trained if (p.rescale and trained) else None
+    trained = check_model_voxel_size(p.model_arg(), voxel_size, p.rescale)
+    factor = voxel_size / trained if (p.rescale and trained and voxel_size) else None
     if out_dir is not None and "star" in p.formats:
         check_tomo_name(p.tomogram_name or stem, str(src_path) if src_path is not None else stem)
     identity = run_identity(src_path, p) if out_dir is not None else None
@@ -155,7 +158,7 @@ class _Run:
     writes: bool  # an output folder was given (else ``out`` is a temporary folder and nothing is exported)
     stem: str
     p: DetectParams
-    voxel_size: float
+    voxel_size: float | None  # None: unknown (no header, no -vs); the outputs are then in voxels only
     factor: float | None  # rescaling factor to the weights' voxel size (``--rescale``), or None
     identity: dict[str, Any] | None
     client: Any
@@ -176,13 +179,13 @@ class _Outputs:
     """What the post-processing and the export of a run are, decided before they run."""
 
     pp_kwargs: dict[str, Any]
-    voxel_size_zyx: tuple[float, float, float]
+    voxel_size_zyx: tuple[float, float, float] | None
     source: Path | None  # the image the label image names (NGFF image-label.source)
     fingerprint: str
 
 
 def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
-                   voxel_size: float, factor: float | None, identity: dict[str, Any] | None, client: Any,
+                   voxel_size: float | None, factor: float | None, identity: dict[str, Any] | None, client: Any,
                    overwrite: bool, progress: bool, tmp: Any, timings: dict[str, float]) -> DetectionResult:
     """The checks that need the run folder (disk space, worker memory), then the stages."""
     if out.is_dir():
@@ -251,6 +254,7 @@ def _convert_stage(run: _Run) -> Tomogram:
         stored = load(zpath)
     if run.factor is not None:  # the tomogram on the weights' grid, stored so that prediction can resume
         factor, rescaled = run.factor, run.folder.rescaled
+        assert run.voxel_size is not None  # a factor needs the voxel size (check_known_voxel_size)
         new_shape = tuple(max(int(round(n * factor)), 1) for n in stored.shape)
         if run.needs_convert or run.overwrite or not rescaled_ok(rescaled, new_shape, run.voxel_size / factor) or \
                 not same_input_as_before(run.out, run.stem, run.identity):
@@ -289,10 +293,10 @@ def _plan_outputs(run: _Run, pred: Prediction) -> _Outputs:
     source = run.src_path if run.is_store else (run.folder.converted if p.keep_intermediate else None)
     fingerprint = digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), p.tomogram_name,
                            str(Path(source).resolve()) if source is not None else None,
-                           run.voxel_size if len(set(vs_zyx)) == 1 else list(vs_zyx),
+                           run.voxel_size if vs_zyx is None or len(set(vs_zyx)) == 1 else list(vs_zyx),
                            list(run.tomo.origin_zyx)])
     if run.writes:
-        retire_outputs(run.out, run.stem, fingerprint, p.formats, run.src_path)
+        retire_outputs(run.out, run.stem, fingerprint, p.formats, run.src_path, parameters=p.to_dict())
     return _Outputs(pp_kwargs=pp_kwargs, voxel_size_zyx=vs_zyx, source=source, fingerprint=fingerprint)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from ..io import Tomogram
 
 __all__ = ["DetectParams", "check_tomo_name", "check_voxel_size", "resolve_voxel_size", "output_voxel_size",
-           "VOXEL_SIZE_RANGE", "FALLBACK_VOXEL_SIZE"]
+           "check_known_voxel_size", "VOXEL_SIZE_RANGE", "ANGSTROM_FORMATS"]
 
 #: DetectParams fields that ``particle_diameter`` sets when they are not given.
 _DERIVED = ("center_min_distance", "remove_min_size")
@@ -102,6 +103,22 @@ class DetectParams:
         if self.particle_diameter is not None:
             from_particle_diameter(self.particle_diameter, 1.0)
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
+
+    def check_plan(self, shape: Sequence[int], voxel_size: float | None) -> None:
+        """Refuse, before any work, a post-processing the task graph cannot hold: the blocks (``-ps``) and
+        the centre fusion distance (given, or from ``--particle-diameter`` at ``voxel_size``) on ``shape``."""
+        from dask.array.core import normalize_chunks
+
+        from .._shapes import triplet
+        from ..postprocessing import check_center_min_distance, check_plan
+
+        kw = self.postprocess_kwargs(voxel_size)
+        if self.center_min_distance is None and self.particle_diameter is not None:
+            check_center_min_distance(kw["center_min_distance"], diameter=self.particle_diameter,
+                                      voxel_size=voxel_size)
+        chunks = normalize_chunks(tuple(min(int(c), int(n)) for c, n in zip(triplet(self.chunks), shape)),
+                                  tuple(int(n) for n in shape))
+        check_plan(shape, chunks, kw["center_min_distance"], chunks_flag="-ps/--chunks")
 
     def model_arg(self) -> Any:
         """The checkpoints to run, as :func:`~cryodet_dask.prediction.resolve_models` takes them (``None``:
@@ -210,26 +227,44 @@ def check_voxel_size(v: Any, source: str) -> float:
     return f
 
 
-#: The seed's default voxel size (spinach data), used only when the file has none, with a warning.
-FALLBACK_VOXEL_SIZE = 14.08
+#: The outputs whose coordinates are in Å: they need a known voxel size (``-vs`` or the file header).
+#: The TXT file's ``Position*`` columns are Å, so it is one of them; the label images and the CSV
+#: (whose ``x_angst`` columns are then left empty) are in voxels.
+ANGSTROM_FORMATS = ("txt", "star")
 
 
-def resolve_voxel_size(tomo: Tomogram, given: float | None) -> float:
-    """The voxel size (Å) a run uses: ``given`` (``-vs``), else the file header's, else
-    :data:`FALLBACK_VOXEL_SIZE` with a warning; each checked to lie in the accepted range."""
+def resolve_voxel_size(tomo: Tomogram, given: float | None) -> float | None:
+    """The voxel size (Å) a run uses: ``given`` (``-vs``), else the file header's, each checked to lie in
+    the accepted range; None when neither says (never a guess: see :func:`check_known_voxel_size`)."""
     if given is not None:
         return check_voxel_size(given, "-vs/--voxel-size")
     if tomo.voxel_size:
         return check_voxel_size(tomo.voxel_size, "from the file header")
-    warnings.warn(f"the tomogram has no voxel size in its header; assuming {FALLBACK_VOXEL_SIZE} Å "
-                  "(the seed's default); give -vs/--voxel-size to set it", stacklevel=3)
-    return FALLBACK_VOXEL_SIZE
+    return None
 
 
-def output_voxel_size(tomo: Tomogram, given: float | None, voxel_size: float) -> tuple[float, float, float]:
+def check_known_voxel_size(voxel_size: float | None, formats: Sequence[str], what: str, *,
+                           rescale: bool = False) -> None:
+    """Refuse, in one line naming ``-vs``, outputs in Å (:data:`ANGSTROM_FORMATS`) or ``--rescale`` when the
+    voxel size is unknown (none in the header, no ``-vs``); outputs in voxels go ahead."""
+    if voxel_size is not None:
+        return
+    need = [f for f in formats if f in ANGSTROM_FORMATS]
+    if rescale:
+        raise ParameterError(f"{what} has no voxel size in its header: --rescale needs it; give -vs/--voxel-size")
+    if need:
+        raise ParameterError(f"{what} has no voxel size in its header and {', '.join(need)} give coordinates in Å: "
+                             "give -vs/--voxel-size, or --formats mrc,zarr,csv for outputs in voxels only "
+                             "(the CSV's Å columns then stay empty)")
+
+
+def output_voxel_size(tomo: Tomogram, given: float | None,
+                      voxel_size: float | None) -> tuple[float, float, float] | None:
     """The voxel size (z, y, x) in Å of the outputs: ``-vs`` on every axis when given, else the header's
     per-axis sizes when they differ (warned: the networks see the grid as isotropic), else
-    ``voxel_size`` on every axis."""
+    ``voxel_size`` on every axis; None when the voxel size is unknown."""
+    if voxel_size is None:
+        return None
     zyx = tuple(float(v) for v in getattr(tomo, "voxel_size_zyx", (0.0, 0.0, 0.0)))
     if given is None and all(np.isfinite(v) and v > 0 for v in zyx) and max(zyx) - min(zyx) > 0.01 * max(zyx):
         for v in zyx:

@@ -24,8 +24,8 @@ class DetectionResult:
         z_angst`` (Å), ``n_voxels``, ``score`` (centre-map peak over the particle: the
         ranking score), ``mask_score`` (mean mask probability); with a multi-species model also
         ``class`` (the species) and ``class_score`` (its mean probability over the particle).
-    voxel_size : float
-        Å per voxel used for the Å columns.
+    voxel_size : float or None
+        Å per voxel used for the Å columns; None when unknown (no header, no ``-vs``: the Å columns are NaN).
     files : dict
         Output files by kind.
     timings : dict
@@ -34,7 +34,7 @@ class DetectionResult:
 
     labels: da.Array
     particles: Any
-    voxel_size: float
+    voxel_size: float | None
     detections: Any = None
     prediction: Any = None
     files: dict[str, Path] = field(default_factory=dict)

@@ -263,6 +263,21 @@ def run_identity(src_path: Path | None, p: DetectParams) -> dict[str, Any]:
 # ------------------------------------------------------------------ stale outputs and run records
 
 
+def clean_pieces(out: Path) -> list[str]:
+    """Remove the post-processing scratch folders (``.cryodet-pieces-*``) a killed run left in ``out``.
+
+    Call it under :func:`output_lock` only: a live run's scratch folder is in use."""
+    from ..io import remove_path
+
+    removed = []
+    for path in sorted(Path(out).glob(".cryodet-pieces-*")):
+        remove_path(path)
+        removed.append(path.name)
+    if removed:
+        log.info("removed temporaries of an interrupted run: %s", ", ".join(removed))
+    return removed
+
+
 def clean_stale(out: Path, stem: str) -> list[str]:
     """Remove temporaries an interrupted run of ``stem`` left in ``out``; keep the resumable prediction."""
     from ..io import remove_path
@@ -332,7 +347,7 @@ def deletable(path: Path, out: Path, src_path: Any) -> bool:
 
 
 def retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str] = tuple(OUTPUT_SUFFIX),
-                    src_path: Any = None) -> None:
+                    src_path: Any = None, parameters: dict[str, Any] | None = None) -> None:
     """Keep the final outputs consistent: remove them unless ``run.json`` says they come from ``export_fp``.
 
     ``run.json`` is written last, so it vouches for a complete set; outputs
@@ -340,17 +355,30 @@ def retire_outputs(out: Path, stem: str, export_fp: str, formats: Sequence[str] 
     removed before new ones are written, so that a failure half-way never
     leaves a mix of old and new results.  Only the outputs this run writes
     (its ``formats``) are removed, never an input; an older output of another
-    format is left where it is (with a note: the new ``run.json`` does not list it).
+    format is left where it is (with a note: the new ``run.json`` does not list it).  Outputs of an
+    earlier complete run are never replaced silently: one warning names them and, given this run's
+    ``parameters``, the parameters that changed.
     """
     from ..io import remove_path
 
+    previous = read_run(out, stem) or {}
     try:
-        old = (read_run(out, stem) or {})["stages"]["export"]["fingerprint"]
+        old = previous["stages"]["export"]["fingerprint"]
     except (KeyError, TypeError):
         old = None
     if old == export_fp:
         return
     rd = RunDirectory(out, stem)
+    replaced = [p.name for p in rd.outputs(list(formats)) if p.exists() and deletable(p, out, src_path)]
+    if old is not None and replaced:
+        before = previous.get("parameters")
+        before = before if isinstance(before, dict) else {}
+        changed = sorted(k for k in set(before) | set(parameters or {})
+                         if parameters is not None and before.get(k) != parameters.get(k))
+        why = (f"other parameters ({', '.join(changed)})" if changed else
+               "another input, weights or prediction")
+        log.warning("%s: replacing the outputs of an earlier run of %s with %s: %s; use another -o to keep them",
+                    out, stem, why, ", ".join(replaced))
     records = [rd.record]
     try:
         if json.loads(rd.last_run.read_text()).get("name") == stem:
@@ -403,7 +431,7 @@ def digest(obj: Any) -> str:
 
 
 def run_record(*, tomogram: Path | None, identity: dict[str, Any] | None, name: str, shape: Sequence[int],
-               voxel_size: float, voxel_size_zyx: Sequence[float], parameters: dict[str, Any],
+               voxel_size: float | None, voxel_size_zyx: Sequence[float] | None, parameters: dict[str, Any],
                pp_kwargs: dict[str, Any], factor: float | None, pred: Prediction, converted: bool,
                source_identity: Any, export_fingerprint: str, particles: int, timings: dict[str, float],
                files: dict[str, Path], peak_memory: Any, weights: list[tuple[str, str]]) -> dict[str, Any]:
@@ -416,12 +444,14 @@ def run_record(*, tomogram: Path | None, identity: dict[str, Any] | None, name: 
         "identity": identity,
         "name": name,
         "shape_zyx": list(shape),
-        "voxel_size_angst": voxel_size,
-        "voxel_size_zyx_angst": list(voxel_size_zyx),
+        "voxel_size_angst": voxel_size,  # null: unknown (no header, no -vs); the outputs are in voxels only
+        "voxel_size_zyx_angst": list(voxel_size_zyx) if voxel_size_zyx is not None else None,
+        "voxel_size_source": ("-vs/--voxel-size" if parameters.get("voxel_size") is not None else
+                              "the file header" if voxel_size is not None else "unknown"),
         "parameters": parameters,
         "postprocess_parameters": pp_kwargs,
         "rescale": None if factor is None else {
-            "factor": factor, "weights_voxel_size_angst": voxel_size / factor,
+            "factor": factor, "weights_voxel_size_angst": voxel_size / factor if voxel_size else None,
             "predicted_shape_zyx": list(pred.plan.shape),
             "method": "linear interpolation of cell centres (Gaussian anti-aliasing when shrinking); "
                       "predicted maps interpolated back linearly, post-processing on the tomogram's grid"},

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._label import label
     from ._outliers import outlier_keep
     from ._params import DEFAULT_CONNECTIVITY, PostprocessParams, from_particle_diameter
+    from ._plan import check_center_min_distance, check_plan, plan_size
     from ._reference import ReferenceResult, postprocess_reference
     from ._species import SPECIES_SCALE, SpeciesParams, quantize_species, species_lookup
 
@@ -35,6 +36,9 @@ __all__ = [
     "quantize_species",
     "species_lookup",
     "from_particle_diameter",
+    "check_plan",
+    "check_center_min_distance",
+    "plan_size",
 ]
 
 if not TYPE_CHECKING:
@@ -43,6 +47,7 @@ if not TYPE_CHECKING:
         "._label": ("label",),
         "._outliers": ("outlier_keep",),
         "._params": ("DEFAULT_CONNECTIVITY", "PostprocessParams", "from_particle_diameter"),
+        "._plan": ("check_center_min_distance", "check_plan", "plan_size"),
         "._reference": ("ReferenceResult", "postprocess_reference"),
         "._species": ("SPECIES_SCALE", "SpeciesParams", "quantize_species", "species_lookup"),
     })

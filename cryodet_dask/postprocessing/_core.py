@@ -70,6 +70,7 @@ from ._detections import Detections
 from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
+from ._plan import check_plan
 from ._relabel import BlockTables, block_components, block_stats, instance_block
 from ._species import SpeciesParams, instance_species, piece_votes, species_size_keep
 
@@ -470,6 +471,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         if len(species_names) != species.shape[0]:
             raise ParameterError(f"{len(species_names)} species names for {species.shape[0]} species channels")
     shape = cast(tuple[int, int, int], tuple(int(s) for s in mask.shape))  # 3D: checked above
+    check_plan(shape, mask.chunks, p.center_min_distance)  # a graph that cannot be held: one line, before any work
     bounds, grid = _grid(mask.chunks)
     blocks = list(itertools.product(*(range(g) for g in grid)))
     boxes = [_box(bounds, idx) for idx in blocks]

@@ -22,7 +22,6 @@ __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_mo
 SHIPPED_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     "twohead": (("twohead.pt",), "species-agnostic two-head network (the default)"),
     "pair": (("segnet.pt", "centernet.pt"), "species-agnostic SegNet + CenterNet (the original design)"),
-    "six-species": (("six-species.pt",), "the six shipped templates as six species"),
 }
 
 #: The maps a prediction gives, in this order (the heads of the networks together).
@@ -77,7 +76,7 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
     """Checkpoints to run, as :class:`ModelSpec` s whose heads together give ``mask`` and ``center``.
 
     ``model`` may be ``None`` (the shipped default, ``twohead``), the name of a shipped model
-    (:data:`SHIPPED_MODELS`, e.g. ``"six-species"``), one checkpoint path (a two-head network),
+    (:data:`SHIPPED_MODELS`, e.g. ``"twohead"``), one checkpoint path (a two-head network),
     or a sequence of paths (SegNet, CenterNet).  A name is taken as a shipped model only when no
     file of that name exists.
     """
@@ -117,27 +116,28 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
     return specs
 
 
-def check_model_voxel_size(model: Any, voxel_size: float, rescale: bool = False,
-                            assumed: bool = False) -> float | None:
+def check_model_voxel_size(model: Any, voxel_size: float | None, rescale: bool = False) -> float | None:
     """Warn when the weights were trained at another voxel size; return that voxel size if it differs > 5 %.
 
-    ``assumed``: the tomogram's voxel size is the fallback (no header, no ``-vs``): the warning then
-    asks for ``-vs`` first, since ``--rescale`` would resample by a guess.
+    ``voxel_size`` None: the tomogram's voxel size is unknown (no header, no ``-vs``); the weights' is
+    then only reported (a warning asking for ``-vs``), never compared with a guess.
     """
     found = None
     for spec in resolve_models(model):
         trained = spec.voxel_size
+        if not trained:
+            continue
+        if voxel_size is None:
+            warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
+                          "tomogram's voxel size is unknown: if it differs, give -vs/--voxel-size and --rescale",
+                          stacklevel=3)
+            continue
         if trained and abs(trained / voxel_size - 1) > 0.05:
             if found is not None and abs(trained / found - 1) > 0.05:
                 raise ParameterError(f"the networks were trained at different voxel sizes ({found:g} and "
                                      f"{trained:g} Å); give networks trained at one voxel size")
             found = trained
-            if not rescale and assumed:
-                warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel and the "
-                              f"tomogram's voxel size is unknown (assumed {voxel_size:g} Å): give -vs/--voxel-size "
-                              "first; add --rescale only if it really differs from "
-                              f"{trained:g} Å", stacklevel=3)
-            elif not rescale:
+            if not rescale:
                 warnings.warn(f"the weights {Path(spec.path).name} were trained at {trained:g} Å per voxel, the "
                               f"tomogram has {voxel_size:g} Å (factor {voxel_size / trained:.2f}): detection may "
                               f"suffer; add --rescale to predict on the tomogram resampled to {trained:g} Å",
@@ -168,7 +168,7 @@ def check_species(model: Any, keep: Sequence[str]) -> tuple[int, ...]:
     names = species_names(resolve_models(model))
     if not names:
         raise ParameterError(f"--species {','.join(keep)}: this model is species-agnostic (it picks 'particle'); "
-                             "choose a multi-species model, e.g. -m six-species (cryodet-dask models lists them)")
+                             "choose a multi-species model (train one with train --species; cryodet-dask models lists the shipped ones)")
     from ..species import SpeciesTable
 
     return SpeciesTable.of(names).select(list(keep))
