@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("networks")
     add_network_flags(g, suppress=True)
     g.add_argument("-vs", "--voxel-size", type=TYPES["voxel_size"], metavar="ANGSTROM",
-                   help="voxel size in Å, 0.1-1000 (default: from the file header; 14.08 with a warning if absent)")
+                   help="voxel size in Å, 0.1-1000 (default: from the file header; never guessed: without either, "
+                   "the outputs in Å (txt, star, copick) are refused and --formats mrc,zarr,csv runs)")
     g.add_argument("--rescale", action="store_const", const=True,
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
@@ -231,17 +232,19 @@ def _stem(t: Path) -> str:
 def _precheck(tomos: list[Path], names: list[str], params) -> None:
     """Everything about the inputs that can be checked without work: readable headers, voxel sizes, names."""
     from ..io import load
-    from ..pipeline import check_tomo_name, resolve_voxel_size
+    from ..pipeline import check_known_voxel_size, check_tomo_name, resolve_voxel_size
 
     for t, name in zip(tomos, names):
         if "star" in params.formats:
             check_tomo_name(name, str(t))
         tomo = load(t)
-        if params.voxel_size is None and tomo.voxel_size:
-            resolve_voxel_size(tomo, None)  # a header voxel size outside 0.1-1000 Å: one line, before any work
-        if params.particle_diameter is not None and params.voxel_size is None and not tomo.voxel_size:
+        # a header voxel size outside 0.1-1000 Å: one line, before any work; None: unknown, never guessed
+        voxel_size = resolve_voxel_size(tomo, params.voxel_size)
+        if params.particle_diameter is not None and voxel_size is None:
             raise ParameterError(f"--particle-diameter needs the voxel size: {t} has none in its header; "
                                  "give -vs/--voxel-size")
+        check_known_voxel_size(voxel_size, params.formats, str(t), rescale=params.rescale)  # outputs in Å need it
+        params.check_plan(tomo.shape, voxel_size)  # blocks and fusion distance the task graph can hold
 
 
 def _check_device(params, args: argparse.Namespace) -> None:
