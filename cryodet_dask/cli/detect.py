@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import yaml
 
@@ -20,11 +19,11 @@ from ._common import (
     str2bool,
     voxel_size_angst,
 )
+from ._batch import inside, outputs_complete
+from ._copick import SKIPPED_RUNS_EXIT, copick_inputs, copick_status, write_copick
 from ._flags import (BOOL_FLAGS, FLAGS, NETWORK_FLAGS, add_network_flags, add_postprocess_flags,
                                  choice, nonempty_text)
 
-#: exit status of a --copick-runs all batch that skipped a run without the tomogram (the others are complete)
-SKIPPED_RUNS_EXIT = 4
 
 #: CLI destination -> DetectParams field, for every parameter flag.
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
@@ -35,11 +34,8 @@ PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "cent
 
 
 def species_list(text: str) -> tuple[str, ...]:
-    """``A,B``: species names (copick-safe), in the order given."""
-    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected species names separated by commas, got {text!r}")
-    return names
+    """``A,B``: species names (copick-safe), in the order given; empty (a YAML ``[]``): every species."""
+    return tuple(t.strip() for t in str(text).split(",") if t.strip())
 
 
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
@@ -292,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import check_chunks, detect, output_lock
     params = params_from_args(args)  # a DetectParams is validated when made
     config_from_args(args)  # the cluster options too, before any work
-    copick = _copick_inputs(args, params)
+    copick = copick_inputs(args, params)
     if copick is not None:
         params = copick.params  # the voxel size is the copick folder's
     tomos = _expand(list(args.tomograms) + list(args.tomo_flag)) if copick is None else list(copick.stores)
@@ -322,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         names = [run_of[t.resolve()] for t in tomos]
     targets = [(out / n) if batch else out for n in names]
     for t, target in zip(tomos, targets):
-        if batch and not _inside(target, out):
+        if batch and not inside(target, out):
             raise InputError(f"{t}: its output folder {target} would lie outside {out}; rename the tomogram")
     _precheck(tomos, names, params)
     _check_device(params, args)
@@ -335,272 +331,23 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(out):  # one run per output folder: a second one stops here, naming this one
         pending = []
         for t, name, target in zip(tomos, names, targets):
-            if batch and not args.overwrite and _complete(target, t, name, params):
+            if batch and not args.overwrite and outputs_complete(target, t, name, params):
                 print(f"{t}: outputs complete in {target} for this input and these parameters, skipped")
                 if copick is not None:
-                    _write_copick(copick, args, name, target)
+                    write_copick(copick, args, name, target)
                 continue
             pending.append((t, name, target))
         if not pending:
-            return _copick_status(copick)
+            return copick_status(copick)
         with cluster_from_args(args, task_memory=task_memory) as client:
             for t, name, target in pending:
                 res = detect(t, target, params, name=name, client=client, overwrite=args.overwrite,
                              progress=progress)
                 if copick is not None:
-                    _write_copick(copick, args, name, target)
+                    write_copick(copick, args, name, target)
                 if not args.quiet:
                     tm = ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
                     pr = res.prediction
                     print(f"{t}: {len(res.particles)} particles -> {target} ({tm}; chunks computed "
                           f"{pr.chunks_computed}, skipped {pr.chunks_skipped})")
-    return _copick_status(copick)
-
-
-def _copick_status(copick: _Copick | None) -> int:
-    """0, or :data:`SKIPPED_RUNS_EXIT` when ``--copick-runs all`` skipped runs without the tomogram."""
-    if copick is None or not copick.skipped:
-        return 0
-    print(f"cryodet-dask: {len(copick.skipped)} copick run(s) skipped for want of the tomogram: "
-          f"{', '.join(copick.skipped)}; the others are complete (exit status {SKIPPED_RUNS_EXIT})", file=sys.stderr)
-    return SKIPPED_RUNS_EXIT
-
-
-class _Copick(NamedTuple):
-    """A checked ``--copick`` batch: the project, each run's tomogram and name, the parameters (the voxel size
-    is the VoxelSpacing folder's), the runs skipped for want of a tomogram, and per run what the run record's
-    copick section says about the voxel size."""
-
-    project: Any
-    stores: list[Path]
-    runs: list[str]
-    params: Any
-    skipped: list[str]
-    voxel: dict[str, dict[str, Any]]
-    done: set[str]
-
-
-def _copick_inputs(args: argparse.Namespace, params: Any) -> _Copick | None:
-    """With ``--copick``: the project, the tomogram stores of the chosen runs and the run names;
-    everything checked (config, names, runs, tomograms, voxel sizes, object name, output formats, picks and
-    segmentations already in the overlay) before any work."""
-    import dataclasses
-
-    if not args.copick:
-        if args.copick_run or args.copick_runs:
-            raise ParameterError("--run/--copick-runs need --copick CONFIG.json")
-        if getattr(args, "copick_array", None):
-            raise ParameterError("--copick-array needs --copick CONFIG.json")
-        return None
-    from ..particles import CopickProject
-    from ..particles import check_copick_name as check_name
-
-    if args.tomograms or args.tomo_flag:
-        raise ParameterError("give either TOMO or --copick, not both")
-    check_name("user", args.copick_user, "--copick-user")
-    check_name("session", args.copick_session, "--copick-session")
-    check_name("tomogram type", args.copick_tomo_type, "--tomo-type")
-    project = CopickProject.open(args.copick)
-    every = bool(args.copick_runs) and args.copick_runs.strip() == "all"
-    if args.copick_runs:
-        given = project.runs() if every else [r.strip() for r in args.copick_runs.split(",") if r.strip()]
-    else:
-        given = list(args.copick_run)
-    if not given:
-        raise ParameterError(f"{args.copick}: say which runs: --run NAME or --copick-runs all "
-                             f"(runs: {', '.join(project.runs()) or 'none'})")
-    runs = list(dict.fromkeys(given))  # a run named twice is processed once, under its own name
-    if len(runs) < len(given):
-        print(f"{len(given) - len(runs)} copick run(s) given more than once: each is processed once",
-              file=sys.stderr)
-    for r in runs:
-        check_name("run", r, "--run")
-    species = _model_species(params)
-    if species:  # a multi-species model: one pickable object per species, named as the species
-        if args.copick_object is not None:
-            raise ParameterError("--copick-object: a multi-species model writes one pickable object per species, "
-                                 f"named as the species ({', '.join(species)})")
-    elif args.copick_object is None:
-        particles = [n for n, o in project.objects.items() if o.get("is_particle", True)]
-        if len(particles) != 1:
-            raise ParameterError(f"{args.copick}: give --copick-object (the config lists "
-                                 f"{', '.join(sorted(project.objects)) or 'no object'})")
-        args.copick_object = particles[0]
-    args.copick_objects = list(species) or [str(args.copick_object)]
-    for obj in args.copick_objects:
-        project.check_object(obj)
-    if "csv" not in params.formats:
-        raise ParameterError("--copick writes the picks from the CSV output: keep csv in --formats")
-    spacing = float(args.copick_voxel_spacing)
-    if params.voxel_size is not None and abs(params.voxel_size / spacing - 1) > 1e-3:
-        raise ParameterError(f"-vs {params.voxel_size:g} disagrees with the copick voxel spacing {spacing:g} Å "
-                             "(--voxel-spacing): a copick tomogram's voxel size is its VoxelSpacing folder's; "
-                             "leave out -vs or give the folder's spacing")
-    stores: list[Path] = []
-    kept: list[str] = []
-    skipped: list[str] = []
-    for r in runs:
-        try:
-            stores.append(project.tomogram(r, spacing, args.copick_tomo_type, getattr(args, "copick_array", None)))
-            kept.append(r)
-        except InputError as exc:
-            if not every or "has no VoxelSpacing" not in str(exc):
-                raise
-            skipped.append(r)
-            print(f"warning: copick run {r!r} skipped: {str(exc).split(': ', 1)[1]}", file=sys.stderr)
-    if not kept:
-        raise InputError(f"{args.copick}: no run has a VoxelSpacing{spacing:.3f}/{args.copick_tomo_type}.zarr "
-                         "tomogram; give --voxel-spacing and --tomo-type")
-    same: dict[Path, str] = {}
-    for r, st in zip(kept, stores):
-        other = same.setdefault(st.resolve(), r)
-        if other != r:
-            raise InputError(f"{args.copick}: runs {other!r} and {r!r} are the same tomogram ({st.resolve()}); "
-                             "give one of them")
-    from ..io import load
-
-    voxel: dict[str, dict[str, Any]] = {}
-    for r, st in zip(kept, stores):
-        header = load(st).voxel_size
-        record = {"voxel_spacing_folder_angst": spacing, "tomogram_voxel_size_angst": header,
-                  "voxel_size_used_angst": spacing, "voxel_size_source": "VoxelSpacing folder"}
-        if header and abs(header / spacing - 1) > 1e-3:
-            print(f"warning: copick run {r!r}: the tomogram says {header:g} Å per voxel but lies in "
-                  f"VoxelSpacing{spacing:.3f}: read at the folder's {spacing:g} Å (copick's voxel spacing; "
-                  "the run record's copick section says so)", file=sys.stderr)
-            record["voxel_size_source"] = (f"VoxelSpacing folder; the tomogram's own metadata says {header:g} Å "
-                                           "and was not used")
-        voxel[r] = record
-    params = dataclasses.replace(params, voxel_size=spacing)
-    batch = len(kept) > 1
-    done: set[str] = set()
-    for r, st in zip(kept, stores):
-        if args.overwrite:
-            continue
-        target = Path(args.out) / r if batch else Path(args.out)
-        if _copick_already_written(project, args, r, st, target, params, spacing):
-            done.add(r)
-        else:
-            for obj in args.copick_objects:
-                project.check_free(r, spacing, args.copick_user, args.copick_session, obj)
-    return _Copick(project, stores, kept, params, skipped, voxel, done)
-
-
-def _model_species(params: Any) -> tuple[str, ...]:
-    """The species a run with ``params`` picks (those kept by ``--species``); empty for a species-agnostic model."""
-    from ..prediction import model_species
-
-    names = model_species(params.model_arg())
-    return tuple(params.species) if params.species and names else names
-
-
-def _keep_labels(block: Any, ids: Any) -> Any:
-    """``block`` with every label not in ``ids`` set to 0."""
-    import numpy as np
-
-    return np.where(np.isin(block, ids), block, 0).astype(block.dtype)
-
-
-def _tree_digest(path: Path) -> str | None:
-    """SHA-256 of a file, or of a folder's relative file names and contents (a Zarr store); None if absent."""
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    if not path.is_dir():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def _copick_already_written(project: Any, args: argparse.Namespace, run: str, store: Path, target: Path,
-                            params: Any, spacing: float) -> bool:
-    """True when the run's copick picks and segmentation are, byte for byte, the ones an earlier run wrote
-    from complete outputs in ``target`` for this input and these parameters (a rerun: nothing to replace)."""
-    from ..pipeline import read_run
-
-    paths = [p for obj in args.copick_objects for p in (
-        project.picks_path(run, args.copick_user, args.copick_session, obj),
-        project.segmentation_path(run, spacing, args.copick_user, args.copick_session, obj))]
-    if not any(p.exists() for p in paths):
-        return False
-    rec = read_run(target, run)
-    section = (rec or {}).get("copick") or {}
-    written = section.get("written") if isinstance(section, dict) else None
-    if not isinstance(written, dict) or not _complete(target, store, run, params):
-        return False
-    return all(written.get(str(p)) == _tree_digest(p) for p in paths if p.exists()) and \
-        all(_tree_digest(Path(p)) == d for p, d in written.items())
-
-
-def _write_copick(copick: _Copick, args: argparse.Namespace, name: str, target: Path) -> None:
-    """The run's picks (from ``NAME_centers.csv``; each point's ``instance_id`` is its label) and instance
-    labels (from ``NAME_labels.zarr``) into the copick overlay; the run record gains a ``copick`` section
-    (the voxel size used and why, the files written and their digests)."""
-    import dask.array as da
-    import pandas as pd
-
-    from ..io import atomic_output, load
-    from ..pipeline import RunDirectory
-
-    project = copick.project
-    rd = RunDirectory(target, name)
-    if name in copick.done:
-        if not args.quiet:
-            print(f"{name}: copick picks and segmentation already written by the same run earlier, left as they are")
-        return
-    run = json.loads(rd.record.read_text())
-    vs = float(run["voxel_size_angst"])
-    particles = pd.read_csv(rd.output("csv"))
-    labels = rd.output("zarr")
-    if not labels.is_dir() and rd.output("mrc").is_file():
-        labels = rd.output("mrc")
-    written = []
-    for obj in args.copick_objects:  # one object per species of a multi-species model (its particles only)
-        mine = particles if "class" not in particles.columns else particles[particles["class"] == obj]
-        written.append(project.write_picks(name, mine, voxel_size=vs, user_id=args.copick_user,
-                                           session_id=args.copick_session, object_name=obj,
-                                           overwrite=args.overwrite))
-        if labels.exists():
-            lab = load(labels).data
-            if "class" in particles.columns:  # this species' instances; the others are background here
-                lab = da.map_blocks(_keep_labels, lab, mine["id"].to_numpy(dtype="int64"), dtype=lab.dtype)
-            written.append(project.write_instance_labels(name, lab, voxel_size=vs, user_id=args.copick_user,
-                                                         session_id=args.copick_session, name=obj,
-                                                         overwrite=args.overwrite))
-    run["copick"] = {"config": str(Path(args.copick).resolve()), "run": name, **copick.voxel.get(name, {}),
-                     "written": {str(p): _tree_digest(p) for p in written}}
-    for rec in (rd.record, rd.last_run):
-        if rec == rd.record or (rec.is_file() and json.loads(rec.read_text()).get("name") == name):
-            with atomic_output(rec, overwrite=True) as tmp:
-                tmp.write_text(json.dumps(run, indent=2))
-    if not args.quiet:
-        print(f"{name}: copick {', '.join(str(p) for p in written)}")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    """True if ``path`` resolves to ``folder`` or below it (no ``..`` or symlink escapes)."""
-    return path.resolve().is_relative_to(folder.resolve())
-
-
-def _complete(target: Path, tomo: Path, name: str, params) -> bool:
-    """True if ``target`` holds complete outputs of this input's content with these parameters and weights.
-
-    Recognized by its run record (``<name>_run.json``): the input's content identity and the weights' digests (recomputed now), the
-    parameters and the name, and every output of the current ``--formats`` present; never by name alone.
-    """
-    from ..pipeline import RunDirectory, read_run, run_identity
-
-    run = read_run(target, name)
-    if run is None or run.get("name") != name or run.get("parameters") != params.to_dict():
-        return False
-    try:
-        fp = run["stages"]["export"]["fingerprint"]
-    except (KeyError, TypeError):
-        return False
-    rd = RunDirectory(target, name)  # the outputs of every format (a species label image too, if the run had species)
-    species = [rd.species_output(f) for f in params.formats if f in ("mrc", "zarr")] if run.get("species") else []
-    if not fp or not all(p.exists() for p in [*(rd.output(f) for f in params.formats), *species]):
-        return False
-    return run.get("identity") == run_identity(tomo, params)
+    return copick_status(copick)
