@@ -279,12 +279,13 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
 
 
 def _silence_distributed() -> None:
-    """Run on each worker: distributed's loggers there at ERROR ("Async instruction ... ended with
-    CancelledError" for every task a stopping worker drops is no news after an interruption)."""
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    """Run on each worker: distributed's loggers there at CRITICAL ("Async instruction ... ended with
+    CancelledError" for every task a stopping worker drops, "Failed to communicate with scheduler during
+    heartbeat" when the scheduler stops first: no news after an interruption)."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     for name in list(logging.Logger.manager.loggerDict):
         if name.startswith("distributed."):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _quiet_workers(client: Any) -> None:
