@@ -630,3 +630,18 @@ def test_cli_convert_refuses_coordinates_beyond_any_tomogram(tmp_path, capsys):
         assert where in err and "beyond any tomogram" in err and "\n" not in err
         assert not (tmp_path / f"o_{name}.star").exists()
     assert _cli("picks", "convert", tmp_path / "ok.csv", tmp_path / "ok.star", "--voxel-size", "10") == 0
+
+
+def test_write_particles_refuses_several_tomograms_in_a_one_tomogram_format(tmp_path):
+    import pandas as pd
+
+    from cryodet_dask.errors import ParameterError
+    from cryodet_dask.particles import write_particles
+
+    df = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [1.0, 2.0], "tomo_name": ["TS_01", "TS_02"]})
+    for name in ("p.json", "p.txt", "p.mod"):
+        with pytest.raises(ParameterError, match="2 tomograms"):
+            write_particles(df, tmp_path / name, voxel_size=10.0)
+        assert not (tmp_path / name).exists()
+    write_particles(df, tmp_path / "p.star", voxel_size=10.0)  # STAR keeps each row's tomogram
+    write_particles(df.iloc[:1], tmp_path / "one.json", voxel_size=10.0)

@@ -97,6 +97,12 @@ def write_particles(df: pd.DataFrame, path: str | os.PathLike[str], format: str 
     """
     path = Path(path)
     fmt = format_from_path(path, format, known=WRITE_FORMATS)
+    if fmt in ("copick", "txt", "tardis", "imod") and "tomo_name" in df.columns:
+        tomos = sorted(set(df["tomo_name"].astype(str)))
+        if len(tomos) > 1:  # the format holds one tomogram: which one a row belongs to would be lost
+            raise ParameterError(f"{path}: the picks belong to {len(tomos)} tomograms ({', '.join(tomos[:4])}"
+                                 f"{', ...' if len(tomos) > 4 else ''}) and {fmt} holds one; write one file per "
+                                 "tomogram (`picks convert` does), or use STAR, CSV or CZII")
     c = _xyz(df)
     vs = _voxel_size(df, voxel_size)
     n = len(df)
