@@ -43,7 +43,7 @@ import pandas as pd
 
 from cryodet_dask import models
 from cryodet_dask.evaluation import match_centres
-from cryodet_dask.evaluation_species import confusion_matrix, confusion_png, species_scores
+from cryodet_dask.evaluation_species import confusion_png, pooled_species_scores
 from cryodet_dask.postprocessing import postprocess, quantize_species
 
 HELD_OUT_POOL = dict(count=8, seed=3000, shape=(64, 160, 160))
@@ -125,18 +125,12 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None) -> dic
     seconds = time.perf_counter() - t0
     # per-species one-to-one and confusion: per tomogram, then summed (particles of two tomograms never match)
     every = sorted(set().union(*(set(t["class"]) for t in truths)) | set(names))
-    per = [species_scores(p, t, RADIUS, species=every) for p, t in zip(preds, truths)]
-    cols = ["n_true", "n_pred", "tp", "fp", "fn"]
-    table = pd.concat(per).groupby("species")[cols].sum()
-    table["precision"] = table["tp"] / table["n_pred"].clip(lower=1)
-    table["recall"] = table["tp"] / table["n_true"].clip(lower=1)
-    table["f1"] = 2 * table["tp"] / (table["n_pred"] + table["n_true"]).clip(lower=1)
+    table, conf = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
     cz = pd.DataFrame([_czii(p, t) for p, t in zip(preds, truths)])
     cz_sum = {s: tuple(int(sum(c[k] for c in cz[s] if isinstance(c, tuple))) for k in range(3)) for s in cz.columns}
     table["czii_f4"] = [
         _f(cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][1], 1), cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][2], 1), 4)
         if s in cz_sum else 0.0 for s in table.index]
-    conf = sum(confusion_matrix(p, t, RADIUS, species=every) for p, t in zip(preds, truths))
     # species-agnostic
     tp = fp = fn = 0
     for p, t in zip(preds, truths):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["species_scores", "confusion_matrix", "confusion_png", "MISSED", "FALSE_PICK"]
+__all__ = ["species_scores", "pooled_species_scores", "confusion_matrix", "confusion_png", "MISSED", "FALSE_PICK"]
 
 MISSED = "missed"
 FALSE_PICK = "false pick"
@@ -70,6 +70,25 @@ def species_scores(pred: pd.DataFrame, truth: pd.DataFrame, radius: float, *, be
                      "precision": sc.precision, "recall": sc.recall, "f1": sc.f1, "fbeta": sc.fbeta})
     return pd.DataFrame(rows, columns=["species", "n_true", "n_pred", "tp", "fp", "fn", "precision", "recall",
                                        "f1", "fbeta"])
+
+
+def pooled_species_scores(pairs: Sequence[tuple[pd.DataFrame, pd.DataFrame]], radius: float, *,
+                          species: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`species_scores` and :func:`confusion_matrix` of several (pred, truth) pairs, one per tomogram
+    (particles of two tomograms never match), their counts summed; precision, recall and F1 from the sums.
+
+    Returns the per-species table (indexed by species) and the summed confusion matrix.
+    """
+    cols = ["n_true", "n_pred", "tp", "fp", "fn"]
+    table = pd.concat([species_scores(p, t, radius, species=species) for p, t in pairs]
+                      ).groupby("species", sort=False)[cols].sum()
+    table["precision"] = table["tp"] / table["n_pred"].clip(lower=1)
+    table["recall"] = table["tp"] / table["n_true"].clip(lower=1)
+    table["f1"] = 2 * table["tp"] / (table["n_pred"] + table["n_true"]).clip(lower=1)
+    confusion = confusion_matrix(*pairs[0], radius, species=species)
+    for p, t in pairs[1:]:
+        confusion = confusion + confusion_matrix(p, t, radius, species=species)
+    return table, confusion
 
 
 def confusion_matrix(pred: pd.DataFrame, truth: pd.DataFrame, radius: float, *,

@@ -217,22 +217,13 @@ def _species_tables(pred, truth, radius: float, args: argparse.Namespace):
     """Per-species scores and the confusion matrix, printed, when both tables name species (``class``)."""
     if "class" not in pred.columns or "class" not in truth.columns or len(pred) == 0:
         return None
-    from ..evaluation_species import confusion_matrix, confusion_png, species_scores
+    from ..evaluation_species import confusion_png, pooled_species_scores
 
     names = sorted(set(truth["class"].astype(str)) | set(pred["class"].astype(str)))
     pairs = [(pred, truth)]
     if "tomogram" in pred.columns and "tomogram" in truth.columns:  # particles of two tomograms never match
         pairs = [(pred[pred["tomogram"] == t], truth[truth["tomogram"] == t]) for t in sorted(set(truth["tomogram"]))]
-    cols = ["n_true", "n_pred", "tp", "fp", "fn"]
-    import functools
-    import operator
-
-    table = functools.reduce(operator.add, [species_scores(p, t, radius, species=names).set_index("species")[cols]
-                                            for p, t in pairs])
-    table["precision"] = table["tp"] / table["n_pred"].clip(lower=1)
-    table["recall"] = table["tp"] / table["n_true"].clip(lower=1)
-    table["f1"] = 2 * table["tp"] / (table["n_pred"] + table["n_true"]).clip(lower=1)
-    confusion = functools.reduce(operator.add, [confusion_matrix(p, t, radius, species=names) for p, t in pairs])
+    table, confusion = pooled_species_scores(pairs, radius, species=names)
     print(f"per species (matched within their species; radius {radius:g} voxels):")
     print(f"{'species':<22}{'true':>6}{'picks':>6}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>10}{'recall':>8}{'F1':>7}")
     for s, r in table.iterrows():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
 from .._shapes import triplet
 from ._common import add_bool_flag, fraction, int_triplet, nonneg_int, positive_float, show_progress
@@ -249,11 +248,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training import read_pool
 
-    if args.init and not Path(args.init).exists():  # a shipped model's name: its checkpoint file
-        from ..prediction import SHIPPED_MODELS, resolve_models
+    if args.init:  # a shipped model's name: its checkpoint file
+        from ..prediction import one_checkpoint
 
-        if args.init in SHIPPED_MODELS and len(resolve_models(args.init)) == 1:
-            args.init = resolve_models(args.init)[0].path
+        args.init = one_checkpoint(args.init)
     jobs = _plan_picks(args)
     if len(args.tomogram) != len(args.labels):
         raise ParameterError(f"give one --labels per --tomogram ({len(args.tomogram)} vs {len(args.labels)})")

@@ -127,8 +127,9 @@ def _species_labels(detections: Any, labels: Any) -> da.Array:
     """Species label image (0 background, k + 1 for species k) from the instance labels just written."""
     import numpy as np
 
-    lut = np.zeros(len(detections.species) + 1, dtype=np.uint8)  # label i + 1 -> its species + 1
-    lut[1:] = np.asarray(detections.species, dtype=np.int64) + 1
+    from ..postprocessing import species_lookup
+
+    lut = species_lookup(detections.species)  # label i + 1 -> its species + 1
     lab = labels if isinstance(labels, da.Array) else detections.labels
     out: da.Array = da.map_blocks(np.take, lut, lab, dtype=np.uint8)
     return out

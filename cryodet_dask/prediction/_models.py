@@ -15,7 +15,7 @@ from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
 __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order",
-           "check_species", "model_species", "shipped_models", "species_names", "store_maps"]
+           "check_species", "model_species", "one_checkpoint", "shipped_models", "species_names", "store_maps"]
 
 #: Models shipped in the package, by the name ``-m NAME`` takes: their checkpoint files in
 #: ``cryodet_dask/data/weights`` (one file, or a SegNet and a CenterNet) and what they are for.
@@ -48,6 +48,18 @@ def _shipped_paths(name: str) -> list[str | os.PathLike[str] | None]:
     if missing:
         raise CheckpointError(f"the shipped model {name!r} is not installed in this package ({missing[0]})")
     return paths
+
+
+def one_checkpoint(model: Any) -> Any:
+    """A shipped model's name (no file of that name) as its one checkpoint's path; anything else unchanged.
+
+    A shipped pair is refused: one network is needed here (``train --init``)."""
+    if not isinstance(model, str) or model not in SHIPPED_MODELS or Path(model).exists():
+        return model
+    paths = _shipped_paths(model)
+    if len(paths) != 1:
+        raise ParameterError(f"--init {model}: a pair of networks; give one checkpoint (e.g. twohead)")
+    return str(paths[0])
 
 
 def shipped_models() -> list[dict[str, Any]]:

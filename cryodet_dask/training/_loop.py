@@ -189,14 +189,10 @@ def train(
     init_state = None
     init_record: dict[str, Any] | None = None
     widen_to: tuple[int, ...] | None = None
-    if isinstance(init, str) and not Path(init).exists():  # a shipped model's name (-m twohead, ...)
-        from ..prediction import SHIPPED_MODELS, resolve_models
+    if init is not None:  # a shipped model's name (-m twohead, ...): its checkpoint file
+        from ..prediction import one_checkpoint
 
-        if init in SHIPPED_MODELS:
-            specs = resolve_models(init)
-            if len(specs) != 1:
-                raise ParameterError(f"--init {init}: a pair of networks; give one checkpoint (e.g. twohead)")
-            init = specs[0].path
+        init = one_checkpoint(init)
     if init is not None:
         import hashlib
 
