@@ -136,7 +136,9 @@ def test_species_equal_reference_for_any_chunking(seed):
     k = int(rng.integers(2, 5))
     s = _species_map(ndi.label(m > 0.1)[0], k, seed, noise=float(rng.choice([0.3, 2.0])))
     sp = SpeciesParams(min_particle_size=tuple(int(v) for v in rng.integers(0, 30, k)),
-                       keep=tuple(range(k)) if seed % 3 else (0, k - 1))
+                       keep=tuple(range(k)) if seed % 3 else (0, k - 1),
+                       center_min_distance=tuple(float(v) for v in rng.choice([0.0, 1.5, 2.5, 4.2], k))
+                       if seed % 2 == 0 else ())
     for chunks in [(5, 7, 9), tuple(int(v) for v in rng.integers(3, 15, 3)), shape]:
         det, ref = _assert_same(m, c, s, chunks, sp, connectivity=int(rng.integers(1, 4)),
                                 check_center=bool(seed % 2), center_min_distance=float(rng.choice([0.0, 2.5])))
@@ -150,11 +152,39 @@ def test_species_equal_reference_for_any_chunking(seed):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=st.tuples(st.integers(4, 16), st.integers(4, 16), st.integers(4, 16)),
        chunks=st.tuples(st.integers(2, 9), st.integers(2, 9), st.integers(2, 9)),
-       n=st.integers(0, 10), k=st.integers(2, 4), seed=st.integers(0, 2**16), conn=st.sampled_from([1, 2, 3]))
-def test_hypothesis_species_equal_reference(shape, chunks, n, k, seed, conn):
+       n=st.integers(0, 10), k=st.integers(2, 4), seed=st.integers(0, 2**16), conn=st.sampled_from([1, 2, 3]),
+       fusion=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.5, 5.0]), min_size=4, max_size=4) | st.none())
+def test_hypothesis_species_equal_reference(shape, chunks, n, k, seed, conn, fusion):
     m, c, _ = blob_maps(shape, n, radius=(1.0, 4.0), elongation=2.5, seed=seed)
     s = _species_map(ndi.label(m > 0.1)[0], k, seed, noise=1.0)
-    _assert_same(m, c, s, chunks, connectivity=conn)
+    sp = SpeciesParams(center_min_distance=tuple(fusion[:k])) if fusion else None
+    _assert_same(m, c, s, chunks, sp, connectivity=conn)
+
+
+def test_per_species_fusion_distance_by_hand():
+    """Two pairs of centre peaks 4 voxels apart: the species whose fusion distance reaches 4 fuses its
+    pair into one particle, the other keeps two; the species at each peak voxel decides."""
+    shape = (12, 12, 30)
+    mask = np.zeros(shape, np.float32)
+    mask[3:9, 3:9, 2:12] = 1  # species 0: peaks at x 5 and 9
+    mask[3:9, 3:9, 16:26] = 1  # species 1: peaks at x 19 and 23
+    center = np.zeros(shape, np.float32)
+    for x, v in ((5, 0.9), (9, 0.8), (19, 0.9), (23, 0.8)):
+        center[6, 6, x] = v
+    prob = np.zeros((2, *shape), np.float32)
+    prob[0, ..., :14], prob[1, ..., 14:] = 1, 1
+    s = quantize_species(prob)
+    kw = {**KW, "check_center": True, "remove_min_size": 1}
+    sp = SpeciesParams(center_min_distance=(5.0, 2.0))
+    ref = postprocess_reference(mask, center, species=s, species_params=sp, **kw)
+    assert ref.species.tolist() == [0, 1, 1]  # species 0 fused (one particle), species 1 split in two
+    swapped = postprocess_reference(mask, center, species=s, species_params=SpeciesParams(center_min_distance=(2.0, 5.0)),
+                                    **kw)
+    assert swapped.species.tolist() == [0, 0, 1]
+    for chunks in [(4, 5, 6), (12, 12, 7)]:
+        _assert_same(mask, center, s, chunks, sp, **kw)
+    with pytest.raises(ParameterError, match="3 per-species centre fusion distances for 2 species"):
+        postprocess(mask, center, species=s, species_params=SpeciesParams(center_min_distance=(1, 2, 3)))
 
 
 def test_majority_vote_and_ties_by_hand():

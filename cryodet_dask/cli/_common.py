@@ -49,6 +49,21 @@ def positive_float(text: str) -> float:
     return v
 
 
+def particle_diameter_arg(text: str) -> float | dict[str, float]:
+    """``ANGSTROM`` (every species) or ``NAME:ANGSTROM,...`` (per species of a multi-species model)."""
+    if ":" not in text:
+        return positive_float(text)
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition(":")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected ANGSTROM or NAME:ANGSTROM,..., got {text!r}")
+        if name in out:
+            raise argparse.ArgumentTypeError(f"species {name!r} is given twice in {text!r}")
+        out[name] = positive_float(value)
+    return out
+
+
 def voxel_size_angst(text: str) -> float:
     """A voxel size in Å: finite, positive and within :data:`VOXEL_SIZE_RANGE` (0.1-1000 Å)."""
     v = positive_float(text)

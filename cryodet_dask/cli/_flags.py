@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ._common import (add_bool_flag, finite_nonneg_float, fraction, int_triplet, nonneg_float, nonneg_int,
-                      positive_float, positive_int)
+                      particle_diameter_arg, positive_int)
 
 __all__ = ["FLAGS", "BOOL_FLAGS", "NETWORK_FLAGS", "Flag", "add_postprocess_flags", "add_network_flags",
            "connectivity", "choice", "nonempty_text"]
@@ -86,9 +86,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("min_score", None, finite_nonneg_float, "SCORE",
          "remove particles whose score (the centre-map peak over the particle, 0-1) is below this, before the "
          "outlier filter"),
-    Flag("particle_diameter", None, positive_float, "ANGSTROM",
+    Flag("particle_diameter", None, particle_diameter_arg, "ANGSTROM|NAME:ANGSTROM,...",
          "particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of a sphere of "
-         "half of it (in voxels, from the voxel size) unless those are given"),
+         "half of it (in voxels, from the voxel size) unless those are given. Per species of a multi-species "
+         "model (NAME:ANGSTROM,...; default: the diameters the model was trained with): each species' own "
+         "fusion distance and minimum particle size; -rs the smallest species'"),
     Flag("neighbor_number", "-nn", nonneg_int, "N", "outlier filter: particles needed within the distance"),
     Flag("distance_threshold", "-dt", nonneg_float, "VOXELS", "outlier filter: neighbour distance in voxels"),
     Flag("connectivity", None, connectivity, "{1,2,3}",

@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from ..particles import format_from_path, read_particles, write_particles
+    from ..particles import format_from_path, read_particles
     from ..particles import tomogram_info
 
     out_fmt = args.to
@@ -199,7 +199,7 @@ def run_merge(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..errors import ParameterError
-    from ..particles import WRITE_FORMATS, format_from_path, read_particles, write_particles
+    from ..particles import WRITE_FORMATS, format_from_path, read_particles
 
     out_fmt = args.to or format_from_path(args.output, None, known=WRITE_FORMATS)
     tables: list[pd.DataFrame] = []

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or src.name.removesuffix(".zarr")
     voxel_size = args.voxel_size or mask_t.voxel_size
     check_known_voxel_size(voxel_size or None, args.formats, str(src))  # Å outputs need it: never a guess
+    if isinstance(args.particle_diameter, dict):
+        raise ParameterError("postprocess works on the mask and centre maps alone: give one --particle-diameter in Å "
+                             "(per-species diameters are for detect with a multi-species model)")
     given = {"remove_min_size": args.remove_min_size, "center_min_distance": args.center_min_distance}
     if args.particle_diameter is not None and any(v is None for v in given.values()):
         if not voxel_size:

@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from contextlib import ExitStack, nullcontext
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -182,6 +183,13 @@ class _Outputs:
     voxel_size_zyx: tuple[float, float, float] | None
     source: Path | None  # the image the label image names (NGFF image-label.source)
     fingerprint: str
+    species_params: Any = None  # postprocessing.SpeciesParams of a multi-species model (None: species-agnostic)
+
+    def record(self) -> dict[str, Any]:
+        """The post-processing parameters as the run record states them (per species when there are some)."""
+        if self.species_params is None:
+            return self.pp_kwargs
+        return {**self.pp_kwargs, "species": {k: list(v) for k, v in dataclasses.asdict(self.species_params).items()}}
 
 
 def _detect_locked(tomo: Tomogram, src_path: Path | None, out: Path, out_dir: Any, stem: str, p: DetectParams,
@@ -286,18 +294,21 @@ def _plan_outputs(run: _Run, pred: Prediction) -> _Outputs:
     """The post-processing parameters, the outputs' voxel size and source image, and the fingerprint that
     recognizes the outputs; outputs of another run in the folder are retired here, before any is written."""
     p = run.p
-    pp_kwargs = p.postprocess_kwargs(run.voxel_size)
+    pp_kwargs, species_params = p.resolve_postprocess(run.voxel_size)
     vs_zyx = output_voxel_size(run.tomo, p.voxel_size, run.voxel_size)
     # the label image names its tomogram (NGFF image-label.source) where that image stays:
     # the user's store, or the kept conversion beside it (not a rescaled copy)
     source = run.src_path if run.is_store else (run.folder.converted if p.keep_intermediate else None)
-    fingerprint = digest([pred.attrs.get("fingerprint"), pp_kwargs, list(p.formats), p.tomogram_name,
+    sp_record = None if species_params is None else dataclasses.asdict(species_params)
+    fingerprint = digest([pred.attrs.get("fingerprint"), pp_kwargs, *([sp_record] if sp_record else []),
+                          list(p.formats), p.tomogram_name,
                            str(Path(source).resolve()) if source is not None else None,
                            run.voxel_size if vs_zyx is None or len(set(vs_zyx)) == 1 else list(vs_zyx),
                            list(run.tomo.origin_zyx)])
     if run.writes:
         retire_outputs(run.out, run.stem, fingerprint, p.formats, run.src_path, parameters=p.to_dict())
-    return _Outputs(pp_kwargs=pp_kwargs, voxel_size_zyx=vs_zyx, source=source, fingerprint=fingerprint)
+    return _Outputs(pp_kwargs=pp_kwargs, voxel_size_zyx=vs_zyx, source=source, fingerprint=fingerprint,
+                    species_params=species_params)
 
 
 def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: ExitStack) -> Detections:
@@ -318,7 +329,8 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     scratch = None
     if run.writes and {"zarr", "mrc"} & set(run.p.formats):
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=run.out))
-    sp = SpeciesParams(keep=check_species(run.p.model_arg(), run.p.species)) if species is not None else None
+    check_species(run.p.model_arg(), run.p.species)
+    sp = (outputs.species_params or SpeciesParams()) if species is not None else None
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
     run.timings["postprocess"] = time.perf_counter() - t
@@ -363,7 +375,7 @@ def _finish(run: _Run, stored: Tomogram, pred: Prediction, outputs: _Outputs, de
         record = run_record(
             tomogram=run.src_path, identity=run.identity, name=run.stem, shape=run.tomo.shape,
             voxel_size=run.voxel_size, voxel_size_zyx=outputs.voxel_size_zyx, parameters=p.to_dict(),
-            pp_kwargs=outputs.pp_kwargs, factor=run.factor, pred=pred, converted=run.needs_convert,
+            pp_kwargs=outputs.record(), factor=run.factor, pred=pred, converted=run.needs_convert,
             source_identity=stored.metadata.get("source_identity", str(run.src_path)),
             export_fingerprint=outputs.fingerprint, particles=int(len(particles)), timings=run.timings, files=files,
             peak_memory=peak_memory_mib(run.client if run.client is not None else current_client(), peak_reset),

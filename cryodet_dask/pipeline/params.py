@@ -46,6 +46,14 @@ class DetectParams:
     left at None; it needs the voxel size (``voxel_size`` or the file header).
     ``remove_min_size`` and ``center_min_distance`` at None mean: from
     ``particle_diameter`` if given, else :class:`PostprocessParams`' defaults.
+
+    With a multi-species model each species has its own diameter: the one given for it in a
+    ``particle_diameter`` mapping (``{"ribosome": 280}``; ``--particle-diameter ribosome:280,...``),
+    else the one its checkpoint records (``train --species NAME:DIAMETER``); one number applies to
+    every species alike.  A species' diameter sets its own centre-fusion distance (unless
+    ``center_min_distance`` is given) and its own minimum particle size (the larger of
+    ``min_particle_size`` and the sphere-of-half-the-diameter volume); ``remove_min_size``, which
+    runs before the species are known, takes the smallest species' (:meth:`resolve_postprocess`).
     """
 
     segnet: str | None = None
@@ -64,7 +72,7 @@ class DetectParams:
     center_min_distance: float | None = None  # None: PostprocessParams' default, or from particle_diameter
     min_particle_size: int = PostprocessParams.min_particle_size
     min_score: float = PostprocessParams.min_score
-    particle_diameter: float | None = None
+    particle_diameter: float | dict[str, float] | None = None  # Å; one for all, or per species (NAME: Å)
     halo: tuple[int, ...] | None = None
     tile: tuple[int, ...] | None = None  # prediction tile core (voxels, whole chunks); None: planned from memory
     device: str = "auto"
@@ -87,24 +95,91 @@ class DetectParams:
         ``particle_diameter`` (which then needs ``voxel_size``, Å), else the default."""
         kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
         derived: dict[str, Any] = {}
-        if self.particle_diameter is not None and any(kw[k] is None for k in _DERIVED):
+        one = self.one_diameter
+        if one is not None and any(kw[k] is None for k in _DERIVED):
             if voxel_size is None:
                 raise ParameterError("--particle-diameter needs the voxel size: the input has none in its "
                                      "header; give -vs/--voxel-size")
-            derived = from_particle_diameter(self.particle_diameter, voxel_size)
+            derived = from_particle_diameter(one, voxel_size)
         for k in _DERIVED:
             if kw[k] is None:
                 kw[k] = derived.get(k, getattr(PostprocessParams, k))
         return kw
 
+    @property
+    def one_diameter(self) -> float | None:
+        """The particle diameter (Å) when one is given for every species alike, else None."""
+        d = self.particle_diameter
+        return None if d is None or isinstance(d, dict) else float(d)
+
     def validate(self) -> PostprocessParams:
         """Check every parameter before any work (post-processing ones with any voxel size)."""
         _check_params(self)
-        if self.particle_diameter is not None:
+        if isinstance(self.particle_diameter, dict):
+            from ..species import check_species_name
+
+            if not self.particle_diameter:
+                raise ParameterError("--particle-diameter: no species given")
+            for name, d in self.particle_diameter.items():
+                check_species_name(name)
+                from_particle_diameter(d, 1.0)
+        elif self.particle_diameter is not None:
             from_particle_diameter(self.particle_diameter, 1.0)
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
 
-    def check_plan(self, shape: Sequence[int], voxel_size: float | None) -> None:
+    def resolve_postprocess(self, voxel_size: float | None,
+                            model_diameters: dict[str, float | None] | None = None) -> tuple[dict[str, Any], Any]:
+        """The :class:`PostprocessParams` fields and the per-species settings of a run.
+
+        ``model_diameters``: the model's species in order, each with the diameter (Å) its checkpoint
+        records (:func:`~cryodet_dask.prediction.model_species_diameters`); default: looked up from the
+        model.  Returns ``(kwargs, species_params)``; ``species_params`` is a
+        :class:`~cryodet_dask.postprocessing.SpeciesParams`, or None for a species-agnostic model.
+        """
+        from ..postprocessing import SpeciesParams
+
+        if model_diameters is None:
+            from ..prediction import model_species_diameters
+
+            model_diameters = model_species_diameters(self.model_arg())
+        kw = self.postprocess_kwargs(voxel_size)
+        given = self.particle_diameter if isinstance(self.particle_diameter, dict) else None
+        if not model_diameters:
+            if given is not None:
+                raise ParameterError(f"--particle-diameter {_pairs(given)}: this model is species-agnostic (it picks "
+                                     "'particle'); give one diameter in Å")
+            return kw, None
+        names = list(model_diameters)
+        if given is not None and set(given) - set(names):
+            raise ParameterError(f"--particle-diameter: {', '.join(sorted(set(given) - set(names)))} is not a species "
+                                 f"of this model; its species: {', '.join(names)}")
+        from ..species import SpeciesTable
+
+        keep = SpeciesTable.of(names).select(list(self.species)) if self.species else ()
+        if self.one_diameter is not None:  # one diameter for every species: the run-wide settings apply
+            return kw, SpeciesParams(keep=keep)
+        diam = {n: (given or {}).get(n, model_diameters[n]) for n in names}
+        if all(d is None for d in diam.values()):
+            return kw, SpeciesParams(keep=keep)
+        if voxel_size is None:
+            raise ParameterError(f"the species' diameters ({_pairs(diam)} Å) set each species' centre fusion distance "
+                                 "and minimum size in voxels, which needs the voxel size: the input has none in its "
+                                 "header; give -vs/--voxel-size")
+        derived = [from_particle_diameter(d, voxel_size) if d is not None else None for d in diam.values()]
+        fusion = tuple(float(kw["center_min_distance"]) if self.center_min_distance is not None or x is None
+                       else float(x["center_min_distance"]) for x in derived)
+        min_size = tuple(int(kw["min_particle_size"]) if x is None else max(int(kw["min_particle_size"]),
+                                                                             int(x["remove_min_size"]))
+                         for x in derived)
+        if self.remove_min_size is None:  # runs before the species are known: the smallest species' size
+            kw["remove_min_size"] = min(int(kw["remove_min_size"]) if x is None else int(x["remove_min_size"])
+                                        for x in derived)
+        kw["center_min_distance"] = max(fusion)  # the widest fusion ball: the halo every block needs
+        return kw, SpeciesParams(min_particle_size=min_size, keep=keep,
+                                 center_min_distance=fusion if len(set(fusion)) > 1 else ())
+
+    def check_plan(self, shape: Sequence[int], voxel_size: float | None,
+                   model_diameters: dict[str, float | None] | None = None) -> None:
         """Refuse, before any work, a post-processing the task graph cannot hold: the blocks (``-ps``) and
         the centre fusion distance (given, or from ``--particle-diameter`` at ``voxel_size``) on ``shape``."""
         from dask.array.core import normalize_chunks
@@ -112,9 +187,9 @@ class DetectParams:
         from .._shapes import triplet
         from ..postprocessing import check_center_min_distance, check_plan
 
-        kw = self.postprocess_kwargs(voxel_size)
-        if self.center_min_distance is None and self.particle_diameter is not None:
-            check_center_min_distance(kw["center_min_distance"], diameter=self.particle_diameter,
+        kw, _ = self.resolve_postprocess(voxel_size, model_diameters)
+        if self.center_min_distance is None and self.one_diameter is not None:
+            check_center_min_distance(kw["center_min_distance"], diameter=self.one_diameter,
                                       voxel_size=voxel_size)
         chunks = normalize_chunks(tuple(min(int(c), int(n)) for c, n in zip(triplet(self.chunks), shape)),
                                   tuple(int(n) for n in shape))
@@ -146,7 +221,13 @@ class DetectParams:
             if d.get(k) is not None:
                 v = d[k]
                 d[k] = tuple(v) if isinstance(v, list | tuple) else (v,)
+        if isinstance(d.get("particle_diameter"), dict):
+            d["particle_diameter"] = dict(d["particle_diameter"])
         return cls(**d)
+
+
+def _pairs(d: dict[str, Any]) -> str:
+    return ",".join(f"{k}:{v:g}" if v is not None else k for k, v in d.items())
 
 
 #: Characters and prefixes a RELION STAR value cannot start with or hold unquoted.

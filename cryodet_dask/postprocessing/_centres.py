@@ -21,7 +21,8 @@ import numpy as np
 
 from ._components import paste_overlap
 
-__all__ = ["halo_width", "ball_offsets", "block_slabs", "assemble_padded", "strict_maxima", "ball_maxima"]
+__all__ = ["halo_width", "ball_offsets", "block_slabs", "assemble_padded", "strict_maxima", "ball_maxima",
+           "grouped_ball_maxima"]
 
 _OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
                      if (a, b, c) != (0, 0, 0)], dtype=np.int64)
@@ -238,3 +239,34 @@ def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets
         ok = ~inside | (v < val) | ~(v >= threshold) | ((v == val) & later[None, s : s + batch])
         keep[idx] = ok.all(axis=1)
     return peaks[keep]
+
+
+def grouped_ball_maxima(padded: np.ndarray, peaks: np.ndarray, groups: np.ndarray, distances: Sequence[float],
+                        threshold: float, origin: Sequence[int] | np.ndarray, volume_shape: Sequence[int],
+                        halo: int) -> np.ndarray:
+    """:func:`ball_maxima` with a fusion distance per peak: ``distances[groups[i]]`` for peak ``i``.
+
+    Each peak is tested on its own ball (every ``floor(distance) <= halo``); the survivors keep
+    the raster order of ``peaks``.
+    """
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1, 3)
+    keep = np.zeros(len(peaks), dtype=bool)
+    for g, d in enumerate(distances):
+        sel = np.flatnonzero(np.asarray(groups) == g)
+        if len(sel) == 0:
+            continue
+        offsets = ball_offsets(float(d))
+        if len(offsets) and int(np.abs(offsets).max()) > int(halo):
+            raise ValueError(f"fusion distance {d} needs a halo wider than {halo}")
+        kept = ball_maxima(padded, peaks[sel], threshold, offsets, origin, volume_shape, halo)
+        # peaks are distinct voxels: a kept peak is found back by its position in the selection
+        keep[sel[np.isin(_flat(peaks[sel]), _flat(kept))]] = True
+    return peaks[keep]
+
+
+def _flat(p: np.ndarray) -> np.ndarray:
+    """Distinct int64 keys of voxel coordinates (for membership tests)."""
+    p = np.asarray(p, dtype=np.int64).reshape(-1, 3)
+    big = np.int64(1 << 21)
+    out: np.ndarray = (p[:, 0] * big + p[:, 1]) * big + p[:, 2]
+    return out

@@ -65,14 +65,15 @@ from dask.highlevelgraph import HighLevelGraph
 from .._progress import compute_keys
 from ..errors import ParameterError
 from ._assign import candidate_centres
-from ._centres import assemble_padded, ball_maxima, ball_offsets, block_slabs, halo_width, strict_maxima
+from ._centres import (assemble_padded, ball_maxima, ball_offsets, block_slabs, grouped_ball_maxima, halo_width,
+                       strict_maxima)
 from ._detections import Detections
 from ._components import LOCAL_MASK, SHIFT, block_faces, face_pairs, union_find
 from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._plan import check_plan
 from ._relabel import BlockTables, block_components, block_stats, instance_block
-from ._species import SpeciesParams, instance_species, piece_votes, species_size_keep
+from ._species import SpeciesParams, instance_species, peak_species, piece_votes, species_size_keep
 
 if TYPE_CHECKING:
     from zarr.codecs import BloscCodec
@@ -89,13 +90,18 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
 def _pass1_block(mask: np.ndarray, center: np.ndarray, neighbours: list[tuple[Box, tuple[np.ndarray, ...]]],
-                 box: Box, shape: tuple[int, int, int], index: int, p: PostprocessParams) -> dict[str, Any]:
+                 box: Box, shape: tuple[int, int, int], index: int, p: PostprocessParams,
+                 species: np.ndarray | None = None, distances: tuple[float, ...] = ()) -> dict[str, Any]:
     comp = block_components(mask, p.mask_threshold, p.connectivity, p.remove_min_size)
-    h = halo_width(p.center_min_distance)
+    h = halo_width(_fusion_reach(p, distances))
     padded = assemble_padded(np.asarray(center), box, neighbours, shape, h)
     peaks = strict_maxima(padded, p.center_threshold, h)
     origin = np.array([b[0] for b in box], dtype=np.int64)
-    peaks = ball_maxima(padded, peaks, p.center_threshold, ball_offsets(p.center_min_distance), origin, shape, h)
+    if species is not None and distances:  # each centre fused within its own species' distance
+        peaks = grouped_ball_maxima(padded, peaks, peak_species(np.asarray(species), peaks), distances,
+                                    p.center_threshold, origin, shape, h)
+    else:
+        peaks = ball_maxima(padded, peaks, p.center_threshold, ball_offsets(p.center_min_distance), origin, shape, h)
     del padded
     peak_lab = comp.at(comp.raw[tuple(peaks.T)]).astype(np.int64) if len(peaks) else np.zeros(0, np.int64)
     if p.check_center:  # a centre outside the mask never takes a voxel: only split components use centres
@@ -147,6 +153,17 @@ def _pass1_task(mask: np.ndarray, center: np.ndarray, slab_list: list[tuple[np.n
                 nboxes: tuple[Box, ...], **kw: Any) -> dict[str, Any]:
     """:func:`_pass1_block` with the neighbours' slabs as a list (task arguments carry keys in lists)."""
     return _pass1_block(mask, center, list(zip(nboxes, slab_list)), **kw)
+
+
+def _pass1_species_task(mask: np.ndarray, center: np.ndarray, species: np.ndarray,
+                        slab_list: list[tuple[np.ndarray, ...]], *, nboxes: tuple[Box, ...], **kw: Any) -> dict[str, Any]:
+    """:func:`_pass1_task` with the block of the species map (per-species fusion distances)."""
+    return _pass1_block(mask, center, list(zip(nboxes, slab_list)), species=species, **kw)
+
+
+def _fusion_reach(p: PostprocessParams, distances: tuple[float, ...]) -> float:
+    """The largest centre-fusion distance in use (it sets the halo of the centre test)."""
+    return max(distances) if distances else p.center_min_distance
 
 
 def _pairs_task(own: dict[str, Any], others: list[dict[str, Any]], *, box: Box,
@@ -471,7 +488,8 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         if len(species_names) != species.shape[0]:
             raise ParameterError(f"{len(species_names)} species names for {species.shape[0]} species channels")
     shape = cast(tuple[int, int, int], tuple(int(s) for s in mask.shape))  # 3D: checked above
-    check_plan(shape, mask.chunks, p.center_min_distance)  # a graph that cannot be held: one line, before any work
+    distances = sp.center_min_distance if sp is not None else ()
+    check_plan(shape, mask.chunks, _fusion_reach(p, distances))  # a graph that cannot be held: one line, before any work
     bounds, grid = _grid(mask.chunks)
     blocks = list(itertools.product(*(range(g) for g in grid)))
     boxes = [_box(bounds, idx) for idx in blocks]
@@ -479,7 +497,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     token = tokenize(mask, center, p, species, sp)
 
     # pass 1: the centre map's halo comes from the neighbours' boundary slabs (width h)
-    h = halo_width(p.center_min_distance)
+    h = halo_width(_fusion_reach(p, distances))
     shell_n, p1_n, s1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1", "summary1"))
     dsk: dict[Any, Any] = {}
     for idx in blocks:
@@ -499,12 +517,18 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
                 nboxes.append(boxes[bindex[j]])
                 slab_keys.append((shell_n, *j))
         p1[idx] = (p1_n, *idx)
-        dsk[p1[idx]] = (functools.partial(_pass1_task, nboxes=tuple(nboxes), box=box, shape=shape,
-                                          index=bindex[idx], p=p),
-                        (mask.name, *idx), (center.name, *idx), slab_keys)
+        if distances:  # per-species fusion: the centres' species come from the species map's block
+            dsk[p1[idx]] = (functools.partial(_pass1_species_task, nboxes=tuple(nboxes), box=box, shape=shape,
+                                              index=bindex[idx], p=p, distances=distances),
+                            (mask.name, *idx), (center.name, *idx), (species.name, 0, *idx), slab_keys)
+        else:
+            dsk[p1[idx]] = (functools.partial(_pass1_task, nboxes=tuple(nboxes), box=box, shape=shape,
+                                              index=bindex[idx], p=p),
+                            (mask.name, *idx), (center.name, *idx), slab_keys)
         dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
-    s1, block_pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys, [mask, center],
+    s1, block_pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys,
+                            [mask, center] + ([species] if distances else []),
                             progress, "post-processing: components and centres")
     clock.append(time.perf_counter())
     pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs1])

@@ -73,16 +73,19 @@ def _nearest_all(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
-def fused_peaks(c: np.ndarray, peaks: np.ndarray, min_distance: float) -> np.ndarray:
+def fused_peaks(c: np.ndarray, peaks: np.ndarray, min_distance: float | np.ndarray) -> np.ndarray:
     """Centre fusion, literally: the peaks ``p`` such that every voxel ``q`` of the volume with
     ``0 < |q - p| <= min_distance`` has ``c[q] < c[p]``, or ``c[q] == c[p]`` and ``q`` after ``p``
-    in raster order.  ``c`` is the thresholded centre map; one peak at a time, on the cube around it."""
+    in raster order.  ``c`` is the thresholded centre map; one peak at a time, on the cube around it.
+    ``min_distance``: one for all peaks, or one per peak."""
     if len(peaks) == 0:
         return peaks
-    r = int(np.floor(min_distance))
+    dist = np.broadcast_to(np.asarray(min_distance, dtype=np.float64), (len(peaks),))
     shape = np.array(c.shape)
     keep = np.ones(len(peaks), dtype=bool)
     for k, pk in enumerate(peaks):
+        min_distance = float(dist[k])
+        r = int(np.floor(min_distance))
         lo = np.maximum(pk - r, 0)
         hi = np.minimum(pk + r + 1, shape)
         cube = c[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -112,7 +115,8 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
         Quantized species probabilities: each particle's species is the most frequent
         per-voxel argmax over its voxels (ties to the lower index), its ``class_score``
         the mean probability of that species; per-species minimum sizes and the species
-        selection of ``species_params`` apply with ``min_particle_size``.
+        selection of ``species_params`` apply with ``min_particle_size``, and its per-species
+        fusion distances by the species at each centre voxel (its argmax).
 
     Returns
     -------
@@ -142,7 +146,12 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     fp[1, 1, 1] = False
     peaks = np.argwhere(c > ndi.maximum_filter(c, footprint=fp, mode="mirror")).astype(np.int64)
     # 2b. centre fusion: no larger (or equal and raster-earlier) value within the ball of radius D
-    peaks = fused_peaks(c, peaks, p.center_min_distance)
+    sp_params = species_params or SpeciesParams()
+    if species is not None and sp_params.center_min_distance:  # each centre by its voxel's species
+        at = species[(slice(None), *peaks.T)]
+        peaks = fused_peaks(c, peaks, np.asarray(sp_params.center_min_distance)[np.argmax(at, axis=0)])
+    else:
+        peaks = fused_peaks(c, peaks, p.center_min_distance)
     # 3. nearest-centre assignment (-1: the component stays whole)
     fg_idx = np.flatnonzero(comp)
     fg_pts = np.stack(np.unravel_index(fg_idx, comp.shape), axis=1).astype(np.int64)
@@ -182,7 +191,6 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     # 5a. species: per-voxel argmax (first maximum), majority over the instance (lowest index on ties)
     size_ok = counts >= p.min_particle_size
     if species is not None:
-        sp_params = species_params or SpeciesParams()
         k = species.shape[0]
         q = species.reshape(k, -1)[:, idx]
         votes = np.zeros((n + 1, k), np.int64)

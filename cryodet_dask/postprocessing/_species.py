@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ParameterError
 
 __all__ = ["SpeciesParams", "quantize_species", "piece_votes", "instance_species", "species_size_keep",
-           "species_lookup", "SPECIES_SCALE"]
+           "species_lookup", "peak_species", "SPECIES_SCALE"]
 
 #: Quantization of the species probabilities: ``q = round(SPECIES_SCALE * p)`` in uint8.
 SPECIES_SCALE = 255
@@ -37,14 +37,25 @@ class SpeciesParams:
         empty: ``PostprocessParams.min_particle_size`` for every species.
     keep : tuple of int
         Species indices to keep (``detect --species``); empty: all.
+    center_min_distance : tuple of float
+        Per species, the centre-fusion distance in voxels: a centre-map maximum whose voxel is most
+        probably of species ``s`` (the argmax of the quantized probabilities there, ties to the lower
+        index) is a centre only if no voxel within ``center_min_distance[s]`` is larger.  The species
+        at a voxel is a property of that voxel alone, so this stays exact whatever the chunking.
+        Empty: ``PostprocessParams.center_min_distance`` for every species.
     """
 
     min_particle_size: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
+    center_min_distance: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "min_particle_size", tuple(int(v) for v in self.min_particle_size))
         object.__setattr__(self, "keep", tuple(int(v) for v in self.keep))
+        object.__setattr__(self, "center_min_distance", tuple(float(v) for v in self.center_min_distance))
+        if not all(np.isfinite(d) and d >= 0 for d in self.center_min_distance):
+            raise ParameterError("per-species centre fusion distances must be finite numbers of voxels >= 0, "
+                                 f"got {self.center_min_distance}")
         if any(v < 0 for v in self.min_particle_size):
             raise ParameterError(f"per-species minimum sizes must be >= 0 voxels, got {self.min_particle_size}")
         if any(v < 0 for v in self.keep):
@@ -54,6 +65,9 @@ class SpeciesParams:
         """Refuse settings that do not fit a network of ``n_species`` species."""
         if self.min_particle_size and len(self.min_particle_size) != n_species:
             raise ParameterError(f"{len(self.min_particle_size)} per-species minimum sizes for "
+                                 f"{n_species} species")
+        if self.center_min_distance and len(self.center_min_distance) != n_species:
+            raise ParameterError(f"{len(self.center_min_distance)} per-species centre fusion distances for "
                                  f"{n_species} species")
         if any(k >= n_species for k in self.keep):
             raise ParameterError(f"species index out of range for {n_species} species: {self.keep}")
@@ -128,6 +142,28 @@ def species_size_keep(species: np.ndarray, count: np.ndarray, params: SpeciesPar
     if params.keep:
         keep &= np.isin(species, np.asarray(params.keep, dtype=np.int64))
     out: np.ndarray = keep
+    return out
+
+
+def peak_species(species: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """The species of each centre voxel: the argmax of the quantized probabilities there (ties to the
+    lower index).
+
+    Parameters
+    ----------
+    species : ndarray of uint8, shape (K, Z, Y, X)
+    peaks : ndarray of int64, shape (N, 3)
+        Voxel coordinates in ``species``' grid.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,)
+    """
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1, 3)
+    if len(peaks) == 0:
+        return np.zeros(0, np.int64)
+    at = np.asarray(species)[(slice(None), *peaks.T)]  # (K, N)
+    out: np.ndarray = np.argmax(at, axis=0).astype(np.int64)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._engine import (ENGINE_CHOICES, ENGINES, ModelSpec, OpenVinoNet, check_engine, forward_block, get_model,
                       normalize_block, resolve_device, resolve_engine)
 from ._models import (HEADS, SHIPPED_MODELS, check_model_voxel_size, check_species, file_sha256, model_species,
-                      one_checkpoint, resolve_models, shipped_models)
+                      model_species_diameters, one_checkpoint, resolve_models, shipped_models)
 from ._predict import Prediction, global_stats, predict
 from ._tiling import (ChunkPlan, default_halo, model_halo, plan_chunks, plan_tiles, task_memory_bytes, task_tile,
                       tile_budget, with_tile)
@@ -26,6 +26,7 @@ __all__ = [
     "check_model_voxel_size",
     "check_species",
     "model_species",
+    "model_species_diameters",
     "one_checkpoint",
     "ModelSpec",
     "Prediction",

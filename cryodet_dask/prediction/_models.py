@@ -15,7 +15,8 @@ from ..errors import CheckpointError, ParameterError
 from ._engine import ModelSpec
 
 __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_model_voxel_size", "head_order",
-           "check_species", "model_species", "one_checkpoint", "shipped_models", "species_names", "store_maps"]
+           "check_species", "model_species", "model_species_diameters", "one_checkpoint", "shipped_models",
+           "species_names", "store_maps"]
 
 #: Models shipped in the package, by the name ``-m NAME`` takes: their checkpoint files in
 #: ``cryodet_dask/data/weights`` (one file, or a SegNet and a CenterNet) and what they are for.
@@ -189,6 +190,25 @@ def check_species(model: Any, keep: Sequence[str]) -> tuple[int, ...]:
 def model_species(model: Any) -> tuple[str, ...]:
     """The species of a model (as :func:`resolve_models` takes it); empty for a species-agnostic one."""
     return species_names(resolve_models(model))
+
+
+def model_species_diameters(model: Any) -> dict[str, float | None]:
+    """Each species of a model with the diameter in Å its checkpoint records (None: not recorded);
+    empty for a species-agnostic model."""
+    out: dict[str, float | None] = {}
+    for spec in resolve_models(model):
+        if any(h.startswith(SPECIES_PREFIX) for h in spec.heads):
+            st = Path(spec.path).stat()
+            out.update(_diameters(spec.path, st.st_mtime_ns, st.st_size))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _diameters(path: str, mtime_ns: int, size: int) -> dict[str, float | None]:
+    from .. import models
+
+    items = models.read_checkpoint(path)["config"].get("species") or []
+    return {str(s["name"]): (float(s["diameter"]) if s.get("diameter") else None) for s in items}
 
 
 def store_maps(specs: Sequence[ModelSpec]) -> tuple[str, ...]:

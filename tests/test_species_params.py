@@ -1,0 +1,98 @@
+"""Per-species post-processing settings: each species' diameter gives its own centre-fusion distance and
+minimum particle size (``--particle-diameter NAME:ANGSTROM,...`` or the diameters a checkpoint records)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mrcfile
+import numpy as np
+import pytest
+import torch
+
+from cryodet_dask.errors import ParameterError
+from cryodet_dask.models import UNet3D, UNetConfig, save
+from cryodet_dask.pipeline import DetectParams
+from cryodet_dask.postprocessing import from_particle_diameter
+from cryodet_dask.species import Species, SpeciesTable
+
+MODEL = {"big": 200.0, "small": 80.0, "plain": None}  # species -> diameter (Å) the checkpoint records
+
+
+def _sphere_min(d: float, vs: float) -> int:
+    return int(round(math.pi / 6 * (0.5 * d / vs) ** 3))
+
+
+def test_the_checkpoint_diameters_set_each_species_fusion_distance_and_minimum_size():
+    kw, sp = DetectParams().resolve_postprocess(10.0, MODEL)
+    default = DetectParams().postprocess_kwargs(10.0)
+    assert sp.center_min_distance == (10.0, 4.0, default["center_min_distance"])  # a species without one: default
+    assert sp.min_particle_size == (max(default["min_particle_size"], _sphere_min(200, 10)),
+                                    max(default["min_particle_size"], _sphere_min(80, 10)),
+                                    default["min_particle_size"])
+    assert kw["remove_min_size"] == min(_sphere_min(80, 10), default["remove_min_size"])  # before species are known
+    assert kw["center_min_distance"] == 10.0  # the widest ball sets the halo
+    assert from_particle_diameter(80, 10)["center_min_distance"] == 4.0
+
+
+def test_given_diameters_override_the_checkpoint_and_one_number_applies_to_all():
+    _, sp = DetectParams(particle_diameter={"small": 120.0}).resolve_postprocess(10.0, MODEL)
+    assert sp.center_min_distance[:2] == (10.0, 6.0)
+    kw, sp = DetectParams(particle_diameter=150.0).resolve_postprocess(10.0, MODEL)
+    assert sp.center_min_distance == () and sp.min_particle_size == ()  # the run-wide settings, as before
+    assert kw["center_min_distance"] == 7.5
+    # an explicit fusion distance wins over every species' diameter (the minimum sizes still follow them)
+    kw, sp = DetectParams(center_min_distance=3.0).resolve_postprocess(10.0, MODEL)
+    assert sp.center_min_distance == () and kw["center_min_distance"] == 3.0 and sp.min_particle_size
+    # a model without diameters, or a species-agnostic one: nothing per species
+    assert DetectParams().resolve_postprocess(10.0, {"a": None, "b": None})[1].center_min_distance == ()
+    assert DetectParams().resolve_postprocess(None, {})[1] is None
+    # --species keeps its selection
+    assert DetectParams(species=("small",)).resolve_postprocess(10.0, MODEL)[1].keep == (1,)
+
+
+def test_per_species_diameters_are_refused_in_one_line_where_they_cannot_apply():
+    with pytest.raises(ParameterError, match="not a species of this model; its species: big, small, plain"):
+        DetectParams(particle_diameter={"rubisco": 100.0}).resolve_postprocess(10.0, MODEL)
+    with pytest.raises(ParameterError, match="species-agnostic"):
+        DetectParams(particle_diameter={"big": 100.0}).resolve_postprocess(10.0, {})
+    with pytest.raises(ParameterError, match="needs the voxel size"):
+        DetectParams().resolve_postprocess(None, MODEL)
+    with pytest.raises(ParameterError, match="copick-safe"):
+        DetectParams(particle_diameter={"a_b": 100.0})
+    with pytest.raises(ParameterError):
+        DetectParams(particle_diameter={"big": -1.0})
+
+
+def test_detect_applies_and_records_per_species_settings(tmp_path, capsys):
+    from cryodet_dask.cli import main
+
+    torch.manual_seed(1)
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable((Species("ribo", 300.0), Species("prot", 120.0))), voxel_size=10.0)
+    ckpt = save(UNet3D(cfg), tmp_path / "sp.pt")
+    vol = np.random.default_rng(0).normal(size=(24, 32, 32)).astype(np.float32)
+    with mrcfile.new(tmp_path / "t.mrc") as m:
+        m.set_data(vol)
+        m.voxel_size = 10.0
+    base = ["-q", "detect", str(tmp_path / "t.mrc"), "-m", str(ckpt), "--cluster", "threads", "--device", "cpu",
+            "-ps", "16", "-mt", "0", "-ct", "0", "--min-score", "0", "--engine", "torch", "--formats", "csv"]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    rec = json.loads((tmp_path / "a" / "t_run.json").read_text())["postprocess_parameters"]
+    assert rec["species"]["center_min_distance"] == [15.0, 6.0]
+    floor = DetectParams().min_particle_size  # --min-particle-size stays the floor of every species
+    assert rec["species"]["min_particle_size"] == [max(floor, _sphere_min(300, 10)), max(floor, _sphere_min(120, 10))]
+    assert main([*base, "-o", str(tmp_path / "b"), "--particle-diameter", "prot:200"]) == 0
+    rec = json.loads((tmp_path / "b" / "t_run.json").read_text())["postprocess_parameters"]
+    assert rec["species"]["center_min_distance"] == [15.0, 10.0]
+    capsys.readouterr()
+    # a species the model does not know: one line, exit 2, nothing written
+    assert main([*base, "-o", str(tmp_path / "c"), "--particle-diameter", "rubisco:100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rubisco" in err[0] and "ribo, prot" in err[0]
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+    # a malformed value: argparse's one line
+    with pytest.raises(SystemExit) as e:
+        main([*base, "-o", str(tmp_path / "d"), "--particle-diameter", "prot:x"])
+    assert e.value.code == 2
