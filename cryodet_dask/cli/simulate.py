@@ -17,6 +17,13 @@ def _templates(text: str) -> tuple[str, ...]:
     return names
 
 
+def _abundance(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -95,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--templates", type=_templates, default=None, metavar="NAMES",
                    help=f"particle species, comma-separated shipped template names or MRC file paths "
                         f"(default: {_DEFAULT_TEMPLATES})")
+    g.add_argument("--abundance", type=_abundance, default=(), metavar="W,W,...",
+                   help="relative number of particles of each template, in the order of --templates, e.g. 3,1,1 "
+                        "(default: equal)")
     g.add_argument("--membranes", type=nonneg_int, default=None, metavar="N",
                    help="number of membranes: half (if >= 2, at most 8) as one stack of curved sheets, the rest "
                         "vesicles (default: 4 per 256x256 voxels of XY area, 4 to 48)")
@@ -170,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         n_particles=args.particles,
         density=args.density,
         templates=args.templates or tuple(SHIPPED_TEMPLATES),
+        abundance=args.abundance,
         n_membranes=args.membranes,
         membrane_fraction=args.membrane_fraction,
         threshold=args.threshold,

@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ice, edge, membrane (default: none)")
     p.add_argument("--distractor-probability", type=float, default=d.distractor_probability, metavar="P",
                    help=f"probability of each distractor kind per tomogram (default: {d.distractor_probability:g})")
+    p.add_argument("--species-mix", choices=("equal", "varied"), default=d.species_mix,
+                   help="proportions of each tomogram's templates: equal numbers, or random proportions per "
+                        f"tomogram (each at least 2 %%; recorded per tomogram in pool.json; default: {d.species_mix})")
     p.set_defaults(func=run)
 
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                         voxel_size=args.voxel_size, density=args.density,
                         membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction,
                         imaging=args.imaging, tilt_step=args.tilt_step, distractors=args.distractors,
-                        distractor_probability=args.distractor_probability)
+                        distractor_probability=args.distractor_probability, species_mix=args.species_mix)
     members = simulate_pool(args.out_dir, args.count, seed=args.seed, shape=shape, ranges=ranges,
                             progress=show_progress(args))
     if not args.quiet:

@@ -59,6 +59,9 @@ class SimulationConfig:
         :data:`DEFAULT_DENSITY` when neither is given.
     templates : tuple of str
         Template names (shipped: 4v4r, 4cr2, 3j9i, 1bxn, 7n4y, 6pxm) or MRC paths.
+    abundance : tuple of float
+        Relative abundance of each template, in the order of ``templates``
+        (numbers of particles, not volumes; normalized); empty: equal.
     n_membranes : int, optional
         Membranes: half of them (if >= 2) in one stack of curved sheets, the rest
         vesicles (at most 8 sheets).  Default: 4 per 256 × 256 voxels of XY area,
@@ -115,6 +118,7 @@ class SimulationConfig:
     n_particles: int | None = None
     density: float | None = None
     templates: tuple[str, ...] = tuple(SHIPPED_TEMPLATES)
+    abundance: tuple[float, ...] = ()
     n_membranes: int | None = None
     membrane_fraction: float = 0.8
     threshold: float = 0.1
@@ -139,6 +143,12 @@ class SimulationConfig:
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "templates", tuple(str(t) for t in self.templates))
         object.__setattr__(self, "distractors", parse_distractors(self.distractors))
+        object.__setattr__(self, "abundance", tuple(float(a) for a in self.abundance))
+        if self.abundance and (len(self.abundance) != len(self.templates)
+                               or not all(np.isfinite(a) and a >= 0 for a in self.abundance)
+                               or not sum(self.abundance) > 0):
+            raise ParameterError(f"abundance must be one number >= 0 per template ({len(self.templates)}), not all 0, "
+                                 f"got {list(self.abundance)}")
         if self.imaging not in IMAGING_MODES:
             raise ParameterError(f"imaging must be one of {', '.join(IMAGING_MODES)}, got {self.imaging!r}")
         if len(shape) != 3 or min(shape) < 8:
@@ -201,5 +211,6 @@ class SimulationConfig:
         d = dataclasses.asdict(self)
         d["shape"] = list(self.shape)
         d["templates"] = list(self.templates)
+        d["abundance"] = list(self.abundance)
         d["distractors"] = {k: n for k, n in self.distractors}
         return d

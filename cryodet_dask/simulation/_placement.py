@@ -25,6 +25,7 @@ interpolation accuracy (a fraction of a voxel).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -138,13 +139,14 @@ def place_particles(
     membrane_mask: Any,
     max_failures: int = 200,
     blocked: Any | None = None,
+    abundance: Sequence[float] = (),
 ) -> list[dict[str, Any]]:
     """Place up to ``n_target`` particles and paste them into the volumes.
 
     Parameters
     ----------
     templates : list of Template
-        Particle species, drawn with equal probability.
+        Particle species, drawn with equal probability, or in proportion to ``abundance``.
     membranes : list of Sheet or Vesicle
     profile : MembraneProfile
     n_target : int
@@ -164,6 +166,9 @@ def place_particles(
         are full.  Particles the membranes cannot take are placed free.
     blocked : array-like (z, y, x), optional
         Further voxels no particle may touch (nonzero): the distractors.
+    abundance : sequence of float
+        Relative probability of each template (empty: equal; then the random
+        draws are those of the scenes made before it existed).
 
     Returns
     -------
@@ -174,12 +179,14 @@ def place_particles(
     n_mem = int(round(membrane_fraction * n_target)) if membranes else 0
     weights = _membrane_weights(membranes, shape) if membranes else None  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
+    p_template = np.asarray(abundance, dtype=np.float64) / float(np.sum(abundance)) if len(abundance) else None
     for on_membrane in (True, False):
         # membrane-bound first; whatever the membranes could not take goes to the cytosol
         wanted = n_mem if on_membrane else n_target - len(rows)
         placed = failures = 0
         while placed < wanted and failures < max_failures:
-            t = templates[int(rng.integers(len(templates)))]
+            t = templates[int(rng.integers(len(templates))) if p_template is None
+                          else int(rng.choice(len(templates), p=p_template))]
             membrane_index = 0
             if on_membrane:
                 membrane_index = int(rng.choice(len(membranes), p=weights)) + 1

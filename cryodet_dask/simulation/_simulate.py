@@ -172,7 +172,7 @@ def _n_target(cfg: SimulationConfig, templates: list[Template]) -> int:
     if cfg.n_particles is not None:
         return int(cfg.n_particles)
     density = DEFAULT_DENSITY if cfg.density is None else cfg.density
-    mean_voxels = float(np.mean([t.n_voxels for t in templates]))
+    mean_voxels = float(np.average([t.n_voxels for t in templates], weights=cfg.abundance or None))
     return int(round(density * float(np.prod(cfg.shape)) / mean_voxels))
 
 
@@ -205,7 +205,7 @@ def _run(cfg: SimulationConfig, arrays: dict[str, Any]) -> tuple[pd.DataFrame, d
         templates, membranes, profile, n_target=_n_target(cfg, templates),
         membrane_fraction=cfg.membrane_fraction, rng=rng, voxel_size=cfg.voxel_size,
         signal=arrays["signal"], labels=arrays["labels"], center=arrays["center"],
-        membrane_mask=arrays["membranes"], blocked=arrays.get("distractors"),
+        membrane_mask=arrays["membranes"], blocked=arrays.get("distractors"), abundance=cfg.abundance,
     )
     table = pd.DataFrame(rows, columns=PARTICLE_COLUMNS)
     t2 = time.perf_counter()

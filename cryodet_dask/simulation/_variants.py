@@ -17,10 +17,13 @@ import numpy as np
 from ..errors import ParameterError
 from ._distractors import DISTRACTOR_CODES, default_distractor_count
 
-__all__ = ["POOL_IMAGING", "check_pool_variants", "draw_variants"]
+__all__ = ["POOL_IMAGING", "SPECIES_MIX", "check_pool_variants", "draw_variants"]
 
 #: ``--imaging`` choices of a pool: one mode for all, or each tomogram either at random.
 POOL_IMAGING = ("fourier", "tiltseries", "mixed")
+
+#: ``--species-mix`` choices of a pool: equal abundance of a tomogram's templates, or random proportions.
+SPECIES_MIX = ("equal", "varied")
 
 _SCHEMES = (("dose-symmetric", 0.6), ("bidirectional", 0.3), ("unidirectional", 0.1))
 _FILTERS = (("ramp", 0.5), ("shepp-logan", 0.25), ("hamming", 0.25))
@@ -28,8 +31,11 @@ _DOSE = (60.0, 180.0)  # e/Å² over the series
 
 
 def check_pool_variants(imaging: str, tilt_step: tuple[float, float], distractors: tuple[str, ...],
-                        probability: float, min_tilt_range: float = 90.0) -> None:
-    """Raise :class:`ParameterError` for a pool imaging mode, tilt-step range or distractor kind out of range."""
+                        probability: float, min_tilt_range: float = 90.0, species_mix: str = "equal") -> None:
+    """Raise :class:`ParameterError` for a pool imaging mode, tilt-step range, distractor kind or species mix
+    out of range."""
+    if species_mix not in SPECIES_MIX:
+        raise ParameterError(f"pool species mix must be one of {', '.join(SPECIES_MIX)}, got {species_mix!r}")
     if imaging not in POOL_IMAGING:
         raise ParameterError(f"pool imaging must be one of {', '.join(POOL_IMAGING)}, got {imaging!r}")
     lo, hi = tilt_step
@@ -51,7 +57,8 @@ def _choice(rng: np.random.Generator, options: tuple[tuple[str, float], ...]) ->
 
 def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step: tuple[float, float] = (1.0, 3.0),
                   distractors: tuple[str, ...] = (), probability: float = 0.5,
-                  shape: tuple[int, int, int] = (64, 160, 160)) -> dict[str, Any]:
+                  shape: tuple[int, int, int] = (64, 160, 160), species_mix: str = "equal",
+                  n_templates: int = 0) -> dict[str, Any]:
     """Imaging mode, tilt-series settings and distractors of tomogram ``index`` (pure; ``{}`` for the defaults).
 
     Returns
@@ -65,7 +72,11 @@ def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step:
         ``reconstruction_filter`` (ramp 50 %, shepp-logan, hamming); and
         ``distractors`` ``{kind: count}``, each kind of ``distractors``
         present with ``probability``, its count 0.5-1.5 times its default
-        for ``shape`` (with ``allow_fewer_distractors``: as many as fit).
+        for ``shape`` (with ``allow_fewer_distractors``: as many as fit); with
+        ``species_mix="varied"``, ``abundance``: the relative numbers of the
+        tomogram's ``n_templates`` templates, from a flat Dirichlet
+        distribution (every mix of proportions equally likely), each at least
+        0.02 so that no species vanishes.
     """
     rng = np.random.default_rng([int(seed), int(index), 20261130, 26])
     out: dict[str, Any] = {}
@@ -87,4 +98,7 @@ def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step:
     if chosen:
         out["distractors"] = chosen
         out["allow_fewer_distractors"] = True  # random counts: as many as fit, never a failed pool
+    if species_mix == "varied" and n_templates > 1:  # drawn last: the draws above stay those of older pools
+        w = np.maximum(rng.dirichlet(np.ones(n_templates)), 0.02)
+        out["abundance"] = [round(float(v), 4) for v in w / w.sum()]
     return out

@@ -72,6 +72,9 @@ class PoolRanges:
         times its default count.  See
         :func:`cryodet_dask.simulation.draw_variants`.
     distractor_probability : float
+    species_mix : str
+        ``equal`` (each tomogram's templates equally abundant, the default) or
+        ``varied`` (random proportions per tomogram, recorded as ``abundance``).
     """
 
     snr: tuple[float, float] = (0.05, 1.0)
@@ -86,6 +89,7 @@ class PoolRanges:
     tilt_step: tuple[float, float] = (1.0, 3.0)
     distractors: tuple[str, ...] = ()
     distractor_probability: float = 0.5
+    species_mix: str = "equal"
 
     def __post_init__(self) -> None:
         for name in ("snr", "tilt_range", "defocus_um", "voxel_size", "density"):
@@ -109,7 +113,7 @@ class PoolRanges:
         object.__setattr__(self, "tilt_step", tuple(float(v) for v in self.tilt_step))
         object.__setattr__(self, "distractors", tuple(str(k) for k in self.distractors))
         check_pool_variants(self.imaging, self.tilt_step, self.distractors, self.distractor_probability,
-                            self.tilt_range[0])
+                            self.tilt_range[0], self.species_mix)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ def draw_conditions(seed: int, index: int, ranges: PoolRanges | None = None,
     from ..simulation import draw_variants  # imaging mode and distractors: their own random stream
 
     cond.update(draw_variants(seed, index, imaging=ranges.imaging, tilt_step=ranges.tilt_step,
-                              distractors=ranges.distractors, probability=ranges.distractor_probability, shape=shape))
+                              distractors=ranges.distractors, probability=ranges.distractor_probability, shape=shape,
+                              species_mix=ranges.species_mix, n_templates=len(templates)))
     return cond
 
 

@@ -1,0 +1,45 @@
+"""Species in varied proportions: ``simulate`` abundance and ``simulate-pool --species-mix varied``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryodet_dask.errors import ParameterError
+from cryodet_dask.simulation import SimulationConfig, simulate
+from cryodet_dask.training import PoolRanges, draw_conditions
+
+
+def test_an_equal_mix_draws_what_older_pools_drew_and_a_varied_one_adds_proportions():
+    for i in range(6):
+        equal = draw_conditions(1000, i)
+        assert "abundance" not in equal
+        assert equal == draw_conditions(1000, i, PoolRanges(species_mix="equal"))
+        varied = draw_conditions(1000, i, PoolRanges(species_mix="varied"))
+        assert {k: v for k, v in varied.items() if k != "abundance"} == equal  # nothing else moves
+        w = np.asarray(varied["abundance"])
+        assert len(w) == len(equal["templates"]) and abs(w.sum() - 1) < 1e-3 and w.min() >= 0.019
+    spreads = [np.ptp(draw_conditions(7, i, PoolRanges(species_mix="varied"))["abundance"]) for i in range(20)]
+    assert max(spreads) > 0.3  # proportions really vary between tomograms
+    with pytest.raises(ParameterError, match="species mix"):
+        PoolRanges(species_mix="random")
+
+
+def test_abundance_sets_the_proportions_of_the_species(tmp_path):
+    res = simulate(tmp_path / "a", shape=(48, 96, 96), seed=3, n_particles=24, n_membranes=0,
+                   templates=("1bxn", "6pxm"), abundance=(1.0, 0.0))
+    table = pd.read_csv(res.paths["particles"])
+    assert len(table) > 10 and set(table["class"]) == {"1bxn"}
+    with pytest.raises(ParameterError, match="abundance"):
+        SimulationConfig(templates=("1bxn", "6pxm"), abundance=(1.0,))
+    with pytest.raises(ParameterError, match="abundance"):
+        SimulationConfig(templates=("1bxn", "6pxm"), abundance=(0.0, 0.0))
+
+
+def test_cli_abundance_is_checked_before_any_work(tmp_path, capsys):
+    from cryodet_dask.cli import main
+
+    assert main(["simulate", str(tmp_path / "s"), "--templates", "1bxn,6pxm", "--abundance", "1,2,3"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
