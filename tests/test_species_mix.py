@@ -43,3 +43,25 @@ def test_cli_abundance_is_checked_before_any_work(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "s"), "--templates", "1bxn,6pxm", "--abundance", "1,2,3"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_template_scale_renders_particles_larger_and_pools_draw_it_per_tomogram(tmp_path):
+    from cryodet_dask.io import load
+
+    sizes = {}
+    for scale in (1.0, 1.6):
+        res = simulate(tmp_path / str(scale), shape=(48, 96, 96), seed=5, n_particles=6, n_membranes=0,
+                       templates=("1bxn",), template_scale=(scale,))
+        labels = load(res.paths["labels"]).data.compute()
+        counts = np.bincount(labels.ravel())[1:]
+        sizes[scale] = float(np.median(counts[counts > 0]))
+    assert 1.6 ** 3 * 0.7 < sizes[1.6] / sizes[1.0] < 1.6 ** 3 * 1.3  # volume grows as the cube
+    cond = draw_conditions(1000, 0, PoolRanges(size_range=(0.6, 1.8)))
+    base = draw_conditions(1000, 0)
+    assert {k: v for k, v in cond.items() if k != "template_scale"} == base
+    assert len(cond["template_scale"]) == len(base["templates"])
+    assert all(0.6 <= s <= 1.8 for s in cond["template_scale"])
+    with pytest.raises(ParameterError, match="size range"):
+        PoolRanges(size_range=(0.05, 2.0))
+    with pytest.raises(ParameterError, match="template scale"):
+        SimulationConfig(templates=("1bxn",), template_scale=(20.0,))

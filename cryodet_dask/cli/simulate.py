@@ -105,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--abundance", type=_abundance, default=(), metavar="W,W,...",
                    help="relative number of particles of each template, in the order of --templates, e.g. 3,1,1 "
                         "(default: equal)")
+    g.add_argument("--template-scale", type=_abundance, default=(), metavar="S,S,...",
+                   help="size factor of each template, in the order of --templates, 0.1-10: particles rendered that "
+                        "many times their real size (default: real sizes)")
     g.add_argument("--membranes", type=nonneg_int, default=None, metavar="N",
                    help="number of membranes: half (if >= 2, at most 8) as one stack of curved sheets, the rest "
                         "vesicles (default: 4 per 256x256 voxels of XY area, 4 to 48)")
@@ -181,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         density=args.density,
         templates=args.templates or tuple(SHIPPED_TEMPLATES),
         abundance=args.abundance,
+        template_scale=args.template_scale,
         n_membranes=args.membranes,
         membrane_fraction=args.membrane_fraction,
         threshold=args.threshold,

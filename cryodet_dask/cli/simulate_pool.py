@@ -77,6 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--species-mix", choices=("equal", "varied"), default=d.species_mix,
                    help="proportions of each tomogram's templates: equal numbers, or random proportions per "
                         f"tomogram (each at least 2 %%; recorded per tomogram in pool.json; default: {d.species_mix})")
+    p.add_argument("--size-range", type=_range, default=d.size_range, metavar="LO,HI",
+                   help="size factor of each template per tomogram, log-uniform: a size augmentation (e.g. 0.6,1.8 "
+                        "spans particles of about 7-40 voxels across at 10 Å; the class stays the template's; "
+                        f"recorded in pool.json; default: {d.size_range[0]:g},{d.size_range[1]:g}, real sizes)")
     p.set_defaults(func=run)
 
 
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
                         voxel_size=args.voxel_size, density=args.density,
                         membrane_probability=args.membrane_probability, inverted_fraction=args.inverted_fraction,
                         imaging=args.imaging, tilt_step=args.tilt_step, distractors=args.distractors,
-                        distractor_probability=args.distractor_probability, species_mix=args.species_mix)
+                        distractor_probability=args.distractor_probability, species_mix=args.species_mix,
+                        size_range=args.size_range)
     members = simulate_pool(args.out_dir, args.count, seed=args.seed, shape=shape, ranges=ranges,
                             progress=show_progress(args))
     if not args.quiet:

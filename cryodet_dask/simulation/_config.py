@@ -62,6 +62,11 @@ class SimulationConfig:
     abundance : tuple of float
         Relative abundance of each template, in the order of ``templates``
         (numbers of particles, not volumes; normalized); empty: equal.
+    template_scale : tuple of float
+        Size factor of each template, in the order of ``templates`` (0.1-10):
+        the particle is rendered that many times its real size (a size
+        augmentation for training; the class name stays the template's);
+        empty: real sizes.
     n_membranes : int, optional
         Membranes: half of them (if >= 2) in one stack of curved sheets, the rest
         vesicles (at most 8 sheets).  Default: 4 per 256 × 256 voxels of XY area,
@@ -119,6 +124,7 @@ class SimulationConfig:
     density: float | None = None
     templates: tuple[str, ...] = tuple(SHIPPED_TEMPLATES)
     abundance: tuple[float, ...] = ()
+    template_scale: tuple[float, ...] = ()
     n_membranes: int | None = None
     membrane_fraction: float = 0.8
     threshold: float = 0.1
@@ -149,6 +155,11 @@ class SimulationConfig:
                                or not sum(self.abundance) > 0):
             raise ParameterError(f"abundance must be one number >= 0 per template ({len(self.templates)}), not all 0, "
                                  f"got {list(self.abundance)}")
+        object.__setattr__(self, "template_scale", tuple(float(a) for a in self.template_scale))
+        if self.template_scale and (len(self.template_scale) != len(self.templates)
+                                    or not all(0.1 <= a <= 10 for a in self.template_scale)):
+            raise ParameterError(f"template scale must be one factor in 0.1-10 per template ({len(self.templates)}), "
+                                 f"got {list(self.template_scale)}")
         if self.imaging not in IMAGING_MODES:
             raise ParameterError(f"imaging must be one of {', '.join(IMAGING_MODES)}, got {self.imaging!r}")
         if len(shape) != 3 or min(shape) < 8:
@@ -212,5 +223,6 @@ class SimulationConfig:
         d["shape"] = list(self.shape)
         d["templates"] = list(self.templates)
         d["abundance"] = list(self.abundance)
+        d["template_scale"] = list(self.template_scale)
         d["distractors"] = {k: n for k, n in self.distractors}
         return d

@@ -161,9 +161,10 @@ def _config(config: SimulationConfig | None, params: dict[str, Any]) -> Simulati
 
 def _load_templates(cfg: SimulationConfig) -> list[Template]:
     out = []
-    for name in cfg.templates:
+    for i, name in enumerate(cfg.templates):
         dens, vs, stem = load_template(name)
-        out.append(prepare_template(dens, source_voxel_size=vs, voxel_size=cfg.voxel_size,
+        scale = cfg.template_scale[i] if cfg.template_scale else 1.0  # a larger voxel: a larger particle
+        out.append(prepare_template(dens, source_voxel_size=vs * scale, voxel_size=cfg.voxel_size,
                                     fraction=cfg.threshold, name=stem, source=str(name)))
     return out
 

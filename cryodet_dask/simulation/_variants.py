@@ -31,9 +31,12 @@ _DOSE = (60.0, 180.0)  # e/Å² over the series
 
 
 def check_pool_variants(imaging: str, tilt_step: tuple[float, float], distractors: tuple[str, ...],
-                        probability: float, min_tilt_range: float = 90.0, species_mix: str = "equal") -> None:
+                        probability: float, min_tilt_range: float = 90.0, species_mix: str = "equal",
+                        size_range: tuple[float, float] = (1.0, 1.0)) -> None:
     """Raise :class:`ParameterError` for a pool imaging mode, tilt-step range, distractor kind or species mix
     out of range."""
+    if not (0.1 <= size_range[0] <= size_range[1] <= 10):
+        raise ParameterError(f"pool size range must be two factors 0.1 <= lo <= hi <= 10, got {tuple(size_range)}")
     if species_mix not in SPECIES_MIX:
         raise ParameterError(f"pool species mix must be one of {', '.join(SPECIES_MIX)}, got {species_mix!r}")
     if imaging not in POOL_IMAGING:
@@ -58,7 +61,7 @@ def _choice(rng: np.random.Generator, options: tuple[tuple[str, float], ...]) ->
 def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step: tuple[float, float] = (1.0, 3.0),
                   distractors: tuple[str, ...] = (), probability: float = 0.5,
                   shape: tuple[int, int, int] = (64, 160, 160), species_mix: str = "equal",
-                  n_templates: int = 0) -> dict[str, Any]:
+                  n_templates: int = 0, size_range: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
     """Imaging mode, tilt-series settings and distractors of tomogram ``index`` (pure; ``{}`` for the defaults).
 
     Returns
@@ -76,7 +79,9 @@ def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step:
         ``species_mix="varied"``, ``abundance``: the relative numbers of the
         tomogram's ``n_templates`` templates, from a flat Dirichlet
         distribution (every mix of proportions equally likely), each at least
-        0.02 so that no species vanishes.
+        0.02 so that no species vanishes; with ``size_range`` other than
+        (1, 1), ``template_scale``: a size factor per template, log-uniform in
+        the range.
     """
     rng = np.random.default_rng([int(seed), int(index), 20261130, 26])
     out: dict[str, Any] = {}
@@ -101,4 +106,7 @@ def draw_variants(seed: int, index: int, *, imaging: str = "fourier", tilt_step:
     if species_mix == "varied" and n_templates > 1:  # drawn last: the draws above stay those of older pools
         w = np.maximum(rng.dirichlet(np.ones(n_templates)), 0.02)
         out["abundance"] = [round(float(v), 4) for v in w / w.sum()]
+    if tuple(size_range) != (1.0, 1.0) and n_templates > 0:
+        lo, hi = np.log(size_range[0]), np.log(size_range[1])
+        out["template_scale"] = [round(float(np.exp(rng.uniform(lo, hi))), 3) for _ in range(n_templates)]
     return out

@@ -75,6 +75,9 @@ class PoolRanges:
     species_mix : str
         ``equal`` (each tomogram's templates equally abundant, the default) or
         ``varied`` (random proportions per tomogram, recorded as ``abundance``).
+    size_range : (float, float)
+        Size factor of each template per tomogram, log-uniform (recorded as
+        ``template_scale``); (1, 1), the default: real sizes.
     """
 
     snr: tuple[float, float] = (0.05, 1.0)
@@ -90,6 +93,7 @@ class PoolRanges:
     distractors: tuple[str, ...] = ()
     distractor_probability: float = 0.5
     species_mix: str = "equal"
+    size_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         for name in ("snr", "tilt_range", "defocus_um", "voxel_size", "density"):
@@ -112,8 +116,9 @@ class PoolRanges:
 
         object.__setattr__(self, "tilt_step", tuple(float(v) for v in self.tilt_step))
         object.__setattr__(self, "distractors", tuple(str(k) for k in self.distractors))
+        object.__setattr__(self, "size_range", tuple(float(v) for v in self.size_range))
         check_pool_variants(self.imaging, self.tilt_step, self.distractors, self.distractor_probability,
-                            self.tilt_range[0], self.species_mix)
+                            self.tilt_range[0], self.species_mix, self.size_range)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,8 @@ def draw_conditions(seed: int, index: int, ranges: PoolRanges | None = None,
 
     cond.update(draw_variants(seed, index, imaging=ranges.imaging, tilt_step=ranges.tilt_step,
                               distractors=ranges.distractors, probability=ranges.distractor_probability, shape=shape,
-                              species_mix=ranges.species_mix, n_templates=len(templates)))
+                              species_mix=ranges.species_mix, n_templates=len(templates),
+                              size_range=ranges.size_range))
     return cond
 
 
