@@ -65,3 +65,23 @@ def test_template_scale_renders_particles_larger_and_pools_draw_it_per_tomogram(
         PoolRanges(size_range=(0.05, 2.0))
     with pytest.raises(ParameterError, match="template scale"):
         SimulationConfig(templates=("1bxn",), template_scale=(20.0,))
+
+
+def test_a_pool_made_by_several_processes_is_the_pool_made_by_one(tmp_path):
+    import filecmp
+    import json
+
+    from cryodet_dask.training import simulate_pool
+
+    ranges = PoolRanges(density=(0.05, 0.05), species_mix="varied", size_range=(0.8, 1.2))
+    one = simulate_pool(tmp_path / "one", 3, seed=4, shape=(24, 48, 48), ranges=ranges)
+    two = simulate_pool(tmp_path / "two", 3, seed=4, shape=(24, 48, 48), ranges=ranges, workers=2)
+    for a, b in zip(one, two):
+        for f in ("tomogram", "labels", "center"):
+            assert filecmp.cmp(getattr(a, f), getattr(b, f), shallow=False)
+    manifest = lambda p: json.loads((p / "pool.json").read_text())["members"]  # noqa: E731
+    assert manifest(tmp_path / "one") == manifest(tmp_path / "two")
+    assert all("abundance" in m["conditions"] and "template_scale" in m["conditions"]
+               for m in manifest(tmp_path / "two"))
+    with pytest.raises(ParameterError, match="workers"):
+        simulate_pool(tmp_path / "x", 1, workers=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._shapes import triplet
-from ._common import dataclass_defaults, int_triplet, nonneg_int, show_progress
+from ._common import dataclass_defaults, int_triplet, nonneg_int, positive_int, show_progress
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="pool folder (created)")
     p.add_argument("--count", "-n", type=nonneg_int, required=True, metavar="N", help="number of tomograms")
     p.add_argument("--seed", type=nonneg_int, default=0, metavar="N", help="pool seed (default: 0)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="tomograms simulated at once, one process each (the same files as with 1; default: 1)")
     p.add_argument("--shape", type=int_triplet, default=(64, 160, 160), metavar="Z,Y,X",
                    help="shape of every tomogram in voxels (default: 64,160,160)")
     p.add_argument("--snr", type=_range, default=d.snr, metavar="LO,HI",
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                         distractor_probability=args.distractor_probability, species_mix=args.species_mix,
                         size_range=args.size_range)
     members = simulate_pool(args.out_dir, args.count, seed=args.seed, shape=shape, ranges=ranges,
-                            progress=show_progress(args))
+                            progress=show_progress(args), workers=args.workers)
     if not args.quiet:
         inv = sum(bool(m.conditions.get("inverted")) for m in members)
         print(f"wrote {args.out_dir}: {len(members)} tomograms of {shape} voxels ({inv} with inverted contrast); "

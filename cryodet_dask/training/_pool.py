@@ -183,7 +183,7 @@ def invert_polarity(path: str | os.PathLike[str]) -> None:
 
 def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
                   shape: tuple[int, int, int] = (64, 160, 160), ranges: PoolRanges | None = None,
-                  progress: bool = False) -> list[PoolMember]:
+                  progress: bool = False, workers: int = 1) -> list[PoolMember]:
     """Simulate ``count`` tomograms with random imaging conditions into ``out_dir``.
 
     Tomogram *i* goes to ``out_dir/NNNN/`` (the simulator's files; its contrast
@@ -206,6 +206,9 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
         Where conditions are drawn from (default: ``PoolRanges()``).
     progress : bool
         A progress bar (tqdm).
+    workers : int
+        Tomograms simulated at once, each in its own process (the files are
+        the same as with one: every tomogram depends only on (seed, index)).
 
     Returns
     -------
@@ -214,7 +217,6 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
     from tqdm.auto import tqdm
 
     from ..io import atomic_output
-    from ..simulation import simulate
 
     ranges = PoolRanges() if ranges is None else ranges
     if count < 1:
@@ -225,31 +227,66 @@ def simulate_pool(out_dir: str | os.PathLike[str], count: int, *, seed: int = 0,
     old: dict[str, Any] = {}
     if manifest_path.exists():
         old = {m["name"]: m for m in json.loads(manifest_path.read_text())["members"]}
-    members: list[dict[str, Any]] = []
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"workers must be a whole number >= 1, got {workers!r}")
+    members: dict[str, dict[str, Any]] = {}
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-    for i in tqdm(range(count), desc="simulating pool", disable=not progress, unit="tomogram"):
+
+    def finish(entry: dict[str, Any]) -> None:
+        members[entry["name"]] = entry
+        # the manifest lists only complete tomograms (in index order): rewritten after each one
+        with atomic_output(manifest_path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps({"format": "cryodet-dask-pool", "seed": int(seed),
+                                             "ranges": asdict(ranges),
+                                             "members": [members[k] for k in sorted(members)]}, indent=1))
+
+    todo = []
+    for i in range(count):
         name = f"{i:04d}"
         cond = draw_conditions(seed, i, ranges, shape)
         entry: dict[str, Any] = {"name": name, "conditions": cond, "shape": list(shape)}
-        folder = out / name
         done = old.get(name)
-        if not (done and done.get("conditions") == cond and done.get("shape") == list(shape)
-                and (folder / "simulation.json").exists()):
-            params = {k: v for k, v in cond.items() if k != "inverted"}
-            params["templates"] = tuple(params["templates"])
-            res = simulate(folder, shape=shape, overwrite=True, **params)
-            if cond["inverted"]:
-                invert_polarity(folder / "tomogram.mrc")
-            entry["n_particles"] = res.n_particles
-            entry["measured_snr"] = res.snr
-        else:
+        if done and done.get("conditions") == cond and done.get("shape") == list(shape) \
+                and (out / name / "simulation.json").exists():
             entry.update({k: done[k] for k in ("n_particles", "measured_snr") if k in done})
-        members.append(entry)
-        # the manifest lists only complete tomograms: rewritten after each one
-        with atomic_output(manifest_path, overwrite=True) as tmp:
-            Path(tmp).write_text(json.dumps({"format": "cryodet-dask-pool", "seed": int(seed),
-                                             "ranges": asdict(ranges), "members": members}, indent=1))
+            members[name] = entry
+        else:
+            todo.append(entry)
+    bar = tqdm(total=count, initial=count - len(todo), desc="simulating pool", disable=not progress,
+               unit="tomogram")
+    with bar:
+        if workers == 1 or len(todo) <= 1:
+            for entry in todo:
+                entry.update(_simulate_member(out / entry["name"], shape, entry["conditions"]))
+                finish(entry)
+                bar.update()
+        else:
+            import concurrent.futures as cf
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")  # no forked copies of this process's threads
+            with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+                futures = {pool.submit(_simulate_member, out / e["name"], shape, e["conditions"]): e for e in todo}
+                for fut in cf.as_completed(futures):
+                    entry = futures[fut]
+                    entry.update(fut.result())
+                    finish(entry)
+                    bar.update()
+    if not todo:  # nothing simulated: the manifest still states this call's members
+        finish(members[f"{count - 1:04d}"])
     return read_pool(out)
+
+
+def _simulate_member(folder: Path, shape: tuple[int, int, int], cond: dict[str, Any]) -> dict[str, Any]:
+    """Simulate one pool tomogram into ``folder`` (its contrast negated when drawn ``inverted``)."""
+    from ..simulation import simulate
+
+    params = {k: v for k, v in cond.items() if k != "inverted"}
+    params["templates"] = tuple(params["templates"])
+    res = simulate(folder, shape=shape, overwrite=True, **params)
+    if cond["inverted"]:
+        invert_polarity(folder / "tomogram.mrc")
+    return {"n_particles": res.n_particles, "measured_snr": res.snr}
 
 
 def read_pool(path: str | os.PathLike[str]) -> list[PoolMember]:
