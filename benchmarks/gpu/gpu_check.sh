@@ -38,7 +38,9 @@ if [ "$MODE" = "--build-wheels" ]; then
   # typing-extensions, nvidia-ml-py, cuda-core are there already).  Versions: the ones this
   # check was written against on the CPU (dask/distributed 2026.8.0, zarr 3.1.6, numcodecs 0.16.6).
   PKGS="dask==2026.8.0 distributed==2026.8.0 zarr==3.1.6 numcodecs==0.16.6 mrcfile==1.5.4 donfig
-        crc32c google-crc32c partd locket tblib tornado zict starfile pytest pluggy iniconfig"
+        crc32c google-crc32c partd locket tblib tornado zict starfile pytest pluggy iniconfig
+        scikit-image==0.26.0 lazy-loader connected-components-3d==4.1.1 networkx imageio tifffile"
+  # the last line: the simulator's tilt series and the block labelling (train_recipe.sh simulates its pools)
   $PIP download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$DIR" $PKGS \
