@@ -125,7 +125,7 @@ def test_default_parameters_are_the_validated_ones():
     p = PostprocessParams()
     assert (p.mask_threshold, p.center_threshold, p.remove_min_size, p.check_center, p.filter_outlier,
             p.neighbor_number, p.distance_threshold, p.connectivity) == (0.5, 0.05, 32, True, False, 3, 30.0, 1)
-    assert (p.center_min_distance, p.min_particle_size, p.min_score) == (7.0, 384, 0.15)
+    assert (p.center_min_distance, p.min_particle_size, p.min_score) == (7.0, 384, 0.1)
 
 
 # --------------------------------------------------------------------------- kernels
