@@ -109,9 +109,18 @@ class _OwnInfoFilter(logging.Filter):
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _INTERRUPTED.is_set() and record.name.startswith(_CLUSTER_LOGGERS):
+            # after Ctrl-C or SIGTERM the one line says it all: not the event loop's callbacks that the
+            # interruption cut short (distributed's sync() "Exception in callback ... cancel" NameError)
+            return False
         if record.levelno >= logging.WARNING or self.verbose > 1:
             return True
         return record.name.startswith("cryodet_dask") or (self.verbose > 0 and record.levelno >= logging.INFO)
+
+
+#: Set by the SIGINT and SIGTERM handlers before they unwind the main thread.
+_INTERRUPTED = threading.Event()
+_CLUSTER_LOGGERS = ("tornado", "distributed", "asyncio")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -141,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _merge_global_options(args)
     args.argv = argv  # the command as given, for provenance (checkpoints, run.json)
     _setup_logging(args.verbose, args.quiet)
+    _INTERRUPTED.clear()
     previous = _terminate_like_interrupt()
+    previous_int = _interrupt_flagged()
     try:
         result = args.func(args)
     except CryodetError as exc:
@@ -156,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     return int(result or 0)
 
 
@@ -164,7 +177,24 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    _INTERRUPTED.set()
     raise Terminated()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt()
+
+
+def _interrupt_flagged() -> Any:
+    """Ctrl-C raises KeyboardInterrupt as by default, and flags the interruption first (the cluster's
+    loggers then stay quiet); returns the handler it replaced (None off the main thread or when SIGINT
+    is ignored, as in a background job)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, _raise_interrupt)
 
 
 def _terminate_like_interrupt() -> Any:
