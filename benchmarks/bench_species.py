@@ -7,8 +7,10 @@ species is its template (the simulator's ``class`` column).
 
 Predictions are whole-volume forward passes (``models.predict_array``, equal
 to the chunked ``predict`` to float rounding); the post-processing is the
-chunked ``postprocess`` with its default parameters on the synchronous
-scheduler (equal to the whole-volume reference voxel for voxel).  Scores,
+chunked ``postprocess`` with ``detect``'s defaults (``DetectParams.resolve_postprocess``:
+with species, each species' fusion distance and minimum size from the diameter its
+checkpoint records, at the tomogram's voxel size) on the synchronous scheduler
+(equal to the whole-volume reference voxel for voxel).  Scores,
 pooled over the tomograms:
 
 * per species, one to one within the species (Hungarian, radius 5 voxels):
@@ -67,18 +69,24 @@ def _detect(net: Any, d: Path) -> pd.DataFrame:
     import dask.array as da
     import mrcfile
 
+    from cryodet_dask.pipeline import DetectParams
+
     with mrcfile.open(d / "tomogram.mrc") as m:
         vol = np.array(m.data, dtype=np.float32)
+        voxel_size = float(m.voxel_size.x)
     y = models.predict_array(net, vol)
     cfg = net.config
     species = None
     if len(cfg.species) > 1:
         i = net.head_index("species")
         species = quantize_species(y[i : i + len(cfg.species)])
+    # detect's defaults: with species, each species' fusion distance and minimum size from its diameter
+    diameters = {s.name: s.diameter for s in cfg.species} if species is not None else {}
+    kw, sp = DetectParams().resolve_postprocess(voxel_size, diameters)
     with dask.config.set(scheduler="synchronous"):
         det = postprocess(da.from_array(y[net.head_index("mask")], chunks=128),
                           da.from_array(y[net.head_index("center")], chunks=128),
-                          species=species, species_names=cfg.species.names)
+                          species=species, species_names=cfg.species.names, species_params=sp, **kw)
     table = det.to_dataframe()
     if "class" not in table.columns:
         table["class"] = cfg.species.names[0]
