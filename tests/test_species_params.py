@@ -28,9 +28,11 @@ def test_the_checkpoint_diameters_set_each_species_fusion_distance_and_minimum_s
     kw, sp = DetectParams().resolve_postprocess(10.0, MODEL)
     default = DetectParams().postprocess_kwargs(10.0)
     assert sp.center_min_distance == (10.0, 4.0, default["center_min_distance"])  # a species without one: default
-    assert sp.min_particle_size == (max(default["min_particle_size"], _sphere_min(200, 10)),
-                                    max(default["min_particle_size"], _sphere_min(80, 10)),
+    # the smaller of the run-wide minimum and the species' own: a small species keeps its particles
+    assert sp.min_particle_size == (min(default["min_particle_size"], _sphere_min(200, 10)),
+                                    min(default["min_particle_size"], _sphere_min(80, 10)),
                                     default["min_particle_size"])
+    assert sp.min_particle_size[1] == _sphere_min(80, 10) < default["min_particle_size"]
     assert kw["remove_min_size"] == min(_sphere_min(80, 10), default["remove_min_size"])  # before species are known
     assert kw["center_min_distance"] == 10.0  # the widest ball sets the halo
     assert from_particle_diameter(80, 10)["center_min_distance"] == 4.0
@@ -81,8 +83,8 @@ def test_detect_applies_and_records_per_species_settings(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "a")]) == 0
     rec = json.loads((tmp_path / "a" / "t_run.json").read_text())["postprocess_parameters"]
     assert rec["species"]["center_min_distance"] == [15.0, 6.0]
-    floor = DetectParams().min_particle_size  # --min-particle-size stays the floor of every species
-    assert rec["species"]["min_particle_size"] == [max(floor, _sphere_min(300, 10)), max(floor, _sphere_min(120, 10))]
+    cap = DetectParams().min_particle_size  # no species needs more than --min-particle-size
+    assert rec["species"]["min_particle_size"] == [min(cap, _sphere_min(300, 10)), min(cap, _sphere_min(120, 10))]
     assert main([*base, "-o", str(tmp_path / "b"), "--particle-diameter", "prot:200"]) == 0
     rec = json.loads((tmp_path / "b" / "t_run.json").read_text())["postprocess_parameters"]
     assert rec["species"]["center_min_distance"] == [15.0, 10.0]

@@ -51,8 +51,9 @@ class DetectParams:
     ``particle_diameter`` mapping (``{"ribosome": 280}``; ``--particle-diameter ribosome:280,...``),
     else the one its checkpoint records (``train --species NAME:DIAMETER``); one number applies to
     every species alike.  A species' diameter sets its own centre-fusion distance (unless
-    ``center_min_distance`` is given) and its own minimum particle size (the larger of
-    ``min_particle_size`` and the sphere-of-half-the-diameter volume); ``remove_min_size``, which
+    ``center_min_distance`` is given) and its own minimum particle size (the smaller of
+    ``min_particle_size`` and the sphere-of-half-the-diameter volume, so that a species smaller than
+    the run-wide minimum keeps its particles); ``remove_min_size``, which
     runs before the species are known, takes the smallest species' (:meth:`resolve_postprocess`).
     """
 
@@ -168,7 +169,8 @@ class DetectParams:
         derived = [from_particle_diameter(d, voxel_size) if d is not None else None for d in diam.values()]
         fusion = tuple(float(kw["center_min_distance"]) if self.center_min_distance is not None or x is None
                        else float(x["center_min_distance"]) for x in derived)
-        min_size = tuple(int(kw["min_particle_size"]) if x is None else max(int(kw["min_particle_size"]),
+        # a species smaller than the run-wide minimum keeps its particles: the smaller of the two
+        min_size = tuple(int(kw["min_particle_size"]) if x is None else min(int(kw["min_particle_size"]),
                                                                              int(x["remove_min_size"]))
                          for x in derived)
         if self.remove_min_size is None:  # runs before the species are known: the smallest species' size
