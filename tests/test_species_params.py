@@ -98,3 +98,21 @@ def test_detect_applies_and_records_per_species_settings(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*base, "-o", str(tmp_path / "d"), "--particle-diameter", "prot:x"])
     assert e.value.code == 2
+
+
+def test_per_species_diameters_in_a_yaml_config_round_trip(tmp_path):
+    import argparse
+
+    from cryodet_dask.cli.detect import params_from_args
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("particle_diameter:\n  ribo: 300\n  prot: 120.5\n")
+    p = params_from_args(argparse.Namespace(config=str(cfg)))
+    assert p.particle_diameter == {"ribo": 300.0, "prot": 120.5}
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(p.to_dict()))  # what --save-config writes reads back the same
+    assert params_from_args(argparse.Namespace(config=str(cfg))) == p
+    cfg.write_text("particle_diameter:\n  ribo: -3\n")
+    with pytest.raises(ParameterError, match="particle_diameter"):
+        params_from_args(argparse.Namespace(config=str(cfg)))

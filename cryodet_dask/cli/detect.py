@@ -160,6 +160,8 @@ def _config_value(path: Path, key: str, value: Any) -> Any:
         if default is None:
             return None
         raise ParameterError(f"{path}: {key}: needs a value (remove the line to use the default {default!r})")
+    if isinstance(value, dict) and key == "particle_diameter":  # per species, as --save-config writes it
+        value = ",".join(f"{k}:{v}" for k, v in value.items())
     if isinstance(value, dict):
         raise ParameterError(f"{path}: {key}: expected a value, got a mapping")
     if isinstance(value, list | tuple):
