@@ -383,7 +383,6 @@ def test_shipped_models_by_name(capsys, tmp_path, monkeypatch):
 
 
 def test_export_writes_species_columns_class_numbers_and_species_label_images(tmp_path):
-    import json
 
     import starfile
     import zarr
@@ -419,20 +418,14 @@ def pd_read(path):
 def test_detect_with_a_multi_species_model_end_to_end(tmp_path):
     import json
 
-    import mrcfile
     import pandas as pd
 
     from cryodet_dask.cli import main
     from cryodet_dask.io import load
 
-    torch.manual_seed(1)
-    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
-                     species=SpeciesTable.of(["ribo", "prot"]), voxel_size=10.0)
-    ckpt = save(UNet3D(cfg), tmp_path / "sp.pt")
-    vol = np.random.default_rng(0).normal(size=(24, 32, 32)).astype(np.float32)
-    with mrcfile.new(tmp_path / "t.mrc") as m:
-        m.set_data(vol)
-        m.voxel_size = 10.0
+    from cryodet_dask.testing import tiny_species_setup
+
+    ckpt, _ = tiny_species_setup(tmp_path, ["ribo", "prot"])
     base = ["-q", "detect", str(tmp_path / "t.mrc"), "-m", str(ckpt), "--cluster", "threads", "--device", "cpu",
             "-ps", "16", "-mt", "0", "-ct", "0", "-rs", "0", "--min-particle-size", "0", "--min-score", "0",
             "--center-min-distance", "0", "--engine", "torch"]

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import math
 
-import mrcfile
-import numpy as np
 import pytest
-import torch
 
 from cryodet_dask.errors import ParameterError
-from cryodet_dask.models import UNet3D, UNetConfig, save
 from cryodet_dask.pipeline import DetectParams
 from cryodet_dask.postprocessing import from_particle_diameter
 from cryodet_dask.species import Species, SpeciesTable
@@ -70,14 +66,9 @@ def test_per_species_diameters_are_refused_in_one_line_where_they_cannot_apply()
 def test_detect_applies_and_records_per_species_settings(tmp_path, capsys):
     from cryodet_dask.cli import main
 
-    torch.manual_seed(1)
-    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
-                     species=SpeciesTable((Species("ribo", 300.0), Species("prot", 120.0))), voxel_size=10.0)
-    ckpt = save(UNet3D(cfg), tmp_path / "sp.pt")
-    vol = np.random.default_rng(0).normal(size=(24, 32, 32)).astype(np.float32)
-    with mrcfile.new(tmp_path / "t.mrc") as m:
-        m.set_data(vol)
-        m.voxel_size = 10.0
+    from cryodet_dask.testing import tiny_species_setup
+
+    ckpt, _ = tiny_species_setup(tmp_path, SpeciesTable((Species("ribo", 300.0), Species("prot", 120.0))))
     base = ["-q", "detect", str(tmp_path / "t.mrc"), "-m", str(ckpt), "--cluster", "threads", "--device", "cpu",
             "-ps", "16", "-mt", "0", "-ct", "0", "--min-score", "0", "--engine", "torch", "--formats", "csv"]
     assert main([*base, "-o", str(tmp_path / "a")]) == 0

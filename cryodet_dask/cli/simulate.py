@@ -17,7 +17,7 @@ def _templates(text: str) -> tuple[str, ...]:
     return names
 
 
-def _abundance(text: str) -> tuple[float, ...]:
+def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(t) for t in str(text).split(","))
     except ValueError:
@@ -102,10 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--templates", type=_templates, default=None, metavar="NAMES",
                    help=f"particle species, comma-separated shipped template names or MRC file paths "
                         f"(default: {_DEFAULT_TEMPLATES})")
-    g.add_argument("--abundance", type=_abundance, default=(), metavar="W,W,...",
+    g.add_argument("--abundance", type=_numbers, default=(), metavar="W,W,...",
                    help="relative number of particles of each template, in the order of --templates, e.g. 3,1,1 "
                         "(default: equal)")
-    g.add_argument("--template-scale", type=_abundance, default=(), metavar="S,S,...",
+    g.add_argument("--template-scale", type=_numbers, default=(), metavar="S,S,...",
                    help="size factor of each template, in the order of --templates, 0.1-10: particles rendered that "
                         "many times their real size (default: real sizes)")
     g.add_argument("--membranes", type=nonneg_int, default=None, metavar="N",

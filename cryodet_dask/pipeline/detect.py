@@ -314,7 +314,6 @@ def _plan_outputs(run: _Run, pred: Prediction) -> _Outputs:
 def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: ExitStack) -> Detections:
     """Instance labels and centres from the maps (brought back to the tomogram's grid after a rescale)."""
     from ..postprocessing import SpeciesParams, postprocess, quantize_species
-    from ..prediction import check_species
 
     mask, center, species = pred.mask, pred.center, pred.species
     if run.factor is not None:  # maps back to the tomogram's grid (linear); post-processing runs there
@@ -329,7 +328,6 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     scratch = None
     if run.writes and {"zarr", "mrc"} & set(run.p.formats):
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cryodet-pieces-", dir=run.out))
-    check_species(run.p.model_arg(), run.p.species)
     sp = (outputs.species_params or SpeciesParams()) if species is not None else None
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)

@@ -213,8 +213,16 @@ def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets
         tested (cost K x M, not the block).
     """
     peaks = np.asarray(peaks, dtype=np.int64).reshape(-1, 3)
+    out: np.ndarray = peaks[_ball_keep(padded, peaks, threshold, offsets, origin, volume_shape, halo)]
+    return out
+
+
+def _ball_keep(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets: np.ndarray,
+               origin: Sequence[int] | np.ndarray, volume_shape: Sequence[int], halo: int) -> np.ndarray:
+    """:func:`ball_maxima` as a mask over ``peaks`` (int64, (K, 3))."""
+    keep = np.ones(len(peaks), dtype=bool)
     if len(peaks) == 0 or len(offsets) == 0:
-        return peaks
+        return keep
     h = int(halo)
     padded = np.ascontiguousarray(padded)
     _, PY, PX = padded.shape
@@ -225,7 +233,6 @@ def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets
     shape = np.asarray(volume_shape, dtype=np.int64)
     steps = (offsets[:, 0] * PY + offsets[:, 1]) * PX + offsets[:, 2]
     later = (offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & ((offsets[:, 1] > 0) | ((offsets[:, 1] == 0) & (offsets[:, 2] > 0))))
-    keep = np.ones(len(peaks), dtype=bool)
     batch = max(8, (1 << 16) // len(peaks))
     for s in range(0, len(offsets), batch):  # nearest offsets first: most losers drop in the first batch
         idx = np.flatnonzero(keep)
@@ -238,7 +245,7 @@ def ball_maxima(padded: np.ndarray, peaks: np.ndarray, threshold: float, offsets
         val = vals[idx, None]
         ok = ~inside | (v < val) | ~(v >= threshold) | ((v == val) & later[None, s : s + batch])
         keep[idx] = ok.all(axis=1)
-    return peaks[keep]
+    return keep
 
 
 def grouped_ball_maxima(padded: np.ndarray, peaks: np.ndarray, groups: np.ndarray, distances: Sequence[float],
@@ -258,15 +265,5 @@ def grouped_ball_maxima(padded: np.ndarray, peaks: np.ndarray, groups: np.ndarra
         offsets = ball_offsets(float(d))
         if len(offsets) and int(np.abs(offsets).max()) > int(halo):
             raise ValueError(f"fusion distance {d} needs a halo wider than {halo}")
-        kept = ball_maxima(padded, peaks[sel], threshold, offsets, origin, volume_shape, halo)
-        # peaks are distinct voxels: a kept peak is found back by its position in the selection
-        keep[sel[np.isin(_flat(peaks[sel]), _flat(kept))]] = True
+        keep[sel] = _ball_keep(padded, peaks[sel], threshold, offsets, origin, volume_shape, halo)
     return peaks[keep]
-
-
-def _flat(p: np.ndarray) -> np.ndarray:
-    """Distinct int64 keys of voxel coordinates (for membership tests)."""
-    p = np.asarray(p, dtype=np.int64).reshape(-1, 3)
-    big = np.int64(1 << 21)
-    out: np.ndarray = (p[:, 0] * big + p[:, 1]) * big + p[:, 2]
-    return out
