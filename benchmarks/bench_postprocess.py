@@ -81,10 +81,12 @@ def peak_worker_rss(client) -> list[float]:
     return sorted(round(v, 1) for v in client.run(_vm_hwm).values())
 
 
-#: glibc's mmap threshold for the workers.  distributed sets MALLOC_TRIM_THRESHOLD_, which
-#: also freezes the mmap threshold at 128 KiB, so every large temporary array is a fresh mmap
-#: paid in page faults (measured: 3.4x more minor faults, +40 % CPU).  32 MiB is glibc's maximum.
-WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+#: glibc's heap settings for the workers (see cryodet_dask.cluster.WORKER_ENV): distributed sets
+#: MALLOC_TRIM_THRESHOLD_, so without them every block-sized temporary array is paid in fresh page faults.
+try:
+    from cryodet_dask.cluster import WORKER_ENV
+except ImportError:  # the code before the package exported it
+    WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
 
 
 def cluster(tuned: bool, **kw):

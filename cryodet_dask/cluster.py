@@ -42,8 +42,13 @@ log = logging.getLogger("cryodet_dask")
 #: at 128 KiB, so every block-sized temporary array becomes a fresh ``mmap`` paid for in
 #: page faults.  Raising the threshold to glibc's maximum (32 MiB) cut the workers' minor
 #: page faults 3.4x and their CPU time by 30 % in ``benchmarks/bench_postprocess.py``.
-#: Pass it as ``distributed.nanny.pre-spawn-environ`` (see ``cryodet-dask postprocess --workers``).
-WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+#: The trim threshold (64 KiB) also hands every freed block back to the kernel, so the next block-sized
+#: array page-faults again: ``MALLOC_TOP_PAD_`` keeps 64 MiB at the top of the heap when it trims, which
+#: took the workers' minor page faults from 250k to 3k per run and the post-processing's wall time down
+#: 21 % (``benchmarks/bench_postprocess_real.py``); distributed's trim still returns anything above that.
+#: Pass it as ``distributed.nanny.pre-spawn-environ`` (see ``cryodet-dask postprocess --workers``); batch-system
+#: workers get it exported by their job script.
+WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TOP_PAD_": str(64 * 2**20)}
 
 #: Seconds a local worker process gets to stop by itself at shutdown before its nanny kills it.  distributed
 #: gives it 4 s (``Nanny.close(timeout=5)``) and then logs "Worker process still alive after 4.0 seconds,
@@ -201,7 +206,12 @@ def _jobqueue_cluster(cfg: ClusterConfig) -> Any:
     except ImportError as exc:  # pragma: no cover - dependency
         raise ParameterError("--cluster slurm/pbs/lsf/sge needs dask-jobqueue: pip install 'cryodet-dask[cluster]'") from exc
     cls = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}[cfg.kind]
-    kwargs: dict[str, Any] = {"scheduler_options": {"dashboard_address": ":0"}}
+    import dask
+
+    # the job script exports WORKER_ENV (the nanny's child inherits it), after the user's own prologue lines
+    prologue = list(dask.config.get(f"jobqueue.{cfg.kind}.job-script-prologue", None) or [])
+    prologue += [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+    kwargs: dict[str, Any] = {"scheduler_options": {"dashboard_address": ":0"}, "job_script_prologue": prologue}
     if cfg.queue:
         kwargs["queue"] = cfg.queue
     if cfg.walltime:

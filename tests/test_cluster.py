@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from cryodet_dask.cluster import ClusterConfig, local_cluster_size, open_client
+from cryodet_dask.cluster import WORKER_ENV, ClusterConfig, local_cluster_size, open_client
 
 
 def _slurm_up() -> str | None:
@@ -117,6 +117,8 @@ def test_slurm_cluster_runs_worker_jobs_with_gpu_resource(tmp_path):
                 with dask.annotate(resources={"GPU": 1}):
                     x = da.ones((64, 64), chunks=16) * 2
                 assert float(client.compute(x.sum()).result()) == 2 * 64 * 64
+                envs = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENV})
+                assert all(e == WORKER_ENV for e in envs.values()), envs  # the job script exported it
         finally:
             os.environ.pop("CRYODET_SLURM_NO_GRES", None)
 
@@ -152,3 +154,24 @@ def test_detect_end_to_end_through_slurm(tmp_path):
             assert len(client.scheduler_info()["workers"]) == 2
     assert len(res.particles) == len(local.particles) > 0
     np.testing.assert_array_equal(res.labels.compute(), local.labels.compute())
+
+
+def test_local_workers_get_the_worker_environment():
+    """The local workers start with WORKER_ENV (glibc's heap kept for block-sized arrays), and a block-sized
+    allocation there does not page-fault anew each time (what the environment is for)."""
+
+    def probe() -> tuple[dict, int]:
+        import resource
+
+        env = {k: os.environ.get(k) for k in WORKER_ENV}
+        np.ones(2**21, np.float32)  # warm the heap once
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            a = np.ones(2**21, np.float32)  # 8 MiB, a 128^3 float32 block
+            del a
+        return env, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    with open_client(ClusterConfig(kind="local", n_workers=1, dashboard=False)) as client:
+        (env, faults), = client.run(probe).values()
+    assert env == WORKER_ENV
+    assert faults < 20 * 2**21 * 4 // 4096 // 4, faults  # fresh pages every time would be 40,960 faults

@@ -143,6 +143,7 @@ def _env(extra=None):
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["MALLOC_MMAP_THRESHOLD_"] = str(32 * 2**20)  # what the package sets for its LocalCluster workers
+    env["MALLOC_TOP_PAD_"] = str(64 * 2**20)
     if extra:
         env.update(extra)
     return env
