@@ -62,7 +62,7 @@ import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .._progress import compute_keys
+from .._progress import block_ref, compute_keys
 from ..errors import ParameterError
 from ._assign import candidate_centres
 from ._centres import (assemble_padded, ball_maxima, ball_offsets, block_slabs, grouped_ball_maxima, halo_width,
@@ -501,7 +501,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     shell_n, p1_n, s1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1", "summary1"))
     dsk: dict[Any, Any] = {}
     for idx in blocks:
-        dsk[(shell_n, *idx)] = (functools.partial(block_slabs, width=h), (center.name, *idx))
+        dsk[(shell_n, *idx)] = (functools.partial(block_slabs, width=h), block_ref(center, idx))
     p1 = {}
     for idx in blocks:
         box = boxes[bindex[idx]]
@@ -520,11 +520,11 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         if distances:  # per-species fusion: the centres' species come from the species map's block
             dsk[p1[idx]] = (functools.partial(_pass1_species_task, nboxes=tuple(nboxes), box=box, shape=shape,
                                               index=bindex[idx], p=p, distances=distances),
-                            (mask.name, *idx), (center.name, *idx), (species.name, 0, *idx), slab_keys)
+                            block_ref(mask, idx), block_ref(center, idx), (species.name, 0, *idx), slab_keys)
         else:
             dsk[p1[idx]] = (functools.partial(_pass1_task, nboxes=tuple(nboxes), box=box, shape=shape,
                                               index=bindex[idx], p=p),
-                            (mask.name, *idx), (center.name, *idx), slab_keys)
+                            block_ref(mask, idx), block_ref(center, idx), slab_keys)
         dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
     s1, block_pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys,
@@ -546,7 +546,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         p2[idx] = (p2_n, *idx)
         dsk[p2[idx]] = (functools.partial(_pass2_block if species is None else _pass2_species, box=boxes[b],
                                           index=b, shape=shape, p=p, tables=tables[b], scratch=scratch_path),
-                        (mask.name, *idx), (center.name, *idx), *([] if species is None else [(species.name, 0, *idx)]))
+                        block_ref(mask, idx), block_ref(center, idx), *([] if species is None else [(species.name, 0, *idx)]))
         dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
     deps = [mask, center] + ([] if species is None else [species])
@@ -565,7 +565,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
     for idx in blocks:
         b = bindex[idx]
         if scratch_path is None:
-            dsk[(name, *idx)] = (_relabel_block, (mask.name, *idx), boxes[b], p, tables[b], res["maps"][b])
+            dsk[(name, *idx)] = (_relabel_block, block_ref(mask, idx), boxes[b], p, tables[b], res["maps"][b])
         else:
             dsk[(name, *idx)] = (_relabel_cached, boxes[b], scratch_path, res["maps"][b])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[mask] if scratch_path is None else [])
