@@ -14,6 +14,7 @@ COMMANDS = [
     ["bench_graph.py"],
     ["bench_scaling.py"],
     ["bench_reliability.py"],
+    ["bench_end_to_end.py"],
 ]
 
 if __name__ == "__main__":

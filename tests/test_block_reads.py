@@ -12,8 +12,8 @@ from cryodet_dask._progress import block_ref, block_summaries
 from cryodet_dask.postprocessing import postprocess, postprocess_reference
 from cryodet_dask.postprocessing._synthetic import blob_maps
 
-PARAMS = dict(mask_threshold=0.1, center_threshold=0.1, remove_min_size=64, center_min_distance=4.0,
-              min_particle_size=0, min_score=0.0)
+PARAMS = {"mask_threshold": 0.1, "center_threshold": 0.1, "remove_min_size": 64, "center_min_distance": 4.0,
+          "min_particle_size": 0, "min_score": 0.0}
 
 
 def _stored(tmp_path, name, a, chunks):
