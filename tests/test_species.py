@@ -138,7 +138,8 @@ def test_species_equal_reference_for_any_chunking(seed):
     sp = SpeciesParams(min_particle_size=tuple(int(v) for v in rng.integers(0, 30, k)),
                        keep=tuple(range(k)) if seed % 3 else (0, k - 1),
                        center_min_distance=tuple(float(v) for v in rng.choice([0.0, 1.5, 2.5, 4.2], k))
-                       if seed % 2 == 0 else ())
+                       if seed % 2 == 0 else (),
+                       min_score=tuple(float(v) for v in rng.choice([0.0, 0.3, 0.6, 0.8], k)) if seed % 3 != 2 else ())
     for chunks in [(5, 7, 9), tuple(int(v) for v in rng.integers(3, 15, 3)), shape]:
         det, ref = _assert_same(m, c, s, chunks, sp, connectivity=int(rng.integers(1, 4)),
                                 check_center=bool(seed % 2), center_min_distance=float(rng.choice([0.0, 2.5])))
@@ -147,17 +148,21 @@ def test_species_equal_reference_for_any_chunking(seed):
         assert set(ref.species.tolist()) <= {0, k - 1}
     mins = np.asarray(sp.min_particle_size)[ref.species]
     assert np.all(ref.n_voxels >= mins)
+    if sp.min_score:  # every particle kept scores at least its own species' threshold
+        assert np.all(ref.center_scores >= np.asarray(sp.min_score)[ref.species])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=st.tuples(st.integers(4, 16), st.integers(4, 16), st.integers(4, 16)),
        chunks=st.tuples(st.integers(2, 9), st.integers(2, 9), st.integers(2, 9)),
        n=st.integers(0, 10), k=st.integers(2, 4), seed=st.integers(0, 2**16), conn=st.sampled_from([1, 2, 3]),
-       fusion=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.5, 5.0]), min_size=4, max_size=4) | st.none())
-def test_hypothesis_species_equal_reference(shape, chunks, n, k, seed, conn, fusion):
+       fusion=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.5, 5.0]), min_size=4, max_size=4) | st.none(),
+       scores=st.lists(st.sampled_from([0.0, 0.4, 0.7]), min_size=4, max_size=4) | st.none())
+def test_hypothesis_species_equal_reference(shape, chunks, n, k, seed, conn, fusion, scores):
     m, c, _ = blob_maps(shape, n, radius=(1.0, 4.0), elongation=2.5, seed=seed)
     s = _species_map(ndi.label(m > 0.1)[0], k, seed, noise=1.0)
-    sp = SpeciesParams(center_min_distance=tuple(fusion[:k])) if fusion else None
+    sp = SpeciesParams(center_min_distance=tuple(fusion[:k]) if fusion else (),
+                       min_score=tuple(scores[:k]) if scores else ()) if fusion or scores else None
     _assert_same(m, c, s, chunks, sp, connectivity=conn)
 
 
@@ -185,6 +190,32 @@ def test_per_species_fusion_distance_by_hand():
         _assert_same(mask, center, s, chunks, sp, **kw)
     with pytest.raises(ParameterError, match="3 per-species centre fusion distances for 2 species"):
         postprocess(mask, center, species=s, species_params=SpeciesParams(center_min_distance=(1, 2, 3)))
+
+
+def test_per_species_score_threshold_by_hand():
+    """Two particles of each species, peaks 0.9 and 0.5: a threshold of 0.6 for species 0 alone removes its
+    weaker particle and leaves species 1's; 0 keeps all (as the run-wide threshold does)."""
+    shape = (12, 12, 48)
+    mask = np.zeros(shape, np.float32)
+    center = np.zeros(shape, np.float32)
+    for x0, v in ((2, 0.9), (13, 0.5), (25, 0.9), (36, 0.5)):
+        mask[3:9, 3:9, x0:x0 + 8] = 1
+        center[6, 6, x0 + 4] = v
+    prob = np.zeros((2, *shape), np.float32)
+    prob[0, ..., :24], prob[1, ..., 24:] = 1, 1
+    s = quantize_species(prob)
+    kw = {**KW, "check_center": True, "remove_min_size": 1, "filter_outlier": False}
+    sp = SpeciesParams(min_score=(0.6, 0.0))
+    ref = postprocess_reference(mask, center, species=s, species_params=sp, **kw)
+    assert ref.species.tolist() == [0, 1, 1] and ref.center_scores.tolist() == pytest.approx([0.9, 0.9, 0.5])
+    both = postprocess_reference(mask, center, species=s, species_params=SpeciesParams(min_score=(0.6, 0.6)), **kw)
+    assert both.species.tolist() == [0, 1]
+    for chunks in [(4, 5, 6), (12, 12, 11)]:
+        _assert_same(mask, center, s, chunks, sp, **kw)
+    with pytest.raises(ParameterError, match="3 per-species minimum scores for 2 species"):
+        postprocess(mask, center, species=s, species_params=SpeciesParams(min_score=(0.1, 0.2, 0.3)))
+    with pytest.raises(ParameterError, match="minimum scores must be finite"):
+        SpeciesParams(min_score=(-0.1, 0.2))
 
 
 def test_majority_vote_and_ties_by_hand():

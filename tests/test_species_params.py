@@ -79,6 +79,14 @@ def test_detect_applies_and_records_per_species_settings(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "b"), "--particle-diameter", "prot:200"]) == 0
     rec = json.loads((tmp_path / "b" / "t_run.json").read_text())["postprocess_parameters"]
     assert rec["species"]["center_min_distance"] == [15.0, 10.0]
+    # a score threshold for one species: recorded per species, and no particle of it scores below it
+    assert main([*base, "-o", str(tmp_path / "s"), "--min-score", "prot:0.99"]) == 0
+    rec = json.loads((tmp_path / "s" / "t_run.json").read_text())["postprocess_parameters"]
+    assert rec["species"]["min_score"] == [DetectParams().postprocess_kwargs()["min_score"], 0.99]
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "s" / "t_centers.csv")
+    assert not ((rows["class"] == "prot") & (rows["score"] < 0.99)).any()
     capsys.readouterr()
     # a species the model does not know: one line, exit 2, nothing written
     assert main([*base, "-o", str(tmp_path / "c"), "--particle-diameter", "rubisco:100"]) == 2
@@ -107,3 +115,54 @@ def test_per_species_diameters_in_a_yaml_config_round_trip(tmp_path):
     cfg.write_text("particle_diameter:\n  ribo: -3\n")
     with pytest.raises(ParameterError, match="particle_diameter"):
         params_from_args(argparse.Namespace(config=str(cfg)))
+
+
+def test_per_species_score_thresholds_resolve_and_are_refused_where_they_cannot_apply():
+    kw, sp = DetectParams(min_score={"small": 0.3}).resolve_postprocess(10.0, MODEL)
+    assert sp.min_score == (kw["min_score"], 0.3, kw["min_score"])  # the others: the default
+    assert kw["min_score"] == DetectParams().postprocess_kwargs()["min_score"]
+    _, sp = DetectParams(min_score={"big": 0.0}, particle_diameter=150.0).resolve_postprocess(10.0, MODEL)
+    assert sp.min_score[0] == 0.0 and sp.center_min_distance == ()
+    assert DetectParams(min_score=0.2).resolve_postprocess(10.0, MODEL)[1].min_score == ()  # one for all
+    with pytest.raises(ParameterError, match="--min-score: rubisco is not a species of this model"):
+        DetectParams(min_score={"rubisco": 0.3}).resolve_postprocess(10.0, MODEL)
+    with pytest.raises(ParameterError, match="species-agnostic"):
+        DetectParams(min_score={"big": 0.3}).resolve_postprocess(10.0, {})
+    with pytest.raises(ParameterError, match="minimum scores must be finite"):
+        DetectParams(min_score={"big": -0.3})
+    with pytest.raises(ParameterError, match="copick-safe"):
+        DetectParams(min_score={"a b": 0.3})
+
+
+def test_cli_per_species_score_thresholds(tmp_path, capsys):
+    import argparse
+
+    from cryodet_dask.cli import main
+    from cryodet_dask.cli._common import min_score_arg
+    from cryodet_dask.cli.detect import params_from_args
+
+    assert min_score_arg("0.25") == 0.25
+    assert min_score_arg("ribo:0.3, prot:0") == {"ribo": 0.3, "prot": 0.0}
+    for bad in ("ribo:-1", "ribo:0.3,ribo:0.4", ":0.3", "ribo:nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            min_score_arg(bad)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("min_score:\n  ribo: 0.3\n")
+    p = params_from_args(argparse.Namespace(config=str(cfg)))
+    assert p.min_score == {"ribo": 0.3}
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(p.to_dict()))
+    assert params_from_args(argparse.Namespace(config=str(cfg))) == p
+    # postprocess has the maps alone (no species): one line, exit 2, nothing written
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "maps.zarr"), mode="w")
+    for name in ("mask", "center"):
+        g.create_array(name, data=np.zeros((8, 8, 8), np.float32), chunks=(8, 8, 8))
+    assert main(["-q", "postprocess", str(tmp_path / "maps.zarr"), "-o", str(tmp_path / "o"), "--voxel-size", "10",
+                 "--min-score", "ribo:0.3"]) == 2
+    assert not (tmp_path / "o").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--min-score" in err[0]

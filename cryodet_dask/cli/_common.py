@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,19 +50,29 @@ def positive_float(text: str) -> float:
     return v
 
 
-def particle_diameter_arg(text: str) -> float | dict[str, float]:
-    """``ANGSTROM`` (every species) or ``NAME:ANGSTROM,...`` (per species of a multi-species model)."""
+def _per_species(text: str, value: Callable[[str], float], unit: str) -> float | dict[str, float]:
+    """``VALUE`` (every species) or ``NAME:VALUE,...`` (per species of a multi-species model)."""
     if ":" not in text:
-        return positive_float(text)
+        return value(text)
     out: dict[str, float] = {}
     for item in text.split(","):
-        name, sep, value = item.strip().partition(":")
+        name, sep, v = item.strip().partition(":")
         if not sep or not name:
-            raise argparse.ArgumentTypeError(f"expected ANGSTROM or NAME:ANGSTROM,..., got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {unit} or NAME:{unit},..., got {text!r}")
         if name in out:
             raise argparse.ArgumentTypeError(f"species {name!r} is given twice in {text!r}")
-        out[name] = positive_float(value)
+        out[name] = value(v)
     return out
+
+
+def particle_diameter_arg(text: str) -> float | dict[str, float]:
+    """``ANGSTROM`` (every species) or ``NAME:ANGSTROM,...`` (per species of a multi-species model)."""
+    return _per_species(text, positive_float, "ANGSTROM")
+
+
+def min_score_arg(text: str) -> float | dict[str, float]:
+    """``SCORE`` (every species) or ``NAME:SCORE,...`` (per species of a multi-species model)."""
+    return _per_species(text, finite_nonneg_float, "SCORE")
 
 
 def voxel_size_angst(text: str) -> float:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from ._common import (add_bool_flag, finite_nonneg_float, fraction, int_triplet, nonneg_float, nonneg_int,
-                      particle_diameter_arg, positive_int)
+from ._common import (add_bool_flag, finite_nonneg_float, fraction, int_triplet, min_score_arg, nonneg_float,
+                      nonneg_int, particle_diameter_arg, positive_int)
 
 __all__ = ["FLAGS", "BOOL_FLAGS", "NETWORK_FLAGS", "Flag", "add_postprocess_flags", "add_network_flags",
            "connectivity", "choice", "nonempty_text"]
@@ -83,9 +83,10 @@ FLAGS: tuple[Flag, ...] = (
          from_diameter=True),
     Flag("min_particle_size", None, nonneg_int, "VOXELS",
          "remove particles smaller than this many voxels after the check_center split, before the outlier filter"),
-    Flag("min_score", None, finite_nonneg_float, "SCORE",
+    Flag("min_score", None, min_score_arg, "SCORE|NAME:SCORE,...",
          "remove particles whose score (the centre-map peak over the particle, 0-1) is below this, before the "
-         "outlier filter"),
+         "outlier filter; 0 removes none. Per species of a multi-species model (NAME:SCORE,...): each species "
+         "named its own threshold, the others the default"),
     Flag("particle_diameter", None, particle_diameter_arg, "ANGSTROM|NAME:ANGSTROM,...",
          "particle diameter in Å: sets --center-min-distance to half of it and -rs to the volume of a sphere of "
          "half of it (in voxels, from the voxel size) unless those are given. Per species of a multi-species "

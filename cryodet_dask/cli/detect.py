@@ -160,7 +160,7 @@ def _config_value(path: Path, key: str, value: Any) -> Any:
         if default is None:
             return None
         raise ParameterError(f"{path}: {key}: needs a value (remove the line to use the default {default!r})")
-    if isinstance(value, dict) and key == "particle_diameter":  # per species, as --save-config writes it
+    if isinstance(value, dict) and key in ("particle_diameter", "min_score"):  # per species, as --save-config writes it
         value = ",".join(f"{k}:{v}" for k, v in value.items())
     if isinstance(value, dict):
         raise ParameterError(f"{path}: {key}: expected a value, got a mapping")

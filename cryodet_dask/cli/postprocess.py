@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(args.particle_diameter, dict):
         raise ParameterError("postprocess works on the mask and centre maps alone: give one --particle-diameter in Å "
                              "(per-species diameters are for detect with a multi-species model)")
+    if isinstance(args.min_score, dict):
+        raise ParameterError("postprocess works on the mask and centre maps alone: give one --min-score "
+                             "(per-species scores are for detect with a multi-species model)")
     given = {"remove_min_size": args.remove_min_size, "center_min_distance": args.center_min_distance}
     if args.particle_diameter is not None and any(v is None for v in given.values()):
         if not voxel_size:

@@ -55,6 +55,8 @@ class DetectParams:
     ``min_particle_size`` and the sphere-of-half-the-diameter volume, so that a species smaller than
     the run-wide minimum keeps its particles); ``remove_min_size``, which
     runs before the species are known, takes the smallest species' (:meth:`resolve_postprocess`).
+    ``min_score`` too may be a mapping (``{"ribosome": 0.3}``; ``--min-score ribosome:0.3,...``): each
+    species named keeps its instances scoring at least that, the others the default.
     """
 
     segnet: str | None = None
@@ -72,7 +74,7 @@ class DetectParams:
     connectivity: int = PostprocessParams.connectivity
     center_min_distance: float | None = None  # None: PostprocessParams' default, or from particle_diameter
     min_particle_size: int = PostprocessParams.min_particle_size
-    min_score: float = PostprocessParams.min_score
+    min_score: float | dict[str, float] = PostprocessParams.min_score  # one for all, or per species (NAME: score)
     particle_diameter: float | dict[str, float] | None = None  # Å; one for all, or per species (NAME: Å)
     halo: tuple[int, ...] | None = None
     tile: tuple[int, ...] | None = None  # prediction tile core (voxels, whole chunks); None: planned from memory
@@ -95,6 +97,8 @@ class DetectParams:
         ``center_min_distance`` resolved: the value given, else derived from
         ``particle_diameter`` (which then needs ``voxel_size``, Å), else the default."""
         kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(PostprocessParams)}
+        if isinstance(self.min_score, dict):  # per species (resolve_postprocess): the default for the others
+            kw["min_score"] = PostprocessParams.min_score
         derived: dict[str, Any] = {}
         one = self.one_diameter
         if one is not None and any(kw[k] is None for k in _DERIVED):
@@ -126,6 +130,15 @@ class DetectParams:
                 from_particle_diameter(d, 1.0)
         elif self.particle_diameter is not None:
             from_particle_diameter(self.particle_diameter, 1.0)
+        if isinstance(self.min_score, dict):
+            from ..postprocessing import SpeciesParams
+            from ..species import check_species_name
+
+            if not self.min_score:
+                raise ParameterError("--min-score: no species given")
+            for name in self.min_score:
+                check_species_name(name)
+            SpeciesParams(min_score=tuple(self.min_score.values()))  # each finite and >= 0
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
 
     def resolve_postprocess(self, voxel_size: float | None,
@@ -145,23 +158,30 @@ class DetectParams:
             model_diameters = model_species_diameters(self.model_arg())
         kw = self.postprocess_kwargs(voxel_size)
         given = self.particle_diameter if isinstance(self.particle_diameter, dict) else None
+        scores = self.min_score if isinstance(self.min_score, dict) else None
         if not model_diameters:
             if given is not None:
                 raise ParameterError(f"--particle-diameter {_pairs(given)}: this model is species-agnostic (it picks "
                                      "'particle'); give one diameter in Å")
+            if scores is not None:
+                raise ParameterError(f"--min-score {_pairs(scores)}: this model is species-agnostic (it picks "
+                                     "'particle'); give one score")
             return kw, None
         names = list(model_diameters)
-        if given is not None and set(given) - set(names):
-            raise ParameterError(f"--particle-diameter: {', '.join(sorted(set(given) - set(names)))} is not a species "
-                                 f"of this model; its species: {', '.join(names)}")
+        for flag, per in (("--particle-diameter", given), ("--min-score", scores)):
+            if per is not None and set(per) - set(names):
+                raise ParameterError(f"{flag}: {', '.join(sorted(set(per) - set(names)))} is not a species "
+                                     f"of this model; its species: {', '.join(names)}")
         from ..species import SpeciesTable
 
         keep = SpeciesTable.of(names).select(list(self.species)) if self.species else ()
+        # each species' score threshold: the one given for it, else the run-wide default
+        min_score = () if scores is None else tuple(float(scores.get(n, kw["min_score"])) for n in names)
         if self.one_diameter is not None:  # one diameter for every species: the run-wide settings apply
-            return kw, SpeciesParams(keep=keep)
+            return kw, SpeciesParams(keep=keep, min_score=min_score)
         diam = {n: (given or {}).get(n, model_diameters[n]) for n in names}
         if all(d is None for d in diam.values()):
-            return kw, SpeciesParams(keep=keep)
+            return kw, SpeciesParams(keep=keep, min_score=min_score)
         if voxel_size is None:
             raise ParameterError(f"the species' diameters ({_pairs(diam)} Å) set each species' centre fusion distance "
                                  "and minimum size in voxels, which needs the voxel size: the input has none in its "
@@ -177,7 +197,7 @@ class DetectParams:
             kw["remove_min_size"] = min(int(kw["remove_min_size"]) if x is None else int(x["remove_min_size"])
                                         for x in derived)
         kw["center_min_distance"] = max(fusion)  # the widest fusion ball: the halo every block needs
-        return kw, SpeciesParams(min_particle_size=min_size, keep=keep,
+        return kw, SpeciesParams(min_particle_size=min_size, keep=keep, min_score=min_score,
                                  center_min_distance=fusion if len(set(fusion)) > 1 else ())
 
     def check_plan(self, shape: Sequence[int], voxel_size: float | None,
@@ -223,8 +243,9 @@ class DetectParams:
             if d.get(k) is not None:
                 v = d[k]
                 d[k] = tuple(v) if isinstance(v, list | tuple) else (v,)
-        if isinstance(d.get("particle_diameter"), dict):
-            d["particle_diameter"] = dict(d["particle_diameter"])
+        for k in ("particle_diameter", "min_score"):  # per species: NAME -> value
+            if isinstance(d.get(k), dict):
+                d[k] = dict(d[k])
         return cls(**d)
 
 

@@ -73,7 +73,8 @@ from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._plan import check_plan
 from ._relabel import BlockTables, block_components, block_stats, instance_block
-from ._species import SpeciesParams, instance_species, peak_species, piece_votes, species_size_keep
+from ._species import (SpeciesParams, instance_species, peak_species, piece_votes, score_keep,
+                       species_size_keep)
 
 if TYPE_CHECKING:
     from zarr.codecs import BloscCodec
@@ -373,6 +374,7 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
         np.fmax.at(cmax, inst_v, cat["center_max"][valid])
     centroids = sums / np.maximum(count, 1)[:, None]
     size_ok = count >= p.min_particle_size
+    min_score: float | np.ndarray = p.min_score
     if sp is not None:  # integer votes summed per instance, then the species and its own minimum size
         k = int(s2[0]["votes"].shape[1]) if s2 else 0
         votes, ssum = np.zeros((n_inst, k), np.int64), np.zeros((n_inst, k), np.int64)
@@ -381,9 +383,10 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
             np.add.at(ssum, inst_v, cat["species_sum"][valid])
         species, class_score = instance_species(votes, ssum, count)
         size_ok = species_size_keep(species, count, sp, p.min_particle_size)
+        if sp.min_score:  # each species' own score threshold
+            min_score = np.asarray(sp.min_score, dtype=np.float64)[species]
     # fragments and low-scoring particles go before the outlier filter: they are nobody's neighbour
-    # min_score 0 is no score filter: a particle whose centre-map peak is negative stays too
-    kept = size_ok & ~((cmax < p.min_score) & (p.min_score > 0))  # NaN score (all-NaN map): kept
+    kept = size_ok & score_keep(cmax, min_score)
     if p.filter_outlier:
         big = np.flatnonzero(kept)
         kept[big] = outlier_keep(centroids[big], p.neighbor_number, p.distance_threshold)

@@ -190,6 +190,7 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     counts = counts[1:]
     # 5a. species: per-voxel argmax (first maximum), majority over the instance (lowest index on ties)
     size_ok = counts >= p.min_particle_size
+    min_score: Any = p.min_score
     if species is not None:
         k = species.shape[0]
         q = species.reshape(k, -1)[:, idx]
@@ -203,10 +204,13 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
                              else p.min_particle_size)
         if sp_params.keep:
             size_ok &= np.isin(sp, sp_params.keep)
+        if sp_params.min_score:  # each species' own score threshold
+            min_score = np.asarray(sp_params.min_score, dtype=np.float64)[sp]
     # 5b. instances smaller than min_particle_size or scoring below min_score are removed (before the
     #     outlier filter); a NaN score (all-NaN centre map over the particle) does not remove it, and
-    #     min_score 0 is no score filter (a negative centre-map peak stays too)
-    kept = size_ok & ~((cmax < p.min_score) & (p.min_score > 0))
+    #     min_score 0 is no score filter (a negative centre-map peak stays too); with species, each
+    #     instance is judged by its own species' threshold when per-species ones are given
+    kept = size_ok & ~((cmax < min_score) & (np.asarray(min_score) > 0))
     # 6. outlier filter on the centroids of the remaining instances
     if p.filter_outlier:
         big = np.flatnonzero(kept)

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ParameterError
 
 __all__ = ["SpeciesParams", "quantize_species", "piece_votes", "instance_species", "species_size_keep",
-           "species_lookup", "peak_species", "SPECIES_SCALE"]
+           "score_keep", "species_lookup", "peak_species", "SPECIES_SCALE"]
 
 #: Quantization of the species probabilities: ``q = round(SPECIES_SCALE * p)`` in uint8.
 SPECIES_SCALE = 255
@@ -43,16 +43,23 @@ class SpeciesParams:
         index) is a centre only if no voxel within ``center_min_distance[s]`` is larger.  The species
         at a voxel is a property of that voxel alone, so this stays exact whatever the chunking.
         Empty: ``PostprocessParams.center_min_distance`` for every species.
+    min_score : tuple of float
+        Per species, the lowest score (centre-map peak) an instance of that species keeps; 0 keeps all,
+        as ``PostprocessParams.min_score`` does.  Empty: ``PostprocessParams.min_score`` for every species.
     """
 
     min_particle_size: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
     center_min_distance: tuple[float, ...] = ()
+    min_score: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "min_particle_size", tuple(int(v) for v in self.min_particle_size))
         object.__setattr__(self, "keep", tuple(int(v) for v in self.keep))
         object.__setattr__(self, "center_min_distance", tuple(float(v) for v in self.center_min_distance))
+        object.__setattr__(self, "min_score", tuple(float(v) for v in self.min_score))
+        if not all(np.isfinite(v) and v >= 0 for v in self.min_score):
+            raise ParameterError(f"per-species minimum scores must be finite numbers >= 0, got {self.min_score}")
         if not all(np.isfinite(d) and d >= 0 for d in self.center_min_distance):
             raise ParameterError("per-species centre fusion distances must be finite numbers of voxels >= 0, "
                                  f"got {self.center_min_distance}")
@@ -69,6 +76,8 @@ class SpeciesParams:
         if self.center_min_distance and len(self.center_min_distance) != n_species:
             raise ParameterError(f"{len(self.center_min_distance)} per-species centre fusion distances for "
                                  f"{n_species} species")
+        if self.min_score and len(self.min_score) != n_species:
+            raise ParameterError(f"{len(self.min_score)} per-species minimum scores for {n_species} species")
         if any(k >= n_species for k in self.keep):
             raise ParameterError(f"species index out of range for {n_species} species: {self.keep}")
 
@@ -142,6 +151,16 @@ def species_size_keep(species: np.ndarray, count: np.ndarray, params: SpeciesPar
     if params.keep:
         keep &= np.isin(species, np.asarray(params.keep, dtype=np.int64))
     out: np.ndarray = keep
+    return out
+
+
+def score_keep(score: np.ndarray, min_score: float | np.ndarray) -> np.ndarray:
+    """Which instances pass the score filter: a score below the threshold (per instance or one for all)
+    removes the instance, except that a threshold of 0 removes none (a negative centre-map peak stays), and
+    a NaN score (an all-NaN centre map over the particle) removes none."""
+    score = np.asarray(score, dtype=np.float64)
+    thr = np.broadcast_to(np.asarray(min_score, dtype=np.float64), score.shape)
+    out: np.ndarray = ~((score < thr) & (thr > 0))
     return out
 
 
