@@ -276,6 +276,10 @@ def open_client(cfg: ClusterConfig | None = None) -> Iterator[Any]:
         cluster = _jobqueue_cluster(cfg)
     before = _scheduler_setting()
     client = Client(cluster)
+    if cfg.kind in ("local", "local-cuda"):  # processes this run started: they may end without a teardown
+        from ._quick_exit import QuickExit
+
+        client.register_plugin(QuickExit())
     completed = False
     try:
         with _guarded(client, cfg, f"the {cfg.kind} cluster"):

@@ -175,3 +175,25 @@ def test_local_workers_get_the_worker_environment():
         (env, faults), = client.run(probe).values()
     assert env == WORKER_ENV
     assert faults < 20 * 2**21 * 4 // 4096 // 4, faults  # fresh pages every time would be 40,960 faults
+
+
+def test_local_workers_end_without_the_interpreter_teardown(tmp_path):
+    """After a completed run a local worker process ends as soon as it has closed (QuickExit): an exit
+    handler a task registered never runs, and the worker's scratch directory is still removed."""
+    marker = tmp_path / "teardown-ran"
+
+    def register_exit_handler(path: str) -> bool:
+        import atexit
+        import pathlib
+
+        atexit.register(pathlib.Path(path).write_text, "ran")
+        return True
+
+    with open_client(ClusterConfig(kind="local", n_workers=1, dashboard=False)) as client:
+        assert client.submit(register_exit_handler, str(marker)).result()
+        workdirs = list(client.run(lambda dask_worker: dask_worker.local_directory).values())
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(d) for d in workdirs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(d) for d in workdirs)
+    assert not marker.exists()
