@@ -14,7 +14,8 @@ Pass 1, one task per block
     thresholded centre map on the core that no voxel of the volume within
     ``center_min_distance`` exceeds (centre fusion, tested on those candidates
     only), each with the block label under it.
-    One task per block then pairs its upper faces with the blocks beyond.
+    One task per block then pairs its upper faces with the blocks beyond and
+    returns them with the block's summary (everything but the face planes).
 Results stream to the driver as each task finishes (:func:`compute_keys`);
 no task gathers them on one worker.
 Reduction 1, on the driver (tables of block labels and centres only)
@@ -168,9 +169,10 @@ def _fusion_reach(p: PostprocessParams, distances: tuple[float, ...]) -> float:
 
 
 def _pairs_task(own: dict[str, Any], others: list[dict[str, Any]], *, box: Box,
-                axes_boxes: tuple[tuple[int, Box], ...], connectivity: int) -> np.ndarray:
-    """:func:`_block_pairs` with the neighbours' results as a list."""
-    return _block_pairs(own, box, [(a, r, b) for (a, b), r in zip(axes_boxes, others)], connectivity)
+                axes_boxes: tuple[tuple[int, Box], ...], connectivity: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The block's summary (:func:`_summary`) and its face pairs (:func:`_block_pairs`, with the neighbours'
+    results as a list): one result per block for the driver, so the summaries need no tasks of their own."""
+    return _summary(own), _block_pairs(own, box, [(a, r, b) for (a, b), r in zip(axes_boxes, others)], connectivity)
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +231,8 @@ def _neighbour_offsets(connectivity: int) -> list[tuple[int, tuple[int, ...]]]:
 
 def _pair_tasks(dsk: dict[Any, Any], name: str, results: dict[tuple[int, ...], Any], bounds: list[np.ndarray],
                 grid: tuple[int, ...], connectivity: int) -> list[Any]:
-    """Add one face-pair task per block to ``dsk``; return their keys."""
+    """Add one task per block to ``dsk`` (its summary and face pairs, :func:`_pairs_task`); return their keys
+    in the order of ``results``."""
     keys = []
     offsets = _neighbour_offsets(connectivity)
     for idx, res in results.items():
@@ -239,20 +242,20 @@ def _pair_tasks(dsk: dict[Any, Any], name: str, results: dict[tuple[int, ...], A
             if all(0 <= j[a] < grid[a] for a in range(3)):
                 nbs.append(results[j])
                 axes_boxes.append((axis, _box(bounds, j)))
-        if nbs:
-            key = (name, *idx)
-            dsk[key] = (functools.partial(_pairs_task, box=_box(bounds, idx), axes_boxes=tuple(axes_boxes),
-                                          connectivity=connectivity), res, nbs)
-            keys.append(key)
+        key = (name, *idx)
+        dsk[key] = (functools.partial(_pairs_task, box=_box(bounds, idx), axes_boxes=tuple(axes_boxes),
+                                      connectivity=connectivity), res, nbs)
+        keys.append(key)
     return keys
 
 
-def _run(name: str, dsk: dict[Any, Any], keys_a: list[Any], keys_b: list[Any], dependencies: list[Any],
-         progress: bool, desc: str) -> tuple[list[Any], list[Any]]:
-    """Compute the tasks ``keys_a`` and ``keys_b`` of ``dsk``; their results stream to this process."""
+def _run(name: str, dsk: dict[Any, Any], keys: list[Any], dependencies: list[Any],
+         progress: bool, desc: str) -> tuple[list[Any], np.ndarray]:
+    """Compute the per-block tasks ``keys`` of ``dsk`` (:func:`_pairs_task`); their results stream to this
+    process.  Returns the blocks' summaries, in order, and all their face pairs."""
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
-    out = compute_keys(graph, [*keys_a, *keys_b], progress=progress, desc=desc, unit="block tasks")
-    return out[: len(keys_a)], out[len(keys_a):]
+    out = compute_keys(graph, keys, progress=progress, desc=desc, unit="blocks")
+    return [o[0] for o in out], np.concatenate([np.zeros((0, 2), np.int64), *(o[1] for o in out)])
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
@@ -501,7 +504,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
 
     # pass 1: the centre map's halo comes from the neighbours' boundary slabs (width h)
     h = halo_width(_fusion_reach(p, distances))
-    shell_n, p1_n, s1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1", "summary1"))
+    shell_n, p1_n = (f"cryodet-{step}-{token}" for step in ("shell", "pass1"))
     dsk: dict[Any, Any] = {}
     for idx in blocks:
         dsk[(shell_n, *idx)] = (functools.partial(block_slabs, width=h), block_ref(center, idx))
@@ -528,20 +531,17 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
             dsk[p1[idx]] = (functools.partial(_pass1_task, nboxes=tuple(nboxes), box=box, shape=shape,
                                               index=bindex[idx], p=p),
                             block_ref(mask, idx), block_ref(center, idx), slab_keys)
-        dsk[(s1_n, *idx)] = (_summary, p1[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs1-{token}", p1, bounds, grid, p.connectivity)
-    s1, block_pairs1 = _run(f"cryodet-pp1-{token}", dsk, [(s1_n, *i) for i in blocks], pair_keys,
-                            [mask, center] + ([species] if distances else []),
-                            progress, "post-processing: components and centres")
+    s1, pairs1 = _run(f"cryodet-pp1-{token}", dsk, pair_keys, [mask, center] + ([species] if distances else []),
+                      progress, "post-processing: components and centres")
     clock.append(time.perf_counter())
-    pairs1 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs1])
     tables, peaks, info = _tables_from_components(list(s1), pairs1, boxes, p)
     clock.append(time.perf_counter())
 
     # pass 2
     scratch_path = _scratch_array(scratch, mask) if scratch is not None else None
     token2 = tokenize(token, [t.kept for t in tables], scratch_path)
-    p2_n, s2_n = f"cryodet-pass2-{token2}", f"cryodet-summary2-{token2}"
+    p2_n = f"cryodet-pass2-{token2}"
     dsk = {}
     p2 = {}
     for idx in blocks:
@@ -550,13 +550,10 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         dsk[p2[idx]] = (functools.partial(_pass2_block if species is None else _pass2_species, box=boxes[b],
                                           index=b, shape=shape, p=p, tables=tables[b], scratch=scratch_path),
                         block_ref(mask, idx), block_ref(center, idx), *([] if species is None else [(species.name, 0, *idx)]))
-        dsk[(s2_n, *idx)] = (_summary, p2[idx])
     pair_keys = _pair_tasks(dsk, f"cryodet-pairs2-{token2}", p2, bounds, grid, p.connectivity)
     deps = [mask, center] + ([] if species is None else [species])
-    s2, block_pairs2 = _run(f"cryodet-pp2-{token2}", dsk, [(s2_n, *i) for i in blocks], pair_keys, deps,
-                            progress, "post-processing: instances")
+    s2, pairs2 = _run(f"cryodet-pp2-{token2}", dsk, pair_keys, deps, progress, "post-processing: instances")
     clock.append(time.perf_counter())
-    pairs2 = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs2])
     res = _instances(list(s2), pairs2, p, sp)
     info["n_instances"] = res["n_instances"]
     clock.append(time.perf_counter())

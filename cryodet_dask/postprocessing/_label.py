@@ -72,7 +72,8 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     n : int
         Number of components.
     """
-    from ._core import _box, _compact, _grid, _pair_tasks, _run, _summary
+    from .._progress import block_ref
+    from ._core import _box, _compact, _grid, _pair_tasks, _run
 
     if connectivity not in (1, 2, 3):
         raise ParameterError(f"connectivity must be 1, 2 or 3, got {connectivity!r}")
@@ -81,22 +82,19 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     blocks = list(itertools.product(*(range(g) for g in grid)))
     bindex = {idx: k for k, idx in enumerate(blocks)}
     token = tokenize(image, threshold, connectivity)
-    pass_n, sum_n = f"cryodet-labelpass-{token}", f"cryodet-labelsum-{token}"
+    pass_n = f"cryodet-labelpass-{token}"
     dsk: dict[Any, Any] = {}
     res = {}
     for idx in blocks:
         res[idx] = (pass_n, *idx)
         dsk[res[idx]] = (functools.partial(_label_pass, threshold=threshold, connectivity=connectivity,
                                            box=_box(bounds, idx), index=bindex[idx], shape=shape),
-                         (image.name, *idx))
-        dsk[(sum_n, *idx)] = (_summary, res[idx])
+                         block_ref(image, idx))
     pair_keys = _pair_tasks(dsk, f"cryodet-labelpairs-{token}", res, bounds, grid, connectivity)
-    s, block_pairs = _run(f"cryodet-labelling-{token}", dsk, [(sum_n, *i) for i in blocks], pair_keys, [image],
-                          progress, "labelling")
+    s, pairs = _run(f"cryodet-labelling-{token}", dsk, pair_keys, [image], progress, "labelling")
     ns = np.array([x["n"] for x in s], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(np.int64)
     n_nodes = int(ns.sum())
-    pairs = np.concatenate([np.zeros((0, 2), np.int64), *block_pairs])
     comp = union_find(n_nodes, _compact(pairs, off) if len(pairs) else pairs)
     first = np.concatenate([x["first"] for x in s]) if n_nodes else np.zeros(0, np.int64)
     n_comp = int(comp.max()) + 1 if n_nodes else 0
@@ -111,7 +109,7 @@ def label(image: da.Array, threshold: float = 0.0, connectivity: int = 1, *,
     for idx in blocks:
         b = bindex[idx]
         table = np.concatenate([[0], node_label[off[b] : off[b] + ns[b]]]).astype(np.int32)
-        dsk[(name, *idx)] = (_relabel, (image.name, *idx), threshold, connectivity, table)
+        dsk[(name, *idx)] = (_relabel, block_ref(image, idx), threshold, connectivity, table)
     # dask.array.Array does not match dask's own DaskCollection protocol (__dask_scheduler__ staticmethod)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[image])  # type: ignore[list-item]
     return da.Array(graph, name, chunks=image.chunks, dtype=np.int32,
