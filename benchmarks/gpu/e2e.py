@@ -142,8 +142,9 @@ def make_tomogram(work: Path, shape, synthetic: bool) -> Path:
 def _env(extra=None):
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env["MALLOC_MMAP_THRESHOLD_"] = str(32 * 2**20)  # what the package sets for its LocalCluster workers
-    env["MALLOC_TOP_PAD_"] = str(64 * 2**20)
+    from cryodet_dask.cluster import WORKER_ENV
+
+    env.update(WORKER_ENV)  # what the package sets for its LocalCluster workers
     if extra:
         env.update(extra)
     return env

@@ -120,25 +120,22 @@ class DetectParams:
     def validate(self) -> PostprocessParams:
         """Check every parameter before any work (post-processing ones with any voxel size)."""
         _check_params(self)
-        if isinstance(self.particle_diameter, dict):
-            from ..species import check_species_name
+        from ..postprocessing import SpeciesParams
+        from ..species import check_species_name
 
-            if not self.particle_diameter:
-                raise ParameterError("--particle-diameter: no species given")
-            for name, d in self.particle_diameter.items():
-                check_species_name(name)
-                from_particle_diameter(d, 1.0)
-        elif self.particle_diameter is not None:
+        # the per-species forms (NAME: value): copick-safe names, each value in range
+        per_species = (("--particle-diameter", self.particle_diameter,
+                        lambda values: [from_particle_diameter(d, 1.0) for d in values]),
+                       ("--min-score", self.min_score, lambda values: SpeciesParams(min_score=tuple(values))))
+        for flag, given, check in per_species:
+            if isinstance(given, dict):
+                if not given:
+                    raise ParameterError(f"{flag}: no species given")
+                for name in given:
+                    check_species_name(name)
+                check(given.values())
+        if self.particle_diameter is not None and not isinstance(self.particle_diameter, dict):
             from_particle_diameter(self.particle_diameter, 1.0)
-        if isinstance(self.min_score, dict):
-            from ..postprocessing import SpeciesParams
-            from ..species import check_species_name
-
-            if not self.min_score:
-                raise ParameterError("--min-score: no species given")
-            for name in self.min_score:
-                check_species_name(name)
-            SpeciesParams(min_score=tuple(self.min_score.values()))  # each finite and >= 0
         return PostprocessParams(**self.postprocess_kwargs(voxel_size=1.0))
 
     def resolve_postprocess(self, voxel_size: float | None,
