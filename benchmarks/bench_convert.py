@@ -1,4 +1,4 @@
-"""Benchmark of ``convert`` (issue 2).
+"""Benchmark of ``convert``.
 
 1. A 2 GiB float32 MRC (512 x 1024 x 1024, tiled from a simulated tomogram) is
    converted to Zarr on a LocalCluster of 2 workers with a 512 MiB memory
@@ -8,7 +8,13 @@
 2. Codec table: compression ratio, write and read speed of Blosc codecs on a
    simulated tomogram, float32 and int8.
 
+3. ``--statistics MRC``: what a prediction's input costs before its first tile, one thread
+   (Dask's synchronous scheduler): ``convert`` of MRC, which records the normalization statistics
+   as it writes, and the statistics pass it saves (``global_stats`` over the store, what a
+   prediction runs on an input without them), against ``cp`` of the MRC; ``--repeats`` rounds.
+
     .venv/bin/python benchmarks/bench_convert.py [--size-gib 2] [--skip-big]
+    .venv/bin/python benchmarks/bench_convert.py --statistics TOMO.mrc [--repeats 3]
 """
 
 from __future__ import annotations
@@ -80,14 +86,50 @@ def codec_table(vol: np.ndarray, tmp: Path) -> list[list[str]]:
     return rows
 
 
+def statistics_rounds(src: Path, tmp: Path, repeats: int) -> None:
+    import dask
+
+    from cryodet_dask.prediction import global_stats
+
+    nbytes = src.stat().st_size
+    rows = []
+    with dask.config.set(scheduler="sync"):
+        for r in range(repeats):
+            shutil.rmtree(tmp / "s.zarr", ignore_errors=True)
+            t = time.perf_counter()
+            shutil.copyfile(src, tmp / "copy.mrc")
+            t_cp = time.perf_counter() - t
+            (tmp / "copy.mrc").unlink()
+            t = time.perf_counter()
+            cd.convert(src, tmp / "s.zarr")
+            t_conv = time.perf_counter() - t
+            tomo = cd.load(tmp / "s.zarr")
+            t = time.perf_counter()
+            mean, std = global_stats(tomo.data)
+            t_stats = time.perf_counter() - t
+            rec = tomo.metadata.get("statistics") or {}
+            assert (rec.get("mean"), rec.get("std")) == (mean, std), "recorded statistics differ from the pass"
+            rows.append([str(r + 1), f"{t_cp:.2f}", f"{t_conv:.2f}", f"{t_stats:.2f}", f"{t_conv / t_cp:.1f}"])
+    print(f"{src.name}: {nbytes / 1e6:.0f} MB, one thread")
+    print(table(rows, ["round", "cp (s)", "convert, statistics recorded (s)", "statistics pass saved (s)",
+                       "convert / cp"]))
+    shutil.rmtree(tmp / "s.zarr", ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--statistics", metavar="MRC", default=None,
+                    help="only time convert with its statistics against cp and the statistics pass")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="bench_convert_"))
     tmp.mkdir(parents=True, exist_ok=True)
+    if args.statistics:
+        statistics_rounds(Path(args.statistics), tmp, args.repeats)
+        return
     vol, what = simulated()
     print(f"codec data: {what}, shape {vol.shape}")
     print(table(codec_table(vol, tmp), ["dtype", "codec", "ratio", "write MB/s", "read MB/s"]))

@@ -12,10 +12,11 @@ from .._lazy import lazy_attributes
 if TYPE_CHECKING:
     from ._atomic import atomic_output, partial_path, remove_path
     from ._codecs import CODECS, DEFAULT_CODEC
-    from ._convert import conversion_reusable, convert
+    from ._convert import conversion_reusable, convert, stored_statistics
     from ._integrity import (INTEGRITY_ATTRS, WRITE_CONFIG, CheckedArray, chunk_digest, content_identity,
                              has_checksum, open_for_write, source_identity, verify_array)
     from ._load import Tomogram, load, open_zarr_image
+    from ._moments import MOMENTS_FIELDS, Moments, block_moments, combine_moments, moments_array
     from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
     from ._mrc_write import write_mrc
     from ._readers import ArrayReader, lazy_array
@@ -26,6 +27,12 @@ __all__ = [
     "ArrayReader",
     "CheckedArray",
     "conversion_reusable",
+    "stored_statistics",
+    "Moments",
+    "block_moments",
+    "combine_moments",
+    "moments_array",
+    "MOMENTS_FIELDS",
     "source_identity",
     "verify_array",
     "lazy_array",
@@ -62,10 +69,11 @@ if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_attributes(__name__, {
         "._atomic": ("atomic_output", "partial_path", "remove_path"),
         "._codecs": ("CODECS", "DEFAULT_CODEC"),
-        "._convert": ("conversion_reusable", "convert"),
+        "._convert": ("conversion_reusable", "convert", "stored_statistics"),
         "._integrity": ("INTEGRITY_ATTRS", "WRITE_CONFIG", "CheckedArray", "chunk_digest", "content_identity",
                         "has_checksum", "open_for_write", "source_identity", "verify_array"),
         "._load": ("Tomogram", "load", "open_zarr_image"),
+        "._moments": ("MOMENTS_FIELDS", "Moments", "block_moments", "combine_moments", "moments_array"),
         "._mrc": ("MRC_SUFFIXES", "SUPPORTED_MODES", "MrcHeaderInfo", "MrcVolume", "read_mrc_header"),
         "._mrc_write": ("write_mrc",),
         "._readers": ("ArrayReader", "lazy_array"),

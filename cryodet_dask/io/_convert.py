@@ -14,11 +14,15 @@ import numpy as np
 from .._progress import compute
 from ..errors import CryodetError, ParameterError, TomogramFormatError
 from ._atomic import atomic_output
-from ._integrity import INTEGRITY_ATTRS, source_identity, verify_array
+from ._integrity import INTEGRITY_ATTRS, content_identity, source_identity, verify_array
 from ._load import Tomogram, load
+from ._moments import combine_moments
 from ._zarr import DEFAULT_CODEC, create_image_group, downsample2, normalize_chunks, write_blocks
 
-__all__ = ["convert", "conversion_reusable"]
+__all__ = ["convert", "conversion_reusable", "STATISTICS_KEY", "stored_statistics"]
+
+#: where a conversion records its tomogram's mean and standard deviation (in the ``cryodet`` attributes)
+STATISTICS_KEY = "statistics"
 
 log = logging.getLogger("cryodet_dask")
 
@@ -31,6 +35,19 @@ def _identity(path: str | os.PathLike[str]) -> str:
     size is recognized and a copied or touched one is not converted again.
     """
     return source_identity(path)
+
+
+def stored_statistics(tomo: Tomogram, identity: str | None) -> tuple[float, float] | None:
+    """``(mean, std)`` a conversion recorded for ``tomo``, if they belong to its content as it is now
+    (``identity``: :func:`~cryodet_dask.io._integrity.content_identity` of its array); else None."""
+    rec = tomo.metadata.get(STATISTICS_KEY)
+    if identity is None or not isinstance(rec, dict) or rec.get("content_identity") != identity:
+        return None
+    try:
+        mean, std = float(rec["mean"]), float(rec["std"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (mean, std) if np.isfinite(mean) and np.isfinite(std) else None
 
 
 def _same_conversion(destination: Path, tomo: Tomogram, attrs: dict[str, Any]) -> bool:
@@ -91,6 +108,21 @@ def conversion_reusable(destination: str | os.PathLike[str], source: str | os.Pa
                         destination.name, len(bad), level, ".".join(map(str, first[0])), first[1])
             return False
     return True
+
+
+def _record_statistics(store: Path, moments: np.ndarray) -> None:
+    """Record the level-0 array's mean and standard deviation, from the moments its blocks gave as they
+    were written, with the content identity they belong to (:data:`STATISTICS_KEY`)."""
+    import zarr
+
+    ident = content_identity(zarr.open_array(str(store / "0"), mode="r"))
+    if ident is None:  # sharded: no identity to tie the figures to; a prediction computes its own
+        return
+    count, mean, std = combine_moments(map(tuple, moments))
+    group = zarr.open_group(str(store), mode="r+")
+    meta = dict(cast("dict[str, Any]", group.attrs["cryodet"]))
+    meta[STATISTICS_KEY] = {"mean": mean, "std": std, "voxels": int(count), "content_identity": ident}
+    group.attrs["cryodet"] = meta
 
 
 def convert(
@@ -219,13 +251,15 @@ def convert(
             origin_zyx=tomo.origin_zyx,
             attributes=attrs,
         )
-        nonfinite = write_blocks(volume, tmp / "0", nan_to_zero=nan_policy == "zero").sum()
-        (n_bad,) = compute(nonfinite, progress=progress, desc=f"converting {source_name} -> {destination.name}")
-        n_bad = int(n_bad)
+        written = write_blocks(volume, tmp / "0", nan_to_zero=nan_policy == "zero", moments=True)
+        (rows,) = compute(written, progress=progress, desc=f"converting {source_name} -> {destination.name}")
+        rows = np.asarray(rows).reshape(-1, 4)
+        n_bad = int(rows[:, 0].sum())
         if n_bad and nan_policy == "error":
             raise TomogramFormatError(
                 f"{tomo.path or 'the tomogram'}: {n_bad} voxels are NaN or Inf; use --nan-policy zero to write 0 in their place"
             )
+        _record_statistics(tmp, rows[:, 1:])
         previous = da.from_zarr(str(tmp / "0"))
         for level in range(1, levels):
             down = downsample2(previous).rechunk(chunk_shape)

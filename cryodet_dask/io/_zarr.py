@@ -24,6 +24,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from ._codecs import CODECS, DEFAULT_CODEC
 from ._integrity import WRITE_CONFIG, checksum_codecs, open_for_write
+from ._moments import block_moments
 
 __all__ = [
     "CODECS",
@@ -170,9 +171,10 @@ def create_image_group(
     return group
 
 
-def _store_block(block: np.ndarray, path: str, nan_to_zero: bool,
+def _store_block(block: np.ndarray, path: str, nan_to_zero: bool, moments: bool = False,
                  block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """Write ``block`` into the Zarr array at ``path``; return its count of NaN/Inf voxels."""
+    """Write ``block`` into the Zarr array at ``path``; return its count of NaN/Inf voxels, followed
+    with ``moments`` by the :func:`~cryodet_dask.io._moments.block_moments` of what was written."""
     assert block_info is not None
     loc = block_info[0]["array-location"]
     n_bad = 0
@@ -183,27 +185,36 @@ def _store_block(block: np.ndarray, path: str, nan_to_zero: bool,
             block = np.where(bad, 0, block).astype(block.dtype)
     arr = open_for_write(path)  # every chunk written, even all zeros: a missing chunk is damage
     arr[tuple(slice(a, b) for a, b in loc)] = block
-    return np.full((1,) * block.ndim, n_bad, dtype=np.int64)
+    if not moments:
+        return np.full((1,) * block.ndim, n_bad, dtype=np.int64)
+    return np.array([n_bad, *block_moments(block)], dtype=np.float64).reshape((1,) * block.ndim + (4,))
 
 
-def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_zero: bool = False) -> da.Array:
+def write_blocks(volume: da.Array, array_path: str | os.PathLike[str], nan_to_zero: bool = False,
+                 moments: bool = False) -> da.Array:
     """Lazy write of ``volume`` into the existing Zarr array at ``array_path``.
 
     ``volume`` must be chunked so that each of its blocks covers whole write
     units of the target (chunks, or shards when sharded): two tasks then never
     write to the same stored object.  Returns a small lazy array holding the
-    number of NaN/Inf voxels per block (set to 0 when ``nan_to_zero``).
+    number of NaN/Inf voxels per block (set to 0 when ``nan_to_zero``); with
+    ``moments``, one row per block instead (shape ``(1, 1, 1, 4)`` per block, float64): that count,
+    then the block's voxel count, sum and sum of squared deviations as written, so that the
+    normalization statistics need no second read (:func:`~cryodet_dask.io._moments.combine_moments`).
     """
-    counts: da.Array = da.map_blocks(
+    ndim = volume.ndim
+    out: da.Array = da.map_blocks(
         _store_block,
         volume,
         path=str(array_path),
         nan_to_zero=nan_to_zero,
-        dtype=np.int64,
-        chunks=tuple((1,) * len(c) for c in volume.chunks),
-        meta=np.empty((0,) * volume.ndim, np.int64),
+        moments=moments,
+        dtype=np.float64 if moments else np.int64,
+        chunks=tuple((1,) * len(c) for c in volume.chunks) + (((4,),) if moments else ()),
+        new_axis=[ndim] if moments else None,
+        meta=np.empty((0,) * (ndim + moments), np.float64 if moments else np.int64),
     )
-    return counts
+    return out
 
 
 def write_unit_chunks(array_path: str | os.PathLike[str]) -> tuple[int, ...]:

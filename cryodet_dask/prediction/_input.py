@@ -13,13 +13,15 @@ from dask.base import tokenize
 
 from .._progress import compute
 from ..errors import InputError, ParameterError
-from ..io import ArrayReader, CheckedArray, Tomogram, content_identity, lazy_array, load, normalize_chunks
+from ..io import (MOMENTS_FIELDS, ArrayReader, CheckedArray, Tomogram, combine_moments, content_identity, lazy_array,
+                  load, moments_array, normalize_chunks, stored_statistics)
 
 __all__ = ["read_source", "global_stats"]
 
 
-def read_source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str]:
-    """(reader, lazy array, voxel size, identity) for any accepted input."""
+def read_source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, str, tuple[float, float] | None]:
+    """(reader, lazy array, voxel size, identity, statistics) for any accepted input; the statistics are
+    the ``(mean, std)`` its conversion recorded for this very content, else None (to be computed)."""
     if isinstance(volume, str | os.PathLike):
         volume = load(volume, chunks=chunks)
     if isinstance(volume, Tomogram):
@@ -36,28 +38,40 @@ def read_source(volume: Any, chunks: Any) -> tuple[Any, da.Array, float | None, 
         else:
             ident = tokenize(volume.data)
         if volume.reader is not None:
-            return volume.reader, volume.data, volume.voxel_size, ident
+            stats = stored_statistics(volume, content)
+            return volume.reader, volume.data, volume.voxel_size, ident, None if stats is None else _usable(*stats)
         volume = volume.data
     if isinstance(volume, np.ndarray):
-        return ArrayReader(volume), lazy_array(volume, normalize_chunks(chunks or 128, volume.shape)), None, tokenize(volume)
+        data = lazy_array(volume, normalize_chunks(chunks or 128, volume.shape))
+        return ArrayReader(volume), data, None, tokenize(volume), None
     if isinstance(volume, da.Array):
-        return None, volume, None, volume.name
+        return None, volume, None, volume.name, None
     raise ParameterError(f"predict takes a path, a Tomogram, a numpy or a dask array, not {type(volume).__name__}")
 
 
 def global_stats(volume: da.Array, *, progress: bool = False) -> tuple[float, float]:
-    """Mean and standard deviation of the whole tomogram: one Dask reduction pass, float64.
+    """Mean and standard deviation of the whole tomogram: one Dask pass, float64 moments per block.
 
-    A constant volume gets ``std = 1`` so that normalization never divides by zero; NaN or Inf
-    anywhere raises :class:`~cryodet_dask.errors.InputError` (every entry point passes here).
+    The same per-block moments a conversion records as it writes (:func:`cryodet_dask.io.block_moments`,
+    joined by :func:`~cryodet_dask.io.combine_moments`), so a converted store and this pass over it with
+    the same blocks agree to the last bit.  A constant volume gets ``std = 1`` so that normalization
+    never divides by zero; NaN or Inf anywhere raises :class:`~cryodet_dask.errors.InputError`
+    (every entry point passes here).
     """
-    v = volume.astype(np.float64)
-    mean, std = compute(v.mean(), v.std(), progress=progress, desc="normalization statistics (one pass)")
-    mean, std = float(mean), float(std)
+    moments = da.map_blocks(moments_array, volume, dtype=np.float64, new_axis=[volume.ndim],
+                            chunks=tuple((1,) * len(c) for c in volume.chunks) + ((MOMENTS_FIELDS,),),
+                            meta=np.empty((0,) * (volume.ndim + 1), np.float64))
+    (rows,) = compute(moments, progress=progress, desc="normalization statistics (one pass)")
+    _, mean, std = combine_moments(map(tuple, np.asarray(rows).reshape(-1, MOMENTS_FIELDS)))
     if not (np.isfinite(mean) and np.isfinite(std)):
         # NaN or Inf anywhere (a Zarr store or an array skips the MRC conversion's check): never a
         # silently empty result
         raise InputError(f"the tomogram holds NaN or infinite values (mean {mean}, std {std}); give "
                          "`detect --nan-policy zero` to read them as 0 (or write a clean copy with "
                          "`cryodet-dask convert TOMO OUT.zarr --nan-policy zero`)")
+    return _usable(mean, std)
+
+
+def _usable(mean: float, std: float) -> tuple[float, float]:
+    """The statistics a prediction normalizes with: a constant volume's ``std`` of 0 becomes 1."""
     return mean, (std if std > 0 else 1.0)

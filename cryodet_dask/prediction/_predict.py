@@ -241,7 +241,9 @@ def predict(
     torch_threads : int, optional
         Threads torch uses per task (default: torch's, which Dask workers set to 1).
     stats : (mean, std), optional
-        Normalization statistics; default: computed over the whole tomogram.
+        Normalization statistics; default: those the conversion recorded for this very content
+        (:func:`cryodet_dask.io.convert` computes them as it writes), else computed over the whole
+        tomogram in one pass.
     overwrite : bool
         Replace an existing ``out``.
     replace : bool
@@ -266,7 +268,7 @@ def predict(
     check_engine(engine, device)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
-    reader, data, voxel_size, ident = read_source(volume, chunks)
+    reader, data, voxel_size, ident, recorded = read_source(volume, chunks)
     if data.ndim != 3:
         raise ParameterError(f"a tomogram has 3 dimensions, got shape {data.shape}")
     # the one derivation of the default halo (detect's checks call the same function)
@@ -317,6 +319,8 @@ def predict(
         reader_key = "reader-" + tokenize(ident, type(reader).__name__)
     if stats is None and out is not None:
         stats = resume_stats(partial_path(out), fingerprint)
+    if stats is None:  # recorded by the conversion, for this content: no second read of the tomogram
+        stats = recorded
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
     common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
                   torch_threads=torch_threads, polarity=polarity, engine=engine)
