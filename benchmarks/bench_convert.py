@@ -13,8 +13,12 @@
    as it writes, and the statistics pass it saves (``global_stats`` over the store, what a
    prediction runs on an input without them), against ``cp`` of the MRC; ``--repeats`` rounds.
 
+4. ``--label-mrc LABELS.zarr``: writing an MRC of a label OME-Zarr (what ``detect``'s export does
+   after it has written the Zarr), one thread, ``--repeats`` rounds, against ``cp`` of the result.
+
     .venv/bin/python benchmarks/bench_convert.py [--size-gib 2] [--skip-big]
     .venv/bin/python benchmarks/bench_convert.py --statistics TOMO.mrc [--repeats 3]
+    .venv/bin/python benchmarks/bench_convert.py --label-mrc OUT/NAME_labels.zarr [--repeats 3]
 """
 
 from __future__ import annotations
@@ -116,6 +120,31 @@ def statistics_rounds(src: Path, tmp: Path, repeats: int) -> None:
     shutil.rmtree(tmp / "s.zarr", ignore_errors=True)
 
 
+def label_mrc_rounds(zarr_path: Path, tmp: Path, repeats: int) -> None:
+    import dask
+    import dask.array as da
+
+    from cryodet_dask.exports import write_labels_mrc
+
+    labels = da.from_zarr(str(zarr_path / "0"))
+    n = int(zarr.open_group(str(zarr_path), mode="r").attrs["cryodet"]["n_labels"])
+    rows = []
+    with dask.config.set(scheduler="sync"):
+        for r in range(repeats):
+            t = time.perf_counter()
+            write_labels_mrc(labels, tmp / "labels.mrc", n_labels=n, overwrite=True)
+            t_mrc = time.perf_counter() - t
+            t = time.perf_counter()
+            shutil.copyfile(tmp / "labels.mrc", tmp / "copy.mrc")
+            t_cp = time.perf_counter() - t
+            rows.append([str(r + 1), f"{t_mrc:.2f}", f"{t_cp:.2f}"])
+    size = (tmp / "labels.mrc").stat().st_size
+    print(f"{zarr_path.name} -> MRC of {size / 1e6:.0f} MB, one thread")
+    print(table(rows, ["round", "write_labels_mrc (s)", "cp of the MRC (s)"]))
+    (tmp / "copy.mrc").unlink()
+    (tmp / "labels.mrc").unlink()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-gib", type=float, default=2.0)
@@ -123,12 +152,17 @@ def main():
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--statistics", metavar="MRC", default=None,
                     help="only time convert with its statistics against cp and the statistics pass")
+    ap.add_argument("--label-mrc", metavar="LABELS_ZARR", default=None,
+                    help="only time writing this label OME-Zarr as MRC")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="bench_convert_"))
     tmp.mkdir(parents=True, exist_ok=True)
     if args.statistics:
         statistics_rounds(Path(args.statistics), tmp, args.repeats)
+        return
+    if args.label_mrc:
+        label_mrc_rounds(Path(args.label_mrc), tmp, args.repeats)
         return
     vol, what = simulated()
     print(f"codec data: {what}, shape {vol.shape}")

@@ -2,7 +2,9 @@
 
 The header is written first with the final dimensions, the data region is
 allocated sparse, and each Dask task memory-maps only its own block of the
-file to write it.  Statistics for the header (min, max, mean, rms) are
+file to write it (no msync per block: the pages stay in the page cache, as with any
+write, and an open and close of the file afterwards gives network file systems their
+close-to-open consistency).  Statistics for the header (min, max, mean, rms) are
 reduced from per-block summaries.  The header holds no time stamp, so the
 same volume always gives the same bytes.  The file is written under a temporary
 name and renamed when complete (:mod:`._atomic`).
@@ -21,6 +23,7 @@ import numpy as np
 
 from .._progress import compute
 from ._atomic import atomic_output
+from ._moments import block_moments, combine_moments
 from ._mrc import HEADER_BYTES, mrc_mode_for_dtype
 from ._readers import lazy_array
 
@@ -29,18 +32,22 @@ __all__ = ["write_mrc"]
 
 def _write_block(block: np.ndarray, path: str, shape: tuple[int, ...], file_dtype: str,
                  block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """Write one block into its place in the MRC file; return its statistics."""
+    """Write one block into its place in the MRC file; return its minimum, maximum and
+    :func:`~cryodet_dask.io._moments.block_moments` (for the header)."""
     assert block_info is not None
     loc = block_info[0]["array-location"]
     region = tuple(slice(a, b) for a, b in loc)
     mm = np.memmap(path, dtype=np.dtype(file_dtype), mode="r+", offset=HEADER_BYTES, shape=shape)
     try:
         mm[region] = block
-        mm.flush()
     finally:
-        del mm
-    b = block.astype(np.float64, copy=False)
-    stats = np.array([b.min(), b.max(), b.sum(), np.square(b).sum(), b.size], dtype=np.float64)
+        del mm  # unmapped: the written pages are the file's dirty pages in the page cache
+    # Close-to-open consistency, as for every file written with write(): an open and close of the file
+    # after the unmap makes a network file system (NFS) write the pages back, so that a process on
+    # another node that opens the file later reads them.  Unlike a per-block msync it does not wait
+    # for a local disk: a local file system keeps them in the page cache, as it does for any write.
+    os.close(os.open(path, os.O_RDWR))
+    stats = np.array([block.min(), block.max(), *block_moments(block)], dtype=np.float64)
     return stats.reshape(1, 1, 1, 5)
 
 
@@ -114,9 +121,7 @@ def write_mrc(
         )
         (s,) = compute(stats, progress=progress, desc=f"writing {path.name}")
         s = s.reshape(-1, 5)
-        n = s[:, 4].sum()
-        mean = s[:, 2].sum() / n
-        rms = float(np.sqrt(max(s[:, 3].sum() / n - mean * mean, 0.0)))
+        _, mean, rms = combine_moments(map(tuple, s[:, 2:]))
         with mrcfile.mmap(tmp, mode="r+") as mrc:  # memory-mapped: the data are not read
             mrc.header.dmin = float(s[:, 0].min())
             mrc.header.dmax = float(s[:, 1].max())

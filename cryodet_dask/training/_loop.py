@@ -283,8 +283,10 @@ def train(
         val_vols, val_regions = vols, cast("list[Region]", [s[1] for s in splits])
     vsizes = {v.voxel_size for v in vols if v.voxel_size}
     if len(vsizes) > 1:
-        log.warning("training tomograms have different voxel sizes %s; the network will be tied to none of them",
-                    sorted(vsizes))
+        tied = (f"the network records {mcfg.voxel_size:g} Å" if mcfg.voxel_size
+                else "the network will be tied to none of them")
+        log.warning("training tomograms have %d different voxel sizes, %.4g to %.4g Å; %s", len(vsizes),
+                    min(vsizes), max(vsizes), tied)
     if mcfg.voxel_size is None and len(vsizes) == 1:
         mcfg = mcfg.replace(voxel_size=float(next(iter(vsizes))))
 
