@@ -138,3 +138,28 @@ def test_network_flags_state_detectparams_defaults():
     args = predict.parse_args(["t.mrc", "-o", "p.zarr"])
     for flag in NETWORK_FLAGS:
         assert getattr(args, flag.name) == getattr(d, flag.name), flag.name
+
+
+def test_detect_on_a_local_cluster_never_imports_torch_in_the_driver(tmp_path, net):
+    """The process that plans and records a ``detect`` run reads the checkpoints' configuration without
+    PyTorch (2-3 s of imports); only the workers, which run the networks, import it.  The run record
+    still names the PyTorch that ran them."""
+    import json
+
+    import numpy as np
+
+    from cryodet_dask.testing import make_mrc
+
+    tomo = make_mrc(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(24, 40, 40)).astype(np.float32),
+                    voxel_size=10.0)
+    code = ("import sys\nfrom cryodet_dask.cli import main\n"
+            f"rc = main(['-q', 'detect', {str(tomo)!r}, '-o', {str(tmp_path / 'out')!r}, '-m', {str(net)!r}, "
+            "'--cluster', 'local', '--workers', '1', '--device', 'auto'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "0 False", r.stdout + r.stderr
+    record = json.loads((tmp_path / "out" / "t_run.json").read_text())
+    import torch
+
+    assert record["versions"]["torch"] == str(torch.__version__)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cryodet_dask.errors import CheckpointError, ParameterError
+from cryodet_dask.species import SpeciesTable
 from cryodet_dask.models import (
     UNet3D,
     UNetConfig,
@@ -294,3 +295,80 @@ def test_widen_refuses_narrower_or_other_depth():
     for bad in [(3, 6, 8), (4, 6), (4, 6, 8, 8)]:
         with pytest.raises(ParameterError, match="widen"):
             widen(net, bad)
+
+
+@pytest.mark.parametrize("cfg", [
+    UNetConfig(),
+    TINY.replace(heads=["mask", "center"]),
+    UNetConfig(channels=(6, 8, 10, 12), convs_per_level=(2, 1, 3, 2), heads=("mask", "center", "species"),
+               species=SpeciesTable.of(["a", "b", "c"]), species_convs=0),
+    UNetConfig(channels=(6, 8, 10), heads=("mask", "center", "species"), species=SpeciesTable.of(["a", "b"]),
+               species_convs=2, in_channels=2),
+])
+def test_parameter_shapes_are_the_networks(cfg):
+    """The torch-free description of the weights (what checkpoints are checked against) is the network's."""
+    with torch.device("meta"):
+        net = {k: tuple(v.shape) for k, v in UNet3D(cfg).state_dict().items()}
+    assert cfg.parameter_shapes() == net
+
+
+def test_inspect_checkpoint_refuses_what_load_refuses(tmp_path):
+    import zipfile
+
+    from cryodet_dask.models import inspect_checkpoint
+
+    good = save(UNet3D(TINY), tmp_path / "good.pt")
+    assert inspect_checkpoint(good) == load(good).config
+    with pytest.raises(CheckpointError, match="not found"):
+        inspect_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable network checkpoint"):
+        inspect_checkpoint(tmp_path / "garbage.pt")
+    data = good.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        inspect_checkpoint(tmp_path / "truncated.pt")
+    # one byte of a weight changed inside the archive: its CRC-32 no longer matches
+    with zipfile.ZipFile(good) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
+    import struct
+
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the local header's own lengths (torch pads it)
+    damaged = bytearray(data)
+    damaged[start + 5] ^= 0xFF
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        inspect_checkpoint(tmp_path / "damaged.pt")
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["channels"] = [5, 6, 8]
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match the architecture"):
+        inspect_checkpoint(tmp_path / "mismatch.pt")
+    payload["config"]["architecture"] = "transformer"
+    torch.save(payload, tmp_path / "arch.pt")
+    with pytest.raises(CheckpointError, match="unsupported network configuration"):
+        inspect_checkpoint(tmp_path / "arch.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a cryodet-dask network checkpoint"):
+        inspect_checkpoint(tmp_path / "foreign.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"format": "cryodet-dask-checkpoint", "config": {}, "state_dict": {}, "x": Evil()},
+               tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        inspect_checkpoint(tmp_path / "evil.pt")
+
+
+def test_inspect_checkpoint_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cryodet_dask.models import default_weights, inspect_checkpoint\n"
+            "c = inspect_checkpoint(default_weights().twohead)\nprint(c.heads, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "('mask', 'center') False"

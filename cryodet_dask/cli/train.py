@@ -206,9 +206,9 @@ def _plan_picks(args: argparse.Namespace) -> list:
         raise ParameterError("give --picks with --tomogram, or --copick with --runs, not both")
     class_names = parse_class_names(args.class_names)
     if args.species is None and args.init and args.particle_diameter is None:
-        from ..models import UNetConfig, read_checkpoint
+        from ..models import inspect_checkpoint
 
-        start = UNetConfig.from_dict(read_checkpoint(args.init)["config"]).species
+        start = inspect_checkpoint(args.init).species
         if len(start) > 1:  # train's default: the --init checkpoint's species (their diameters paint the picks)
             args.species = start
     if args.copick:

@@ -11,13 +11,19 @@ the pair.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ._checkpoint import FORMAT, FORMAT_VERSION, load, read_checkpoint, save
-from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
-from ._inference import POLARITIES, check_polarity, forward, predict_array, zscore_stats
-from ._unet import UNet3D
-from ._widen import check_widening, widen
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ._archive import FORMAT, FORMAT_VERSION, TensorRecord
+    from ._checkpoint import load, read_checkpoint, save
+    from ._config import HEAD_ACTIVATIONS, UNetConfig, receptive_extent, receptive_field
+    from ._inference import forward, predict_array, zscore_stats
+    from ._inspect import inspect_checkpoint
+    from ._polarity import POLARITIES, check_polarity
+    from ._unet import UNet3D
+    from ._widen import check_widening, widen
 
 __all__ = [
     "FORMAT",
@@ -33,6 +39,8 @@ __all__ = [
     "forward",
     "POLARITIES",
     "check_polarity",
+    "inspect_checkpoint",
+    "TensorRecord",
     "read_checkpoint",
     "receptive_extent",
     "receptive_field",
@@ -40,6 +48,18 @@ __all__ = [
     "widen",
     "zscore_stats",
 ]
+
+if not TYPE_CHECKING:  # PyTorch is imported with the first name that needs it, never for the others
+    __getattr__, __dir__ = lazy_attributes(__name__, {
+        "._archive": ("FORMAT", "FORMAT_VERSION", "TensorRecord"),
+        "._inspect": ("inspect_checkpoint",),
+        "._checkpoint": ("load", "read_checkpoint", "save"),
+        "._config": ("HEAD_ACTIVATIONS", "UNetConfig", "receptive_extent", "receptive_field"),
+        "._inference": ("forward", "predict_array", "zscore_stats"),
+        "._polarity": ("POLARITIES", "check_polarity"),
+        "._unet": ("UNet3D",),
+        "._widen": ("check_widening", "widen"),
+    })
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
 

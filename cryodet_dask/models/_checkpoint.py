@@ -23,14 +23,11 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, CryodetError
-from ._config import UNetConfig
+from ..errors import CheckpointError
+from ._archive import FORMAT, FORMAT_VERSION, check_payload, check_state_dict, config_of
 from ._unet import UNet3D
 
 __all__ = ["save", "load", "read_checkpoint", "check_state_dict", "FORMAT", "FORMAT_VERSION"]
-
-FORMAT = "cryodet-dask-checkpoint"
-FORMAT_VERSION = 1
 
 
 def save(model: UNet3D, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
@@ -86,33 +83,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:  # a corrupt file can fail anywhere inside the (safe) unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable network checkpoint (corrupt or unsafe file: {first[:160]})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a cryodet-dask network checkpoint (no '{FORMAT}' marker)")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {payload.get('format_version')} is newer than this "
-            f"cryodet-dask understands ({FORMAT_VERSION}); upgrade cryodet-dask")
-    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: checkpoint lacks its configuration or weights")
-    return payload
-
-
-def check_state_dict(config: UNetConfig, state_dict: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Refuse weights that do not fit ``config`` before any memory is allocated for the network.
-
-    The network is built on PyTorch's ``meta`` device (shapes only, no
-    storage), so a checkpoint whose stored configuration asks for a huge
-    network but carries small weights costs nothing to refuse.
-    """
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in UNet3D(config).state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    bad = sorted(set(expected) ^ set(got)) + sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
-    if bad or len(got) != len(state_dict):
-        raise CheckpointError(
-            f"{path}: weights do not match the architecture stored in the checkpoint "
-            f"(channels {config.channels}, convs {config.convs_per_level}, heads {config.heads}; "
-            f"{max(len(bad), 1)} mismatching tensor(s), first: {bad[0] if bad else 'a non-tensor entry'})")
+    return check_payload(path, payload)
 
 
 def load(path: str | os.PathLike[str], *, expect_heads: Sequence[str] | None = None,
@@ -142,10 +113,7 @@ def load(path: str | os.PathLike[str], *, expect_heads: Sequence[str] | None = N
     """
     path = Path(path)
     payload = read_checkpoint(path)
-    try:
-        config = UNetConfig.from_dict(payload["config"])
-    except (CryodetError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unsupported network configuration ({exc})") from exc
+    config = config_of(path, payload)
     if expect_heads is not None:
         missing = [h for h in expect_heads if h not in config.heads]
         if missing:

@@ -172,6 +172,36 @@ class UNetConfig:
         lo, hi = receptive_extent(self)
         return max(lo, hi)
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every weight of :class:`~cryodet_dask.models.UNet3D` with this configuration,
+        without PyTorch (what a checkpoint's weights must match; the tests hold it equal to the network's
+        ``state_dict``)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def convs(prefix: str, c_in: int, c_out: int, n: int) -> None:
+            for i in range(n):  # Conv3d, ReLU pairs: the convolutions are the even members
+                shapes[f"{prefix}.{2 * i}.weight"] = (c_out, c_in if i == 0 else c_out, 3, 3, 3)
+                shapes[f"{prefix}.{2 * i}.bias"] = (c_out,)
+
+        ch, n, depth = self.channels, self.convs_per_level, self.depth
+        c_prev = self.in_channels
+        for level in range(depth):
+            convs(f"encoders.{level}", c_prev, ch[level], n[level])
+            c_prev = ch[level]
+        convs("bottleneck", c_prev, ch[depth], n[depth])
+        for j, level in enumerate(reversed(range(depth))):
+            shapes[f"ups.{j}.conv.weight"] = (ch[level + 1], ch[level + 1], 2, 2, 2)
+            shapes[f"ups.{j}.conv.bias"] = (ch[level + 1],)
+            convs(f"decoders.{j}", ch[level + 1] + ch[level], ch[level], n[level])
+        widths = self.head_widths
+        has_species = "species" in self.heads
+        shared = sum(widths) - (widths[-1] if has_species else 0)
+        shapes["head.weight"], shapes["head.bias"] = (shared, ch[0], 1, 1, 1), (shared,)
+        if has_species:
+            convs("species_branch", ch[0], ch[0], self.species_convs)
+            shapes["species_head.weight"], shapes["species_head.bias"] = (widths[-1], ch[0], 1, 1, 1), (widths[-1],)
+        return shapes
+
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""

@@ -7,23 +7,10 @@ import torch
 
 from .._shapes import end_padding
 from ..errors import ParameterError
+from ._polarity import check_polarity
 from ._unet import UNet3D
 
-__all__ = ["predict_array", "zscore_stats", "forward", "POLARITIES", "check_polarity"]
-
-#: How a network meets the tomogram's contrast polarity.  ``"both"``: the mean of its outputs on the
-#: normalized tomogram ``x`` and on ``-x`` (the same tomogram with inverted contrast), so the maps are
-#: exactly the same whichever way the reconstruction software wrote the contrast (two forward passes);
-#: ``"as-is"`` (the default): one pass on ``x``.  On validation data ``"both"`` gained 0.007 F1, less
-#: than the noise of that set, for twice the inference time, so it is an option (README, Results).
-POLARITIES = ("as-is", "both")
-
-
-def check_polarity(polarity: str) -> str:
-    if polarity not in POLARITIES:
-        raise ParameterError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
-    return polarity
-
+__all__ = ["predict_array", "zscore_stats", "forward"]
 
 def forward(model: torch.nn.Module, x: torch.Tensor, polarity: str = "as-is") -> torch.Tensor:
     """``model(x)`` in float32, or with ``polarity="both"`` the mean of ``model(x)`` and ``model(-x)``.

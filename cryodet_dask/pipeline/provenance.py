@@ -15,25 +15,60 @@ __all__ = ["versions", "run_provenance", "vmhwm_mib", "reset_peak_memory", "peak
 
 
 def versions() -> dict[str, Any]:
-    """Versions of this package and of what decides its numbers (torch, CUDA and cuDNN included)."""
+    """Versions of this package and of what decides its numbers (torch, CUDA and cuDNN included: as the
+    processes that ran the networks have them, see :func:`torch_versions`)."""
     import dask
     import distributed
-    import torch
     import zarr
 
     from .. import __version__
 
-    cudnn = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:  # the optional CPU engine (--engine openvino), when installed
-        openvino: str | None = version("openvino")
-    except PackageNotFoundError:
-        openvino = None
     return {"cryodet_dask": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "dask": dask.__version__, "distributed": distributed.__version__, "zarr": zarr.__version__,
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cudnn": cudnn, "openvino": openvino}
+            **torch_versions(), "openvino": _installed("openvino")}
+
+
+def torch_versions() -> dict[str, Any]:
+    """``torch``, ``cuda`` and ``cudnn`` of the PyTorch that ran the networks: this process's if it has
+    imported PyTorch, else a worker's (the process that plans a run does not import it); when no process
+    has (every result was reused), the installed version and None for the others."""
+    import sys
+
+    if "torch" in sys.modules:
+        return _loaded_torch_versions() or {}
+    from .._progress import current_client
+
+    client = current_client()
+    if client is not None:
+        try:
+            for seen in client.run(_loaded_torch_versions).values():
+                if seen:
+                    return dict(seen)
+        except Exception:  # noqa: BLE001 - a record of versions never fails a run
+            pass
+    return {"torch": _installed("torch"), "cuda": None, "cudnn": None}
+
+
+def _loaded_torch_versions() -> dict[str, Any] | None:
+    """This process's PyTorch versions if it has imported PyTorch (run on workers too), else None."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    cudnn = torch.backends.cudnn.version()
+    # plain str and int: torch.__version__ is a str subclass that would import PyTorch where it is unpickled
+    return {"torch": str(torch.__version__), "cuda": None if torch.version.cuda is None else str(torch.version.cuda),
+            "cudnn": None if cudnn is None else int(cudnn)}
+
+
+def _installed(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def run_provenance(weights: Sequence[tuple[str, str]]) -> dict[str, Any]:

@@ -51,7 +51,10 @@ class ModelSpec:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"`` (without importing PyTorch where
+    the installed build cannot use a GPU, or the CPU was asked for)."""
+    if device == "cpu" or (device == "auto" and _cpu_only_torch()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -61,6 +64,37 @@ def resolve_device(device: str) -> str:
 
         raise ParameterError("--device cuda was asked for but no CUDA GPU is visible to torch")
     return device
+
+
+def _cpu_only_torch() -> bool:
+    """True when the installed PyTorch is a CPU-only build (no CUDA, no ROCm), read from its
+    ``torch/version.py`` without importing it; False when that cannot be told (PyTorch then decides)."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("torch")
+        where = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not where:
+            return False
+        tree = ast.parse((Path(where[0]) / "version.py").read_text())
+    except (ImportError, ValueError, OSError, SyntaxError):
+        return False
+    values: dict[str, object] = {}
+    for node in tree.body:
+        target: ast.expr
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            try:
+                values[target.id] = ast.literal_eval(value)
+            except ValueError:
+                continue
+    return "cuda" in values and "hip" in values and values["cuda"] is None and values["hip"] is None
 
 
 def openvino_available() -> bool:

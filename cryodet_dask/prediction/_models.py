@@ -77,7 +77,7 @@ def shipped_models() -> list[dict[str, Any]]:
         paths = [models.WEIGHTS_DIR / f for f in files]
         if not all(p.is_file() for p in paths):
             continue
-        cfg = models.read_checkpoint(paths[0])["config"]
+        cfg = models.inspect_checkpoint(paths[0]).to_dict()
         species = [s["name"] for s in cfg.get("species") or [{"name": "particle"}]]
         out.append({"name": name, "files": [str(p) for p in paths], "species": species,
                     "voxel_size": cfg.get("voxel_size"), "bytes": sum(p.stat().st_size for p in paths),
@@ -117,7 +117,7 @@ def resolve_models(model: Any = None) -> list[ModelSpec]:
         try:
             st = path.stat()
         except OSError:
-            models.load(p)  # raises the one-line CheckpointError for a missing or unreadable file
+            models.inspect_checkpoint(p)  # raises the one-line CheckpointError for a missing or unreadable file
             raise
         specs.append(_spec(str(path), st.st_mtime_ns, st.st_size))
     heads = [h for s in specs for h in s.heads]
@@ -163,7 +163,7 @@ def _spec(path: str, mtime_ns: int, size: int) -> ModelSpec:
     """One checkpoint's :class:`ModelSpec`, read once per process for a given file version."""
     from .. import models
 
-    cfg = models.load(path).config
+    cfg = models.inspect_checkpoint(path)  # checked as the workers' load checks it, without PyTorch
     return ModelSpec(path=path, heads=tuple(cfg.outputs), pool_factor=int(cfg.pool_factor),
                      receptive_field=int(cfg.receptive_field), halo=int(cfg.halo), width=int(cfg.channels[0]),
                      voxel_size=float(cfg.voxel_size) if cfg.voxel_size else None)
@@ -207,7 +207,7 @@ def model_species_diameters(model: Any) -> dict[str, float | None]:
 def _diameters(path: str, mtime_ns: int, size: int) -> dict[str, float | None]:
     from .. import models
 
-    items = models.read_checkpoint(path)["config"].get("species") or []
+    items = models.inspect_checkpoint(path).to_dict().get("species") or []
     return {str(s["name"]): (float(s["diameter"]) if s.get("diameter") else None) for s in items}
 
 
