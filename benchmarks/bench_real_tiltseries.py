@@ -12,7 +12,7 @@ detect`` on each with default flags and counts the picks in the slabs that hold 
 out a 12-voxel margin at the crops' x and y faces.  Measurement only: nothing here trains or chooses
 a default, and no data is shipped.
 
-    python benchmarks/bench_real_tiltseries.py DIR [--polarity as-is|both] [--min-score S] [--json out.json]
+    python benchmarks/bench_real_tiltseries.py DIR [--polarity as-is|both] [--min-score S] [-m MODEL] [--json out.json]
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("root", type=Path)
     ap.add_argument("--polarity", default="as-is", choices=("as-is", "both"))
     ap.add_argument("--min-score", default=None, help="detect's --min-score (default: detect's default)")
+    ap.add_argument("--model", "-m", default=None, help="detect's -m (default: the shipped default model)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     a.root.mkdir(parents=True, exist_ok=True)
@@ -122,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             with mrcfile.new(vol_path, overwrite=True) as m:
                 m.set_data(back_project(filtered, tilts, crop, NZ))
                 m.voxel_size = 10.0
-        out = a.root / f"out_{name}_{a.polarity}_{a.min_score or 'default'}"
+        tag = "" if a.model is None else "_" + Path(a.model).stem
+        out = a.root / f"out_{name}_{a.polarity}_{a.min_score or 'default'}{tag}"
         extra = ["--min-score", a.min_score] if a.min_score is not None else []
+        extra += ["-m", a.model] if a.model is not None else []
         subprocess.run([sys.executable, "-m", "cryodet_dask", "-q", "detect", str(vol_path), "-o", str(out),
                         "--polarity", a.polarity, "--formats", "csv", "--cluster", "threads", "--overwrite", *extra],
                        check=True)

@@ -18,7 +18,7 @@ Two data sets, never used to train or to choose a default:
   particle-free distractor sets), the confirmation.
 
     python benchmarks/bench_score.py make V
-    python benchmarks/bench_score.py score V --weights twohead [--test G] [--json out.json]
+    python benchmarks/bench_score.py score V --weights twohead [--tag NAME] [--test G] [--json out.json]
 
 ``score`` predicts the validation tomograms that have no cached maps (whole volume, ``as-is`` polarity,
 as ``detect``'s default), post-processes every tomogram on the synchronous scheduler with the default
@@ -125,19 +125,20 @@ def _folders(root: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def score(root: Path, weights: str, test: Path | None) -> dict[str, Any]:
+def score(root: Path, weights: str, test: Path | None, tag: str | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_generalization import predict
 
+    tag = tag or weights  # the name of the cached maps (bench_generalization.py score's --tag)
     val = _folders(root)
-    predict(root, [d for ds in val.values() for d in ds], weights, weights)
+    predict(root, [d for ds in val.values() for d in ds], weights, tag)
     groups = dict(val)
     if test is not None:
         groups.update(_folders(test))
     result: dict[str, Any] = {"weights": weights, "radius": RADIUS, "sets": {}}
     frames_by: dict[str, list[pd.DataFrame]] = {}
     for key, dirs in groups.items():
-        frames = [_picks(d, weights) for d in dirs if (d / f"maps_{weights}.npz").exists()]
+        frames = [_picks(d, tag) for d in dirs if (d / f"maps_{tag}.npz").exists()]
         frames_by[key] = frames
         result["sets"][key] = _summary(frames)
         s = result["sets"][key]
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("make", "score"))
     ap.add_argument("root", type=Path)
     ap.add_argument("--weights", default="twohead")
+    ap.add_argument("--tag", default=None, help="name of the cached maps (default: --weights)")
     ap.add_argument("--test", type=Path, default=None, help="bench_generalization.py's folder (cached maps)")
     ap.add_argument("--radius", type=float, default=RADIUS)
     ap.add_argument("--json", type=Path, default=None)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "make":
         make(a.root)
         return 0
-    result = score(a.root, a.weights, a.test)
+    result = score(a.root, a.weights, a.test, a.tag)
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
     return 0
