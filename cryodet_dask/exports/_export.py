@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import Any
 
 import dask.array as da
 
+from .._progress import compute
 from ..errors import ParameterError
 from ..particles import write_centers_csv, write_centers_star, write_centers_txt
 from ..pipeline.rundir import RunDirectory
 from ..species import SpeciesTable
 from ._labels import label_dtype as label_dtype_of
-from ._labels import write_labels_mrc, write_labels_zarr
+from ._labels import pending_labels_mrc, pending_labels_zarr
 
 __all__ = ["FORMATS", "export"]
 
@@ -60,9 +62,8 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
 
     Notes
     -----
-    When both label formats are asked for, the Zarr label image is written
-    first and the MRC is copied from it block by block, so the relabel pass
-    runs once.
+    When both label formats are asked for, they are written in one computation:
+    each block of the label image is computed once and written to both.
     """
     if origin_zyx is not None and origin is not None:
         raise ParameterError("give the origin once (origin_zyx or origin)")
@@ -81,37 +82,31 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         vs_zyx = tuple(v) if all(x > 0 for x in v) else None
     written: dict[str, Path] = {}
     n = len(detections.centers)
-    labels: Any = detections
-    if "zarr" in formats:
-        source = None
-        if source_image is not None:  # NGFF image-label.source.image: relative to the label group
-            source = os.path.relpath(Path(source_image).absolute(), rd.output("zarr"))
-        written["zarr"] = write_labels_zarr(detections, rd.output("zarr"), voxel_size_zyx=vs_zyx,
-                                            source_image=source,
-                                            origin_zyx=origin_zyx, n_labels=n, overwrite=overwrite,
-                                            progress=progress)
-        labels = da.from_zarr(str(written["zarr"] / "0"))
-    if "mrc" in formats:
-        written["mrc"] = write_labels_mrc(labels, rd.output("mrc"),
-                                          voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx,
-                                          dtype=label_dtype, n_labels=n, overwrite=overwrite, progress=progress)
+    source = None
+    if source_image is not None:  # NGFF image-label.source.image: relative to the label group
+        source = os.path.relpath(Path(source_image).absolute(), rd.output("zarr"))
+    written.update(_label_images(
+        detections, formats, zarr_path=rd.output("zarr"), mrc_path=rd.output("mrc"), progress=progress,
+        zarr_kwargs=dict(voxel_size_zyx=vs_zyx, source_image=source, origin_zyx=origin_zyx, n_labels=n,
+                         overwrite=overwrite),
+        mrc_kwargs=dict(voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx, dtype=label_dtype, n_labels=n,
+                        overwrite=overwrite)))
     if getattr(detections, "species", None) is not None:  # the species label image beside the instance labels
-        species = _species_labels(detections, labels)
+        # from the instance labels just written where there are some (not the relabel pass again)
+        species = _species_labels(detections, da.from_zarr(str(written["zarr"] / "0")) if "zarr" in written
+                                  else detections.labels)
         names = list(detections.species_names)
-        for fmt in ("zarr", "mrc"):
-            if fmt in formats:
-                path = rd.species_output(fmt)
-                if fmt == "zarr":
-                    written["species_zarr"] = write_labels_zarr(
-                        species, path, voxel_size_zyx=vs_zyx, origin_zyx=origin_zyx, n_labels=len(names),
-                        overwrite=overwrite, progress=progress, kind="species-labels", name="species",
-                        properties=[{"label-value": k + 1, "species": nm} for k, nm in enumerate(names)],
-                        colors=[{"label-value": k + 1, "rgba": _rgba(c)} for k, c in
-                                enumerate(SpeciesTable.of(names).colours())])
-                else:
-                    written["species_mrc"] = write_labels_mrc(
-                        species, path, voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx, dtype="auto",
-                        n_labels=len(names), overwrite=overwrite, progress=progress)
+        images = _label_images(
+            species, formats, zarr_path=rd.species_output("zarr"), mrc_path=rd.species_output("mrc"),
+            progress=progress,
+            zarr_kwargs=dict(voxel_size_zyx=vs_zyx, origin_zyx=origin_zyx, n_labels=len(names), overwrite=overwrite,
+                             kind="species-labels", name="species",
+                             properties=[{"label-value": k + 1, "species": nm} for k, nm in enumerate(names)],
+                             colors=[{"label-value": k + 1, "rgba": _rgba(c)} for k, c in
+                                     enumerate(SpeciesTable.of(names).colours())]),
+            mrc_kwargs=dict(voxel_size=_one_or_three(vs_zyx), origin_zyx=origin_zyx, dtype="auto",
+                            n_labels=len(names), overwrite=overwrite))
+        written.update({f"species_{fmt}": path for fmt, path in images.items()})
     if "txt" in formats:
         written["txt"] = write_centers_txt(detections, rd.output("txt"), vs_zyx or voxel_size,
                                            overwrite=overwrite)
@@ -121,6 +116,27 @@ def export(detections: Any, out_dir: str | os.PathLike[str], name: str, voxel_si
         written["star"] = write_centers_star(detections, rd.output("star"), vs_zyx or voxel_size,
                                              detections.labels.shape, tomo_name or name, overwrite=overwrite)
     return written
+
+
+def _label_images(labels: Any, formats: Sequence[str], *, zarr_path: Path, mrc_path: Path, progress: bool,
+                  zarr_kwargs: dict[str, Any], mrc_kwargs: dict[str, Any]) -> dict[str, Path]:
+    """The label image as OME-Zarr and MRC, as ``formats`` asks, in one computation: each block of
+    ``labels`` is computed once and written to both."""
+    wanted = [f for f in ("zarr", "mrc") if f in formats]
+    if not wanted:
+        return {}
+    with contextlib.ExitStack() as stack:
+        pending: dict[str, Any] = {}
+        if "zarr" in wanted:
+            pending["zarr"] = stack.enter_context(pending_labels_zarr(labels, zarr_path, **zarr_kwargs))
+        if "mrc" in wanted:
+            pending["mrc"] = stack.enter_context(pending_labels_mrc(labels, mrc_path, **mrc_kwargs))
+        paths = {"zarr": zarr_path, "mrc": mrc_path}
+        names = " and ".join(paths[f].name for f in wanted)
+        results = compute(*(pending[f].writes for f in wanted), progress=progress, desc=f"writing {names}")
+        for f, result in zip(wanted, results):
+            pending[f].finish(result)
+    return {f: paths[f] for f in wanted}
 
 
 def _species_labels(detections: Any, labels: Any) -> da.Array:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,9 +13,9 @@ import numpy as np
 
 from .._progress import compute
 from ..errors import ParameterError
-from ..io import atomic_output, create_image_group, write_blocks, write_mrc
+from ..io import PendingMRC, atomic_output, create_image_group, pending_mrc, write_blocks
 
-__all__ = ["label_dtype", "write_labels_mrc", "write_labels_zarr"]
+__all__ = ["label_dtype", "write_labels_mrc", "write_labels_zarr", "pending_labels_mrc", "pending_labels_zarr"]
 
 LABEL_DTYPES = ("auto", "uint16", "int16", "float32", "uint32")
 
@@ -83,10 +84,22 @@ def write_labels_mrc(detections: Any, path: str | os.PathLike[str], *,
     overwrite, progress : bool
         Replace an existing file; show a progress bar.
     """
+    with pending_labels_mrc(detections, path, voxel_size=voxel_size, origin_zyx=origin_zyx, dtype=dtype,
+                            n_labels=n_labels, overwrite=overwrite) as pending:
+        (stats,) = compute(pending.writes, progress=progress, desc=f"writing {Path(path).name}")
+        pending.finish(stats)
+    return Path(path)
+
+
+def pending_labels_mrc(detections: Any, path: str | os.PathLike[str], *,
+                       voxel_size: float | Sequence[float] | None = None,
+                       origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
+                       n_labels: int | None = None, overwrite: bool = False) -> AbstractContextManager[PendingMRC]:
+    """:func:`write_labels_mrc` as a :func:`~cryodet_dask.io.pending_mrc` (its blocks computed with other work)."""
     labels = _as_labels(detections)
     dt = label_dtype(_n_labels(detections, n_labels, labels), dtype, fmt="mrc")
-    return write_mrc(labels.astype(dt), path, voxel_size=voxel_size, origin_zyx=tuple(origin_zyx),  # type: ignore[arg-type]
-                     overwrite=overwrite, progress=progress, label="cryodet-dask instance labels")
+    return pending_mrc(labels.astype(dt), path, voxel_size=voxel_size, origin_zyx=tuple(origin_zyx),  # type: ignore[arg-type]
+                       overwrite=overwrite, label="cryodet-dask instance labels")
 
 
 def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
@@ -109,6 +122,36 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
     species label image.  Written block by block under a temporary name,
     renamed when complete.
     """
+    with pending_labels_zarr(detections, path, voxel_size_zyx=voxel_size_zyx, origin_zyx=origin_zyx, dtype=dtype,
+                             n_labels=n_labels, overwrite=overwrite, name=name, source_image=source_image,
+                             properties=properties, colors=colors, kind=kind) as pending:
+        (counts,) = compute(pending.writes, progress=progress, desc=f"writing {Path(path).name}")
+        pending.finish(counts)
+    return Path(path)
+
+
+class PendingZarr:
+    """A label image being written: :attr:`writes` are its lazy block writes; :meth:`finish` takes their result."""
+
+    def __init__(self, writes: da.Array) -> None:
+        self.writes = writes
+        self.finished = False
+
+    def finish(self, result: Any) -> None:
+        self.finished = True
+
+
+@contextmanager
+def pending_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
+                        voxel_size_zyx: float | Sequence[float] | None = None,
+                        origin_zyx: Sequence[float] = (0.0, 0.0, 0.0), dtype: str = "auto",
+                        n_labels: int | None = None, overwrite: bool = False,
+                        name: str = "labels", source_image: str | None = None,
+                        properties: list[dict[str, Any]] | None = None, colors: list[dict[str, Any]] | None = None,
+                        kind: str = "instance-labels") -> Iterator[PendingZarr]:
+    """:func:`write_labels_zarr` in two halves (its blocks computed with other work): yields a
+    :class:`PendingZarr` whose ``writes`` must be computed and then :meth:`PendingZarr.finish` called;
+    the image gets its name when the context ends."""
     labels = _as_labels(detections)
     n = _n_labels(detections, n_labels, labels)
     dt = label_dtype(n, dtype, fmt="zarr") if dtype != "float32" else np.dtype(np.float32)
@@ -133,6 +176,7 @@ def write_labels_zarr(detections: Any, path: str | os.PathLike[str], *,
                               **({"properties": properties} if properties else {}),
                               **({"source": {"image": source_image}} if source_image else {})}
         group.attrs["ome"] = ome
-        (bad,) = compute(write_blocks(labels.astype(dt), tmp / "0"), progress=progress,
-                         desc=f"writing {path.name}")
-    return path
+        pending = PendingZarr(write_blocks(labels.astype(dt), tmp / "0"))
+        yield pending
+        if not pending.finished:
+            raise RuntimeError(f"{path}: the label image's blocks were not written (PendingZarr.finish was not called)")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._load import Tomogram, load, open_zarr_image
     from ._moments import MOMENTS_FIELDS, Moments, block_moments, combine_moments, moments_array
     from ._mrc import MRC_SUFFIXES, SUPPORTED_MODES, MrcHeaderInfo, MrcVolume, read_mrc_header
-    from ._mrc_write import write_mrc
+    from ._mrc_write import PendingMRC, pending_mrc, write_mrc
     from ._readers import ArrayReader, lazy_array
     from ._zarr import (create_image_group, make_compressor, normalize_chunks, ome_multiscales, stored_codecs,
                         write_blocks)
@@ -55,6 +55,8 @@ __all__ = [
     "read_mrc_header",
     "write_blocks",
     "write_mrc",
+    "pending_mrc",
+    "PendingMRC",
     "remove_path",
     "INTEGRITY_ATTRS",
     "WRITE_CONFIG",
@@ -75,7 +77,7 @@ if not TYPE_CHECKING:
         "._load": ("Tomogram", "load", "open_zarr_image"),
         "._moments": ("MOMENTS_FIELDS", "Moments", "block_moments", "combine_moments", "moments_array"),
         "._mrc": ("MRC_SUFFIXES", "SUPPORTED_MODES", "MrcHeaderInfo", "MrcVolume", "read_mrc_header"),
-        "._mrc_write": ("write_mrc",),
+        "._mrc_write": ("PendingMRC", "pending_mrc", "write_mrc"),
         "._readers": ("ArrayReader", "lazy_array"),
         "._zarr": ("create_image_group", "make_compressor", "normalize_chunks", "ome_multiscales", "stored_codecs",
                    "write_blocks"),

@@ -13,7 +13,8 @@ name and renamed when complete (:mod:`._atomic`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from ._moments import block_moments, combine_moments
 from ._mrc import HEADER_BYTES, mrc_mode_for_dtype
 from ._readers import lazy_array
 
-__all__ = ["write_mrc"]
+__all__ = ["write_mrc", "pending_mrc", "PendingMRC"]
 
 
 def _write_block(block: np.ndarray, path: str, shape: tuple[int, ...], file_dtype: str,
@@ -85,6 +86,42 @@ def write_mrc(
     Path
         The written file.
     """
+    with pending_mrc(volume, path, voxel_size=voxel_size, origin_zyx=origin_zyx, overwrite=overwrite,
+                     label=label) as pending:
+        (stats,) = compute(pending.writes, progress=progress, desc=f"writing {Path(path).name}")
+        pending.finish(stats)
+    return Path(path)
+
+
+class PendingMRC:
+    """An MRC being written: its header is in place under the temporary name; :attr:`writes` are the lazy
+    per-block writes (compute them, with other work if you like), and :meth:`finish` puts their statistics
+    into the header."""
+
+    def __init__(self, path: Path, writes: da.Array) -> None:
+        self.path = path
+        self.writes = writes
+        self.finished = False
+
+    def finish(self, stats: np.ndarray) -> None:
+        s = np.asarray(stats).reshape(-1, 5)
+        _, mean, rms = combine_moments(map(tuple, s[:, 2:]))
+        with mrcfile.mmap(self.path, mode="r+") as mrc:  # memory-mapped: the data are not read
+            mrc.header.dmin = float(s[:, 0].min())
+            mrc.header.dmax = float(s[:, 1].max())
+            mrc.header.dmean = float(mean)
+            mrc.header.rms = rms
+        self.finished = True
+
+
+@contextmanager
+def pending_mrc(volume: da.Array | np.ndarray, path: str | os.PathLike[str], *,
+                voxel_size: float | Sequence[float] | None = None,
+                origin_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0), overwrite: bool = False,
+                label: str | None = None) -> Iterator[PendingMRC]:
+    """:func:`write_mrc` in two halves, so that the blocks can be written in the same computation as
+    another output of the same volume (each block computed once): yields a :class:`PendingMRC`; the file
+    gets its name when the context ends after :meth:`PendingMRC.finish`, and is removed on an error."""
     path = Path(path)
     if not isinstance(volume, da.Array):
         volume = lazy_array(volume, chunks=128)
@@ -108,7 +145,7 @@ def write_mrc(
             if label:
                 mrc.add_label(label[:80])
             file_dtype = mrc.data.dtype.str  # little-endian as written by mrcfile
-        stats = da.map_blocks(
+        writes = da.map_blocks(
             _write_block,
             volume,
             path=str(tmp),
@@ -119,12 +156,7 @@ def write_mrc(
             new_axis=3,
             meta=np.empty((0, 0, 0, 0), np.float64),
         )
-        (s,) = compute(stats, progress=progress, desc=f"writing {path.name}")
-        s = s.reshape(-1, 5)
-        _, mean, rms = combine_moments(map(tuple, s[:, 2:]))
-        with mrcfile.mmap(tmp, mode="r+") as mrc:  # memory-mapped: the data are not read
-            mrc.header.dmin = float(s[:, 0].min())
-            mrc.header.dmax = float(s[:, 1].max())
-            mrc.header.dmean = float(mean)
-            mrc.header.rms = rms
-    return path
+        pending = PendingMRC(tmp, writes)
+        yield pending
+        if not pending.finished:
+            raise RuntimeError(f"{path}: the MRC's blocks were not written (PendingMRC.finish was not called)")
