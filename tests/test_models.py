@@ -143,23 +143,32 @@ def test_checkpoint_round_trip_identical_outputs(tmp_path):
         load(save(UNet3D(TINY), tmp_path / "seg.pt"), expect_heads=("center",))
 
 
-def test_bad_checkpoints_give_clear_errors(tmp_path):
+def _inspect(path):
+    from cryodet_dask.models import inspect_checkpoint
+
+    return inspect_checkpoint(path)
+
+
+@pytest.mark.parametrize("reader", [load, _inspect], ids=["load", "inspect_checkpoint"])
+def test_bad_checkpoints_give_clear_errors(tmp_path, reader):
+    """``load`` and the torch-free ``inspect_checkpoint`` refuse the same files with the same lines."""
     with pytest.raises(CheckpointError, match="not found"):
-        load(tmp_path / "missing.pt")
+        reader(tmp_path / "missing.pt")
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable network checkpoint"):
-        load(tmp_path / "garbage.pt")
+        reader(tmp_path / "garbage.pt")
     good = save(UNet3D(TINY), tmp_path / "good.pt")
+    assert _inspect(good) == load(good).config
     data = good.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError):
-        load(tmp_path / "truncated.pt")
+        reader(tmp_path / "truncated.pt")
     # weights of another architecture under a config that does not match them
     payload = torch.load(good, weights_only=True)
     payload["config"]["channels"] = [5, 6, 8]
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not match the architecture"):
-        load(tmp_path / "mismatch.pt")
+        reader(tmp_path / "mismatch.pt")
     # a stored configuration for a huge network is refused before any memory is allocated for it
     import tracemalloc
 
@@ -167,7 +176,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     torch.save(payload, tmp_path / "huge.pt")
     tracemalloc.start()
     with pytest.raises(CheckpointError, match="do not match the architecture"):
-        load(tmp_path / "huge.pt")
+        reader(tmp_path / "huge.pt")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     import resource
@@ -178,13 +187,14 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     payload["config"]["architecture"] = "transformer"
     torch.save(payload, tmp_path / "arch.pt")
     with pytest.raises(CheckpointError, match="unsupported network configuration"):
-        load(tmp_path / "arch.pt")
+        reader(tmp_path / "arch.pt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a cryodet-dask network checkpoint"):
-        load(tmp_path / "foreign.pt")
+        reader(tmp_path / "foreign.pt")
 
 
-def test_loading_never_unpickles_code(tmp_path):
+@pytest.mark.parametrize("reader", [load, _inspect], ids=["load", "inspect_checkpoint"])
+def test_loading_never_unpickles_code(tmp_path, reader):
     class Evil:
         def __reduce__(self):
             return (print, ("owned",))
@@ -192,7 +202,25 @@ def test_loading_never_unpickles_code(tmp_path):
     torch.save({"format": "cryodet-dask-checkpoint", "config": {}, "state_dict": {}, "x": Evil()},
                tmp_path / "evil.pt")
     with pytest.raises(CheckpointError):
-        load(tmp_path / "evil.pt")
+        reader(tmp_path / "evil.pt")
+
+
+def test_inspect_checkpoint_finds_a_damaged_weight(tmp_path):
+    """One byte of a weight changed inside the archive: its CRC-32 no longer matches."""
+    import struct
+    import zipfile
+
+    good = save(UNet3D(TINY), tmp_path / "good.pt")
+    data = good.read_bytes()
+    with zipfile.ZipFile(good) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the local header's own lengths (torch pads it)
+    damaged = bytearray(data)
+    damaged[start + 5] ^= 0xFF
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        _inspect(tmp_path / "damaged.pt")
 
 
 def test_predict_array_pads_and_crops():
@@ -310,57 +338,6 @@ def test_parameter_shapes_are_the_networks(cfg):
     with torch.device("meta"):
         net = {k: tuple(v.shape) for k, v in UNet3D(cfg).state_dict().items()}
     assert cfg.parameter_shapes() == net
-
-
-def test_inspect_checkpoint_refuses_what_load_refuses(tmp_path):
-    import zipfile
-
-    from cryodet_dask.models import inspect_checkpoint
-
-    good = save(UNet3D(TINY), tmp_path / "good.pt")
-    assert inspect_checkpoint(good) == load(good).config
-    with pytest.raises(CheckpointError, match="not found"):
-        inspect_checkpoint(tmp_path / "missing.pt")
-    (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="not a readable network checkpoint"):
-        inspect_checkpoint(tmp_path / "garbage.pt")
-    data = good.read_bytes()
-    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError):
-        inspect_checkpoint(tmp_path / "truncated.pt")
-    # one byte of a weight changed inside the archive: its CRC-32 no longer matches
-    with zipfile.ZipFile(good) as z:
-        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
-    import struct
-
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
-    start = info.header_offset + 30 + name_len + extra_len  # the local header's own lengths (torch pads it)
-    damaged = bytearray(data)
-    damaged[start + 5] ^= 0xFF
-    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
-    with pytest.raises(CheckpointError, match="corrupt"):
-        inspect_checkpoint(tmp_path / "damaged.pt")
-    payload = torch.load(good, weights_only=True)
-    payload["config"]["channels"] = [5, 6, 8]
-    torch.save(payload, tmp_path / "mismatch.pt")
-    with pytest.raises(CheckpointError, match="do not match the architecture"):
-        inspect_checkpoint(tmp_path / "mismatch.pt")
-    payload["config"]["architecture"] = "transformer"
-    torch.save(payload, tmp_path / "arch.pt")
-    with pytest.raises(CheckpointError, match="unsupported network configuration"):
-        inspect_checkpoint(tmp_path / "arch.pt")
-    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="not a cryodet-dask network checkpoint"):
-        inspect_checkpoint(tmp_path / "foreign.pt")
-
-    class Evil:
-        def __reduce__(self):
-            return (print, ("owned",))
-
-    torch.save({"format": "cryodet-dask-checkpoint", "config": {}, "state_dict": {}, "x": Evil()},
-               tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError):
-        inspect_checkpoint(tmp_path / "evil.pt")
 
 
 def test_inspect_checkpoint_does_not_import_torch():
