@@ -397,6 +397,8 @@ def test_shipped_models_by_name(capsys, tmp_path, monkeypatch):
 
     listed = {m["name"]: m for m in shipped_models()}
     assert "twohead" in listed and listed["twohead"]["species"] == ["particle"]
+    assert listed["general"]["species"] == ["particle"] and listed["general"]["voxel_size"] == 10.0
+    assert "caution" in listed["general"]["figures"]  # its real-data weakness is listed with it
     assert [s.path for s in resolve_models("twohead")] == [s.path for s in resolve_models(None)]
     assert len(resolve_models("pair")) == 2
     assert main(["models"]) == 0

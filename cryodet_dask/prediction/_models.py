@@ -23,6 +23,9 @@ __all__ = ["HEADS", "SHIPPED_MODELS", "file_sha256", "resolve_models", "check_mo
 SHIPPED_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     "twohead": (("twohead.pt",), "species-agnostic two-head network (the default)"),
     "pair": (("segnet.pt", "centernet.pt"), "species-agnostic SegNet + CenterNet (the original design)"),
+    "general": (("general.pt",), "species-agnostic two-head network, fine-tuned also on tilt-series imaging, "
+                "distractors (filaments, gold, ice, edges, membranes) and particles 0.6-1.8x the templates' size: "
+                "for tomograms made elsewhere"),
 }
 
 #: The maps a prediction gives, in this order (the heads of the networks together).
