@@ -399,6 +399,7 @@ def test_shipped_models_by_name(capsys, tmp_path, monkeypatch):
     assert "twohead" in listed and listed["twohead"]["species"] == ["particle"]
     assert listed["general"]["species"] == ["particle"] and listed["general"]["voxel_size"] == 10.0
     assert "caution" in listed["general"]["figures"]  # its real-data weakness is listed with it
+    assert listed["six-species"]["species"] == ["4v4r", "4cr2", "3j9i", "1bxn", "7n4y", "6pxm"]
     assert [s.path for s in resolve_models("twohead")] == [s.path for s in resolve_models(None)]
     assert len(resolve_models("pair")) == 2
     assert main(["models"]) == 0

@@ -26,6 +26,9 @@ SHIPPED_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     "general": (("general.pt",), "species-agnostic two-head network, fine-tuned also on tilt-series imaging, "
                 "distractors (filaments, gold, ice, edges, membranes) and particles 0.6-1.8x the templates' size: "
                 "for tomograms made elsewhere"),
+    "six-species": (("six-species.pt",), "six species of the shipped templates (4v4r 70S ribosome, 4cr2 26S "
+                    "proteasome, 3j9i 20S proteasome, 1bxn rubisco, 7n4y, 6pxm), trained on simulations only: "
+                    "experimental, see its per-species figures"),
 }
 
 #: The maps a prediction gives, in this order (the heads of the networks together).
