@@ -142,8 +142,9 @@ def score(root: Path, weights: str, test: Path | None, tag: str | None = None) -
         frames_by[key] = frames
         result["sets"][key] = _summary(frames)
         s = result["sets"][key]
+        cut = PostprocessParams().min_score
         print(f"{key:40s} picks {s['picks']:5d} true {s['true_picks']:5d} particles {s['particles']:5d}  "
-              f"true<cut {s['true_picks_below_0.15']:4d}  "
+              f"true<cut {s[f'true_picks_below_{cut:g}']:4d}  "
               + "  ".join(f"AP[{r}] {s['ap_' + r]:.3f}" for r in RANKINGS), flush=True)
     for part in ("validation", "test"):
         frames = [f for k, fs in frames_by.items() if k.startswith(part) for f in fs]
