@@ -91,6 +91,63 @@ def test_species_head_and_species_count_must_agree():
         UNetConfig(heads=("center", "species"), species=SpeciesTable.of(["a", "b"]))
 
 
+def test_the_heatmap_species_head_by_hand_and_through_a_checkpoint(tmp_path):
+    from cryodet_dask.models._unet import heatmap_shares
+    from cryodet_dask.training import species_heatmap_target
+
+    # the heatmaps' shares: ReLU, divided by their sum; equal shares where every heatmap is 0
+    h = torch.tensor([[2.0, -1.0, 0.0], [1.0, 1.0, 2.0], [-1.0, -2.0, 0.0]]).T.reshape(1, 3, 3, 1, 1)
+    got = heatmap_shares(h).reshape(3, 3).T.numpy()
+    np.testing.assert_allclose(got, [[1, 0, 0], [0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-6)
+    # the target: (1 + c) / 2 on the voxels of each species, 0 elsewhere
+    code = torch.tensor([[0.0, 1.0, 2.0, 1.0]])
+    center = torch.tensor([[0.7, 0.0, 1.0, 0.4]])
+    t = species_heatmap_target(code, center, 2)
+    np.testing.assert_allclose(t[0].numpy(), [[0, 0.5, 0, 0.7], [0, 0, 1.0, 0]], rtol=1e-6)
+    np.testing.assert_allclose(species_heatmap_target(code, None, 2)[0].numpy(), [[0, 1, 0, 1], [0, 0, 1, 0]])
+    with pytest.raises(ParameterError, match="species_head"):
+        UNetConfig(species_head="argmax")
+    d = UNetConfig(heads=("mask", "center")).to_dict()
+    del d["species_head"]  # an older checkpoint: the softmax head
+    assert UNetConfig.from_dict(d).species_head == "softmax"
+    cfg = UNetConfig(channels=(4, 8), convs_per_level=(1, 1), heads=("mask", "center", "species"),
+                     species=SpeciesTable.of(["a", "b", "c"]), species_head="heatmap")
+    net = UNet3D(cfg).eval()
+    x = torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+        np.testing.assert_allclose(y[:, 2:].sum(1).numpy(), 1.0, rtol=1e-5)  # shares of the species
+        torch.testing.assert_close(y[:, 2:], heatmap_shares(net.logits(x)[:, 2:]))
+    back = load(save(net, tmp_path / "h.pt"))
+    assert back.config.species_head == "heatmap"
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), y)
+
+
+def test_training_the_heatmap_species_head(tmp_path):
+    from cryodet_dask.training import train
+
+    torch.set_num_threads(1)
+    img, lab, kinds = _two_species()
+    kw = dict(heads=("mask", "center"), channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2,
+              steps_per_epoch=4, validation_batches=2, validation_fraction=0.34, learning_rate=3e-3, seed=0,
+              progress=False, species=["small", "big"], particle_species=[kinds])
+    r = train(img, lab, tmp_path / "h.pt", epochs=1, species_head="heatmap", **kw)
+    net = load(tmp_path / "h.pt")
+    assert net.config.species_head == "heatmap" and "heatmaps" in net.config.training["losses"]
+    assert all(np.isfinite(h["validation_loss"]) for h in r.history)
+    # the same start with the other head: the species branch is trained afresh, the rest is kept
+    del kw["heads"], kw["channels"], kw["convs_per_level"]
+    train(img, lab, tmp_path / "s.pt", epochs=1, init=tmp_path / "h.pt", species_head="softmax",
+          **{**kw, "learning_rate": 1e-12})
+    soft = load(tmp_path / "s.pt")
+    assert soft.config.species_head == "softmax"
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(soft(x)[:, :2], net(x)[:, :2], rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(soft.species_head.weight, net.species_head.weight)
+
+
 def test_an_older_checkpoint_config_is_one_species_particle():
     d = UNetConfig(heads=("mask", "center")).to_dict()
     del d["species"]

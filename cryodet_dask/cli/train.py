@@ -102,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--species-convs", type=nonneg_int, default=None, metavar="N",
                    help="3^3 convolutions of the species branch between the last decoder features and the species "
                         "output (default: 2; each widens the halo by one voxel)")
+    p.add_argument("--species-head", choices=("softmax", "heatmap"), default=None,
+                   help="how the species are learnt: softmax (a cross-entropy over the species on particle "
+                        "voxels; the default) or heatmap (one centre heatmap per species, regressed on every voxel)")
     add_bool_flag(p, "replace-species", False, "with --init of other species: a new species output layer "
                   "(the mask and centre outputs keep their weights; recorded in the checkpoint)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -311,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         convs_per_level=args.convs_per_level, init=args.init, provenance=provenance,
         species=args.species, particle_species=species_of if args.species is not None else None,
         replace_species=args.replace_species, species_convs=args.species_convs,
+        species_head=args.species_head,
         device=args.device, resume=args.resume, progress=show_progress(args), threads=args.threads,
         command="cryodet-dask " + " ".join(shlex.quote(a) for a in args.argv),
     )

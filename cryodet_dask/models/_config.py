@@ -10,12 +10,17 @@ from typing import Any
 from ..errors import ParameterError
 from ..species import DEFAULT_SPECIES, SpeciesTable
 
-__all__ = ["UNetConfig", "HEAD_ACTIVATIONS", "receptive_field", "receptive_extent"]
+__all__ = ["UNetConfig", "HEAD_ACTIVATIONS", "SPECIES_HEADS", "receptive_field", "receptive_extent"]
 
 #: Output heads a network can have, and the activation applied to each.  ``species`` has one
 #: channel per species (a softmax across them: the species of a voxel, given that it is a particle);
 #: the others have one channel each.
 HEAD_ACTIVATIONS = {"mask": "sigmoid", "center": "relu", "species": "softmax"}
+
+#: How the ``species`` head is trained and read (``UNetConfig.species_head``): ``"softmax"``, a
+#: cross-entropy over the species on particle voxels; ``"heatmap"``, one centre heatmap per species
+#: regressed on every voxel, normalized across the species at inference.
+SPECIES_HEADS: tuple[str, ...] = ("softmax", "heatmap")
 
 _NORMALIZATIONS = ("zscore",)
 
@@ -72,6 +77,13 @@ class UNetConfig:
         features and the species head's 1³ convolution (the mask and centre heads read
         the features directly).  They widen the receptive field (and the halo) by this
         many voxels on each side; with a frozen backbone only this branch learns.
+    species_head : {"softmax", "heatmap"}
+        How the species channels are learnt (:data:`SPECIES_HEADS`).  ``"softmax"``: a
+        cross-entropy over the species on particle voxels, a softmax at inference.
+        ``"heatmap"``: channel ``i`` regresses a centre heatmap of species ``i`` on every voxel
+        (``(1 + c) / 2`` inside a particle of species ``i``, with ``c`` the centre target, 0
+        elsewhere); at inference the ReLU'd heatmaps are divided by their sum (equal shares where
+        all are 0), so both designs give the same kind of output: the species' shares of a voxel.
     training : dict
         Free description of the training (data, command, epochs, losses).
     """
@@ -86,6 +98,7 @@ class UNetConfig:
     center_smoothing: float = 0.0
     species: SpeciesTable = DEFAULT_SPECIES
     species_convs: int = 2
+    species_head: str = "softmax"
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +129,8 @@ class UNetConfig:
             raise ParameterError(f"the 'species' head comes last (heads: {list(self.heads)})")
         if isinstance(self.species_convs, bool) or not isinstance(self.species_convs, int) or self.species_convs < 0:
             raise ParameterError(f"species_convs must be a whole number >= 0, got {self.species_convs!r}")
+        if self.species_head not in SPECIES_HEADS:
+            raise ParameterError(f"species_head must be one of {list(SPECIES_HEADS)}, got {self.species_head!r}")
         if self.in_channels < 1:
             raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.normalization not in _NORMALIZATIONS:

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import ParameterError
 from ._config import HEAD_ACTIVATIONS, UNetConfig
 
-__all__ = ["UNet3D"]
+__all__ = ["UNet3D", "heatmap_shares"]
 
 
 def _convs(c_in: int, c_out: int, n: int) -> nn.Sequential:
@@ -53,6 +53,16 @@ def _gaussian_smooth(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor
     return x
 
 
+def heatmap_shares(logits: torch.Tensor) -> torch.Tensor:
+    """Per-species heatmaps (channel axis 1, before their ReLU) as each species' share of a voxel.
+
+    ``relu(h_i) / sum_j relu(h_j)``; where every heatmap is 0, each species gets ``1 / K``.
+    """
+    h = F.relu(logits)
+    total = h.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, h / total.clamp_min(torch.finfo(h.dtype).tiny), 1.0 / h.shape[1])
+
+
 class UNet3D(nn.Module):
     """3D U-Net with same-padded convolutions; output shape = input shape.
 
@@ -66,7 +76,9 @@ class UNet3D(nn.Module):
     ``forward(x)`` takes float32 ``(B, in_channels, Z, Y, X)`` with ``Z, Y, X``
     multiples of ``config.pool_factor`` and returns ``(B, len(config.outputs), Z, Y,
     X)`` with each head's activation applied (sigmoid for ``"mask"``, ReLU for
-    ``"center"``, a softmax across the species channels for ``"species"``).  The input must be normalized as ``config.normalization``
+    ``"center"``, a softmax across the species channels for ``"species"``, or with
+    ``config.species_head == "heatmap"`` the species heatmaps' shares, :func:`heatmap_shares`).
+    The input must be normalized as ``config.normalization``
     says (z-score with the whole tomogram's mean and standard deviation).
 
     Examples
@@ -141,8 +153,11 @@ class UNet3D(nn.Module):
         outs = []
         for act, start, width in self._activations:
             y = logits[:, start : start + width]
-            outs.append(torch.sigmoid(y) if act == "sigmoid" else torch.softmax(y, dim=1) if act == "softmax"
-                        else F.relu(y))
+            if act == "softmax" and self.config.species_head == "heatmap":
+                outs.append(heatmap_shares(y))
+            else:
+                outs.append(torch.sigmoid(y) if act == "sigmoid" else torch.softmax(y, dim=1) if act == "softmax"
+                            else F.relu(y))
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

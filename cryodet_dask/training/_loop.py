@@ -25,7 +25,7 @@ from ._resume import (LEARNING_SETTINGS, RESUME_RECORD_FORMAT, learning_settings
                       species_identity, species_to_train, volume_identity, with_new_species)
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 
-__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "last_checkpoint_path", "LEARNING_SETTINGS"]
+__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "species_heatmap_target", "last_checkpoint_path", "LEARNING_SETTINGS"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -36,12 +36,31 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -
     return 1.0 - (2.0 * inter + eps) / (prob.sum() + target.sum() + eps)
 
 
+def species_heatmap_target(code: torch.Tensor, center: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The ``heatmap`` species head's target, (B, K, z, y, x) from species codes (B, z, y, x).
+
+    Channel ``i`` is ``(1 + c) / 2`` on the voxels of species ``i`` (code ``i + 1``), with ``c`` the
+    centre target (1 without one), so a particle's heatmap is 1/2 on its boundary and 1 at its centre;
+    0 on every other voxel.
+    """
+    c = code.round().long()
+    onehot = torch.stack([(c == s + 1) for s in range(k)], dim=1).to(code.dtype)
+    level = torch.ones_like(code) if center is None else 0.5 * (1.0 + center)
+    return onehot * level[:, None]
+
+
 def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weight: float) -> torch.Tensor:
     total = logits.new_zeros(())
     for i, h in enumerate(model.config.heads):  # target channel i is head i; its logits start at head_index
         j = model.head_index(h)
         if h == "mask":
             total = total + soft_dice_loss(torch.sigmoid(logits[:, j]), target[:, i])
+        elif h == "species" and model.config.species_head == "heatmap":
+            # one centre heatmap per species, regressed (MSE of the pre-ReLU output) on every voxel
+            k = len(model.config.species)
+            heat = species_heatmap_target(target[:, i], target[:, model.config.heads.index("center")]
+                                          if "center" in model.config.heads else None, k)
+            total = total + center_weight * k * F.mse_loss(logits[:, j : j + k], heat)
         elif h == "species":
             # cross-entropy over the species, on particle voxels only (code k + 1; background 0 is ignored)
             k = len(model.config.species)
@@ -107,6 +126,7 @@ def train(
     particle_species: Any = None,
     replace_species: bool = False,
     species_convs: int | None = None,
+    species_head: str | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a SegNet, CenterNet or two-head network on (tomogram, label map) pairs.
@@ -141,6 +161,10 @@ def train(
         backbone and the mask and centre outputs keep their weights); recorded.
     species_convs : int, optional
         3³ convolutions of the species branch (default: the model's, 2).
+    species_head : {"softmax", "heatmap"}, optional
+        How the species channels are learnt (:attr:`~cryodet_dask.models.UNetConfig.species_head`;
+        default: the model's, ``"softmax"``).  Changing it needs a new species branch
+        (``replace_species``).
     model : UNetConfig, optional
         Architecture (default: the seed's, with ``heads``/``channels``/
         ``convs_per_level`` applied if given).
@@ -228,6 +252,8 @@ def train(
             init_record["species_replaced_from"] = list(mcfg.species.names)
     if species_convs is not None:
         changes["species_convs"] = int(species_convs)
+    if species_head is not None:
+        changes["species_head"] = str(species_head)
     if channels is not None:
         changes["channels"] = list(channels)
         if convs_per_level is None and len(channels) != len(mcfg.convs_per_level):
@@ -321,7 +347,9 @@ def train(
                   "voxel_size": v.voxel_size} for v in vols],
         "validation": ("held-out tomograms: " + ", ".join(v.name for v in val_vols)) if validation else
         f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
-        "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)",
+        "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)"
+                  + ("" if "species" not in mcfg.heads else " + MSE of the pre-ReLU species heatmaps"
+                     if mcfg.species_head == "heatmap" else " + cross-entropy of the species on particle voxels"),
         "center_target": cfg.center_target if "center" in mcfg.heads else None,
         "optimizer": "Adam",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},

@@ -182,10 +182,10 @@ def species_to_train(species: SpeciesTable | Sequence[str] | None, current: Spec
 
 
 def with_new_species(start: UNet3D, net: UNet3D) -> dict[str, torch.Tensor]:
-    """``start``'s weights for ``net``; where their species differ, ``net``'s own (fresh) species branch and
-    head (the mask and centre heads and the backbone are ``start``'s)."""
+    """``start``'s weights for ``net``; where their species (or species head) differ, ``net``'s own
+    (fresh) species branch and head (the mask and centre heads and the backbone are ``start``'s)."""
     state = start.state_dict()
-    if start.config.species == net.config.species:
+    if start.config.species == net.config.species and start.config.species_head == net.config.species_head:
         return state
     fresh = net.state_dict()
     kept = {k: v for k, v in state.items() if not k.startswith("species_")}
