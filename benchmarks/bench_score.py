@@ -116,7 +116,7 @@ def _folders(root: Path) -> dict[str, list[Path]]:
             mode = m["conditions"].get("imaging", "fourier")
             groups.setdefault(f"validation/{mode}", []).append(root / "pool" / m["name"])
         return groups
-    for d in sorted(p.parent for p in root.glob("**/maps_*.npz")):
+    for d in sorted({p.parent for p in root.glob("**/maps_*.npz")}):  # a folder once, whatever maps it caches
         rel = d.relative_to(root).parts
         key = "/".join(rel[:3] if rel[0] == "distractors" else rel[:2] if rel[0].startswith("size") else rel[:1])
         if rel[0] == "distractors" and ("absent" in rel[2] if len(rel) > 2 else False):

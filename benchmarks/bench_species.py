@@ -26,7 +26,7 @@ pooled over the tomograms:
 Commands::
 
     python benchmarks/bench_species.py make DIR                  # the held-out pool (seed 3000)
-    python benchmarks/bench_species.py score DIR --weights six-species.pt [--json OUT] [--png CONFUSION]
+    python benchmarks/bench_species.py score DIR --weights six-species.pt [--json OUT] [--png CONFUSION] [--tta flips]
     python benchmarks/bench_species.py score DIR --weights twohead     # species-agnostic comparison
 """
 
@@ -64,7 +64,7 @@ def _weights(spec: str) -> str:
     return spec
 
 
-def _detect(net: Any, d: Path) -> pd.DataFrame:
+def _detect(net: Any, d: Path, tta: str = "none") -> pd.DataFrame:
     import dask
     import dask.array as da
     import mrcfile
@@ -74,7 +74,7 @@ def _detect(net: Any, d: Path) -> pd.DataFrame:
     with mrcfile.open(d / "tomogram.mrc") as m:
         vol = np.array(m.data, dtype=np.float32)
         voxel_size = float(m.voxel_size.x)
-    y = models.predict_array(net, vol)
+    y = models.predict_array(net, vol, tta=tta)
     cfg = net.config
     species = None
     if len(cfg.species) > 1:
@@ -116,7 +116,7 @@ def _f(p: float, r: float, beta: float) -> float:
     return (1 + b2) * p * r / (b2 * p + r) if (b2 * p + r) > 0 else 0.0
 
 
-def score(root: Path, spec: str, json_out: Path | None, png: Path | None) -> dict[str, Any]:
+def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: str = "none") -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(int(os.environ.get("CRYODET_THREADS", "2")))
@@ -125,7 +125,7 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None) -> dic
     preds, truths = [], []
     t0 = time.perf_counter()
     for d in sorted(p.parent for p in (root / "pool").rglob("simulation.json")):
-        pred = _detect(net, d).assign(tomogram=d.name)
+        pred = _detect(net, d, tta).assign(tomogram=d.name)
         truth = pd.read_csv(d / "particles.csv").assign(tomogram=d.name)
         preds.append(pred)
         truths.append(truth)
@@ -146,7 +146,7 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None) -> dic
         tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     agnostic = dict(tp=tp, fp=fp, fn=fn, precision=prec, recall=rec, f1=_f(prec, rec, 1))
-    result = {"weights": spec, "species": names, "seconds": round(seconds, 1),
+    result = {"weights": spec, "tta": tta, "species": names, "seconds": round(seconds, 1),
               "per_species": table.reset_index().to_dict(orient="records"),
               "mean_czii_f4": float(table.loc[[s for s in names if s in table.index], "czii_f4"].mean()),
               "agnostic": agnostic, "confusion": conf.to_dict() if isinstance(conf, pd.DataFrame) else {}}
@@ -173,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--weights", required=True)
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)
+    s.add_argument("--tta", choices=("none", "flips"), default="none", help="test-time augmentation (detect --tta)")
     a = ap.parse_args(argv)
     if a.cmd == "make":
         make(a.root)
     else:
-        score(a.root, a.weights, a.json, a.png)
+        score(a.root, a.weights, a.json, a.png, a.tta)
     return 0
 
 

@@ -97,8 +97,8 @@ def test_auto_on_a_gpu_runs_torch(two_head, volume, monkeypatch):
     assert seen == ["torch"]
 
 
-@pytest.mark.parametrize("polarity", ["as-is", "both"])
-def test_forward_block_matches_torch_for_blocks_of_several_shapes(two_head, pair, polarity):
+@pytest.mark.parametrize("polarity,tta", [("as-is", "none"), ("both", "none"), ("as-is", "flips")])
+def test_forward_block_matches_torch_for_blocks_of_several_shapes(two_head, pair, polarity, tta):
     """Blocks of different shapes (one compiled model with a dynamic input shape), batches, crops,
     both networks' layouts, both polarities."""
     rng = np.random.default_rng(3)
@@ -106,8 +106,8 @@ def test_forward_block_matches_torch_for_blocks_of_several_shapes(two_head, pair
     crops = [None, (slice(2, 10), slice(0, 20), slice(5, 9)), (slice(0, 13), slice(1, 7), slice(3, 29))]
     for ckpts in ([two_head], list(pair)):
         specs = resolve_models(ckpts if len(ckpts) > 1 else ckpts[0])
-        ref = forward_block(specs, blocks, device="cpu", polarity=polarity, crops=crops)
-        got = forward_block(specs, blocks, device="cpu", polarity=polarity, crops=crops, engine="openvino")
+        ref = forward_block(specs, blocks, device="cpu", polarity=polarity, crops=crops, tta=tta)
+        got = forward_block(specs, blocks, device="cpu", polarity=polarity, crops=crops, engine="openvino", tta=tta)
         for r, g in zip(ref, got):
             assert g.shape == r.shape and g.dtype == np.float32
             np.testing.assert_allclose(g, r, atol=TOL, rtol=0)

@@ -324,6 +324,35 @@ def test_polarity_chunked_equals_whole_volume_and_both_is_contrast_invariant(two
     assert first.attrs["fingerprint"]["polarity"] == polarity
 
 
+@pytest.mark.parametrize("chunks,tile", [(16, None), ((12, 20, 28), None), (16, 36)])
+def test_flip_tta_chunked_equals_whole_volume_and_is_the_mean_of_four_mirror_images(two_head, volume, chunks,
+                                                                                      tile, tmp_path):
+    net = models.load(two_head)
+    ref = models.predict_array(net, volume, tta="flips")
+    # by hand: the mean over the four mirror images of the padded volume, each output mirrored back
+    p = net.config.pool_factor
+    m, s = models.zscore_stats(volume)
+    padded = np.pad(volume, [(0, -n % p) for n in volume.shape], constant_values=m)  # 0 once normalized
+    by_hand = np.zeros((2, *padded.shape), np.float64)
+    for axes in ((), (1, 2), (0,), (0, 1, 2)):
+        flipped = np.flip(padded, axes) if axes else padded
+        y = models.predict_array(net, np.ascontiguousarray(flipped), mean=m, std=s)
+        by_hand += np.flip(y, tuple(a + 1 for a in axes)) if axes else y
+    z, yy, xx = volume.shape
+    np.testing.assert_allclose(ref, (by_hand / 4)[:, :z, :yy, :xx], atol=1e-5, rtol=0)
+    assert np.abs(ref - models.predict_array(net, volume)).max() > 1e-3  # the augmentation changes the maps
+    src = make_mrc(tmp_path / "v.mrc", volume)
+    pred = predict(src, two_head, out=tmp_path / "p.zarr", chunks=chunks, tile=tile, device="cpu", tta="flips",
+                   engine="torch")
+    np.testing.assert_allclose(pred.mask.compute(), ref[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pred.center.compute(), ref[1], atol=1e-5, rtol=0)
+    assert pred.attrs["fingerprint"]["tta"] == "flips"
+    with pytest.raises(OutputExistsError):  # a store of other passes is never reused
+        predict(src, two_head, out=tmp_path / "p.zarr", chunks=chunks, tile=tile, device="cpu", engine="torch")
+    with pytest.raises(ParameterError, match="tta must be one of none, flips"):
+        predict(volume, two_head, chunks=16, device="cpu", tta="rotations")
+
+
 def test_unknown_polarity_is_refused(two_head, volume):
     with pytest.raises(ParameterError, match="polarity must be one of as-is, both"):
         predict(volume, two_head, chunks=16, device="cpu", polarity="inverted")

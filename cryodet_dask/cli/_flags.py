@@ -130,6 +130,11 @@ NETWORK_FLAGS: tuple[Flag, ...] = (
          "as-is: one forward pass; both: the maps are the mean of the networks' outputs on the tomogram and on "
          "its contrast-inverted copy, exactly the same whichever way the contrast was written (two forward "
          "passes, twice the inference time)", default_help="as-is", default="as-is"),
+    Flag("tta", None, choice("none", "flips"), "{none,flips}",
+         "test-time augmentation: flips makes each map the mean of the networks' outputs on the tomogram and "
+         "on three mirror images of it, mirrored back (y and x, z, all three); four forward passes, four "
+         "times the inference time; the maps stay the same for any chunking",
+         default_help="none", default="none"),
     Flag("engine", None, choice("auto", "torch", "openvino"), "{auto,torch,openvino}",
          "torch: PyTorch on --device; openvino: the networks run by OpenVINO's CPU plugin in fp32, 1.8x faster "
          "than torch in predict on a 2-core AVX2 CPU, maps within 1e-5 (CPU only; pip install "

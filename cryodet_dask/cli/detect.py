@@ -30,7 +30,7 @@ PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "cent
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
           "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity",
-          "engine", "species")
+          "tta", "engine", "species")
 
 
 def species_list(text: str) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             dtype=args.dtype,
             polarity=args.polarity,
+            tta=args.tta,
             engine=args.engine,
             overwrite=args.overwrite,
             progress=show_progress(args),

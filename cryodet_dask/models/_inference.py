@@ -8,20 +8,31 @@ import torch
 from .._shapes import end_padding
 from ..errors import ParameterError
 from ._polarity import check_polarity
+from ._tta import TTA_FLIPS, check_tta
 from ._unet import UNet3D
 
 __all__ = ["predict_array", "zscore_stats", "forward"]
 
-def forward(model: torch.nn.Module, x: torch.Tensor, polarity: str = "as-is") -> torch.Tensor:
-    """``model(x)`` in float32, or with ``polarity="both"`` the mean of ``model(x)`` and ``model(-x)``.
+def forward(model: torch.nn.Module, x: torch.Tensor, polarity: str = "as-is", tta: str = "none") -> torch.Tensor:
+    """``model(x)`` in float32; with ``polarity="both"`` the mean of ``model(x)`` and ``model(-x)``; with
+    ``tta="flips"`` the mean over the flips of :data:`TTA_FLIPS` (each output flipped back).
 
     ``x`` is the normalized input (zero mean), so ``-x`` is the normalized contrast-inverted tomogram;
-    the mean is a pointwise operation on the two outputs, so chunked prediction stays exact.
+    the means are pointwise operations on the outputs, so chunked prediction stays exact.
     """
-    y = model(x).float()
-    if check_polarity(polarity) == "both":
-        y = 0.5 * (y + model(-x).float())
-    return y
+    both = check_polarity(polarity) == "both"
+    flips = TTA_FLIPS[check_tta(tta)]
+    y: torch.Tensor | None = None
+    for axes in flips:
+        dims = [a + 2 for a in axes]  # (batch, channel, z, y, x)
+        xi = torch.flip(x, dims) if dims else x
+        yi = model(xi).float()
+        if both:
+            yi = 0.5 * (yi + model(-xi).float())
+        yi = torch.flip(yi, dims) if dims else yi
+        y = yi if y is None else y + yi
+    assert y is not None
+    return y if len(flips) == 1 else y / len(flips)
 
 
 def zscore_stats(volume: np.ndarray) -> tuple[float, float]:
@@ -34,7 +45,7 @@ def zscore_stats(volume: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = None,
-                  std: float | None = None, polarity: str = "as-is") -> np.ndarray:
+                  std: float | None = None, polarity: str = "as-is", tta: str = "none") -> np.ndarray:
     """Run ``model`` on a whole volume held in memory.
 
     Parameters
@@ -49,6 +60,9 @@ def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = Non
     polarity : {"both", "as-is"}
         ``"as-is"`` (default): the plain network; ``"both"``: the mean of the outputs
         on the volume and on its contrast-inverted copy (:data:`POLARITIES`).
+    tta : {"none", "flips"}
+        Test-time augmentation (:data:`TTAS`): ``"flips"`` is the mean over four mirror images
+        of the padded volume, each output mirrored back.
 
     Returns
     -------
@@ -74,6 +88,6 @@ def predict_array(model: UNet3D, volume: np.ndarray, *, mean: float | None = Non
     model.eval()
     device = next(model.parameters()).device
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
-    y = forward(model, t, polarity)[0].cpu().numpy()
+    y = forward(model, t, polarity, tta)[0].cpu().numpy()
     z, yy, xx = vol.shape
     return np.ascontiguousarray(y[:, :z, :yy, :xx])

@@ -283,7 +283,7 @@ def _predict_stage(run: _Run, stored: Tomogram) -> Prediction:
 
     p, t = run.p, time.perf_counter()
     pred = predict(stored, p.model_arg(), out=run.folder.prediction, chunks=p.chunks, halo=p.halo, tile=p.tile,
-                   device=p.device, batch_size=p.batch_size, polarity=p.polarity, engine=p.engine,
+                   device=p.device, batch_size=p.batch_size, polarity=p.polarity, tta=p.tta, engine=p.engine,
                    overwrite=run.overwrite,
                    replace=True, progress=run.progress)
     run.timings["predict"] = time.perf_counter() - t

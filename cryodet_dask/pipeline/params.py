@@ -86,6 +86,7 @@ class DetectParams:
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
     polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
+    tta: str = "none"  # models.TTAS: test-time augmentation, the mean over four mirror images ("flips")
     engine: str = "auto"  # prediction.ENGINE_CHOICES: auto (openvino when installed and on the CPU, else torch)
     species: tuple[str, ...] = ()  # keep only these species of a multi-species model (empty: all)
 
@@ -285,10 +286,11 @@ def _check_params(p: DetectParams) -> None:
         raise ParameterError(f"formats must be among {','.join(FORMATS)}, got {','.join(map(str, p.formats)) or 'none'}")
     if p.tomogram_name is not None:
         check_tomo_name(p.tomogram_name, "--tomogram-name")
-    from ..models import check_polarity
+    from ..models import check_polarity, check_tta
     from ..prediction import check_engine
 
     check_polarity(p.polarity)
+    check_tta(p.tta)
     check_engine(p.engine, p.device if isinstance(p.device, str) else "cpu")
     if p.species:
         from ..species import check_species_name

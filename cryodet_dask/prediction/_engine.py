@@ -167,13 +167,27 @@ class OpenVinoNet:
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
-def _forward_openvino(nets: Sequence[OpenVinoNet], batch: np.ndarray, polarity: str) -> np.ndarray:
+def _forward_openvino(nets: Sequence[OpenVinoNet], batch: np.ndarray, polarity: str, tta: str = "none") -> np.ndarray:
     """:func:`cryodet_dask.models.forward` for OpenVINO networks: every network's heads, stacked; with
-    ``polarity="both"`` the mean of the outputs on ``batch`` and on ``-batch``, in float32."""
-    from ..models import check_polarity
+    ``polarity="both"`` the mean of the outputs on ``batch`` and on ``-batch``, and with ``tta="flips"``
+    the mean over the flips of :data:`~cryodet_dask.models.TTA_FLIPS`, in float32."""
+    from ..models import TTA_FLIPS, check_polarity, check_tta
 
     both = check_polarity(polarity) == "both"
-    return np.concatenate([0.5 * (net(batch) + net(-batch)) if both else net(batch) for net in nets], axis=1)
+    flips = TTA_FLIPS[check_tta(tta)]
+
+    def one(net: OpenVinoNet) -> np.ndarray:
+        y: np.ndarray | None = None
+        for axes in flips:
+            dims = tuple(a + 2 for a in axes)  # (batch, channel, z, y, x)
+            x = np.flip(batch, dims) if dims else batch
+            yi = 0.5 * (net(x) + net(-x)) if both else net(x)
+            yi = np.flip(yi, dims) if dims else yi
+            y = yi if y is None else y + yi
+        assert y is not None
+        return y if len(flips) == 1 else y / np.float32(len(flips))
+
+    return np.concatenate([one(net) for net in nets], axis=1)
 
 
 def _torch_threads() -> int:
@@ -264,6 +278,7 @@ def forward_block(
     polarity: str = "as-is",
     crops: Sequence[tuple[slice, ...] | None] | None = None,
     engine: str = "torch",
+    tta: str = "none",
 ) -> list[np.ndarray]:
     """Run every model on every (normalized) block; blocks of equal shape share one forward call.
 
@@ -272,7 +287,8 @@ def forward_block(
     array (n_heads, *block.shape) with the heads of all models stacked in
     ``specs`` order, or, with ``crops``, only the part ``crops[i]`` (slices of
     the block, e.g. its core without the halo): cut on the device, so only
-    that part is copied back.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`.
+    that part is copied back.  ``polarity``: see :data:`cryodet_dask.models.POLARITIES`; ``tta``: see
+    :data:`cryodet_dask.models.TTAS` (the padded block is flipped, so every tiling flips alike).
     ``engine``: see :data:`ENGINES`.
     """
     import torch
@@ -293,13 +309,13 @@ def forward_block(
         batch = np.stack([np.pad(blocks[i], pad) for i in members])[:, None]
         crop_of = [(crops[i] if crops is not None else None) or tuple(slice(0, n) for n in shape) for i in members]
         if engine == "openvino":
-            y = _forward_openvino(nets, batch, polarity)
+            y = _forward_openvino(nets, batch, polarity, tta)
             for j, i in enumerate(members):
                 out[i] = np.ascontiguousarray(y[j][(slice(None), *crop_of[j])], dtype=np.float32)
             continue
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            yt = torch.cat([forward(net, x, polarity) for net in nets], dim=1)
+            yt = torch.cat([forward(net, x, polarity, tta) for net in nets], dim=1)
             for j, i in enumerate(members):  # cut on the device: only the core is copied back
                 out[i] = np.ascontiguousarray(yt[j][(slice(None), *crop_of[j])].cpu().numpy())
     return out  # type: ignore[return-value]

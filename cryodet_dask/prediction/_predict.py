@@ -86,7 +86,8 @@ class Prediction:
 
 def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int, int]], mean: float,
                    std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                   torch_threads: int | None, polarity: str = "as-is", engine: str = "torch") -> list[np.ndarray]:
+                   torch_threads: int | None, polarity: str = "as-is", engine: str = "torch",
+                   tta: str = "none") -> list[np.ndarray]:
     """Read, normalize and predict the tiles ``tiles``; return their cores (n_heads, *tile core)."""
     regions = [plan.tile_region(t) for t in tiles]
     blocks = [normalize_block(np.asarray(reader[r]), mean, std) for r in regions]
@@ -94,7 +95,7 @@ def _predict_tiles(reader: Any, plan: ChunkPlan, tiles: Sequence[tuple[int, int,
         tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(plan.tile_core(t), region))
         for t, region in zip(tiles, regions)]
     return forward_block(specs, blocks, device=device, amp=amp, torch_threads=torch_threads, polarity=polarity,
-                         crops=crops, engine=engine)
+                         crops=crops, engine=engine, tta=tta)
 
 
 
@@ -111,19 +112,22 @@ class _RegionBlock:
 
 def _lazy_chunk(source: Any, *, index: tuple[int, int, int], origin: Sequence[int] | None, plan: ChunkPlan,
                 mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                torch_threads: int | None, polarity: str = "as-is", engine: str = "torch") -> np.ndarray:
+                torch_threads: int | None, polarity: str = "as-is", engine: str = "torch",
+                tta: str = "none") -> np.ndarray:
     reader = source if origin is None else _RegionBlock(source, origin)
-    (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity, engine)
+    (core,) = _predict_tiles(reader, plan, [index], mean, std, specs, device, amp, torch_threads, polarity, engine,
+                             tta)
     return core[head_order(specs)]
 
 
 def _store_tiles(reader: Any, *, tiles: Sequence[tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]],
                  plan: ChunkPlan, mean: float, std: float, specs: Sequence[ModelSpec], device: str, amp: bool,
-                 torch_threads: int | None, store: str, polarity: str = "as-is", engine: str = "torch") -> np.ndarray:
+                 torch_threads: int | None, store: str, polarity: str = "as-is", engine: str = "torch",
+                 tta: str = "none") -> np.ndarray:
     """Predict tiles, write the chunks listed with each to the Zarr store, then mark each chunk done;
     return how many chunks."""
     outs = _predict_tiles(reader, plan, [t for t, _ in tiles], mean, std, specs, device, amp, torch_threads,
-                          polarity, engine)
+                          polarity, engine, tta)
     order = head_order(specs)
     maps = store_maps(specs)
     # every chunk is written, even all zeros: a missing chunk file is damage, never zeros
@@ -183,6 +187,7 @@ def predict(
     amp: bool = False,
     torch_threads: int | None = None,
     polarity: str = "as-is",
+    tta: str = "none",
     engine: str = "auto",
     tile: int | Sequence[int] | None = None,
     stats: tuple[float, float] | None = None,
@@ -224,6 +229,10 @@ def predict(
         ``"as-is"`` (default): one forward pass; ``"both"``: each map is the mean
         of the networks' outputs on the tomogram and on its contrast-inverted
         copy, so it is exactly the same for either contrast polarity (two passes).
+    tta : {"none", "flips"}
+        Test-time augmentation (:data:`cryodet_dask.models.TTAS`): ``"flips"``: each map is the mean
+        over four mirror images of every tile, mirrored back (four passes; with ``polarity="both"``
+        eight).  The maps are the same for any chunking, to float rounding.
     engine : {"auto", "torch", "openvino"}
         ``"auto"`` (default): ``"openvino"`` when OpenVINO is installed and the networks run on the CPU,
         else ``"torch"`` (:func:`~cryodet_dask.prediction.resolve_engine`; the store's fingerprint and
@@ -262,9 +271,10 @@ def predict(
         raise ParameterError(f"dtype must be float32 or float16, got {dtype!r}")
     if batch_size < 1:
         raise ParameterError(f"batch size must be at least 1, got {batch_size}")
-    from ..models import check_polarity
+    from ..models import check_polarity, check_tta
 
     check_polarity(polarity)
+    check_tta(tta)
     check_engine(engine, device)
     specs = resolve_models(model)
     pool = max(s.pool_factor for s in specs)
@@ -282,7 +292,7 @@ def predict(
     engine = resolve_engine(engine, device)  # "auto" is never recorded: the fingerprint names what ran
     gpu = _gpu_workers_present()
 
-    fingerprint = store_fingerprint(ident, plan, specs, dtype, polarity, engine,
+    fingerprint = store_fingerprint(ident, plan, specs, dtype, polarity, tta, engine,
                                     bf16=bool(amp and device.startswith("cuda")))
     repaired = 0
     if out is not None:
@@ -323,7 +333,7 @@ def predict(
         stats = recorded
     mean, std = stats if stats is not None else global_stats(data, progress=progress)
     common: dict[str, Any] = dict(plan=plan, mean=mean, std=std, specs=tuple(specs), device=device, amp=amp,
-                  torch_threads=torch_threads, polarity=polarity, engine=engine)
+                  torch_threads=torch_threads, polarity=polarity, tta=tta, engine=engine)
 
     if out is None:
         name = "predict-" + tokenize(fingerprint, mean, std)

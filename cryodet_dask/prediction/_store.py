@@ -37,7 +37,7 @@ MAPS_CODEC = "none"
 
 
 def store_fingerprint(ident: str, plan: ChunkPlan, specs: Sequence[ModelSpec], dtype: str, polarity: str,
-                      engine: str, bf16: bool) -> dict[str, Any]:
+                      tta: str, engine: str, bf16: bool) -> dict[str, Any]:
     """What a stored prediction is recognized by: its input, grid, networks and numerics."""
     return {
         "input": ident,
@@ -47,6 +47,7 @@ def store_fingerprint(ident: str, plan: ChunkPlan, specs: Sequence[ModelSpec], d
         "models": [file_sha256(s.path) for s in specs],
         "dtype": dtype,
         "polarity": polarity,
+        "tta": tta,
         # another engine's maps differ by float rounding: a store is never resumed with the other engine
         "engine": engine,
         # bf16 maps differ from fp32 ones: a store is never resumed in the other precision
