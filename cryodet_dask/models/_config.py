@@ -84,6 +84,10 @@ class UNetConfig:
         (``(1 + c) / 2`` inside a particle of species ``i``, with ``c`` the centre target, 0
         elsewhere); at inference the ReLU'd heatmaps are divided by their sum (equal shares where
         all are 0), so both designs give the same kind of output: the species' shares of a voxel.
+    score_calibration : dict or None
+        The pick probability's logistic model
+        (:class:`~cryodet_dask.calibration.ScoreCalibration` as a dict), fitted on validation picks
+        after training; None: ``detect`` writes no ``probability`` column.
     training : dict
         Free description of the training (data, command, epochs, losses).
     """
@@ -99,6 +103,7 @@ class UNetConfig:
     species: SpeciesTable = DEFAULT_SPECIES
     species_convs: int = 2
     species_head: str = "softmax"
+    score_calibration: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +136,10 @@ class UNetConfig:
             raise ParameterError(f"species_convs must be a whole number >= 0, got {self.species_convs!r}")
         if self.species_head not in SPECIES_HEADS:
             raise ParameterError(f"species_head must be one of {list(SPECIES_HEADS)}, got {self.species_head!r}")
+        if self.score_calibration is not None:
+            from ..calibration import ScoreCalibration
+
+            ScoreCalibration.from_dict(self.score_calibration)  # refused in one line if malformed
         if self.in_channels < 1:
             raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.normalization not in _NORMALIZATIONS:
@@ -141,6 +150,13 @@ class UNetConfig:
             raise ParameterError(f"center_smoothing must be >= 0 voxels, got {self.center_smoothing}")
 
     # -- derived -------------------------------------------------------------
+    @property
+    def calibration(self) -> Any:
+        """The :class:`~cryodet_dask.calibration.ScoreCalibration` of :attr:`score_calibration`, or None."""
+        from ..calibration import ScoreCalibration
+
+        return None if self.score_calibration is None else ScoreCalibration.from_dict(self.score_calibration)
+
     @property
     def depth(self) -> int:
         """Number of 2× poolings."""

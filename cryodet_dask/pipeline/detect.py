@@ -331,8 +331,23 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     sp = (outputs.species_params or SpeciesParams()) if species is not None else None
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
+    calibration = _calibration(run.p.model_arg())
+    if calibration is not None:  # the pick probability, from the network's own grid: volumes times factor³
+        scale = float(run.factor) ** 3 if run.factor is not None else 1.0
+        dets = dataclasses.replace(dets, probabilities=calibration.probability(
+            dets.center_scores, dets.scores, np.asarray(dets.n_voxels, dtype=np.float64) * scale))
     run.timings["postprocess"] = time.perf_counter() - t
     return dets
+
+
+def _calibration(model: Any) -> Any:
+    """The score calibration of a two-head network (:mod:`cryodet_dask.calibration`), or None (none
+    recorded, or a SegNet and CenterNet pair)."""
+    from ..models import inspect_checkpoint
+    from ..prediction import resolve_models
+
+    specs = resolve_models(model)
+    return inspect_checkpoint(specs[0].path).calibration if len(specs) == 1 else None
 
 
 def _export_stage(run: _Run, dets: Detections, outputs: _Outputs) -> dict[str, Path]:

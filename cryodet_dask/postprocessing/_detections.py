@@ -49,6 +49,9 @@ class Detections:
         The mean probability of that species over the particle's voxels.
     species_names : tuple of str
         The names of the species indices (empty without a species map).
+    probabilities : ndarray of float64, shape (N,), or None
+        Each pick's probability of being a particle, from the network's score calibration
+        (:mod:`cryodet_dask.calibration`); None when the network has none.
     """
 
     labels: da.Array
@@ -62,6 +65,7 @@ class Detections:
     species: np.ndarray | None = None
     class_scores: np.ndarray | None = None
     species_names: tuple[str, ...] = ()
+    probabilities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.centers)
@@ -72,7 +76,7 @@ class Detections:
 
     def to_dataframe(self, voxel_size: float | Sequence[float] | None = None) -> Any:
         """Particle table: ``id, x, y, z`` (voxels), ``x_angst, y_angst, z_angst``, ``n_voxels, score, mask_score``,
-        and with species ``class`` (the species name) and ``class_score``.
+        with a calibrated network ``probability``, and with species ``class`` (the species name) and ``class_score``.
 
         ``score`` is the centre-map peak over the particle (:attr:`center_scores`, the
         ranking score), ``mask_score`` the mean mask probability (:attr:`scores`).
@@ -90,6 +94,8 @@ class Detections:
             "score": self.center_scores.astype(np.float64),
             "mask_score": self.scores.astype(np.float64),
         })
+        if self.probabilities is not None:
+            table["probability"] = np.asarray(self.probabilities, dtype=np.float64)
         if self.species is not None:
             names = np.asarray(self.species_names, dtype=object)
             table["class"] = names[self.species] if len(self.species) else np.zeros(0, dtype=object)
