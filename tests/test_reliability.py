@@ -26,6 +26,7 @@ import zarr
 
 from cryodet_dask import models
 from cryodet_dask.cli import main
+from cryodet_dask.pipeline import DetectParams
 from cryodet_dask.pipeline.detect import detect
 from cryodet_dask.errors import DiskSpaceError, ParameterError
 from cryodet_dask.simulation import simulate
@@ -323,6 +324,34 @@ def test_rescale_predicts_on_the_weights_grid(sim, coarse_net, tmp_path, recwarn
                    **{**PP, "remove_min_size": 1})
     assert again.prediction.chunks_computed == 0  # the rescaled tomogram and its prediction are reused
     assert first == {n: (out / n).read_bytes() for n in FINAL[:4]}
+
+
+def test_magnify_predicts_on_a_finer_grid_and_keeps_the_tomograms(sim, coarse_net, tmp_path, recwarn, capsys):
+    """--magnify M is --rescale to a grid M times finer: with the weights at 20 Å, --rescale --magnify 1.5
+    is --rescale with the same weights recorded at 20 / 1.5 Å, byte for byte."""
+    fine = models.load(coarse_net)
+    fine.config = fine.config.replace(voxel_size=20.0 / 1.5)
+    fine_net = models.save(fine, tmp_path / "fine.pt")
+    kw = dict(chunks=(CHUNK,), device="cpu", rescale=True, **{**PP, "remove_min_size": 1})
+    a = detect(sim / "tomogram.mrc", tmp_path / "a", segnet=str(coarse_net), magnify=1.5, **kw)
+    b = detect(sim / "tomogram.mrc", tmp_path / "b", segnet=str(fine_net), **kw)
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["rescale"]["factor"] == pytest.approx(0.75) and run["parameters"]["magnify"] == 1.5
+    assert run["rescale"]["network_voxel_size_angst"] == pytest.approx(20.0 / 1.5)
+    assert a.labels.shape == (32, 128, 128)  # labels and centres on the tomogram's grid
+    for name in FINAL[:4]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # without --rescale the magnification is relative to the tomogram's own grid
+    c = detect(sim / "tomogram.mrc", tmp_path / "c", segnet=str(coarse_net), magnify=2.0, formats=("csv",),
+               **{k: v for k, v in kw.items() if k != "rescale"})
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["rescale"]["factor"] == pytest.approx(2.0)
+    assert c.labels.shape == (32, 128, 128)
+    with pytest.raises(SystemExit) as exc:  # refused by the parser: one line, exit status 2
+        main(["detect", str(sim / "tomogram.mrc"), "-o", str(tmp_path / "d"), "--magnify", "5"])
+    _one_line_error(capsys, exc.value.code, 2, "--magnify")
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(ParameterError, match="magnify must be a number from 0.25 to 4"):
+        DetectParams(magnify=0.1)
 
 
 @pytest.mark.parametrize("factor", [0.5, 2.0, 0.7])

@@ -29,8 +29,16 @@ from ._flags import (BOOL_FLAGS, FLAGS, NETWORK_FLAGS, add_network_flags, add_po
 PARAMS = ("segnet", "centernet", "chunks", "voxel_size", "mask_threshold", "center_threshold", "remove_min_size",
           "check_center", "filter_outlier", "neighbor_number", "distance_threshold", "connectivity",
           "center_min_distance", "min_particle_size", "min_score", "particle_diameter", "halo",
-          "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "nan_policy", "tomogram_name", "polarity",
-          "tta", "engine", "species")
+          "tile", "device", "batch_size", "keep_intermediate", "formats", "rescale", "magnify", "nan_policy", "tomogram_name",
+          "polarity", "tta", "engine", "species")
+
+
+def magnification(text: str) -> float:
+    """A number from 0.25 to 4 (``--magnify``)."""
+    v = positive_float(text)
+    if not 0.25 <= v <= 4.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0.25 to 4, got {text!r}")
+    return v
 
 
 def species_list(text: str) -> tuple[str, ...]:
@@ -41,7 +49,7 @@ def species_list(text: str) -> tuple[str, ...]:
 #: The parser of every parameter, shared by its command-line flag and its YAML config key.
 TYPES: dict[str, Callable[[str], Any]] = {
     **{f.name: f.parse for f in NETWORK_FLAGS}, "voxel_size": voxel_size_angst,
-    "rescale": str2bool, **{f.name: f.parse for f in FLAGS}, **{name: str2bool for name, _, _ in BOOL_FLAGS},
+    "rescale": str2bool, "magnify": magnification, **{f.name: f.parse for f in FLAGS}, **{name: str2bool for name, _, _ in BOOL_FLAGS},
     "formats": format_list, "keep_intermediate": str2bool, "nan_policy": choice("error", "zero"),
     "tomogram_name": nonempty_text, "species": species_list,
 }
@@ -81,6 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
                    "centres stay on the tomogram's grid")
+    g.add_argument("--magnify", type=TYPES["magnify"], metavar="M",
+                   help="predict on the tomogram magnified M times (0.25-4; with --rescale, relative to the "
+                   "weights' voxel size), so that particles smaller than the training's (under ~14 voxels at the "
+                   "networks' voxel size) are seen at a size they know; labels and centres stay on the "
+                   "tomogram's grid. 1.5 found 10-voxel particles at recall 0.88 instead of 0.46, with more "
+                   "false picks (default: 1)")
     g.add_argument("--species", type=TYPES["species"], metavar="NAME,...",
                    help="keep only these species of a multi-species model, e.g. 4v4r,1bxn (`cryodet-dask models` "
                    "lists each model's species; default: all)")
@@ -241,7 +255,8 @@ def _precheck(tomos: list[Path], names: list[str], params) -> None:
         if params.particle_diameter is not None and voxel_size is None:
             raise ParameterError(f"--particle-diameter needs the voxel size: {t} has none in its header; "
                                  "give -vs/--voxel-size")
-        check_known_voxel_size(voxel_size, params.formats, str(t), rescale=params.rescale)  # outputs in Å need it
+        check_known_voxel_size(voxel_size, params.formats, str(t), rescale=params.rescale,
+                               magnify=params.magnify)  # outputs in Å need it
         params.check_plan(tomo.shape, voxel_size)  # blocks and fusion distance the task graph can hold
 
 

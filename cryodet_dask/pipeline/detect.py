@@ -129,13 +129,15 @@ def detect(
     voxel_size = resolve_voxel_size(tomo, p.voxel_size)  # None: unknown (no header, no -vs); never a guess
     # outputs in Å need a known voxel size: one line asking for -vs, before any work
     check_known_voxel_size(voxel_size, p.formats if out_dir is not None else (), str(src_path or stem),
-                           rescale=p.rescale)
+                           rescale=p.rescale, magnify=p.magnify)
     p.check_plan(tomo.shape, voxel_size)  # blocks and fusion distance the task graph can hold, before any work
     from ..prediction import check_model_voxel_size, check_species
 
     check_species(p.model_arg(), p.species)  # before any work: a species the model does not know is one line
     trained = check_model_voxel_size(p.model_arg(), voxel_size, p.rescale)
     factor = voxel_size / trained if (p.rescale and trained and voxel_size) else None
+    if p.magnify != 1.0:  # the networks see the tomogram magnified (on top of --rescale)
+        factor = (factor or 1.0) * float(p.magnify)
     if out_dir is not None and "star" in p.formats:
         check_tomo_name(p.tomogram_name or stem, str(src_path) if src_path is not None else stem)
     identity = run_identity(src_path, p) if out_dir is not None else None
@@ -160,7 +162,7 @@ class _Run:
     stem: str
     p: DetectParams
     voxel_size: float | None  # None: unknown (no header, no -vs); the outputs are then in voxels only
-    factor: float | None  # rescaling factor to the weights' voxel size (``--rescale``), or None
+    factor: float | None  # resampling factor to the grid the networks see (``--rescale``, ``--magnify``), or None
     identity: dict[str, Any] | None
     client: Any
     overwrite: bool

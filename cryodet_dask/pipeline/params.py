@@ -34,7 +34,10 @@ class DetectParams:
     ``rescale``: when the weights were trained at a voxel size more than 5 %
     away from the tomogram's, predict on the tomogram resampled to the
     weights' voxel size and bring the maps back to the tomogram's grid
-    (see :func:`cryodet_dask.resampling.resample`).
+    (see :func:`cryodet_dask.resampling.resample`).  ``magnify``: predict on the tomogram
+    resampled this much larger again (with ``rescale``, relative to the weights' voxel size), so that
+    particles smaller than the training's are seen at a size the networks know; the maps come back
+    to the tomogram's grid the same way.
 
     Seed flag aliases: ``-m`` segnet, ``-c`` centernet, ``-ps`` chunks, ``-vs``
     voxel_size, ``-mt`` mask_threshold, ``-ct`` center_threshold, ``-rs``
@@ -83,6 +86,7 @@ class DetectParams:
     keep_intermediate: bool = True
     formats: tuple[str, ...] = ("mrc", "txt", "csv", "star", "zarr")
     rescale: bool = False
+    magnify: float = 1.0  # the networks see the tomogram this much larger (small particles); 0.25-4
     nan_policy: str = "error"
     tomogram_name: str | None = None  # rlnTomoName in the STAR file (default: the output name)
     polarity: str = "as-is"  # models.POLARITIES: average over the tomogram and its inverted contrast, or as-is
@@ -278,6 +282,9 @@ def _check_params(p: DetectParams) -> None:
     """Types and ranges of the fields the post-processing check does not cover (the API's guard)."""
     from ..exports import FORMATS
 
+    m = p.magnify
+    if isinstance(m, bool) or not isinstance(m, int | float | np.floating) or not 0.25 <= float(m) <= 4.0:
+        raise ParameterError(f"magnify must be a number from 0.25 to 4, got {m!r}")
     for k in ("check_center", "filter_outlier", "keep_intermediate", "rescale"):
         if not isinstance(getattr(p, k), bool | np.bool_):
             raise ParameterError(f"{k} must be true or false, got {getattr(p, k)!r}")
@@ -347,14 +354,15 @@ def resolve_voxel_size(tomo: Tomogram, given: float | None) -> float | None:
 
 
 def check_known_voxel_size(voxel_size: float | None, formats: Sequence[str], what: str, *,
-                           rescale: bool = False) -> None:
+                           rescale: bool = False, magnify: float = 1.0) -> None:
     """Refuse, in one line naming ``-vs``, outputs in Å (:data:`ANGSTROM_FORMATS`) or ``--rescale`` when the
     voxel size is unknown (none in the header, no ``-vs``); outputs in voxels go ahead."""
     if voxel_size is not None:
         return
     need = [f for f in formats if f in ANGSTROM_FORMATS]
-    if rescale:
-        raise ParameterError(f"{what} has no voxel size in its header: --rescale needs it; give -vs/--voxel-size")
+    if rescale or magnify != 1.0:
+        flag = "--rescale" if rescale else "--magnify"
+        raise ParameterError(f"{what} has no voxel size in its header: {flag} needs it; give -vs/--voxel-size")
     if need:
         raise ParameterError(f"{what} has no voxel size in its header and {', '.join(need)} give coordinates in Å: "
                              "give -vs/--voxel-size, or --formats mrc,zarr,csv for outputs in voxels only "

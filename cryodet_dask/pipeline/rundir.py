@@ -451,7 +451,7 @@ def run_record(*, tomogram: Path | None, identity: dict[str, Any] | None, name: 
         "parameters": parameters,
         "postprocess_parameters": pp_kwargs,
         "rescale": None if factor is None else {
-            "factor": factor, "weights_voxel_size_angst": voxel_size / factor if voxel_size else None,
+            "factor": factor, "network_voxel_size_angst": voxel_size / factor if voxel_size else None,
             "predicted_shape_zyx": list(pred.plan.shape),
             "method": "linear interpolation of cell centres (Gaussian anti-aliasing when shrinking); "
                       "predicted maps interpolated back linearly, post-processing on the tomogram's grid"},
