@@ -326,7 +326,7 @@ def test_rescale_predicts_on_the_weights_grid(sim, coarse_net, tmp_path, recwarn
     assert first == {n: (out / n).read_bytes() for n in FINAL[:4]}
 
 
-def test_magnify_predicts_on_a_finer_grid_and_keeps_the_tomograms(sim, coarse_net, tmp_path, recwarn, capsys):
+def test_magnify_predicts_on_a_finer_grid_and_keeps_the_tomograms(sim, coarse_net, tmp_path, recwarn):
     """--magnify M is --rescale to a grid M times finer: with the weights at 20 Å, --rescale --magnify 1.5
     is --rescale with the same weights recorded at 20 / 1.5 Å, byte for byte."""
     fine = models.load(coarse_net)
@@ -346,6 +346,9 @@ def test_magnify_predicts_on_a_finer_grid_and_keeps_the_tomograms(sim, coarse_ne
                **{k: v for k, v in kw.items() if k != "rescale"})
     assert json.loads((tmp_path / "c" / "run.json").read_text())["rescale"]["factor"] == pytest.approx(2.0)
     assert c.labels.shape == (32, 128, 128)
+
+
+def test_a_magnification_out_of_range_is_one_line(sim, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # refused by the parser: one line, exit status 2
         main(["detect", str(sim / "tomogram.mrc"), "-o", str(tmp_path / "d"), "--magnify", "5"])
     _one_line_error(capsys, exc.value.code, 2, "--magnify")
