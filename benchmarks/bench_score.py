@@ -57,7 +57,8 @@ def make(root: Path) -> None:
 
 
 def _picks(d: Path, tag: str) -> pd.DataFrame:
-    """Every pick of tomogram folder ``d`` with its statistics and whether it is true."""
+    """Every pick of tomogram folder ``d`` with its statistics (score, mask: mean mask probability, n_voxels)
+    and whether it is true."""
     import dask
     import dask.array as da
 
@@ -74,7 +75,8 @@ def _picks(d: Path, tag: str) -> pd.DataFrame:
         _, match = match_centres(pred, truth, RADIUS)
         true = match >= 0
     return pd.DataFrame({"score": np.asarray(res.center_scores, np.float64), "mask": np.asarray(res.scores),
-                         "true": true, "n_true": len(truth)})
+                         "n_voxels": np.asarray(res.n_voxels, np.float64), "true": true, "n_true": len(truth),
+                         "folder": str(d)})
 
 
 def _summary(frames: list[pd.DataFrame]) -> dict[str, Any]:

@@ -28,35 +28,16 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import _maps, average_precision  # noqa: E402
-from bench_score import RADIUS, _folders  # noqa: E402
+from bench_quality import average_precision  # noqa: E402
+from bench_score import _folders, _picks  # noqa: E402
 
 from cryodet_dask import models  # noqa: E402
 from cryodet_dask.calibration import ScoreCalibration, fit_calibration  # noqa: E402
-from cryodet_dask.evaluation import match_centres  # noqa: E402
-from cryodet_dask.postprocessing import PostprocessParams, postprocess  # noqa: E402
 
 
 def picks(d: Path, tag: str) -> pd.DataFrame:
-    """Every pick of tomogram folder ``d``: score, mask_score, n_voxels, and whether it is true."""
-    import dask
-    import dask.array as da
-
-    z = _maps(d, tag)
-    scale = float(z.get("scale", 1.0))
-    with dask.config.set(scheduler="synchronous"):
-        res = postprocess(da.from_array(z["mask"], chunks=128), da.from_array(z["center"], chunks=128),
-                          PostprocessParams(min_score=0.0))
-    pred = np.asarray(res.centers, dtype=np.float64).reshape(-1, 3)
-    table = d / "particles.csv"
-    truth = pd.read_csv(table)[["z", "y", "x"]].to_numpy(np.float64) * scale if table.exists() else np.zeros((0, 3))
-    true = np.zeros(len(pred), bool)
-    if len(pred) and len(truth):
-        _, match = match_centres(pred, truth, RADIUS)
-        true = match >= 0
-    return pd.DataFrame({"score": np.asarray(res.center_scores, np.float64), "mask_score": np.asarray(res.scores),
-                         "n_voxels": np.asarray(res.n_voxels, np.float64), "true": true, "n_true": len(truth),
-                         "folder": str(d)})
+    """Every pick of tomogram folder ``d`` (``bench_score.py``'s): score, mask_score, n_voxels, true."""
+    return _picks(d, tag).rename(columns={"mask": "mask_score"})
 
 
 def ece(p: np.ndarray, true: np.ndarray, bins: int = 10) -> float:
