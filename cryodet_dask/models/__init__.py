@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._inference import forward, predict_array, zscore_stats
     from ._inspect import inspect_checkpoint
     from ._polarity import POLARITIES, check_polarity
-    from ._tta import TTA_FLIPS, TTAS, check_tta
+    from ._tta import TTA_FLIPS, TTAS, check_tta, mean_over_flips
     from ._unet import UNet3D
     from ._widen import check_widening, widen
 
@@ -43,6 +43,7 @@ __all__ = [
     "TTAS",
     "TTA_FLIPS",
     "check_tta",
+    "mean_over_flips",
     "inspect_checkpoint",
     "TensorRecord",
     "read_checkpoint",
@@ -61,7 +62,7 @@ if not TYPE_CHECKING:  # PyTorch is imported with the first name that needs it, 
         "._config": ("HEAD_ACTIVATIONS", "UNetConfig", "receptive_extent", "receptive_field"),
         "._inference": ("forward", "predict_array", "zscore_stats"),
         "._polarity": ("POLARITIES", "check_polarity"),
-        "._tta": ("TTAS", "TTA_FLIPS", "check_tta"),
+        "._tta": ("TTAS", "TTA_FLIPS", "check_tta", "mean_over_flips"),
         "._unet": ("UNet3D",),
         "._widen": ("check_widening", "widen"),
     })

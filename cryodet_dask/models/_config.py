@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..calibration import ScoreCalibration
 from ..errors import ParameterError
 from ..species import DEFAULT_SPECIES, SpeciesTable
 
@@ -137,8 +138,6 @@ class UNetConfig:
         if self.species_head not in SPECIES_HEADS:
             raise ParameterError(f"species_head must be one of {list(SPECIES_HEADS)}, got {self.species_head!r}")
         if self.score_calibration is not None:
-            from ..calibration import ScoreCalibration
-
             ScoreCalibration.from_dict(self.score_calibration)  # refused in one line if malformed
         if self.in_channels < 1:
             raise ParameterError(f"in_channels must be >= 1, got {self.in_channels}")
@@ -151,10 +150,8 @@ class UNetConfig:
 
     # -- derived -------------------------------------------------------------
     @property
-    def calibration(self) -> Any:
+    def calibration(self) -> ScoreCalibration | None:
         """The :class:`~cryodet_dask.calibration.ScoreCalibration` of :attr:`score_calibration`, or None."""
-        from ..calibration import ScoreCalibration
-
         return None if self.score_calibration is None else ScoreCalibration.from_dict(self.score_calibration)
 
     @property

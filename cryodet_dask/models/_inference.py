@@ -8,7 +8,7 @@ import torch
 from .._shapes import end_padding
 from ..errors import ParameterError
 from ._polarity import check_polarity
-from ._tta import TTA_FLIPS, check_tta
+from ._tta import mean_over_flips
 from ._unet import UNet3D
 
 __all__ = ["predict_array", "zscore_stats", "forward"]
@@ -21,18 +21,12 @@ def forward(model: torch.nn.Module, x: torch.Tensor, polarity: str = "as-is", tt
     the means are pointwise operations on the outputs, so chunked prediction stays exact.
     """
     both = check_polarity(polarity) == "both"
-    flips = TTA_FLIPS[check_tta(tta)]
-    y: torch.Tensor | None = None
-    for axes in flips:
-        dims = [a + 2 for a in axes]  # (batch, channel, z, y, x)
-        xi = torch.flip(x, dims) if dims else x
-        yi = model(xi).float()
-        if both:
-            yi = 0.5 * (yi + model(-xi).float())
-        yi = torch.flip(yi, dims) if dims else yi
-        y = yi if y is None else y + yi
-    assert y is not None
-    return y if len(flips) == 1 else y / len(flips)
+
+    def run(xi: torch.Tensor) -> torch.Tensor:
+        y = model(xi).float()
+        return 0.5 * (y + model(-xi).float()) if both else y
+
+    return mean_over_flips(run, x, tta, lambda t, dims: torch.flip(t, list(dims)))
 
 
 def zscore_stats(volume: np.ndarray) -> tuple[float, float]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from ..errors import ParameterError
 
-__all__ = ["TTAS", "TTA_FLIPS", "check_tta"]
+__all__ = ["TTAS", "TTA_FLIPS", "check_tta", "mean_over_flips"]
+
+T = TypeVar("T", bound=Any)
 
 #: Test-time augmentations.  ``"none"`` (the default): one pass.  ``"flips"``: the mean of the outputs on
 #: the tomogram and on three mirror images of it, each mirrored back: flipped in y and x (a 180° turn
@@ -21,3 +26,16 @@ def check_tta(tta: str) -> str:
     if tta not in TTAS:
         raise ParameterError(f"tta must be one of {', '.join(TTAS)}, got {tta!r}")
     return tta
+
+
+def mean_over_flips(run: Callable[[T], T], x: T, tta: str, flip: Callable[[T, tuple[int, ...]], T]) -> T:
+    """The mean over the flips of ``tta`` of ``flip(run(flip(x, dims)), dims)``, for a batch ``x`` of
+    shape (batch, channel, z, y, x); ``flip`` is ``torch.flip`` or ``numpy.flip`` (one loop for every
+    engine).  With ``tta="none"``, ``run(x)`` itself."""
+    flips = TTA_FLIPS[check_tta(tta)]
+    total: Any = None
+    for axes in flips:
+        dims = tuple(a + 2 for a in axes)
+        y = flip(run(flip(x, dims)), dims) if dims else run(x)
+        total = y if total is None else total + y
+    return total if len(flips) == 1 else total / len(flips)

@@ -112,7 +112,10 @@ class UNet3D(nn.Module):
             self.species_branch = _convs(ch[0], ch[0], self.config.species_convs)
             self.species_head = nn.Conv3d(ch[0], widths[-1], kernel_size=1)
         starts = [sum(widths[:i]) for i in range(len(widths))]
-        self._activations = [(HEAD_ACTIVATIONS[h], s, w) for h, s, w in zip(self.config.heads, starts, widths)]
+        # a heatmap species head gives the heatmaps' shares instead of a softmax
+        acts = ["shares" if h == "species" and self.config.species_head == "heatmap" else HEAD_ACTIVATIONS[h]
+                for h in self.config.heads]
+        self._activations = list(zip(acts, starts, widths))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Input → last decoder features (before the 1³ heads)."""
@@ -153,11 +156,8 @@ class UNet3D(nn.Module):
         outs = []
         for act, start, width in self._activations:
             y = logits[:, start : start + width]
-            if act == "softmax" and self.config.species_head == "heatmap":
-                outs.append(heatmap_shares(y))
-            else:
-                outs.append(torch.sigmoid(y) if act == "sigmoid" else torch.softmax(y, dim=1) if act == "softmax"
-                            else F.relu(y))
+            outs.append(torch.sigmoid(y) if act == "sigmoid" else torch.softmax(y, dim=1) if act == "softmax"
+                        else heatmap_shares(y) if act == "shares" else F.relu(y))
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

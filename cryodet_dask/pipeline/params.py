@@ -27,6 +27,10 @@ __all__ = ["DetectParams", "check_tomo_name", "check_voxel_size", "resolve_voxel
 _DERIVED = ("center_min_distance", "remove_min_size")
 
 
+#: The magnifications ``--magnify`` accepts (the CLI's parser and :class:`DetectParams` check the same).
+MAGNIFY_RANGE: tuple[float, float] = (0.25, 4.0)
+
+
 @dataclass(frozen=True)
 class DetectParams:
     """Every parameter of a detection run; one name across the CLI, the YAML config and the API.
@@ -282,9 +286,9 @@ def _check_params(p: DetectParams) -> None:
     """Types and ranges of the fields the post-processing check does not cover (the API's guard)."""
     from ..exports import FORMATS
 
-    m = p.magnify
-    if isinstance(m, bool) or not isinstance(m, int | float | np.floating) or not 0.25 <= float(m) <= 4.0:
-        raise ParameterError(f"magnify must be a number from 0.25 to 4, got {m!r}")
+    m, (lo, hi) = p.magnify, MAGNIFY_RANGE
+    if isinstance(m, bool) or not isinstance(m, int | float | np.floating) or not lo <= float(m) <= hi:
+        raise ParameterError(f"magnify must be a number from {lo:g} to {hi:g}, got {m!r}")
     for k in ("check_center", "filter_outlier", "keep_intermediate", "rescale"):
         if not isinstance(getattr(p, k), bool | np.bool_):
             raise ParameterError(f"{k} must be true or false, got {getattr(p, k)!r}")

@@ -171,21 +171,15 @@ def _forward_openvino(nets: Sequence[OpenVinoNet], batch: np.ndarray, polarity: 
     """:func:`cryodet_dask.models.forward` for OpenVINO networks: every network's heads, stacked; with
     ``polarity="both"`` the mean of the outputs on ``batch`` and on ``-batch``, and with ``tta="flips"``
     the mean over the flips of :data:`~cryodet_dask.models.TTA_FLIPS`, in float32."""
-    from ..models import TTA_FLIPS, check_polarity, check_tta
+    from ..models import check_polarity, mean_over_flips
 
     both = check_polarity(polarity) == "both"
-    flips = TTA_FLIPS[check_tta(tta)]
 
     def one(net: OpenVinoNet) -> np.ndarray:
-        y: np.ndarray | None = None
-        for axes in flips:
-            dims = tuple(a + 2 for a in axes)  # (batch, channel, z, y, x)
-            x = np.flip(batch, dims) if dims else batch
-            yi = 0.5 * (net(x) + net(-x)) if both else net(x)
-            yi = np.flip(yi, dims) if dims else yi
-            y = yi if y is None else y + yi
-        assert y is not None
-        return y if len(flips) == 1 else y / np.float32(len(flips))
+        def run(x: np.ndarray) -> np.ndarray:
+            return 0.5 * (net(x) + net(-x)) if both else net(x)
+
+        return mean_over_flips(run, batch, tta, np.flip)
 
     return np.concatenate([one(net) for net in nets], axis=1)
 
