@@ -100,3 +100,19 @@ def test_detect_writes_the_probability_of_each_pick_for_any_chunking(tmp_path, s
     # the same network without a calibration: no column
     assert main([*base, "-o", str(tmp_path / "c"), "-m", str(net)]) == 0
     assert "probability" not in pd.read_csv(tmp_path / "c" / "small_centers.csv").columns
+
+
+def test_a_network_trained_from_a_calibrated_one_carries_no_calibration(tmp_path, small_mrc):
+    from cryodet_dask import models
+    from cryodet_dask.training import train
+
+    _, data = small_mrc
+    labels = np.zeros(data.shape, np.int32)
+    labels[4:12, 8:18, 10:20] = 1
+    start = models.UNet3D(models.UNetConfig(channels=(4, 6), convs_per_level=(1, 1), heads=("mask", "center")))
+    cal = ScoreCalibration(mean=(0.0,) * 5, scale=(1.0,) * 5, weights=(1, 0, 0, 0, 0), intercept=0.0)
+    start.config = start.config.replace(score_calibration=cal.to_dict())
+    init = models.save(start, tmp_path / "calibrated.pt")
+    train(data, labels, tmp_path / "tuned.pt", init=init, epochs=1, steps_per_epoch=1, validation_batches=1,
+          patch_size=16, batch_size=1, validation_fraction=0.4, progress=False)
+    assert models.load(tmp_path / "tuned.pt").config.score_calibration is None

@@ -227,7 +227,8 @@ def train(
         if model is not None or convs_per_level is not None:
             raise ParameterError("with init weights the architecture is the checkpoint's: give no model or "
                                  "convs_per_level (only wider channels)")
-        model = init_cfg.replace(training={})
+        # a pick probability was fitted to the start network's picks, not to the network trained here
+        model = init_cfg.replace(training={}, score_calibration=None)
         init_record = {"path": str(Path(init).resolve()),
                        "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest(),
                        "training_command": (init_cfg.training or {}).get("command")}
