@@ -586,3 +586,36 @@ def test_a_frozen_backbone_keeps_the_particles_of_the_start_network(tmp_path):
     assert changed == []  # nothing but the (new) species branch and head moved
     with pytest.raises(PE, match="multi-species"):
         train(img, lab, tmp_path / "x.pt", init=start, freeze_backbone=True, epochs=1, **kw)
+
+
+def test_the_balanced_species_loss_by_hand_and_in_training(tmp_path):
+    from cryodet_dask.training import SPECIES_LOSSES, species_cross_entropy, train
+    from cryodet_dask.cli import build_parser
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    code = torch.randint(-1, 2, (2, 4, 5, 6))  # species 0 and 1 present, species 2 absent, -1 background
+    per_voxel = torch.nn.functional.cross_entropy(logits, code.clamp(min=0), reduction="none")
+    by_species = [float(per_voxel[code == c].mean()) for c in (0, 1)]
+    assert abs(float(species_cross_entropy(logits, code, balanced=True)) - np.mean(by_species)) < 1e-5
+    assert abs(float(species_cross_entropy(logits, code, balanced=False)) - float(per_voxel[code >= 0].mean())) < 1e-5
+    # one species present: both averagings are its mean
+    one = torch.where(code >= 0, 1, -1)
+    torch.testing.assert_close(species_cross_entropy(logits, one, True), species_cross_entropy(logits, one, False))
+    # the command line offers exactly the configuration's choices
+    action = next(a for sp in build_parser()._subparsers._group_actions for name, p in sp.choices.items()
+                  if name == "train" for a in p._actions if a.dest == "species_loss")
+    assert tuple(action.choices) == SPECIES_LOSSES and action.default == "voxel"
+
+    torch.set_num_threads(1)
+    img, lab, kinds = _two_species()
+    kw = dict(channels=(4, 8), convs_per_level=(1, 1), patch_size=16, batch_size=2, steps_per_epoch=3,
+              validation_batches=2, validation_fraction=0.34, learning_rate=3e-3, seed=0, progress=False, epochs=1)
+    train(img, lab, tmp_path / "b.pt", species=["small", "big"], particle_species=[kinds], species_loss="balanced",
+          **kw)
+    rec = load(tmp_path / "b.pt").config.training
+    assert rec["settings"]["species_loss"] == "balanced" and "each species present weighing the same" in rec["losses"]
+    with pytest.raises(ParameterError, match="multi-species"):  # a species-agnostic network has no species loss
+        train(img, lab, tmp_path / "a.pt", species_loss="balanced", **kw)
+    with pytest.raises(ParameterError, match="species_loss"):
+        train(img, lab, tmp_path / "a.pt", species_loss="median", **kw)

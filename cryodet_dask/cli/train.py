@@ -105,6 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--species-head", choices=("softmax", "heatmap"), default=None,
                    help="how the species are learnt: softmax (a cross-entropy over the species on particle "
                         "voxels; the default) or heatmap (one centre heatmap per species, regressed on every voxel)")
+    p.add_argument("--species-loss", choices=("voxel", "balanced"), default="voxel",
+                   help="the softmax head's species cross-entropy on particle voxels: voxel (averaged over the "
+                        "voxels, so large and common species weigh most) or balanced (averaged per species present "
+                        "in the batch, each species weighing the same) (default: voxel)")
     add_bool_flag(p, "replace-species", False, "with --init of other species: a new species output layer "
                   "(the mask and centre outputs keep their weights; recorded in the checkpoint)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
@@ -297,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, patience=args.patience, jitter=args.jitter,
         background_fraction=args.background_fraction, rotate=args.rotate, flip=args.flip,
         intensity=args.intensity, center_weight=args.center_weight, center_target=args.center_target,
-        invert=args.invert,
+        invert=args.invert, species_loss=args.species_loss,
         lr_schedule=args.lr_schedule, seed=args.seed, amp=args.amp,
         max_minutes=args.max_minutes, snapshot_every=args.snapshot_every, freeze_backbone=args.freeze_backbone,
     )

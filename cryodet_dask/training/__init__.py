@@ -17,8 +17,8 @@ from .._lazy import lazy_attributes
 if TYPE_CHECKING:
     from ._augment import augment
     from ._from_picks import PicksJob, build_labels, labels_folder, plan_from_copick, plan_from_picks, species_radii
-    from ._config import TrainingConfig, TrainResult
-    from ._loop import last_checkpoint_path, soft_dice_loss, species_heatmap_target, train
+    from ._config import SPECIES_LOSSES, TrainingConfig, TrainResult
+    from ._loop import last_checkpoint_path, soft_dice_loss, species_cross_entropy, species_heatmap_target, train
     from ._pool import (POOL_MANIFEST, PoolMember, PoolRanges, draw_conditions, invert_polarity, read_pool,
                         simulate_pool)
     from ._sampler import (TrainingVolume, open_training_volume, particle_table, read_patch, sample_origins,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CENTER_TARGETS",
     "POOL_MANIFEST",
+    "SPECIES_LOSSES",
     "PoolMember",
     "PoolRanges",
     "draw_conditions",
@@ -54,6 +55,7 @@ __all__ = [
     "read_patch",
     "sample_origins",
     "soft_dice_loss",
+    "species_cross_entropy",
     "species_heatmap_target",
     "split_region",
     "train",
@@ -64,8 +66,9 @@ if not TYPE_CHECKING:
         "._augment": ("augment",),
         "._from_picks": ("PicksJob", "build_labels", "labels_folder", "plan_from_copick", "plan_from_picks",
                          "species_radii"),
-        "._config": ("TrainingConfig", "TrainResult"),
-        "._loop": ("last_checkpoint_path", "soft_dice_loss", "species_heatmap_target", "train"),
+        "._config": ("SPECIES_LOSSES", "TrainingConfig", "TrainResult"),
+        "._loop": ("last_checkpoint_path", "soft_dice_loss", "species_cross_entropy", "species_heatmap_target",
+                   "train"),
         "._pool": ("POOL_MANIFEST", "PoolMember", "PoolRanges", "draw_conditions", "invert_polarity", "read_pool",
                    "simulate_pool"),
         "._sampler": ("TrainingVolume", "open_training_volume", "particle_table", "read_patch", "sample_origins",

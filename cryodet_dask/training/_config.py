@@ -10,7 +10,10 @@ import numpy as np
 from ..errors import ParameterError
 from ._targets import CENTER_TARGETS
 
-__all__ = ["TrainingConfig", "TrainResult"]
+__all__ = ["TrainingConfig", "TrainResult", "SPECIES_LOSSES"]
+
+#: The species cross-entropy's averaging (:attr:`TrainingConfig.species_loss`; ``train --species-loss``).
+SPECIES_LOSSES = ("voxel", "balanced")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ class TrainingConfig:
         differs between the two: tune the post-processing for the network.
     invert : float
         Probability of negating a training patch (both contrast polarities).
+    species_loss : {"voxel", "balanced"}
+        The species cross-entropy of a multi-species network (``softmax`` head), on particle voxels:
+        ``"voxel"`` averages it over the batch's particle voxels, so a species weighs by its voxels
+        (large and common species most); ``"balanced"`` averages it per species present in the batch,
+        then over those species, so each species present weighs the same.
     lr_schedule : {"plateau", "cosine"}
         ``plateau``: multiply the learning rate by ``lr_factor`` when validation
         stalls; ``cosine``: decay it per step along a half cosine from
@@ -102,6 +110,7 @@ class TrainingConfig:
     center_weight: float = 1.0
     center_target: str = "distance"
     invert: float = 0.5
+    species_loss: str = "voxel"
     lr_schedule: str = "plateau"
     seed: int = 0
     amp: bool = True
@@ -130,6 +139,8 @@ class TrainingConfig:
             raise ParameterError(f"invert must be a probability in [0, 1], got {self.invert}")
         if self.center_target not in CENTER_TARGETS:
             raise ParameterError(f"center_target must be one of {list(CENTER_TARGETS)}, got {self.center_target!r}")
+        if self.species_loss not in SPECIES_LOSSES:
+            raise ParameterError(f"species_loss must be one of {list(SPECIES_LOSSES)}, got {self.species_loss!r}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ParameterError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.jitter < 0 or self.patience < 1 or self.lr_patience < 0:

@@ -25,7 +25,8 @@ from ._resume import (LEARNING_SETTINGS, RESUME_RECORD_FORMAT, learning_settings
                       species_identity, species_to_train, volume_identity, with_new_species)
 from ._sampler import Region, TrainingVolume, open_training_volume, read_patch, sample_origins, split_region
 
-__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "species_heatmap_target", "last_checkpoint_path", "LEARNING_SETTINGS"]
+__all__ = ["TrainingConfig", "TrainResult", "train", "soft_dice_loss", "species_heatmap_target", "species_cross_entropy",
+           "last_checkpoint_path", "LEARNING_SETTINGS"]
 
 log = logging.getLogger("cryodet_dask")
 
@@ -49,7 +50,19 @@ def species_heatmap_target(code: torch.Tensor, center: torch.Tensor | None, k: i
     return onehot * level[:, None]
 
 
-def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weight: float) -> torch.Tensor:
+def species_cross_entropy(logits: torch.Tensor, code: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Cross-entropy of species logits (B, K, z, y, x) against species codes (B, z, y, x): 0..K-1 on
+    particle voxels, -1 elsewhere (ignored).  ``balanced``: the mean over the species present of each
+    species' mean over its voxels (class weights ``1 / count``), else the mean over all particle voxels."""
+    weight = None
+    if balanced:
+        counts = torch.bincount(code[code >= 0].flatten(), minlength=logits.shape[1]).to(logits.dtype)
+        weight = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    return F.cross_entropy(logits, code, weight=weight, ignore_index=-1)
+
+
+def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weight: float,
+          species_loss: str = "voxel") -> torch.Tensor:
     total = logits.new_zeros(())
     for i, h in enumerate(model.config.heads):  # target channel i is head i; its logits start at head_index
         j = model.head_index(h)
@@ -66,7 +79,7 @@ def _loss(model: UNet3D, logits: torch.Tensor, target: torch.Tensor, center_weig
             k = len(model.config.species)
             code = target[:, i].round().long() - 1
             if bool((code >= 0).any()):
-                total = total + F.cross_entropy(logits[:, j : j + k], code, ignore_index=-1)
+                total = total + species_cross_entropy(logits[:, j : j + k], code, species_loss == "balanced")
         else:
             # MSE on the pre-activation: the ReLU is applied at inference only, so a unit whose output went
             # negative still gets a gradient (with MSE on relu(logits) the centre head can die at 0).
@@ -328,6 +341,9 @@ def train(
         if widen_to is not None:  # the same function in the wider network (Net2WiderNet)
             start = widen(start, widen_to, seed=cfg.seed)
         net.load_state_dict(with_new_species(start, net))
+    if cfg.species_loss != "voxel" and ("species" not in mcfg.heads or mcfg.species_head != "softmax"):
+        raise ParameterError(f"species_loss={cfg.species_loss!r} weighs a species cross-entropy: train a "
+                             "multi-species network with the softmax species head")
     if cfg.freeze_backbone:  # only the species branch learns: the mask and centre outputs stay the init's
         if "species" not in mcfg.heads:
             raise ParameterError("freeze_backbone trains the species branch alone: train a multi-species network")
@@ -350,7 +366,8 @@ def train(
         f"last {cfg.validation_fraction:g} of each training tomogram along its longest in-plane axis",
         "losses": "soft-Dice of sigmoid (mask) + MSE of the pre-ReLU output (center)"
                   + ("" if "species" not in mcfg.heads else " + MSE of the pre-ReLU species heatmaps"
-                     if mcfg.species_head == "heatmap" else " + cross-entropy of the species on particle voxels"),
+                     if mcfg.species_head == "heatmap" else " + cross-entropy of the species on particle voxels"
+                     + (", each species present weighing the same" if cfg.species_loss == "balanced" else "")),
         "center_target": cfg.center_target if "center" in mcfg.heads else None,
         "optimizer": "Adam",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
@@ -433,7 +450,7 @@ def train(
                 xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
                 with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                     out = net.logits(xt)
-                losses.append(float(_loss(net, out.float(), yt, cfg.center_weight)))
+                losses.append(float(_loss(net, out.float(), yt, cfg.center_weight, cfg.species_loss)))
         return float(np.mean(losses))
 
     t_start = time.monotonic()
@@ -451,7 +468,7 @@ def train(
             xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 out = net.logits(xt)
-            loss = _loss(net, out.float(), yt, cfg.center_weight)
+            loss = _loss(net, out.float(), yt, cfg.center_weight, cfg.species_loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -35,7 +35,7 @@ __all__ = ["LEARNING_SETTINGS", "RESUME_RECORD_FORMAT", "file_identity", "volume
 LEARNING_SETTINGS = ("patch_size", "batch_size", "steps_per_epoch", "validation_fraction", "validation_batches",
                      "learning_rate", "lr_factor", "lr_patience", "jitter", "background_fraction", "rotate",
                      "flip", "intensity", "center_weight", "center_target", "invert", "lr_schedule", "seed",
-                     "freeze_backbone")
+                     "freeze_backbone", "species_loss")
 
 #: Version of the resume record kept in ``*.last.pt`` under ``"resume_record"``.
 RESUME_RECORD_FORMAT = 1
@@ -96,6 +96,8 @@ def learning_settings(cfg: TrainingConfig, heads: Sequence[str], held_out: bool)
         v = getattr(cfg, name)
         if name in ("center_weight", "center_target") and "center" not in heads:
             v = None  # no centre head: not used
+        if name == "species_loss" and v == "voxel":
+            v = None  # the species loss of runs from before the option (and of species-agnostic networks)
         if name == "validation_fraction" and not held_out:
             v = None  # validation tomograms given: not used
         out[name] = list(v) if isinstance(v, tuple) else v
