@@ -182,7 +182,6 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_true: int) -> float:
     hit = tp[order].astype(np.float64)
     cum = np.cumsum(hit)
     precision = cum / np.arange(1, len(hit) + 1)
-    recall = cum / n_true
     # precision envelope, then sum over recall steps
     env = np.maximum.accumulate(precision[::-1])[::-1]
     return float(np.sum(env * hit) / n_true)

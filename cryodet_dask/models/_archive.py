@@ -25,8 +25,7 @@ from typing import Any, NamedTuple
 from ..errors import CheckpointError, CryodetError
 from ._config import UNetConfig
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TensorRecord", "read_archive", "check_payload", "check_state_dict",
-           "inspect_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "TensorRecord", "read_archive", "check_payload", "check_state_dict"]
 
 FORMAT = "cryodet-dask-checkpoint"
 FORMAT_VERSION = 1

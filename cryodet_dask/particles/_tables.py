@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._formats import UNITS
 
 log = logging.getLogger("cryodet_dask")
 
@@ -34,7 +33,7 @@ class RawTable:
     """Coordinates as the file holds them, and what the file says about them."""
 
     table: pd.DataFrame          # cx, cy, cz (float) + optional columns
-    unit: str                    # one of UNITS
+    unit: str                    # one of particles.UNITS
     format: str                  # the detected format (e.g. "relion4", "copick")
     voxel_size: float | None = None          # Å per unit-voxel, when the file states it
     tilt_series_pixel_size: float | None = None   # RELION optics rlnTomoTiltSeriesPixelSize
