@@ -55,9 +55,8 @@ def species_cross_entropy(logits: torch.Tensor, code: torch.Tensor, balanced: bo
     particle voxels, -1 elsewhere (ignored).  ``balanced``: the mean over the species present of each
     species' mean over its voxels (class weights ``1 / count``), else the mean over all particle voxels."""
     weight = None
-    if balanced:
-        counts = torch.bincount(code[code >= 0].flatten(), minlength=logits.shape[1]).to(logits.dtype)
-        weight = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    if balanced:  # an absent species has no voxels, so its weight is never used
+        weight = 1.0 / torch.bincount(code[code >= 0], minlength=logits.shape[1]).clamp(min=1).to(logits.dtype)
     return F.cross_entropy(logits, code, weight=weight, ignore_index=-1)
 
 
