@@ -19,6 +19,12 @@ Two data sets, never used to train or to choose a default:
 
     python benchmarks/bench_score.py make V
     python benchmarks/bench_score.py score V --weights twohead [--tag NAME] [--test G] [--json out.json]
+    python benchmarks/bench_score.py sizes V --tag twohead --grid '[{}, {"min_particle_size": 128}]'
+
+``sizes`` re-post-processes the cached validation maps with each set of ``PostprocessParams`` fields in
+``--grid`` (the others at their defaults) and prints precision, recall and F1, and recall per bin of
+particle diameter (voxels across: the diameter of a ball of the particle's mask volume): whether a
+post-processing setting, rather than the networks, loses a size of particle.
 
 ``score`` predicts the validation tomograms that have no cached maps (whole volume, ``as-is`` polarity,
 as ``detect``'s default), post-processes every tomogram on the synchronous scheduler with the default
@@ -157,22 +163,70 @@ def score(root: Path, weights: str, test: Path | None, tag: str | None = None) -
 
 
 RADIUS = 5.0
+SIZE_BINS = (0, 8, 10, 12, 14, 16, 20, 25, 33, 100)
+
+
+def sizes(root: Path, tag: str, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting of ``grid``: pooled precision, recall, F1 and recall per diameter bin on ``root``'s pool."""
+    import dask
+    import dask.array as da
+
+    dirs = [d for ds in _folders(root).values() for d in ds if (d / f"maps_{tag}.npz").exists()]
+    if not dirs:
+        sys.exit(f"no cached maps_{tag}.npz under {root}: run 'score {root} --tag {tag}' first")
+    out = []
+    for params in grid:
+        tp = fp = n = 0
+        found_by: list[pd.DataFrame] = []
+        for d in dirs:
+            z = _maps(d, tag)
+            scale = float(z.get("scale", 1.0))
+            with dask.config.set(scheduler="synchronous"):
+                res = postprocess(da.from_array(z["mask"], chunks=128), da.from_array(z["center"], chunks=128),
+                                  PostprocessParams(**params))
+            pred = np.asarray(res.centers, np.float64).reshape(-1, 3)
+            t = pd.read_csv(d / "particles.csv")
+            truth = t[["z", "y", "x"]].to_numpy(np.float64) * scale
+            s, match = match_centres(pred, truth, RADIUS)
+            found = np.zeros(len(truth), bool)
+            found[match[match >= 0]] = True
+            tp, fp, n = tp + s.tp, fp + s.fp, n + len(truth)
+            diameter = np.cbrt(6.0 * t["n_voxels"].to_numpy(np.float64) / np.pi) * scale
+            found_by.append(pd.DataFrame({"diameter": diameter, "found": found}))
+        df = pd.concat(found_by, ignore_index=True)
+        rec = df.groupby(pd.cut(df["diameter"], SIZE_BINS), observed=True)["found"].agg(["mean", "size"])
+        p, r = tp / max(tp + fp, 1), tp / max(n, 1)
+        row = {"params": params, "precision": round(p, 4), "recall": round(r, 4),
+               "f1": round(2 * p * r / max(p + r, 1e-12), 4), "false_picks": fp,
+               "recall_by_diameter": {str(b): [round(float(m), 3), int(k)] for b, (m, k) in rec.iterrows()}}
+        out.append(row)
+        print(json.dumps(params), f"precision {p:.3f} recall {r:.3f} F1 {row['f1']:.3f} false picks {fp}")
+        print("    recall by diameter (voxels): " + "  ".join(f"{b} {m:.2f} ({k})" for b, (m, k) in rec.iterrows()),
+              flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     global RADIUS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("make", "score"))
+    ap.add_argument("command", choices=("make", "score", "sizes"))
     ap.add_argument("root", type=Path)
     ap.add_argument("--weights", default="twohead")
     ap.add_argument("--tag", default=None, help="name of the cached maps (default: --weights)")
     ap.add_argument("--test", type=Path, default=None, help="bench_generalization.py's folder (cached maps)")
     ap.add_argument("--radius", type=float, default=RADIUS)
+    ap.add_argument("--grid", type=json.loads, default=[{}],
+                    help="sizes: a JSON list of PostprocessParams field sets (default: the defaults only)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     RADIUS = a.radius
     if a.command == "make":
         make(a.root)
+        return 0
+    if a.command == "sizes":
+        rows = sizes(a.root, a.tag or a.weights, a.grid)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
         return 0
     result = score(a.root, a.weights, a.test, a.tag)
     if a.json:

@@ -28,6 +28,14 @@ Commands::
     python benchmarks/bench_species.py make DIR                  # the held-out pool (seed 3000)
     python benchmarks/bench_species.py score DIR --weights six-species.pt [--json OUT] [--png CONFUSION] [--tta flips]
     python benchmarks/bench_species.py score DIR --weights twohead     # species-agnostic comparison
+    python benchmarks/bench_species.py score DIR --weights W --min-score 1bxn:0.05,7n4y:0.08   # detect's syntax
+    python benchmarks/bench_species.py score DIR --weights W --sweep 0.02,0.05,0.1,0.15,0.2
+
+``DIR`` is the folder ``make`` wrote (its pool in ``DIR/pool``) or any ``simulate-pool`` folder.
+``--sweep T1,T2,...`` post-processes once at the lowest threshold and then, for each threshold, keeps
+the picks whose score reaches it: each species' precision, recall, F1 and CZII F4 per threshold (a
+species' scores depend on its own picks only).  It is for choosing per-species thresholds on a
+validation pool; ``--min-score`` then measures the choice exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from cryodet_dask import models
+from cryodet_dask.cli._common import min_score_arg
 from cryodet_dask.evaluation import match_centres
 from cryodet_dask.evaluation_species import confusion_png, pooled_species_scores
 from cryodet_dask.postprocessing import postprocess, quantize_species
@@ -64,7 +73,7 @@ def _weights(spec: str) -> str:
     return spec
 
 
-def _detect(net: Any, d: Path, tta: str = "none") -> pd.DataFrame:
+def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None) -> pd.DataFrame:
     import dask
     import dask.array as da
     import mrcfile
@@ -82,7 +91,8 @@ def _detect(net: Any, d: Path, tta: str = "none") -> pd.DataFrame:
         species = quantize_species(y[i : i + len(cfg.species)])
     # detect's defaults: with species, each species' fusion distance and minimum size from its diameter
     diameters = {s.name: s.diameter for s in cfg.species} if species is not None else {}
-    kw, sp = DetectParams().resolve_postprocess(voxel_size, diameters)
+    params = DetectParams() if min_score is None else DetectParams(min_score=min_score)
+    kw, sp = params.resolve_postprocess(voxel_size, diameters)
     with dask.config.set(scheduler="synchronous"):
         det = postprocess(da.from_array(y[net.head_index("mask")], chunks=128),
                           da.from_array(y[net.head_index("center")], chunks=128),
@@ -116,7 +126,41 @@ def _f(p: float, r: float, beta: float) -> float:
     return (1 + b2) * p * r / (b2 * p + r) if (b2 * p + r) > 0 else 0.0
 
 
-def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: str = "none") -> dict[str, Any]:
+def _pool(root: Path) -> list[Path]:
+    """The simulated tomograms under ``root/pool`` (``make``'s layout), else under ``root``."""
+    base = root / "pool" if (root / "pool").is_dir() else root
+    found = sorted(p.parent for p in base.rglob("simulation.json"))
+    if not found:
+        sys.exit(f"no simulated tomograms (simulation.json) under {base}")
+    return found
+
+
+def _per_species(preds: list[pd.DataFrame], truths: list[pd.DataFrame], every: list[str]) -> pd.DataFrame:
+    """Per species: counts, precision, recall and F1 (one to one within the species) and CZII F4."""
+    table, _ = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
+    cz = pd.DataFrame([_czii(p, t) for p, t in zip(preds, truths)])
+    cz_sum = {s: tuple(int(sum(c[k] for c in cz[s] if isinstance(c, tuple))) for k in range(3)) for s in cz.columns}
+    table["czii_f4"] = [
+        _f(cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][1], 1), cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][2], 1), 4)
+        if s in cz_sum else 0.0 for s in table.index]
+    return table
+
+
+def sweep(preds: list[pd.DataFrame], truths: list[pd.DataFrame], names: list[str], every: list[str],
+          thresholds: list[float]) -> pd.DataFrame:
+    """Each species' F1 and CZII F4 at each threshold (picks with ``score`` >= it), one row per threshold."""
+    rows = []
+    for t in thresholds:
+        table = _per_species([p[p["score"] >= t] for p in preds], truths, every)
+        for s in names:
+            r = table.loc[s]
+            rows.append({"min_score": t, "species": s, "precision": r["precision"], "recall": r["recall"],
+                         "f1": r["f1"], "czii_f4": r["czii_f4"]})
+    return pd.DataFrame(rows)
+
+
+def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: str = "none",
+          min_score: float | dict[str, float] | None = None, thresholds: list[float] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(int(os.environ.get("CRYODET_THREADS", "2")))
@@ -124,8 +168,10 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
     names = list(net.config.species.names)
     preds, truths = [], []
     t0 = time.perf_counter()
-    for d in sorted(p.parent for p in (root / "pool").rglob("simulation.json")):
-        pred = _detect(net, d, tta).assign(tomogram=d.name)
+    if thresholds:
+        min_score = min(thresholds)
+    for d in _pool(root):
+        pred = _detect(net, d, tta, min_score).assign(tomogram=d.name)
         truth = pd.read_csv(d / "particles.csv").assign(tomogram=d.name)
         preds.append(pred)
         truths.append(truth)
@@ -133,12 +179,8 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
     seconds = time.perf_counter() - t0
     # per-species one-to-one and confusion: per tomogram, then summed (particles of two tomograms never match)
     every = sorted(set().union(*(set(t["class"]) for t in truths)) | set(names))
-    table, conf = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
-    cz = pd.DataFrame([_czii(p, t) for p, t in zip(preds, truths)])
-    cz_sum = {s: tuple(int(sum(c[k] for c in cz[s] if isinstance(c, tuple))) for k in range(3)) for s in cz.columns}
-    table["czii_f4"] = [
-        _f(cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][1], 1), cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][2], 1), 4)
-        if s in cz_sum else 0.0 for s in table.index]
+    table = _per_species(preds, truths, every)
+    _, conf = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
     # species-agnostic
     tp = fp = fn = 0
     for p, t in zip(preds, truths):
@@ -146,7 +188,7 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
         tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     agnostic = dict(tp=tp, fp=fp, fn=fn, precision=prec, recall=rec, f1=_f(prec, rec, 1))
-    result = {"weights": spec, "tta": tta, "species": names, "seconds": round(seconds, 1),
+    result = {"weights": spec, "tta": tta, "min_score": min_score, "species": names, "seconds": round(seconds, 1),
               "per_species": table.reset_index().to_dict(orient="records"),
               "mean_czii_f4": float(table.loc[[s for s in names if s in table.index], "czii_f4"].mean()),
               "agnostic": agnostic, "confusion": conf.to_dict() if isinstance(conf, pd.DataFrame) else {}}
@@ -156,6 +198,14 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
             print(conf)
     print(f"species-agnostic: precision {prec:.3f} recall {rec:.3f} F1 {agnostic['f1']:.3f}; "
           f"mean per-species CZII F4 {result['mean_czii_f4']:.3f}")
+    if thresholds:
+        sw = sweep(preds, truths, names, every, sorted(thresholds))
+        result["sweep"] = sw.to_dict(orient="records")
+        with pd.option_context("display.width", 160, "display.precision", 3):
+            print(sw.pivot(index="min_score", columns="species", values="czii_f4").rename_axis(
+                "CZII F4 at min_score"))
+            print(sw.pivot(index="min_score", columns="species", values="f1").rename_axis("F1 at min_score"))
+            print(sw.groupby("min_score")["czii_f4"].mean().rename("mean CZII F4"))
     if json_out:
         json_out.write_text(json.dumps(result, indent=1, default=float))
     if png and isinstance(conf, pd.DataFrame):
@@ -174,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)
     s.add_argument("--tta", choices=("none", "flips"), default="none", help="test-time augmentation (detect --tta)")
+    s.add_argument("--min-score", type=min_score_arg, default=None, metavar="SCORE|NAME:SCORE,...",
+                   help="detect --min-score (default: detect's default)")
+    s.add_argument("--sweep", type=lambda t: [float(v) for v in t.split(",")], default=None, metavar="T1,T2,...",
+                   help="per-species scores at each of these thresholds (see above)")
     a = ap.parse_args(argv)
     if a.cmd == "make":
         make(a.root)
     else:
-        score(a.root, a.weights, a.json, a.png, a.tta)
+        if a.sweep and a.min_score is not None:
+            ap.error("--sweep and --min-score do not go together")
+        score(a.root, a.weights, a.json, a.png, a.tta, a.min_score, a.sweep)
     return 0
 
 

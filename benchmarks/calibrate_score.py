@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the calibrated copy of the checkpoint to write")
     ap.add_argument("--test", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.overwrite:  # before any work: a checkpoint this run did not write stays
+        ap.error(f"{a.out} exists; give --overwrite to replace it")
     tag = a.tag or a.weights
     groups = _folders(a.root)
     if a.test is not None:
