@@ -62,20 +62,27 @@ def make(root: Path) -> None:
     simulate_pool(root / "pool", 12, seed=2300, ranges=ranges, progress=True)
 
 
-def _picks(d: Path, tag: str) -> pd.DataFrame:
-    """Every pick of tomogram folder ``d`` with its statistics (score, mask: mean mask probability, n_voxels)
-    and whether it is true."""
+def _postprocess(d: Path, tag: str, params: PostprocessParams) -> tuple[Any, pd.DataFrame, float]:
+    """Tomogram folder ``d``'s cached maps post-processed with ``params`` (synchronous), its true particles
+    (empty without ``particles.csv``) and the maps' scale to the simulation's grid."""
     import dask
     import dask.array as da
 
     z = _maps(d, tag)
-    scale = float(z.get("scale", 1.0))
     with dask.config.set(scheduler="synchronous"):
-        res = postprocess(da.from_array(z["mask"], chunks=128), da.from_array(z["center"], chunks=128),
-                          PostprocessParams(min_score=0.0))  # every pick: the default cut-off is measured below
-    pred = np.asarray(res.centers, dtype=np.float64).reshape(-1, 3)
+        res = postprocess(da.from_array(z["mask"], chunks=128), da.from_array(z["center"], chunks=128), params)
     table = d / "particles.csv"
-    truth = pd.read_csv(table)[["z", "y", "x"]].to_numpy(np.float64) * scale if table.exists() else np.zeros((0, 3))
+    truth = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["z", "y", "x", "n_voxels"])
+    return res, truth, float(z.get("scale", 1.0))
+
+
+def _picks(d: Path, tag: str) -> pd.DataFrame:
+    """Every pick of tomogram folder ``d`` with its statistics (score, mask: mean mask probability, n_voxels)
+    and whether it is true."""
+    # every pick: the default cut-off is measured below
+    res, t, scale = _postprocess(d, tag, PostprocessParams(min_score=0.0))
+    pred = np.asarray(res.centers, dtype=np.float64).reshape(-1, 3)
+    truth = t[["z", "y", "x"]].to_numpy(np.float64) * scale
     true = np.zeros(len(pred), bool)
     if len(pred) and len(truth):
         _, match = match_centres(pred, truth, RADIUS)
@@ -168,9 +175,6 @@ SIZE_BINS = (0, 8, 10, 12, 14, 16, 20, 25, 33, 100)
 
 def sizes(root: Path, tag: str, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per setting of ``grid``: pooled precision, recall, F1 and recall per diameter bin on ``root``'s pool."""
-    import dask
-    import dask.array as da
-
     dirs = [d for ds in _folders(root).values() for d in ds if (d / f"maps_{tag}.npz").exists()]
     if not dirs:
         sys.exit(f"no cached maps_{tag}.npz under {root}: run 'score {root} --tag {tag}' first")
@@ -179,13 +183,8 @@ def sizes(root: Path, tag: str, grid: list[dict[str, Any]]) -> list[dict[str, An
         tp = fp = n = 0
         found_by: list[pd.DataFrame] = []
         for d in dirs:
-            z = _maps(d, tag)
-            scale = float(z.get("scale", 1.0))
-            with dask.config.set(scheduler="synchronous"):
-                res = postprocess(da.from_array(z["mask"], chunks=128), da.from_array(z["center"], chunks=128),
-                                  PostprocessParams(**params))
+            res, t, scale = _postprocess(d, tag, PostprocessParams(**params))
             pred = np.asarray(res.centers, np.float64).reshape(-1, 3)
-            t = pd.read_csv(d / "particles.csv")
             truth = t[["z", "y", "x"]].to_numpy(np.float64) * scale
             s, match = match_centres(pred, truth, RADIUS)
             found = np.zeros(len(truth), bool)

@@ -135,15 +135,17 @@ def _pool(root: Path) -> list[Path]:
     return found
 
 
-def _per_species(preds: list[pd.DataFrame], truths: list[pd.DataFrame], every: list[str]) -> pd.DataFrame:
-    """Per species: counts, precision, recall and F1 (one to one within the species) and CZII F4."""
-    table, _ = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
+def _per_species(preds: list[pd.DataFrame], truths: list[pd.DataFrame],
+                 every: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per species: counts, precision, recall and F1 (one to one within the species) and CZII F4; and the
+    confusion matrix."""
+    table, conf = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
     cz = pd.DataFrame([_czii(p, t) for p, t in zip(preds, truths)])
     cz_sum = {s: tuple(int(sum(c[k] for c in cz[s] if isinstance(c, tuple))) for k in range(3)) for s in cz.columns}
     table["czii_f4"] = [
         _f(cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][1], 1), cz_sum[s][0] / max(cz_sum[s][0] + cz_sum[s][2], 1), 4)
         if s in cz_sum else 0.0 for s in table.index]
-    return table
+    return table, conf
 
 
 def sweep(preds: list[pd.DataFrame], truths: list[pd.DataFrame], names: list[str], every: list[str],
@@ -151,7 +153,7 @@ def sweep(preds: list[pd.DataFrame], truths: list[pd.DataFrame], names: list[str
     """Each species' F1 and CZII F4 at each threshold (picks with ``score`` >= it), one row per threshold."""
     rows = []
     for t in thresholds:
-        table = _per_species([p[p["score"] >= t] for p in preds], truths, every)
+        table, _ = _per_species([p[p["score"] >= t] for p in preds], truths, every)
         for s in names:
             r = table.loc[s]
             rows.append({"min_score": t, "species": s, "precision": r["precision"], "recall": r["recall"],
@@ -179,8 +181,7 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
     seconds = time.perf_counter() - t0
     # per-species one-to-one and confusion: per tomogram, then summed (particles of two tomograms never match)
     every = sorted(set().union(*(set(t["class"]) for t in truths)) | set(names))
-    table = _per_species(preds, truths, every)
-    _, conf = pooled_species_scores(list(zip(preds, truths)), RADIUS, species=every)
+    table, conf = _per_species(preds, truths, every)
     # species-agnostic
     tp = fp = fn = 0
     for p, t in zip(preds, truths):
