@@ -25,7 +25,7 @@ pooled over the tomograms:
 
 Commands::
 
-    python benchmarks/bench_species.py make DIR                  # the held-out pool (seed 3000)
+    python benchmarks/bench_species.py make DIR [--count 24]     # the held-out pool (seed 3000; 8 by default)
     python benchmarks/bench_species.py score DIR --weights six-species.pt [--json OUT] [--png CONFUSION] [--tta flips]
     python benchmarks/bench_species.py score DIR --weights twohead     # species-agnostic comparison
     python benchmarks/bench_species.py score DIR --weights W --min-score 1bxn:0.05,7n4y:0.08   # detect's syntax
@@ -36,6 +36,14 @@ Commands::
 the picks whose score reaches it: each species' precision, recall, F1 and CZII F4 per threshold (a
 species' scores depend on its own picks only).  It is for choosing per-species thresholds on a
 validation pool; ``--min-score`` then measures the choice exactly.
+
+``calibrate`` fits the network's pick probability (``cryodet_dask.calibration``, the logistic model the
+species-agnostic networks carry) on every pick (``--min-score 0``) of the pool ``V``, a pick true when it
+matches a particle of any species one to one within 5 voxels, checks it on the pool ``--test`` (average
+precision of the probability against the raw score, calibration error over 10 bins), and writes a copy of
+the checkpoint that carries it::
+
+    python benchmarks/bench_species.py calibrate V --weights six-species.pt --out calibrated.pt --test Q [--json OUT]
 """
 
 from __future__ import annotations
@@ -61,10 +69,11 @@ HELD_OUT_POOL = dict(count=8, seed=3000, shape=(64, 160, 160))
 RADIUS = 5.0
 
 
-def make(root: Path) -> None:
+def make(root: Path, count: int = HELD_OUT_POOL["count"]) -> None:  # type: ignore[assignment]
     from cryodet_dask.training import simulate_pool
 
-    simulate_pool(root / "pool", progress=True, **HELD_OUT_POOL)  # type: ignore[arg-type]
+    # tomogram i depends only on (seed, i): a larger count extends the same pool
+    simulate_pool(root / "pool", progress=True, **{**HELD_OUT_POOL, "count": count})  # type: ignore[arg-type]
 
 
 def _weights(spec: str) -> str:
@@ -161,23 +170,34 @@ def sweep(preds: list[pd.DataFrame], truths: list[pd.DataFrame], names: list[str
     return pd.DataFrame(rows)
 
 
-def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: str = "none",
-          min_score: float | dict[str, float] | None = None, thresholds: list[float] | None = None) -> dict[str, Any]:
+def _load(spec: str) -> Any:
     import torch
 
     torch.set_num_threads(int(os.environ.get("CRYODET_THREADS", "2")))
-    net = models.load(_weights(spec))
-    names = list(net.config.species.names)
+    return models.load(_weights(spec))
+
+
+def _picks_and_truth(root: Path, net: Any, tta: str = "none", min_score: float | dict[str, float] | None = None
+                     ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Each tomogram's picks (detect's defaults but ``min_score``) and its simulated particles."""
     preds, truths = [], []
-    t0 = time.perf_counter()
-    if thresholds:
-        min_score = min(thresholds)
     for d in _pool(root):
         pred = _detect(net, d, tta, min_score).assign(tomogram=d.name)
         truth = pd.read_csv(d / "particles.csv").assign(tomogram=d.name)
         preds.append(pred)
         truths.append(truth)
         print(f"{d.name}: {len(pred)} picks, {len(truth)} particles", flush=True)
+    return preds, truths
+
+
+def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: str = "none",
+          min_score: float | dict[str, float] | None = None, thresholds: list[float] | None = None) -> dict[str, Any]:
+    net = _load(spec)
+    names = list(net.config.species.names)
+    t0 = time.perf_counter()
+    if thresholds:
+        min_score = min(thresholds)
+    preds, truths = _picks_and_truth(root, net, tta, min_score)
     seconds = time.perf_counter() - t0
     # per-species one-to-one and confusion: per tomogram, then summed (particles of two tomograms never match)
     every = sorted(set().union(*(set(t["class"]) for t in truths)) | set(names))
@@ -214,11 +234,55 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
     return result
 
 
+def _marked(preds: list[pd.DataFrame], truths: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every pick with ``true``: it matches a particle of any species one to one within ``RADIUS``."""
+    out = []
+    for p, t in zip(preds, truths):
+        _, match = match_centres(p[["z", "y", "x"]].to_numpy(np.float64), t[["z", "y", "x"]].to_numpy(np.float64),
+                                 RADIUS)
+        out.append(p.assign(true=match >= 0, n_true=len(t), folder=p["tomogram"]))
+    return pd.concat(out, ignore_index=True)
+
+
+def calibrate(root: Path, spec: str, out: Path, test: Path | None, json_out: Path | None) -> dict[str, Any]:
+    """Fit the pick probability on ``root``'s picks, check it on ``test``'s, write the calibrated checkpoint."""
+    from calibrate_score import ece, reliability, summary
+
+    from cryodet_dask.calibration import fit_calibration
+    from cryodet_dask.pipeline import DetectParams
+
+    net = _load(spec)
+    val = _marked(*_picks_and_truth(root, net, min_score=0.0))
+    cal = fit_calibration(val["score"], val["mask_score"], val["n_voxels"], val["true"],
+                          fitted_on=f"{len(val)} picks of a species validation pool ({root.name}; simulate-pool "
+                                    "--imaging mixed, every distractor kind, --species-mix varied), min-score 0")
+    result: dict[str, Any] = {"weights": spec, "calibration": cal.to_dict()}
+    sets = {"validation": val}
+    if test is not None:
+        sets["test"] = _marked(*_picks_and_truth(test, net, min_score=0.0))
+    for name, frame in sets.items():
+        kept = frame[frame["score"] >= DetectParams().min_score]  # what detect keeps at its default cut-off
+        prob = cal.probability(kept["score"], kept["mask_score"], kept["n_voxels"])
+        result[name] = {**summary(frame, cal), "ece_default_cut": round(ece(prob, kept["true"].to_numpy(np.float64)), 4),
+                        "mean_probability_default_cut": round(float(prob.mean()), 4),
+                        "fraction_true_default_cut": round(float(kept["true"].mean()), 4),
+                        "reliability": reliability(frame, cal)}
+        print(name, json.dumps(result[name]), flush=True)
+    net.config = net.config.replace(score_calibration=cal.to_dict())
+    models.save(net, out)
+    print(f"wrote {out}")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("root", type=Path)
+    m.add_argument("--count", type=int, default=HELD_OUT_POOL["count"],
+                   help="tomograms (default %(default)s; more extend the same pool: its first 8 are the default's)")
     s = sub.add_parser("score")
     s.add_argument("root", type=Path)
     s.add_argument("--weights", required=True)
@@ -229,9 +293,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="detect --min-score (default: detect's default)")
     s.add_argument("--sweep", type=lambda t: [float(v) for v in t.split(",")], default=None, metavar="T1,T2,...",
                    help="per-species scores at each of these thresholds (see above)")
+    c = sub.add_parser("calibrate")
+    c.add_argument("root", type=Path, help="the pool the probability is fitted on (a validation pool)")
+    c.add_argument("--weights", required=True)
+    c.add_argument("--out", type=Path, required=True, help="the calibrated copy of the checkpoint to write")
+    c.add_argument("--test", type=Path, default=None, help="a pool to check it on (used for no fit)")
+    c.add_argument("--json", type=Path, default=None)
+    c.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     a = ap.parse_args(argv)
     if a.cmd == "make":
-        make(a.root)
+        make(a.root, a.count)
+    elif a.cmd == "calibrate":
+        if a.out.exists() and not a.overwrite:  # before any work: a checkpoint this run did not write stays
+            ap.error(f"{a.out} exists; give --overwrite to replace it")
+        calibrate(a.root, a.weights, a.out, a.test, a.json)
     else:
         if a.sweep and a.min_score is not None:
             ap.error("--sweep and --min-score do not go together")
