@@ -65,15 +65,15 @@ from cryodet_dask.evaluation import match_centres
 from cryodet_dask.evaluation_species import confusion_png, pooled_species_scores
 from cryodet_dask.postprocessing import postprocess, quantize_species
 
-HELD_OUT_POOL = dict(count=8, seed=3000, shape=(64, 160, 160))
+HELD_OUT_SEED, HELD_OUT_COUNT, HELD_OUT_SHAPE = 3000, 8, (64, 160, 160)
 RADIUS = 5.0
 
 
-def make(root: Path, count: int = HELD_OUT_POOL["count"]) -> None:  # type: ignore[assignment]
+def make(root: Path, count: int = HELD_OUT_COUNT) -> None:
     from cryodet_dask.training import simulate_pool
 
     # tomogram i depends only on (seed, i): a larger count extends the same pool
-    simulate_pool(root / "pool", progress=True, **{**HELD_OUT_POOL, "count": count})  # type: ignore[arg-type]
+    simulate_pool(root / "pool", count, seed=HELD_OUT_SEED, shape=HELD_OUT_SHAPE, progress=True)
 
 
 def _weights(spec: str) -> str:
@@ -203,10 +203,9 @@ def score(root: Path, spec: str, json_out: Path | None, png: Path | None, tta: s
     every = sorted(set().union(*(set(t["class"]) for t in truths)) | set(names))
     table, conf = _per_species(preds, truths, every)
     # species-agnostic
-    tp = fp = fn = 0
-    for p, t in zip(preds, truths):
-        s, _ = match_centres(p[["z", "y", "x"]].to_numpy(), t[["z", "y", "x"]].to_numpy(), RADIUS)
-        tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
+    marked = _marked(preds, truths)
+    tp = int(marked["true"].sum())
+    fp, fn = len(marked) - tp, sum(len(t) for t in truths) - tp
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     agnostic = dict(tp=tp, fp=fp, fn=fn, precision=prec, recall=rec, f1=_f(prec, rec, 1))
     result = {"weights": spec, "tta": tta, "min_score": min_score, "species": names, "seconds": round(seconds, 1),
@@ -240,6 +239,7 @@ def _marked(preds: list[pd.DataFrame], truths: list[pd.DataFrame]) -> pd.DataFra
     for p, t in zip(preds, truths):
         _, match = match_centres(p[["z", "y", "x"]].to_numpy(np.float64), t[["z", "y", "x"]].to_numpy(np.float64),
                                  RADIUS)
+        # n_true and folder: the columns calibrate_score.summary reads
         out.append(p.assign(true=match >= 0, n_true=len(t), folder=p["tomogram"]))
     return pd.concat(out, ignore_index=True)
 
@@ -254,8 +254,7 @@ def calibrate(root: Path, spec: str, out: Path, test: Path | None, json_out: Pat
     net = _load(spec)
     val = _marked(*_picks_and_truth(root, net, min_score=0.0))
     cal = fit_calibration(val["score"], val["mask_score"], val["n_voxels"], val["true"],
-                          fitted_on=f"{len(val)} picks of a species validation pool ({root.name}; simulate-pool "
-                                    "--imaging mixed, every distractor kind, --species-mix varied), min-score 0")
+                          fitted_on=f"{len(val)} picks of the pool {root.name} (bench_species.py calibrate), min-score 0")
     result: dict[str, Any] = {"weights": spec, "calibration": cal.to_dict()}
     sets = {"validation": val}
     if test is not None:
@@ -281,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("root", type=Path)
-    m.add_argument("--count", type=int, default=HELD_OUT_POOL["count"],
+    m.add_argument("--count", type=int, default=HELD_OUT_COUNT,
                    help="tomograms (default %(default)s; more extend the same pool: its first 8 are the default's)")
     s = sub.add_parser("score")
     s.add_argument("root", type=Path)
