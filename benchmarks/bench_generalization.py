@@ -535,8 +535,7 @@ def score(
     result: dict[str, Any] = {"weights": spec, "params": params, "radius": radius}
     result["cross_domain"] = cross = score_cross(root, tag, params, radius)
     print(
-        "\n(a) cross-domain, train: Fourier-mask only (shipped); default flags, match within "
-        f"{radius:g} voxels"
+        f"\n(a) cross-domain, weights {spec}; default flags, match within {radius:g} voxels"
     )
     print(
         "| test on | tomograms | particles | picks | F1 | precision | recall | AP | TP score quartiles | "

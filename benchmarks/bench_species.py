@@ -44,6 +44,11 @@ precision of the probability against the raw score, calibration error over 10 bi
 the checkpoint that carries it::
 
     python benchmarks/bench_species.py calibrate V --weights six-species.pt --out calibrated.pt --test Q [--json OUT]
+
+``probability`` checks the probability a checkpoint already carries on another pool, the same way, for
+example under ``--tta flips`` (whose averaged maps the probability was not fitted on)::
+
+    python benchmarks/bench_species.py probability DIR --weights six-species.pt [--tta flips] [--json OUT]
 """
 
 from __future__ import annotations
@@ -244,12 +249,40 @@ def _marked(preds: list[pd.DataFrame], truths: list[pd.DataFrame]) -> pd.DataFra
     return pd.concat(out, ignore_index=True)
 
 
-def calibrate(root: Path, spec: str, out: Path, test: Path | None, json_out: Path | None) -> dict[str, Any]:
-    """Fit the pick probability on ``root``'s picks, check it on ``test``'s, write the calibrated checkpoint."""
+def _check(frame: pd.DataFrame, cal: Any) -> dict[str, Any]:
+    """How well ``cal``'s probability ranks and means what it says on the marked picks ``frame`` (every pick,
+    ``--min-score 0``), and on those that ``detect``'s default cut-off keeps."""
     from calibrate_score import ece, reliability, summary
 
-    from cryodet_dask.calibration import fit_calibration
     from cryodet_dask.pipeline import DetectParams
+
+    kept = frame[frame["score"] >= DetectParams().min_score]  # what detect keeps at its default cut-off
+    prob = cal.probability(kept["score"], kept["mask_score"], kept["n_voxels"])
+    return {**summary(frame, cal), "ece_default_cut": round(ece(prob, kept["true"].to_numpy(np.float64)), 4),
+            "mean_probability_default_cut": round(float(prob.mean()), 4),
+            "fraction_true_default_cut": round(float(kept["true"].mean()), 4),
+            "reliability": reliability(frame, cal)}
+
+
+def probability(root: Path, spec: str, tta: str, json_out: Path | None) -> dict[str, Any]:
+    """Check the pick probability a checkpoint already carries on ``root``'s picks, under ``tta``."""
+    from cryodet_dask.calibration import ScoreCalibration
+
+    net = _load(spec)
+    if net.config.score_calibration is None:
+        raise SystemExit(f"{spec} carries no pick probability (bench_species.py calibrate writes one)")
+    cal = ScoreCalibration.from_dict(net.config.score_calibration)
+    result = {"weights": spec, "tta": tta, "pool": str(root),
+              **_check(_marked(*_picks_and_truth(root, net, tta, min_score=0.0)), cal)}
+    print(json.dumps(result), flush=True)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def calibrate(root: Path, spec: str, out: Path, test: Path | None, json_out: Path | None) -> dict[str, Any]:
+    """Fit the pick probability on ``root``'s picks, check it on ``test``'s, write the calibrated checkpoint."""
+    from cryodet_dask.calibration import fit_calibration
 
     net = _load(spec)
     val = _marked(*_picks_and_truth(root, net, min_score=0.0))
@@ -260,12 +293,7 @@ def calibrate(root: Path, spec: str, out: Path, test: Path | None, json_out: Pat
     if test is not None:
         sets["test"] = _marked(*_picks_and_truth(test, net, min_score=0.0))
     for name, frame in sets.items():
-        kept = frame[frame["score"] >= DetectParams().min_score]  # what detect keeps at its default cut-off
-        prob = cal.probability(kept["score"], kept["mask_score"], kept["n_voxels"])
-        result[name] = {**summary(frame, cal), "ece_default_cut": round(ece(prob, kept["true"].to_numpy(np.float64)), 4),
-                        "mean_probability_default_cut": round(float(prob.mean()), 4),
-                        "fraction_true_default_cut": round(float(kept["true"].mean()), 4),
-                        "reliability": reliability(frame, cal)}
+        result[name] = _check(frame, cal)
         print(name, json.dumps(result[name]), flush=True)
     net.config = net.config.replace(score_calibration=cal.to_dict())
     models.save(net, out)
@@ -299,9 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--test", type=Path, default=None, help="a pool to check it on (used for no fit)")
     c.add_argument("--json", type=Path, default=None)
     c.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    pr = sub.add_parser("probability")
+    pr.add_argument("root", type=Path, help="a pool to check the checkpoint's pick probability on")
+    pr.add_argument("--weights", required=True)
+    pr.add_argument("--tta", choices=("none", "flips"), default="none", help="test-time augmentation (detect --tta)")
+    pr.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "make":
         make(a.root, a.count)
+    elif a.cmd == "probability":
+        probability(a.root, a.weights, a.tta, a.json)
     elif a.cmd == "calibrate":
         if a.out.exists() and not a.overwrite:  # before any work: a checkpoint this run did not write stays
             ap.error(f"{a.out} exists; give --overwrite to replace it")
