@@ -133,7 +133,8 @@ NETWORK_FLAGS: tuple[Flag, ...] = (
     Flag("tta", None, choice("none", "flips"), "{none,flips}",
          "test-time augmentation: flips makes each map the mean of the networks' outputs on the tomogram and "
          "on three mirror images of it, mirrored back (y and x, z, all three); four forward passes, four "
-         "times the inference time; the maps stay the same for any chunking",
+         "times the inference time; the maps stay the same for any chunking; the CSV then has no pick "
+         "probability (its calibration was fitted without flips)",
          default_help="none", default="none"),
     Flag("engine", None, choice("auto", "torch", "openvino"), "{auto,torch,openvino}",
          "torch: PyTorch on --device; openvino: the networks run by OpenVINO's CPU plugin in fp32, 1.8x faster "
