@@ -48,7 +48,7 @@ the checkpoint that carries it::
 ``probability`` checks the probability a checkpoint already carries on another pool, the same way, for
 example under ``--tta flips`` (whose averaged maps the probability was not fitted on)::
 
-    python benchmarks/bench_species.py probability DIR --weights six-species.pt [--tta flips] [--json OUT]
+    python benchmarks/bench_species.py probability DIR --weights six-species.pt [--tta flips] [--polarity both] [--json OUT]
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _weights(spec: str) -> str:
     return spec
 
 
-def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None) -> pd.DataFrame:
+def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None,
+            polarity: str = "as-is") -> pd.DataFrame:
     import dask
     import dask.array as da
     import mrcfile
@@ -97,7 +98,7 @@ def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, f
     with mrcfile.open(d / "tomogram.mrc") as m:
         vol = np.array(m.data, dtype=np.float32)
         voxel_size = float(m.voxel_size.x)
-    y = models.predict_array(net, vol, tta=tta)
+    y = models.predict_array(net, vol, tta=tta, polarity=polarity)
     cfg = net.config
     species = None
     if len(cfg.species) > 1:
@@ -182,12 +183,12 @@ def _load(spec: str) -> Any:
     return models.load(_weights(spec))
 
 
-def _picks_and_truth(root: Path, net: Any, tta: str = "none", min_score: float | dict[str, float] | None = None
-                     ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+def _picks_and_truth(root: Path, net: Any, tta: str = "none", min_score: float | dict[str, float] | None = None,
+                     polarity: str = "as-is") -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Each tomogram's picks (detect's defaults but ``min_score``) and its simulated particles."""
     preds, truths = [], []
     for d in _pool(root):
-        pred = _detect(net, d, tta, min_score).assign(tomogram=d.name)
+        pred = _detect(net, d, tta, min_score, polarity).assign(tomogram=d.name)
         truth = pd.read_csv(d / "particles.csv").assign(tomogram=d.name)
         preds.append(pred)
         truths.append(truth)
@@ -264,16 +265,16 @@ def _check(frame: pd.DataFrame, cal: Any) -> dict[str, Any]:
             "reliability": reliability(frame, cal)}
 
 
-def probability(root: Path, spec: str, tta: str, json_out: Path | None) -> dict[str, Any]:
-    """Check the pick probability a checkpoint already carries on ``root``'s picks, under ``tta``."""
+def probability(root: Path, spec: str, tta: str, json_out: Path | None, polarity: str = "as-is") -> dict[str, Any]:
+    """Check the pick probability a checkpoint already carries on ``root``'s picks, under ``tta`` and ``polarity``."""
     from cryodet_dask.calibration import ScoreCalibration
 
     net = _load(spec)
     if net.config.score_calibration is None:
         raise SystemExit(f"{spec} carries no pick probability (bench_species.py calibrate writes one)")
     cal = ScoreCalibration.from_dict(net.config.score_calibration)
-    result = {"weights": spec, "tta": tta, "pool": str(root),
-              **_check(_marked(*_picks_and_truth(root, net, tta, min_score=0.0)), cal)}
+    result = {"weights": spec, "tta": tta, "polarity": polarity, "pool": str(root),
+              **_check(_marked(*_picks_and_truth(root, net, tta, min_score=0.0, polarity=polarity)), cal)}
     print(json.dumps(result), flush=True)
     if json_out:
         json_out.write_text(json.dumps(result, indent=1))
@@ -331,12 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("root", type=Path, help="a pool to check the checkpoint's pick probability on")
     pr.add_argument("--weights", required=True)
     pr.add_argument("--tta", choices=("none", "flips"), default="none", help="test-time augmentation (detect --tta)")
+    pr.add_argument("--polarity", choices=("as-is", "both"), default="as-is", help="detect --polarity")
     pr.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "make":
         make(a.root, a.count)
     elif a.cmd == "probability":
-        probability(a.root, a.weights, a.tta, a.json)
+        probability(a.root, a.weights, a.tta, a.json, a.polarity)
     elif a.cmd == "calibrate":
         if a.out.exists() and not a.overwrite:  # before any work: a checkpoint this run did not write stays
             ap.error(f"{a.out} exists; give --overwrite to replace it")

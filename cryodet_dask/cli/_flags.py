@@ -129,7 +129,8 @@ NETWORK_FLAGS: tuple[Flag, ...] = (
     Flag("polarity", None, choice("both", "as-is"), "{both,as-is}",
          "as-is: one forward pass; both: the maps are the mean of the networks' outputs on the tomogram and on "
          "its contrast-inverted copy, exactly the same whichever way the contrast was written (two forward "
-         "passes, twice the inference time)", default_help="as-is", default="as-is"),
+         "passes, twice the inference time; the CSV then has no pick probability)", default_help="as-is",
+         default="as-is"),
     Flag("tta", None, choice("none", "flips"), "{none,flips}",
          "test-time augmentation: flips makes each map the mean of the networks' outputs on the tomogram and "
          "on three mirror images of it, mirrored back (y and x, z, all three); four forward passes, four "

@@ -334,10 +334,13 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
     calibration = _calibration(run.p.model_arg())
-    if calibration is not None and run.p.tta != "none":
-        # fitted on single-pass maps: averaging mirror images lowers the centre peaks it reads, and on held-out
-        # tomograms it then said 0.37 on average where 97 % of the picks were true (docs/results.md#species)
-        log.info("no pick probability with --tta %s: the network's calibration was fitted without it", run.p.tta)
+    averaged = [f for f, v, plain in (("--tta", run.p.tta, "none"), ("--polarity", run.p.polarity, "as-is"))
+                if v != plain]
+    if calibration is not None and averaged:
+        # fitted on single-pass maps: a mean of several passes lowers the centre peaks it reads, and on held-out
+        # tomograms it then said 0.38 (flips) or 0.54 (both) where 99 % of the picks were true (docs/results.md#species)
+        log.info("no pick probability with %s: the network's calibration was fitted on one forward pass",
+                 " and ".join(averaged))
         calibration = None
     if calibration is not None:  # the pick probability, from the network's own grid: volumes times factor³
         scale = float(run.factor) ** 3 if run.factor is not None else 1.0
