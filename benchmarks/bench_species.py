@@ -267,12 +267,10 @@ def _check(frame: pd.DataFrame, cal: Any) -> dict[str, Any]:
 
 def probability(root: Path, spec: str, tta: str, json_out: Path | None, polarity: str = "as-is") -> dict[str, Any]:
     """Check the pick probability a checkpoint already carries on ``root``'s picks, under ``tta`` and ``polarity``."""
-    from cryodet_dask.calibration import ScoreCalibration
-
     net = _load(spec)
-    if net.config.score_calibration is None:
+    cal = net.config.calibration
+    if cal is None:
         raise SystemExit(f"{spec} carries no pick probability (bench_species.py calibrate writes one)")
-    cal = ScoreCalibration.from_dict(net.config.score_calibration)
     result = {"weights": spec, "tta": tta, "polarity": polarity, "pool": str(root),
               **_check(_marked(*_picks_and_truth(root, net, tta, min_score=0.0, polarity=polarity)), cal)}
     print(json.dumps(result), flush=True)
