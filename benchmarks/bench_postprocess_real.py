@@ -9,7 +9,9 @@ them as ``maps_<tag>.npz`` for its held-out tomograms); four of equal shape are 
 fragments of real predictions.  A second pair has many small components: smoothed noise thresholded to
 about 20 % foreground.  Timed: `postprocess` on a LocalCluster of 2 workers x 1 thread from Zarr maps in
 128^3 chunks (written with predict's codec) to labels in Zarr + centres CSV (detect's defaults; median after a warm-up), against
-`postprocess_reference` on the whole arrays in this process (the same parameters).
+`postprocess_reference` on the whole arrays in this process (the same parameters).  With ``--threaded``,
+each distributed run alternates with the same run on Dask's threaded scheduler (2 threads, in this
+process, the workers idle), and the ratio of their median wall times is printed.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def main() -> None:
     ap.add_argument("--maps", nargs=4, required=True, metavar="NPZ")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--network-maps-only", action="store_true", help="skip the many-small-components pair")
+    ap.add_argument("--threaded", action="store_true",
+                    help="alternate each run with one on the threaded scheduler (2 threads) and print the ratio")
     args = ap.parse_args()
     maps = [np.load(p) for p in args.maps]
     mask = np.concatenate([np.concatenate([maps[0]["mask"], maps[1]["mask"]], 2),
@@ -94,25 +98,38 @@ def main() -> None:
         cases["many small components"] = _speckles(mask.shape)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cryodet-ppreal-") as tmp, cluster(True) as cl:
+        import dask
         from distributed import Client
 
-        with Client(cl):
+        with Client(cl, set_as_default=False) as client:
             for name, (m, c) in cases.items():
                 store = _store(Path(tmp) / f"{name[:4]}.zarr", m, c)
                 nvox = m.size
                 t = time.perf_counter()
                 ref = postprocess_reference(m, c, **params)
                 t_ref = time.perf_counter() - t
-                run_pipeline(store, Path(tmp) / "warm", **params)
-                times, cpu_driver, cpu_workers = [], [], []
+                with client.as_current():
+                    run_pipeline(store, Path(tmp) / "warm", **params)
+                times, cpu_driver, cpu_workers, threaded = [], [], [], []
                 for _ in range(args.repeats):
                     d0, w0 = _cpu_seconds()
-                    wall, det = run_pipeline(store, Path(tmp) / "out", **params)
+                    with client.as_current():
+                        wall, det = run_pipeline(store, Path(tmp) / "out", **params)
                     d1, w1 = _cpu_seconds()
                     times.append(wall)
                     cpu_driver.append(d1 - d0)
                     cpu_workers.append(w1 - w0)
+                    if args.threaded:
+                        with dask.config.set(scheduler="threads", num_workers=2):
+                            wall_t, det_t = run_pipeline(store, Path(tmp) / "out", **params)
+                        threaded.append(wall_t)
+                        assert np.array_equal(det_t.centers, det.centers)
                 med = statistics.median(times)
+                if threaded:
+                    med_t = statistics.median(threaded)
+                    print(f"{name}: threaded scheduler (2 threads, alternated) median {med_t:.2f} s "
+                          f"({nvox / med_t / 1e6:.1f} Mvox/s) of {[round(x, 2) for x in threaded]}; "
+                          f"distributed / threaded {med / med_t:.2f}", flush=True)
                 print(f"{name}: CPU seconds per run: this process (client, scheduler, driver-side reductions) "
                       f"{statistics.median(cpu_driver):.2f}, the workers {statistics.median(cpu_workers):.2f}, "
                       f"wall {med:.2f} on {psutil.cpu_count()} cores", flush=True)

@@ -300,6 +300,20 @@ def test_nearest_in_segments_mixes_short_and_long_segments_exactly():
         assert got[i] == start[i] + _brute(pts[i : i + 1], seg)[0]
 
 
+def test_nearest_in_segments_exact_beyond_int32_distances():
+    """Coordinates tens of thousands of voxels apart (squared distances past int32): still the exact
+    nearest, lowest index on ties."""
+    rng = np.random.default_rng(6)
+    centres = rng.integers(0, 4, (12, 3)) * 30_000 + 7
+    start = rng.integers(0, 8, 800)
+    length = np.minimum(rng.integers(1, 6, 800), 12 - start)
+    pts = rng.integers(0, 4, (800, 3)) * 30_000 + rng.integers(-2, 3, (800, 3))
+    got = nearest_in_segments(pts, start, length, centres)
+    for i in range(800):
+        seg = centres[start[i] : start[i] + length[i]]
+        assert got[i] == start[i] + _brute(pts[i : i + 1], seg)[0]
+
+
 def test_candidate_centres_are_sufficient():
     rng = np.random.default_rng(4)
     for _ in range(50):
