@@ -158,7 +158,7 @@ def test_an_older_checkpoint_config_is_one_species_particle():
 
 
 def _species_map(labels: np.ndarray, k: int, seed: int, noise: float) -> np.ndarray:
-    """Quantized species probabilities: each blob leans to one species, voxel noise flips some votes."""
+    """Quantized species probabilities: each blob leans to one species, voxel noise flips some voxels."""
     rng = np.random.default_rng(seed)
     n = int(labels.max())
     lean = rng.integers(0, k, n + 1)
@@ -275,7 +275,7 @@ def test_per_species_score_threshold_by_hand():
         SpeciesParams(min_score=(-0.1, 0.2))
 
 
-def test_majority_vote_and_ties_by_hand():
+def test_species_of_highest_mean_probability_and_ties_by_hand():
     mask = np.zeros((4, 4, 8), np.float32)
     mask[1:3, 1:3, 1:7] = 1  # one particle of 24 voxels
     center = np.zeros_like(mask)
@@ -291,8 +291,18 @@ def test_majority_vote_and_ties_by_hand():
     assert det.species.tolist() == [1]
     table = det.to_dataframe(10.0)
     assert table["class"].tolist() == ["b"] and table["class_score"].tolist() == [0.5]
-    prob[2, 1, 1, 3] = 1.0  # one voxel of species 1 votes for 2 now: species 2 has the majority
-    prob[1, 1, 1, 3] = 0.0
+    # the mean, not a majority of voxels: species 2 now leads in 13 of the 24 voxels, but only just
+    # (0.6 against 0.4), and species 1 leads in the other 11 with 1.0: its mean is the higher
+    prob[1, :, :, 4:], prob[2, :, :, 4:] = 0.4, 0.6
+    prob[1, 1, 1, 3], prob[2, 1, 1, 3] = 0.4, 0.6
+    q = quantize_species(prob)
+    ref = postprocess_reference(mask, center, species=q, **KW)
+    assert ref.species.tolist() == [1]
+    assert ref.class_scores.tolist() == [(11 * 255 + 13 * 102) / (255 * 24)]
+    det = postprocess(da.from_array(mask, chunks=(2, 2, 3)), da.from_array(center, chunks=(2, 2, 3)),
+                      species=da.from_array(q, chunks=(3, 2, 2, 3)), **KW)
+    assert det.species.tolist() == [1] and det.class_scores.tolist() == ref.class_scores.tolist()
+    prob[1, :, :, :4], prob[2, :, :, :4] = 0.3, 0.7  # now species 2 has the higher mean everywhere
     assert postprocess_reference(mask, center, species=quantize_species(prob), **KW).species.tolist() == [2]
 
 

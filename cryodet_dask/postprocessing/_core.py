@@ -74,7 +74,7 @@ from ._outliers import outlier_keep
 from ._params import PostprocessParams
 from ._plan import check_plan
 from ._relabel import BlockTables, block_components, block_stats, instance_block
-from ._species import (SpeciesParams, instance_species, peak_species, piece_votes, score_keep,
+from ._species import (SpeciesParams, instance_species, peak_species, piece_sums, score_keep,
                        species_size_keep)
 
 if TYPE_CHECKING:
@@ -125,9 +125,9 @@ def _pass2_block(mask: np.ndarray, center: np.ndarray, box: Box, index: int, sha
         open_for_write(scratch)[tuple(slice(a, b) for a, b in box)] = pieces  # no all-zero test per chunk
     n2 = len(piece_centre) - 1
     out: dict[str, Any] = block_stats(pieces, n2, mask, offset, shape, center, fg)  # type: ignore[arg-type]
-    if species is not None:  # integer votes and quantized sums per piece (exact block sums)
+    if species is not None:  # integer sums of the quantized probabilities per piece (exact block sums)
         labs = pieces.ravel()[fg]
-        out["votes"], out["species_sum"] = piece_votes(np.asarray(species), fg[labs > 0], labs[labs > 0], n2)
+        out["species_sum"] = piece_sums(np.asarray(species), fg[labs > 0], labs[labs > 0], n2)
     out.update(n=n2, centre=piece_centre, faces=block_faces(pieces, index))
     return out
 
@@ -355,8 +355,8 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
     n_nodes = int(ns.sum())
     # None when there are no nodes; the arrays are indexed only when n_nodes (hence n_inst) > 0
     cat: dict[str, Any] = {k: np.concatenate([s[k][1:] for s in s2]) if n_nodes else None
-           for k in ("count", "sum", "first", "mask_sum", "center_max", "centre", "votes", "species_sum")
-           if sp is not None or k not in ("votes", "species_sum")}
+           for k in ("count", "sum", "first", "mask_sum", "center_max", "centre", "species_sum")
+           if sp is not None or k != "species_sum"}
     if n_nodes:
         pr = _compact(pairs, off) if len(pairs) else np.zeros((0, 2), np.int64)
         pr = pr[cat["centre"][pr[:, 0]] == cat["centre"][pr[:, 1]]]
@@ -380,13 +380,12 @@ def _instances(s2: list[dict[str, Any]], pairs: np.ndarray, p: PostprocessParams
     centroids = sums / np.maximum(count, 1)[:, None]
     size_ok = count >= p.min_particle_size
     min_score: float | np.ndarray = p.min_score
-    if sp is not None:  # integer votes summed per instance, then the species and its own minimum size
-        k = int(s2[0]["votes"].shape[1]) if s2 else 0
-        votes, ssum = np.zeros((n_inst, k), np.int64), np.zeros((n_inst, k), np.int64)
+    if sp is not None:  # integer sums per instance, then the species and its own minimum size
+        k = int(s2[0]["species_sum"].shape[1]) if s2 else 0
+        ssum = np.zeros((n_inst, k), np.int64)
         if n_inst:
-            np.add.at(votes, inst_v, cat["votes"][valid])
             np.add.at(ssum, inst_v, cat["species_sum"][valid])
-        species, class_score = instance_species(votes, ssum, count)
+        species, class_score = instance_species(ssum, count)
         size_ok = species_size_keep(species, count, sp, p.min_particle_size)
         if sp.min_score:  # each species' own score threshold
             min_score = np.asarray(sp.min_score, dtype=np.float64)[species]
@@ -433,7 +432,7 @@ def postprocess(mask: Any, center: Any, params: PostprocessParams | None = None,
         All parameters; keyword arguments (``mask_threshold=0.2``, ...) override fields.
     species : dask.array.Array of uint8, shape (K, Z, Y, X), optional
         Quantized species probabilities (:func:`~._species.quantize_species`) of a multi-species
-        network; each particle then gets a species by voxel votes (exact, see ``_species``).
+        network; each particle then gets the species of highest mean probability (exact, see ``_species``).
     species_names : sequence of str
         The K species' names (default ``species0``, ``species1``, ...).
     species_params : SpeciesParams, optional

@@ -43,8 +43,8 @@ class Detections:
     params : PostprocessParams
         The parameters used.
     species : ndarray of int64, shape (N,), or None
-        With a species map: each particle's species index (the most voxel votes, ties to
-        the lower index; see :mod:`~cryodet_dask.postprocessing._species`); None without one.
+        With a species map: each particle's species index (the highest mean probability over its
+        voxels, ties to the lower index; see :mod:`~cryodet_dask.postprocessing._species`); None without one.
     class_scores : ndarray of float64, shape (N,), or None
         The mean probability of that species over the particle's voxels.
     species_names : tuple of str

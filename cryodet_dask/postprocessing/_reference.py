@@ -188,17 +188,15 @@ def postprocess_reference(mask: np.ndarray, center: np.ndarray,
     np.minimum.at(first, labs, idx)
     first = first[1:]
     counts = counts[1:]
-    # 5a. species: per-voxel argmax (first maximum), majority over the instance (lowest index on ties)
+    # 5a. species: the largest sum of quantized probabilities over the instance (lowest index on ties)
     size_ok = counts >= p.min_particle_size
     min_score: Any = p.min_score
     if species is not None:
         k = species.shape[0]
         q = species.reshape(k, -1)[:, idx]
-        votes = np.zeros((n + 1, k), np.int64)
-        np.add.at(votes, (labs, np.argmax(q, axis=0)), 1)
         qsum = np.stack([np.bincount(labs, weights=q[s].astype(np.float64), minlength=n + 1)
                          for s in range(k)], axis=1)[1:]
-        sp = np.argmax(votes[1:], axis=1)
+        sp = np.argmax(qsum, axis=1)
         cls_score = qsum[np.arange(n), sp] / (255.0 * np.maximum(counts, 1))
         size_ok = counts >= (np.asarray(sp_params.min_particle_size)[sp] if sp_params.min_particle_size
                              else p.min_particle_size)

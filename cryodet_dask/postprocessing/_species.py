@@ -1,14 +1,14 @@
-"""The species of each instance: integer votes, exact whatever the chunking.
+"""The species of each instance: integer sums of quantized probabilities, exact whatever the chunking.
 
 The species map holds, per voxel, the network's probability of each species
 given that the voxel is a particle, quantized to ``uint8`` (``round(255 p)``,
-:func:`quantize_species`).  Every instance voxel votes for the species of
-largest quantized probability (ties go to the lower species index); an
-instance is of the species with the most votes (ties again to the lower
-index).  Its ``class_score`` is the mean probability of that species over its
-voxels, ``sum(q) / (255 n)``.  Votes and quantized sums are integers summed
-per block piece and then per instance, so the result does not depend on how
-the volume was cut into blocks.
+:func:`quantize_species`).  An instance is of the species whose quantized
+probabilities sum highest over its voxels, i.e. of highest mean probability
+(ties go to the lower species index).  Its ``class_score`` is that mean,
+``sum(q) / (255 n)``.  The sums are integers, summed per block piece and then
+per instance, so the result does not depend on how the volume was cut into
+blocks.  (A majority of per-voxel argmax votes, the rule before, scored a
+little lower on validation data: mean per-species CZII F4 0.825 against 0.827.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["SpeciesParams", "quantize_species", "piece_votes", "instance_species", "species_size_keep",
+__all__ = ["SpeciesParams", "quantize_species", "piece_sums", "instance_species", "species_size_keep",
            "score_keep", "species_lookup", "peak_species", "SPECIES_SCALE"]
 
 #: Quantization of the species probabilities: ``q = round(SPECIES_SCALE * p)`` in uint8.
@@ -89,8 +89,8 @@ def quantize_species(prob: np.ndarray) -> np.ndarray:
     return q
 
 
-def piece_votes(species: np.ndarray, idx: np.ndarray, labs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per label, the voxel votes for each species and the sums of the quantized probabilities.
+def piece_sums(species: np.ndarray, idx: np.ndarray, labs: np.ndarray, n: int) -> np.ndarray:
+    """Per label, the sums of each species' quantized probability.
 
     Parameters
     ----------
@@ -105,26 +105,20 @@ def piece_votes(species: np.ndarray, idx: np.ndarray, labs: np.ndarray, n: int) 
 
     Returns
     -------
-    votes, sums : ndarray of int64, shape (n + 1, K)
-        ``votes[l, k]``: voxels of label ``l`` whose largest probability is species ``k``
-        (ties to the lower ``k``); ``sums[l, k]``: sum of species ``k``'s quantized probability
-        over label ``l``.
+    ndarray of int64, shape (n + 1, K)
+        ``sums[l, k]``: sum of species ``k``'s quantized probability over label ``l``.
     """
     k = species.shape[0]
     flat = species.reshape(k, -1)[:, idx]  # (K, m)
-    votes = np.zeros((n + 1, k), dtype=np.int64)
     sums = np.zeros((n + 1, k), dtype=np.int64)
-    if flat.shape[1] == 0:
-        return votes, sums
-    winner = np.argmax(flat, axis=0)  # the first maximum: the lower species index
-    np.add.at(votes, (labs, winner), 1)
     for s in range(k):
         sums[:, s] = np.bincount(labs, weights=flat[s], minlength=n + 1)[: n + 1].astype(np.int64)
-    return votes, sums
+    return sums
 
 
-def instance_species(votes: np.ndarray, sums: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Species (most votes, ties to the lower index) and its mean probability, per instance.
+def instance_species(sums: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Species (largest sum of quantized probabilities, ties to the lower index) and its mean probability,
+    per instance.
 
     Returns
     -------
@@ -132,9 +126,9 @@ def instance_species(votes: np.ndarray, sums: np.ndarray, count: np.ndarray) -> 
     class_score : ndarray of float64, shape (N,)
         ``sums[i, species[i]] / (255 * count[i])``.
     """
-    if len(votes) == 0:
+    if len(sums) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    sp = np.argmax(votes, axis=1).astype(np.int64)
+    sp = np.argmax(sums, axis=1).astype(np.int64)  # the first maximum: the lower species index
     chosen = sums[np.arange(len(sp)), sp].astype(np.float64)
     score = chosen / (SPECIES_SCALE * np.maximum(np.asarray(count, dtype=np.float64), 1.0))
     return sp, score
