@@ -100,8 +100,9 @@ def test_detect_writes_the_probability_of_each_pick_for_any_chunking(tmp_path, s
     # the same network without a calibration: no column
     assert main([*base, "-o", str(tmp_path / "c"), "-m", str(net)]) == 0
     assert "probability" not in pd.read_csv(tmp_path / "c" / "small_centers.csv").columns
-    # nor with --tta flips or --polarity both, whose averaged maps the calibration was not fitted on
-    for name, flag in (("d", ["--tta", "flips"]), ("e", ["--polarity", "both"])):
+    # nor with --tta flips or --polarity both, whose averaged maps the calibration was not fitted on, nor with
+    # --magnify, whose maps come back resampled from another grid
+    for name, flag in (("d", ["--tta", "flips"]), ("e", ["--polarity", "both"]), ("f", ["--magnify", "1.25"])):
         assert main([*base, "-o", str(tmp_path / name), "-ps", chunks, *flag]) == 0
         d = pd.read_csv(tmp_path / name / "small_centers.csv")
         assert len(d) > 0 and "probability" not in d.columns and "score" in d.columns

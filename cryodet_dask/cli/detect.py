@@ -90,13 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rescale", action="store_const", const=True,
                    help="when the weights were trained at a voxel size more than 5%% away from the tomogram's, "
                    "predict on the tomogram resampled (linear, lazily) to the weights' voxel size; labels and "
-                   "centres stay on the tomogram's grid")
+                   "centres stay on the tomogram's grid; the CSV then has no pick probability (its calibration "
+                   "was fitted on maps of the tomogram's own grid)")
     g.add_argument("--magnify", type=TYPES["magnify"], metavar="M",
                    help="predict on the tomogram magnified M times (0.25-4; with --rescale, relative to the "
                    "weights' voxel size), so that particles smaller than the training's (under ~12 voxels at the "
                    "networks' voxel size) are seen at a size they know; labels and centres stay on the "
                    "tomogram's grid. 1.5 found 10-voxel particles at recall 0.87 instead of 0.46, with more "
-                   "false picks (default: 1)")
+                   "false picks; the CSV then has no pick probability (default: 1)")
     g.add_argument("--species", type=TYPES["species"], metavar="NAME,...",
                    help="keep only these species of a multi-species model, e.g. 4v4r,1bxn (`cryodet-dask models` "
                    "lists each model's species; default: all)")

@@ -334,18 +334,22 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     dets = postprocess(mask, center, progress=run.progress, scratch=scratch, species=species,
                        species_names=pred.species_names, species_params=sp, **outputs.pp_kwargs)
     calibration = _calibration(run.p.model_arg())
-    averaged = [f for f, v, plain in (("--tta", run.p.tta, "none"), ("--polarity", run.p.polarity, "as-is"))
+    # fitted on the maps of one forward pass on the tomogram's own grid: a mean of several passes lowers the
+    # centre peaks it reads, and maps resampled back from another grid lower the mask scores; on held-out
+    # tomograms it then said 0.38 (flips) or 0.54 (both) where 99 % of the picks were true, and under
+    # --magnify 1.5 or --rescale 0.00-0.09 where 16-54 % were (docs/results.md)
+    unfitted = [f for f, v, plain in (("--tta", run.p.tta, "none"), ("--polarity", run.p.polarity, "as-is"))
                 if v != plain]
-    if calibration is not None and averaged:
-        # fitted on single-pass maps: a mean of several passes lowers the centre peaks it reads, and on held-out
-        # tomograms it then said 0.38 (flips) or 0.54 (both) where 99 % of the picks were true (docs/results.md#species)
-        log.info("no pick probability with %s: the network's calibration was fitted on one forward pass",
-                 " and ".join(averaged))
+    if run.factor is not None:
+        unfitted += [f for f, on in (("--rescale", bool(run.p.rescale)), ("--magnify", float(run.p.magnify) != 1.0))
+                     if on]
+    if calibration is not None and unfitted:
+        log.info("no pick probability with %s: the network's calibration was fitted on the maps of one forward "
+                 "pass on the tomogram's own grid", " and ".join(unfitted))
         calibration = None
-    if calibration is not None:  # the pick probability, from the network's own grid: volumes times factor³
-        scale = float(run.factor) ** 3 if run.factor is not None else 1.0
+    if calibration is not None:
         dets = dataclasses.replace(dets, probabilities=calibration.probability(
-            dets.center_scores, dets.scores, np.asarray(dets.n_voxels, dtype=np.float64) * scale))
+            dets.center_scores, dets.scores, np.asarray(dets.n_voxels, dtype=np.float64)))
     run.timings["postprocess"] = time.perf_counter() - t
     return dets
 
