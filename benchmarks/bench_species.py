@@ -87,8 +87,10 @@ def _weights(spec: str) -> str:
     return spec
 
 
-def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None,
-            polarity: str = "as-is") -> pd.DataFrame:
+def _postprocessed(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None,
+                   polarity: str = "as-is") -> tuple[Any, np.ndarray | None, dict[str, Any], Any]:
+    """One tomogram predicted whole and post-processed as detect would: the detections, the quantized
+    species map (None for one species), the post-processing keywords and the per-species parameters."""
     import dask
     import dask.array as da
     import mrcfile
@@ -112,9 +114,14 @@ def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, f
         det = postprocess(da.from_array(y[net.head_index("mask")], chunks=128),
                           da.from_array(y[net.head_index("center")], chunks=128),
                           species=species, species_names=cfg.species.names, species_params=sp, **kw)
-    table = det.to_dataframe()
+    return det, species, kw, sp
+
+
+def _detect(net: Any, d: Path, tta: str = "none", min_score: float | dict[str, float] | None = None,
+            polarity: str = "as-is") -> pd.DataFrame:
+    table = _postprocessed(net, d, tta, min_score, polarity)[0].to_dataframe()
     if "class" not in table.columns:
-        table["class"] = cfg.species.names[0]
+        table["class"] = net.config.species.names[0]
     return table
 
 

@@ -36,30 +36,13 @@ Rule = Callable[[dict[str, Any]], np.ndarray]
 def particles(net: Any, d: Path) -> dict[str, Any]:
     """Every particle of one tomogram (no species-dependent filter) with its votes and quantized sums."""
     import dask
-    import dask.array as da
-    import mrcfile
 
-    from cryodet_dask import models
-    from cryodet_dask.pipeline import DetectParams
-    from cryodet_dask.postprocessing import postprocess
-    from cryodet_dask.postprocessing._species import quantize_species
-
-    with mrcfile.open(d / "tomogram.mrc") as m:
-        vol = np.array(m.data, dtype=np.float32)
-        voxel_size = float(m.voxel_size.x)
-    y = models.predict_array(net, vol)
-    cfg = net.config
-    i = net.head_index("species")
-    q = quantize_species(y[i : i + len(cfg.species)])
-    kw, sp = DetectParams().resolve_postprocess(voxel_size, {s.name: s.diameter for s in cfg.species})
     saved = core.species_size_keep, core.score_keep
     core.species_size_keep = lambda s, c, p, m: np.ones(len(s), bool)  # every particle, whatever its species
     core.score_keep = lambda s, m: np.ones(len(s), bool)
     try:
+        det, q, kw, sp = B._postprocessed(net, d)
         with dask.config.set(scheduler="synchronous"):
-            det = postprocess(da.from_array(y[net.head_index("mask")], chunks=128),
-                              da.from_array(y[net.head_index("center")], chunks=128),
-                              species=q, species_names=cfg.species.names, species_params=sp, **kw)
             labels = np.asarray(det.labels.compute()).ravel()
     finally:
         core.species_size_keep, core.score_keep = saved
@@ -70,7 +53,7 @@ def particles(net: Any, d: Path) -> dict[str, Any]:
     votes = np.bincount(lab * k + np.argmax(qf, axis=0), minlength=(n + 1) * k).reshape(n + 1, k)[1:]
     return {"centers": det.centers, "count": det.n_voxels, "score": det.center_scores, "votes": votes,
             "sums": sums, "mins": np.asarray(sp.min_particle_size), "min_score": kw["min_score"],
-            "names": list(cfg.species.names), "truth": pd.read_csv(d / "particles.csv").assign(tomogram=d.name),
+            "names": list(net.config.species.names), "truth": pd.read_csv(d / "particles.csv").assign(tomogram=d.name),
             "tomogram": d.name}
 
 

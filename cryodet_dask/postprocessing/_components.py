@@ -30,6 +30,7 @@ __all__ = [
     "paste_overlap",
     "structure",
     "label_binary",
+    "foreground",
     "label_block",
     "small_interior_lut",
     "drop_small_interior",
@@ -88,6 +89,12 @@ def label_binary(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, int
     return labels, int(n)
 
 
+def foreground(mask: np.ndarray, threshold: float) -> np.ndarray:
+    """The particle voxels of a block: ``mask > threshold`` (NaN is background), boolean."""
+    binary: np.ndarray = np.asarray(mask) > threshold
+    return binary
+
+
 def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
     """Connected components of ``mask > threshold`` in one block.
 
@@ -98,7 +105,7 @@ def label_block(mask: np.ndarray, threshold: float, connectivity: int) -> tuple[
     n : int
         Number of components.
     """
-    return label_binary(np.asarray(mask) > threshold, connectivity)
+    return label_binary(foreground(mask, threshold), connectivity)
 
 
 def small_interior_lut(labels: np.ndarray, n: int, min_size: int,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._assign import nearest_among, nearest_in_segments
-from ._components import label_binary, small_interior_lut
+from ._components import foreground, label_binary, small_interior_lut
 
 __all__ = ["BlockTables", "block_components", "instance_block", "block_stats"]
 
@@ -106,8 +106,8 @@ def block_components(mask: np.ndarray, threshold: float, connectivity: int, min_
     or composed with the next lookup), never to the whole block on its own; the sizes
     are counted on the foreground voxels alone (the masks are mostly background).
     """
-    binary = np.asarray(mask) > threshold  # label_block's foreground
-    raw, n = label_binary(binary, connectivity)
+    binary = foreground(mask, threshold)
+    raw, n = label_binary(binary, connectivity)  # label_block's labels, keeping the foreground
     fg = np.flatnonzero(binary)  # 3-4x faster on booleans than on the int32 labels
     fg_raw = raw.ravel()[fg]
     drop, n_kept, sizes = small_interior_lut(raw, n, min_size, np.bincount(fg_raw, minlength=n + 1))
