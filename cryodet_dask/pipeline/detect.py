@@ -337,7 +337,7 @@ def _postprocess_stage(run: _Run, pred: Prediction, outputs: _Outputs, stack: Ex
     # fitted on the maps of one forward pass on the tomogram's own grid: a mean of several passes lowers the
     # centre peaks it reads, and maps resampled back from another grid lower the mask scores; on held-out
     # tomograms it then said 0.38 (flips) or 0.54 (both) where 99 % of the picks were true, and under
-    # --magnify 1.5 or --rescale 0.00-0.09 where 16-54 % were (docs/results.md)
+    # --magnify 1.5 or --rescale 0.002 or 0.01 where 54 % or 45 % were (docs/results.md)
     unfitted = [f for f, v, plain in (("--tta", run.p.tta, "none"), ("--polarity", run.p.polarity, "as-is"))
                 if v != plain]
     if run.factor is not None:

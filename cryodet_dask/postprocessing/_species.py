@@ -7,8 +7,8 @@ probabilities sum highest over its voxels, i.e. of highest mean probability
 (ties go to the lower species index).  Its ``class_score`` is that mean,
 ``sum(q) / (255 n)``.  The sums are integers, summed per block piece and then
 per instance, so the result does not depend on how the volume was cut into
-blocks.  (A majority of per-voxel argmax votes, the rule before, scored a
-little lower on validation data: mean per-species CZII F4 0.825 against 0.827.)
+blocks.  (A majority of per-voxel argmax votes scored a little lower on
+validation data: mean per-species CZII F4 0.825 against 0.827.)
 """
 
 from __future__ import annotations
